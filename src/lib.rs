@@ -1,0 +1,57 @@
+//! elevate: a just-in-time privileged access broker.
+//!
+//! An engineer asks for time-bound access with a reason; the policy decides who must approve;
+//! the broker grants it on the target system, keeps a durable lease, and takes it away on time,
+//! across restarts, crashes and flaky targets.
+//!
+//! The crate is the library behind two thin binaries: `elevated` (the daemon) and `elevate`
+//! (the CLI). Dependencies point one way, from the edge inwards:
+//!
+//! ```text
+//! grpc ──▶ broker ──▶ { policy, store, provision, expiry } ──▶ model
+//!  │                                                           ▲
+//!  └─▶ tls (mTLS, identity from the client certificate)        │ clock
+//! cli ──▶ proto client (never the broker)
+//! ```
+//!
+//! - [`model`]: typed ids, names, durations, the request record and its state machine.
+//! - [`clock`]: the one source of time; tests advance a manual clock.
+//! - [`config`]: the daemon's configuration file.
+//! - [`policy`]: policy and directory files, and route evaluation.
+//! - [`store`]: redb tables, and the writer task that group-commits transitions with their
+//!   audit events.
+//! - [`audit`]: audit events and their hash chain.
+//! - [`provision`]: the `Provisioner` trait and the `exec` and `file` targets.
+//! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
+//! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
+//! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.
+//! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
+//! - [`server`]: build everything from a configuration, then run it on a bound listener.
+//! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
+//! - [`cli`]: the `elevate` command-line client.
+//! - [`proto`]: generated wire types and stubs.
+
+pub mod audit;
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod expiry;
+pub mod grpc;
+pub mod hash;
+pub mod model;
+pub mod policy;
+pub mod provision;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+/// Generated wire types and gRPC stubs of `proto/elevate/v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    /// Version 1 of the wire API.
+    pub mod v1 {
+        tonic::include_proto!("elevate.v1");
+    }
+}

@@ -1,0 +1,19 @@
+//! Typed values of the domain: ids, names, times, durations, bounded text, and the access-request
+//! record with its state machine. Everything that crosses the wire or the store is parsed into
+//! these types once, at the edge; nothing here depends on the rest of the crate.
+
+mod duration;
+mod ids;
+mod names;
+mod request;
+mod state;
+mod text;
+mod time;
+
+pub use duration::{DurationError, LeaseDuration};
+pub use ids::{IdError, RequestId};
+pub use names::{GroupName, NameError, Principal, ResourceName};
+pub use request::{AccessRequest, Decision, Route, RouteStage, Verdict};
+pub use state::{Action, Attempts, Ending, State, StateKind, Transition, TransitionError};
+pub use text::{Comment, Reason, TextError, Ticket};
+pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,171 @@
+//! The access-request record: what was asked, the route it must pass, the decisions made, and
+//! the lease it became. History is never deleted, so a record is kept whole for its whole life.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    LeaseDuration, Principal, Reason, RequestId, ResourceName, State, StateKind, Ticket, Timestamp,
+};
+
+/// The approval route resolved at request time: ordered stages. Empty means auto-approved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Stages in the order they must be passed.
+    pub stages: Vec<RouteStage>,
+}
+
+/// One stage: `quorum` distinct approvals from `approvers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStage {
+    /// Human name of the stage ("manager", "security").
+    pub name: String,
+    /// Approvals needed to pass the stage.
+    pub quorum: u32,
+    /// Who may approve at this stage; resolved from the directory at request time, never
+    /// containing the requester.
+    pub approvers: BTreeSet<Principal>,
+}
+
+/// Approve or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Counts toward the stage's quorum.
+    Approve,
+    /// Ends the request.
+    Deny,
+}
+
+impl Verdict {
+    /// "approve" or "deny".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// One approver's decision at one stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Who decided.
+    pub approver: Principal,
+    /// What they decided.
+    pub verdict: Verdict,
+    /// Their comment (the reason, for a deny); validated as a `Comment` or `Reason` on entry.
+    pub comment: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// Index of the stage the decision was made at.
+    pub stage: u32,
+}
+
+/// An access request and, once granted, its lease. One id for its whole life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    /// The id of the request and of its lease.
+    pub id: RequestId,
+    /// Who asked; the holder once granted.
+    pub requester: Principal,
+    /// What for.
+    pub resource: ResourceName,
+    /// Why (required by most resources).
+    pub reason: Option<Reason>,
+    /// Ticket reference, when given.
+    pub ticket: Option<Ticket>,
+    /// How long the lease lasts once granted.
+    pub duration: LeaseDuration,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// When a pending request times out.
+    pub decide_by: Timestamp,
+    /// The route resolved at submission.
+    pub route: Route,
+    /// Content hash of the policy the route came from.
+    pub policy_version: String,
+    /// The provisioner that grants and revokes this lease, fixed at submission so that a
+    /// policy change never strands a grant.
+    pub provisioner: String,
+    /// Every decision, in order.
+    pub decisions: Vec<Decision>,
+    /// Where the request is now.
+    pub state: State,
+    /// When the last stage was passed (or the request auto-approved).
+    pub approved_at: Option<Timestamp>,
+    /// When the target confirmed the grant.
+    pub granted_at: Option<Timestamp>,
+    /// When the lease ends; set at grant.
+    pub expires_at: Option<Timestamp>,
+    /// When the request reached a final state.
+    pub ended_at: Option<Timestamp>,
+    /// Why it ended, when the state alone does not say (deny reason, failure).
+    pub end_reason: Option<String>,
+}
+
+impl AccessRequest {
+    /// The state's kind, as shown to users.
+    pub fn kind(&self) -> StateKind {
+        self.state.kind()
+    }
+
+    /// Name of stage `index`, or a placeholder for a corrupt index.
+    pub fn stage_name(&self, index: u32) -> &str {
+        self.route
+            .stages
+            .get(index as usize)
+            .map_or("?", |stage| stage.name.as_str())
+    }
+
+    /// The stage waiting for decisions, if pending.
+    pub fn current_stage(&self) -> Option<(u32, &RouteStage)> {
+        match self.state {
+            State::Pending { stage } => self
+                .route
+                .stages
+                .get(stage as usize)
+                .map(|found| (stage, found)),
+            _ => None,
+        }
+    }
+
+    /// Whether `principal` may decide now: eligible at the current stage, not the requester,
+    /// and not already counted.
+    pub fn awaits_decision_from(&self, principal: &Principal) -> bool {
+        *principal != self.requester
+            && self
+                .current_stage()
+                .is_some_and(|(_, stage)| stage.approvers.contains(principal))
+            && !self.decisions.iter().any(|d| d.approver == *principal)
+    }
+
+    /// Whether `principal` appears anywhere in the route.
+    pub fn is_approver(&self, principal: &Principal) -> bool {
+        self.route
+            .stages
+            .iter()
+            .any(|stage| stage.approvers.contains(principal))
+    }
+
+    /// Approvals recorded at stage `index`.
+    pub fn approvals_at(&self, index: u32) -> impl Iterator<Item = &Decision> {
+        self.decisions
+            .iter()
+            .filter(move |d| d.stage == index && d.verdict == Verdict::Approve)
+    }
+
+    /// The next instant the broker must act on this request by itself: the time-out of a
+    /// pending request, the next grant or revoke attempt, or the lease's expiry.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        match &self.state {
+            State::Pending { .. } => Some(self.decide_by),
+            State::Approved { attempts } | State::RevokeFailing { attempts, .. } => {
+                Some(attempts.retry_at)
+            }
+            State::Active => self.expires_at,
+            State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => None,
+        }
+    }
+}
