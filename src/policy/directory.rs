@@ -1,0 +1,233 @@
+//! The directory: who exists, their groups, their manager and whether they are active. A
+//! certificate alone grants no role; everything a principal may do is decided from here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::error::{At, LoadError};
+use crate::hash::content_version;
+use crate::model::{GroupName, Principal};
+
+/// Whether a principal may act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// May request and decide.
+    Active,
+    /// Known, but may do nothing (a leaver).
+    Suspended,
+}
+
+/// One principal of the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Person {
+    /// Groups the principal belongs to.
+    pub groups: BTreeSet<GroupName>,
+    /// Their manager, when they have one.
+    pub manager: Option<Principal>,
+    /// Active or suspended.
+    pub status: Status,
+}
+
+impl Person {
+    /// Whether the principal is active.
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+
+    /// Whether the principal belongs to any of `groups`.
+    pub fn in_any<'a>(&self, groups: impl IntoIterator<Item = &'a GroupName>) -> bool {
+        groups.into_iter().any(|group| self.groups.contains(group))
+    }
+}
+
+/// The loaded directory.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    version: String,
+    people: BTreeMap<Principal, Person>,
+    members: BTreeMap<GroupName, BTreeSet<Principal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    #[serde(default)]
+    principals: BTreeMap<String, RawPerson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerson {
+    #[serde(default)]
+    groups: Vec<String>,
+    manager: Option<String>,
+    #[serde(default = "default_status")]
+    status: String,
+}
+
+fn default_status() -> String {
+    "active".to_owned()
+}
+
+impl Directory {
+    /// Reads and validates a directory file.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates directory text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, LoadError> {
+        let raw: RawDirectory = toml::from_str(text).map_err(|error| LoadError::Syntax {
+            file: file.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        let mut people = BTreeMap::new();
+        for (name, raw_person) in &raw.principals {
+            let at = At {
+                file,
+                entry: format!("principals.{name}"),
+            };
+            let principal =
+                Principal::parse(name).map_err(|error| at.invalid("", error.to_string()))?;
+            let mut groups = BTreeSet::new();
+            for (index, group) in raw_person.groups.iter().enumerate() {
+                let group = GroupName::parse(group)
+                    .map_err(|error| at.invalid(format!("groups[{index}]"), error.to_string()))?;
+                groups.insert(group);
+            }
+            let manager = match &raw_person.manager {
+                None => None,
+                Some(manager) => {
+                    let manager = Principal::parse(manager)
+                        .map_err(|error| at.invalid("manager", error.to_string()))?;
+                    if manager == principal {
+                        return Err(at
+                            .invalid("manager", "a principal cannot manage themselves")
+                            .into());
+                    }
+                    if !raw.principals.contains_key(manager.as_str()) {
+                        return Err(at
+                            .invalid("manager", format!("'{manager}' is not in the directory"))
+                            .into());
+                    }
+                    Some(manager)
+                }
+            };
+            let status = match raw_person.status.as_str() {
+                "active" => Status::Active,
+                "suspended" => Status::Suspended,
+                other => {
+                    return Err(at
+                        .invalid(
+                            "status",
+                            format!("unknown status '{other}': expected active or suspended"),
+                        )
+                        .into());
+                }
+            };
+            people.insert(
+                principal,
+                Person {
+                    groups,
+                    manager,
+                    status,
+                },
+            );
+        }
+        let mut members: BTreeMap<GroupName, BTreeSet<Principal>> = BTreeMap::new();
+        for (principal, person) in &people {
+            for group in &person.groups {
+                members
+                    .entry(group.clone())
+                    .or_default()
+                    .insert(principal.clone());
+            }
+        }
+        Ok(Self {
+            version: content_version(text.as_bytes()),
+            people,
+            members,
+        })
+    }
+
+    /// Content hash of the file this directory came from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The directory entry of `principal`.
+    pub fn person(&self, principal: &Principal) -> Option<&Person> {
+        self.people.get(principal)
+    }
+
+    /// Members of `group`, active or not.
+    pub fn members(&self, group: &GroupName) -> impl Iterator<Item = &Principal> {
+        self.members.get(group).into_iter().flatten()
+    }
+
+    /// Whether any principal belongs to `group`.
+    pub fn has_group(&self, group: &GroupName) -> bool {
+        self.members.contains_key(group)
+    }
+
+    /// Every principal, in name order.
+    pub fn principals(&self) -> impl Iterator<Item = (&Principal, &Person)> {
+        self.people.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Directory, LoadError> {
+        Directory::parse(text, Path::new("directory.toml"))
+    }
+
+    #[test]
+    fn loads_people_and_groups() {
+        let directory = parse(
+            r#"
+            [principals.engineer]
+            groups = ["engineering"]
+            manager = "manager"
+            [principals.manager]
+            groups = ["engineering-managers"]
+            "#,
+        )
+        .unwrap();
+        let engineer = directory
+            .person(&Principal::parse("engineer").unwrap())
+            .unwrap();
+        assert_eq!(engineer.manager.as_ref().unwrap().as_str(), "manager");
+        assert!(engineer.is_active());
+        let managers: Vec<_> = directory
+            .members(&GroupName::parse("engineering-managers").unwrap())
+            .collect();
+        assert_eq!(managers.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_entry_and_field() {
+        let error = parse("[principals.a]\nmanager = \"ghost\"\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "directory.toml: principals.a.manager: 'ghost' is not in the directory"
+        );
+        let error = parse("[principals.a]\nstatus = \"gone\"\n").unwrap_err();
+        assert!(error.to_string().contains("principals.a.status"), "{error}");
+        let error = parse("[principals.a]\ngroups = [\"bad group\"]\n").unwrap_err();
+        assert!(
+            error.to_string().contains("principals.a.groups[0]"),
+            "{error}"
+        );
+        let error = parse("[principals.a]\ncolour = \"red\"\n").unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+}

@@ -1,0 +1,500 @@
+//! The policy file: resources, their limits and their approval routes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{At, Invalid, LoadError};
+use crate::hash::content_version;
+use crate::model::{GroupName, LeaseDuration, Principal, ResourceName};
+
+/// Who may approve at a stage, as written in the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApproverRef {
+    /// The requester's manager (`manager`).
+    Manager,
+    /// The resource's owners (`owners`).
+    Owners,
+    /// Every member of a group (`group:NAME`).
+    Group(GroupName),
+    /// One principal (`user:NAME`).
+    Principal(Principal),
+}
+
+impl ApproverRef {
+    fn parse(text: &str) -> Result<Self, String> {
+        let expected = "expected manager, owners, group:NAME or user:NAME";
+        match text.split_once(':') {
+            None if text == "manager" => Ok(Self::Manager),
+            None if text == "owners" => Ok(Self::Owners),
+            Some(("group", name)) => GroupName::parse(name)
+                .map(Self::Group)
+                .map_err(|e| e.to_string()),
+            Some(("user", name)) => Principal::parse(name)
+                .map(Self::Principal)
+                .map_err(|e| e.to_string()),
+            _ => Err(format!("unknown approver '{text}': {expected}")),
+        }
+    }
+}
+
+/// One stage of a route as written in the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageRule {
+    /// Name shown to people.
+    pub name: String,
+    /// Distinct approvals needed.
+    pub quorum: u32,
+    /// Who may approve.
+    pub approvers: Vec<ApproverRef>,
+}
+
+/// How requests for a resource get approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// No human approval.
+    Auto,
+    /// Ordered stages.
+    Stages(Vec<StageRule>),
+}
+
+/// Break-glass settings of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassRule {
+    /// Groups whose members may break glass.
+    pub groups: BTreeSet<GroupName>,
+    /// Longest break-glass lease.
+    pub max_duration: LeaseDuration,
+}
+
+/// One resource of the policy.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    /// Its name.
+    pub name: ResourceName,
+    /// What it is.
+    pub description: String,
+    /// Name of the provisioner (from the daemon configuration) that grants it.
+    pub provisioner: String,
+    /// Groups whose members may request it.
+    pub eligible_groups: BTreeSet<GroupName>,
+    /// Owners, for stages that name `owners`.
+    pub owners: Vec<ApproverRef>,
+    /// Lease length when the request names none.
+    pub default_duration: LeaseDuration,
+    /// Shortest lease.
+    pub min_duration: LeaseDuration,
+    /// Longest lease.
+    pub max_duration: LeaseDuration,
+    /// How long a request may wait for decisions.
+    pub request_ttl: LeaseDuration,
+    /// Whether a reason is required.
+    pub require_reason: bool,
+    /// Whether a ticket reference is required.
+    pub require_ticket: bool,
+    /// Pattern a ticket must match, when set.
+    pub ticket_pattern: Option<regex_lite::Regex>,
+    /// The approval route.
+    pub approval: Approval,
+    /// Break-glass settings, when break-glass is allowed.
+    pub break_glass: Option<BreakGlassRule>,
+}
+
+/// The loaded policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    version: String,
+    resources: BTreeMap<ResourceName, Resource>,
+    /// Groups whose members may see every request and query the audit trail.
+    pub auditor_groups: BTreeSet<GroupName>,
+    /// Groups whose members may make administrative calls.
+    pub admin_groups: BTreeSet<GroupName>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_auditor_groups")]
+    auditor_groups: Vec<String>,
+    #[serde(default = "default_admin_groups")]
+    admin_groups: Vec<String>,
+    #[serde(default)]
+    resources: BTreeMap<String, RawResource>,
+}
+
+fn default_auditor_groups() -> Vec<String> {
+    vec!["auditors".to_owned()]
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["admins".to_owned()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    #[serde(default)]
+    description: String,
+    provisioner: String,
+    eligible_groups: Vec<String>,
+    #[serde(default)]
+    owners: Vec<String>,
+    default_duration: String,
+    max_duration: String,
+    min_duration: Option<String>,
+    request_ttl: Option<String>,
+    #[serde(default)]
+    require_reason: bool,
+    #[serde(default)]
+    require_ticket: bool,
+    ticket_pattern: Option<String>,
+    #[serde(default)]
+    auto_approve: bool,
+    #[serde(default)]
+    stages: Vec<RawStage>,
+    break_glass: Option<RawBreakGlass>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    approvers: Vec<String>,
+    #[serde(default = "one")]
+    quorum: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreakGlass {
+    groups: Vec<String>,
+    max_duration: Option<String>,
+}
+
+/// Requests wait this long for decisions unless the resource says otherwise.
+const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(3600);
+/// The shortest lease unless the resource says otherwise.
+const DEFAULT_MIN_DURATION: Duration = Duration::from_secs(60);
+/// Most approvals one stage may ask for.
+const MAX_QUORUM: u32 = 32;
+
+fn groups(at: &At<'_>, field: &str, raw: &[String]) -> Result<BTreeSet<GroupName>, Invalid> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, group)| {
+            GroupName::parse(group)
+                .map_err(|e| at.invalid(format!("{field}[{index}]"), e.to_string()))
+        })
+        .collect()
+}
+
+fn duration(at: &At<'_>, field: &str, raw: &str) -> Result<LeaseDuration, Invalid> {
+    LeaseDuration::parse(raw).map_err(|e| at.invalid(field, e.to_string()))
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates policy text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, LoadError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|error| LoadError::Syntax {
+            file: file.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        let top = At {
+            file,
+            entry: "policy".to_owned(),
+        };
+        let auditor_groups = groups(&top, "auditor_groups", &raw.auditor_groups)?;
+        let admin_groups = groups(&top, "admin_groups", &raw.admin_groups)?;
+        let mut resources = BTreeMap::new();
+        for (name, raw_resource) in &raw.resources {
+            let at = At {
+                file,
+                entry: format!("resources.{name}"),
+            };
+            let resource = Self::parse_resource(&at, name, raw_resource)?;
+            resources.insert(resource.name.clone(), resource);
+        }
+        Ok(Self {
+            version: content_version(text.as_bytes()),
+            resources,
+            auditor_groups,
+            admin_groups,
+        })
+    }
+
+    fn parse_resource(at: &At<'_>, name: &str, raw: &RawResource) -> Result<Resource, Invalid> {
+        let name = ResourceName::parse(name).map_err(|e| at.invalid("", e.to_string()))?;
+        if raw.provisioner.trim().is_empty() {
+            return Err(at.invalid(
+                "provisioner",
+                "must name a provisioner of the daemon configuration",
+            ));
+        }
+        let eligible_groups = groups(at, "eligible_groups", &raw.eligible_groups)?;
+        if eligible_groups.is_empty() {
+            return Err(at.invalid("eligible_groups", "must name at least one group"));
+        }
+        let mut owners = Vec::new();
+        for (index, owner) in raw.owners.iter().enumerate() {
+            let field = format!("owners[{index}]");
+            match ApproverRef::parse(owner).map_err(|e| at.invalid(&field, e))? {
+                owner @ (ApproverRef::Group(_) | ApproverRef::Principal(_)) => owners.push(owner),
+                _ => return Err(at.invalid(field, "owners are group:NAME or user:NAME")),
+            }
+        }
+        let default_duration = duration(at, "default_duration", &raw.default_duration)?;
+        let max_duration = duration(at, "max_duration", &raw.max_duration)?;
+        let min_duration = match &raw.min_duration {
+            Some(text) => duration(at, "min_duration", text)?,
+            None => LeaseDuration::new(DEFAULT_MIN_DURATION.min(max_duration.get()))
+                .map_err(|e| at.invalid("min_duration", e.to_string()))?,
+        };
+        if min_duration > max_duration {
+            return Err(at.invalid(
+                "min_duration",
+                format!("{min_duration} is longer than max_duration {max_duration}"),
+            ));
+        }
+        if default_duration > max_duration || default_duration < min_duration {
+            return Err(at.invalid(
+                "default_duration",
+                format!("{default_duration} is outside min_duration {min_duration} .. max_duration {max_duration}"),
+            ));
+        }
+        let request_ttl = match &raw.request_ttl {
+            Some(text) => duration(at, "request_ttl", text)?,
+            None => LeaseDuration::new(DEFAULT_REQUEST_TTL)
+                .map_err(|e| at.invalid("request_ttl", e.to_string()))?,
+        };
+        let ticket_pattern = match &raw.ticket_pattern {
+            None => None,
+            Some(pattern) => Some(
+                regex_lite::Regex::new(pattern)
+                    .map_err(|e| at.invalid("ticket_pattern", format!("invalid pattern: {e}")))?,
+            ),
+        };
+        let approval = match (raw.auto_approve, raw.stages.is_empty()) {
+            (true, true) => Approval::Auto,
+            (true, false) => {
+                return Err(at.invalid(
+                    "auto_approve",
+                    "auto_approve = true and stages exclude each other",
+                ));
+            }
+            (false, true) => {
+                return Err(at.invalid(
+                    "stages",
+                    "declare at least one stage, or set auto_approve = true",
+                ));
+            }
+            (false, false) => Approval::Stages(Self::stages(at, &raw.stages, !owners.is_empty())?),
+        };
+        let break_glass = match &raw.break_glass {
+            None => None,
+            Some(raw_break_glass) => {
+                let groups = groups(at, "break_glass.groups", &raw_break_glass.groups)?;
+                if groups.is_empty() {
+                    return Err(at.invalid("break_glass.groups", "must name at least one group"));
+                }
+                let limit = match &raw_break_glass.max_duration {
+                    Some(text) => duration(at, "break_glass.max_duration", text)?,
+                    None => max_duration,
+                };
+                if limit > max_duration {
+                    return Err(at.invalid(
+                        "break_glass.max_duration",
+                        format!("{limit} is longer than max_duration {max_duration}"),
+                    ));
+                }
+                Some(BreakGlassRule {
+                    groups,
+                    max_duration: limit,
+                })
+            }
+        };
+        Ok(Resource {
+            name,
+            description: raw.description.trim().to_owned(),
+            provisioner: raw.provisioner.trim().to_owned(),
+            eligible_groups,
+            owners,
+            default_duration,
+            min_duration,
+            max_duration,
+            request_ttl,
+            require_reason: raw.require_reason,
+            require_ticket: raw.require_ticket,
+            ticket_pattern,
+            approval,
+            break_glass,
+        })
+    }
+
+    fn stages(at: &At<'_>, raw: &[RawStage], has_owners: bool) -> Result<Vec<StageRule>, Invalid> {
+        let mut names = BTreeSet::new();
+        let mut stages = Vec::new();
+        for (index, stage) in raw.iter().enumerate() {
+            let field = |name: &str| format!("stages[{index}].{name}");
+            let name = stage.name.trim();
+            if name.is_empty() || name.len() > 64 {
+                return Err(at.invalid(field("name"), "must be 1 to 64 characters"));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(at.invalid(field("name"), format!("stage name '{name}' is used twice")));
+            }
+            if stage.quorum == 0 || stage.quorum > MAX_QUORUM {
+                return Err(at.invalid(
+                    field("quorum"),
+                    format!("must be between 1 and {MAX_QUORUM}"),
+                ));
+            }
+            if stage.approvers.is_empty() {
+                return Err(at.invalid(field("approvers"), "must name at least one approver"));
+            }
+            let mut approvers = Vec::new();
+            for (position, approver) in stage.approvers.iter().enumerate() {
+                let approver_field = field(&format!("approvers[{position}]"));
+                let approver =
+                    ApproverRef::parse(approver).map_err(|e| at.invalid(&approver_field, e))?;
+                if approver == ApproverRef::Owners && !has_owners {
+                    return Err(at.invalid(
+                        approver_field,
+                        "names owners, but the resource has no owners",
+                    ));
+                }
+                approvers.push(approver);
+            }
+            stages.push(StageRule {
+                name: name.to_owned(),
+                quorum: stage.quorum,
+                approvers,
+            });
+        }
+        Ok(stages)
+    }
+
+    /// Content hash of the file this policy came from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The resource called `name`.
+    pub fn resource(&self, name: &ResourceName) -> Option<&Resource> {
+        self.resources.get(name)
+    }
+
+    /// Every resource, in name order.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, LoadError> {
+        Policy::parse(text, Path::new("policy.toml"))
+    }
+
+    const BASE: &str = r#"
+        [resources.db]
+        provisioner = "files"
+        eligible_groups = ["engineering"]
+        default_duration = "1h"
+        max_duration = "4h"
+    "#;
+
+    #[test]
+    fn auto_and_staged_routes() {
+        let policy = parse(&format!("{BASE}auto_approve = true\n")).unwrap();
+        let db = policy
+            .resource(&ResourceName::parse("db").unwrap())
+            .unwrap();
+        assert_eq!(db.approval, Approval::Auto);
+        assert_eq!(db.request_ttl.get(), DEFAULT_REQUEST_TTL);
+        let policy = parse(&format!(
+            "{BASE}[[resources.db.stages]]\nname = \"m\"\napprovers = [\"manager\", \"group:sec\", \"user:bob\"]\n"
+        ))
+        .unwrap();
+        let db = policy
+            .resource(&ResourceName::parse("db").unwrap())
+            .unwrap();
+        let Approval::Stages(stages) = &db.approval else {
+            panic!()
+        };
+        assert_eq!(stages[0].approvers.len(), 3);
+        assert_eq!(stages[0].quorum, 1);
+        assert!(policy.version().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_field() {
+        let cases = [
+            (
+                BASE.to_owned(),
+                "resources.db.stages: declare at least one stage",
+            ),
+            (
+                BASE.replace("\"4h\"", "\"forever\""),
+                "resources.db.max_duration: invalid duration 'forever'",
+            ),
+            (
+                BASE.replace("\"1h\"", "\"5h\""),
+                "resources.db.default_duration: 5h is outside",
+            ),
+            (
+                format!("{BASE}[[resources.db.stages]]\nname = \"m\"\napprovers = [\"grp:x\"]\n"),
+                "resources.db.stages[0].approvers[0]: unknown approver 'grp:x'",
+            ),
+            (
+                format!("{BASE}[[resources.db.stages]]\nname = \"m\"\napprovers = [\"owners\"]\n"),
+                "resources.db.stages[0].approvers[0]: names owners, but the resource has no owners",
+            ),
+            (
+                format!("{BASE}auto_approve = true\nticket_pattern = \"([\"\n"),
+                "resources.db.ticket_pattern: invalid pattern",
+            ),
+            (
+                format!(
+                    "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nmax_duration = \"5h\"\n"
+                ),
+                "resources.db.break_glass.max_duration: 5h is longer than max_duration 4h",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.starts_with("policy.toml: "), "{error}");
+            assert!(
+                error.contains(expected),
+                "{error} does not contain {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_a_location() {
+        let error = parse(&format!(
+            "{BASE}auto_approve = true\nmax_durration = \"1h\"\n"
+        ))
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("unknown field `max_durration`"), "{text}");
+        assert!(text.contains("line"), "{text}");
+    }
+}
