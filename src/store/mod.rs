@@ -1,0 +1,230 @@
+//! Durable state in one redb file.
+//!
+//! redb allows one write transaction at a time and its calls block, so all writes go through
+//! one writer thread ([`writer`]) that drains every queued job into a single write transaction
+//! and a single fsync (group commit), then answers each caller. A job reads what it needs inside
+//! that transaction and returns the changes it wants; the writer applies them together with
+//! their audit events and index updates. A refused job returns no changes, so it cannot leave
+//! half a write behind. Reads use their own read transactions on blocking threads and never wait
+//! for the writer.
+
+mod codec;
+mod reader;
+mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::Database;
+use tokio::sync::{mpsc, oneshot};
+
+pub use reader::{Page, Reader};
+pub use tables::View;
+
+use crate::audit::Draft;
+use crate::model::AccessRequest;
+
+/// Something went wrong in the store. The details are for the operator's log, not for peers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("storage error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt record in table {table}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What the decoder said.
+        message: String,
+    },
+    /// Another process holds the file.
+    #[error("store {} is in use by another process", .0.display())]
+    InUse(PathBuf),
+    /// The file was written by an incompatible version.
+    #[error("store {} has schema version {found}; this elevated understands {expected}", file.display())]
+    Schema {
+        /// The file.
+        file: PathBuf,
+        /// What the file says.
+        found: u64,
+        /// What this build writes.
+        expected: u64,
+    },
+    /// The store was closed (the daemon is shutting down).
+    #[error("the store is closed")]
+    Closed,
+    /// A write transaction failed as a whole; nothing of it was stored.
+    #[error("write transaction failed: {0}")]
+    Failed(String),
+    /// A read job panicked.
+    #[error("a store read failed unexpectedly")]
+    ReadPanicked,
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(error: $ty) -> Self {
+                StoreError::Redb(redb::Error::from(error))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What a write job wants stored, applied atomically with the rest of its batch.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New versions of requests (new requests included), in order.
+    pub requests: Vec<AccessRequest>,
+    /// Audit events recording the changes.
+    pub events: Vec<Draft>,
+}
+
+impl Changes {
+    /// Stores `request` and records `events` about it.
+    pub fn one(request: AccessRequest, events: Vec<Draft>) -> Self {
+        Self {
+            requests: vec![request],
+            events,
+        }
+    }
+}
+
+/// Told about every committed batch, in commit order, on the writer thread. Must not block.
+pub trait CommitListener: Send + Sync + 'static {
+    /// `requests` were durably committed, in this order.
+    fn committed(&self, requests: &[AccessRequest]);
+}
+
+/// How the writer batches.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Most jobs in one transaction; 1 disables group commit.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_batch: 1024 }
+    }
+}
+
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Jobs answered.
+    pub jobs: AtomicU64,
+}
+
+/// A cheap, cloneable handle to the store: the database for reads and a channel to the writer.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<writer::Message>,
+    stats: Arc<StoreStats>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store at `path` and starts its writer thread.
+    pub fn open(
+        path: &Path,
+        options: StoreOptions,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<Self, StoreError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_path_buf()));
+            }
+            Err(error) => return Err(StoreError::Redb(error.into())),
+        };
+        tables::initialize(&db, path)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(StoreStats::default());
+        let jobs = writer::spawn(db.clone(), options, listener, stats.clone())?;
+        Ok(Self {
+            db,
+            jobs,
+            stats,
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// The file behind the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writer counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Runs `job` inside the next write transaction. `job` reads through the [`View`] and
+    /// returns the changes to store and its answer; the answer is returned only once the
+    /// transaction is durably committed. An `Err` from `job` stores nothing.
+    pub async fn write<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        F: FnOnce(&View<'_, '_>) -> Result<(Changes, T), E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job = writer::erase(job, answer);
+        self.jobs
+            .send(writer::Message::Job(job))
+            .await
+            .map_err(|_| E::from(StoreError::Closed))?;
+        answered.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Runs `query` in a read transaction on a blocking thread.
+    pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = Reader::begin(&db)?;
+            query(&reader)
+        })
+        .await
+        .map_err(|_| StoreError::ReadPanicked)?
+    }
+
+    /// Finishes the jobs already queued, then stops the writer. Later writes fail with
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(writer::Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// Count of committed transactions and answered jobs so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.stats.commits.load(Ordering::Relaxed),
+            self.stats.jobs.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,171 @@
+//! Queries in read transactions. They see a consistent snapshot and never wait for the writer.
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::StoreError;
+use super::codec::decode;
+use super::tables::{AUDIT, AUDIT_BY_REQUEST, BY_PRINCIPAL, BY_STATE, DEADLINES, REQUESTS};
+use crate::audit::Event;
+use crate::model::{AccessRequest, Principal, RequestId, StateKind, Timestamp};
+
+/// Which slice of a newest-first listing to return.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    /// Only ids below this one (the last id of the previous page).
+    pub before: Option<RequestId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A read transaction over the store.
+pub struct Reader {
+    txn: redb::ReadTransaction,
+}
+
+impl Reader {
+    pub(super) fn begin(db: &Database) -> Result<Self, StoreError> {
+        Ok(Self {
+            txn: db.begin_read()?,
+        })
+    }
+
+    fn requests_table(&self) -> Result<ReadOnlyTable<u64, &'static [u8]>, StoreError> {
+        Ok(self.txn.open_table(REQUESTS)?)
+    }
+
+    /// The request with `id`.
+    pub fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        match self.requests_table()?.get(id.raw())? {
+            Some(bytes) => decode("requests", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Requests of `principal`, newest first, optionally only in one state.
+    pub fn requests_of(
+        &self,
+        principal: &Principal,
+        state: Option<StateKind>,
+        page: Page,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let index = self.txn.open_table(BY_PRINCIPAL)?;
+        let requests = self.requests_table()?;
+        let before = page.before.map_or(u64::MAX, RequestId::raw);
+        let mut out = Vec::new();
+        for entry in index
+            .range((principal.as_str(), 0)..(principal.as_str(), before))?
+            .rev()
+        {
+            if out.len() >= page.limit {
+                break;
+            }
+            let (key, _) = entry?;
+            let (_, id) = key.value();
+            if let Some(request) = Self::decode_request(&requests, id)? {
+                if state.is_none_or(|s| request.kind() == s) {
+                    out.push(request);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every principal's requests, newest first, optionally only in one state.
+    pub fn requests(
+        &self,
+        state: Option<StateKind>,
+        page: Page,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let before = page.before.map_or(u64::MAX, RequestId::raw);
+        let mut out = Vec::new();
+        match state {
+            Some(kind) => {
+                let index = self.txn.open_table(BY_STATE)?;
+                let requests = self.requests_table()?;
+                for entry in index.range((kind.code(), 0)..(kind.code(), before))?.rev() {
+                    if out.len() >= page.limit {
+                        break;
+                    }
+                    let (key, _) = entry?;
+                    if let Some(request) = Self::decode_request(&requests, key.value().1)? {
+                        out.push(request);
+                    }
+                }
+            }
+            None => {
+                for entry in self.requests_table()?.range(..before)?.rev() {
+                    if out.len() >= page.limit {
+                        break;
+                    }
+                    let (_, bytes) = entry?;
+                    out.push(decode("requests", bytes.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every request in `kind`, oldest first.
+    pub fn requests_in_state(&self, kind: StateKind) -> Result<Vec<AccessRequest>, StoreError> {
+        let index = self.txn.open_table(BY_STATE)?;
+        let requests = self.requests_table()?;
+        let mut out = Vec::new();
+        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+            let (key, _) = entry?;
+            if let Some(request) = Self::decode_request(&requests, key.value().1)? {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every scheduled deadline, soonest first: what the timer wheel must hold.
+    pub fn deadlines(&self) -> Result<Vec<(Timestamp, RequestId)>, StoreError> {
+        let table = self.txn.open_table(DEADLINES)?;
+        let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+        for entry in table.iter()? {
+            let (key, _) = entry?;
+            let (deadline, id) = key.value();
+            out.push((
+                Timestamp::from_unix_millis(deadline),
+                RequestId::from_raw(id),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every audit event about request `id`, oldest first.
+    pub fn events_of(&self, id: RequestId) -> Result<Vec<Event>, StoreError> {
+        let index = self.txn.open_table(AUDIT_BY_REQUEST)?;
+        let audit = self.txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in index.range((id.raw(), 0)..=(id.raw(), u64::MAX))? {
+            let (key, _) = entry?;
+            if let Some(bytes) = audit.get(key.value().1)? {
+                out.push(decode("audit", bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Audit events with sequence numbers from `from`, at most `limit`, oldest first.
+    pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in audit.range(from..)?.take(limit) {
+            let (_, bytes) = entry?;
+            out.push(decode("audit", bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn decode_request(
+        table: &ReadOnlyTable<u64, &'static [u8]>,
+        id: u64,
+    ) -> Result<Option<AccessRequest>, StoreError> {
+        match table.get(id)? {
+            Some(bytes) => decode("requests", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}

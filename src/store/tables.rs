@@ -1,0 +1,243 @@
+//! Table layout and the write side of a transaction: applying a job's changes together with
+//! their secondary indexes and audit events.
+//!
+//! | table | key → value | kept for |
+//! |---|---|---|
+//! | `requests` | id → JSON record | the records, never deleted |
+//! | `requests_by_state` | (state code, id) | pending lists, state queries |
+//! | `requests_by_principal` | (principal, id) | "my requests", history by principal |
+//! | `requests_by_resource` | (resource, id) | history by resource |
+//! | `deadlines` | (unix ms, id) | rebuilding the timer wheel at startup, soonest first |
+//! | `open_requests` | (principal, resource) → id | one open request per principal and resource |
+//! | `audit` | seq → JSON event | the hash-chained audit log, append-only |
+//! | `audit_by_request` | (id, seq) | one request's history |
+//! | `meta` | name → bytes | schema version, id and sequence counters, chain head |
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, Table, TableDefinition};
+
+use super::codec::{decode, encode};
+use super::{Changes, StoreError};
+use crate::audit::{Event, GENESIS};
+use crate::model::{AccessRequest, Principal, RequestId, ResourceName};
+
+pub(super) const REQUESTS: TableDefinition<u64, &[u8]> = TableDefinition::new("requests");
+pub(super) const BY_STATE: TableDefinition<(u8, u64), ()> =
+    TableDefinition::new("requests_by_state");
+pub(super) const BY_PRINCIPAL: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("requests_by_principal");
+pub(super) const BY_RESOURCE: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("requests_by_resource");
+pub(super) const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("deadlines");
+pub(super) const OPEN: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_requests");
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(super) const AUDIT_BY_REQUEST: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("audit_by_request");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The layout version this build reads and writes.
+const SCHEMA: u64 = 1;
+
+const META_SCHEMA: &str = "schema";
+const META_NEXT_ID: &str = "next_request_id";
+const META_NEXT_SEQ: &str = "audit_next_seq";
+const META_AUDIT_HEAD: &str = "audit_head";
+
+fn u64_of(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_le_bytes)
+}
+
+/// Creates every table and checks the schema version.
+pub(super) fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get(META_SCHEMA)?.and_then(|v| u64_of(v.value()));
+        match found {
+            None => {
+                meta.insert(META_SCHEMA, SCHEMA.to_le_bytes().as_slice())?;
+            }
+            Some(SCHEMA) => {}
+            Some(found) => {
+                return Err(StoreError::Schema {
+                    file: path.to_path_buf(),
+                    found,
+                    expected: SCHEMA,
+                });
+            }
+        }
+        txn.open_table(REQUESTS)?;
+        txn.open_table(BY_STATE)?;
+        txn.open_table(BY_PRINCIPAL)?;
+        txn.open_table(BY_RESOURCE)?;
+        txn.open_table(DEADLINES)?;
+        txn.open_table(OPEN)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_BY_REQUEST)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every table, open in one write transaction.
+pub(super) struct Tables<'txn> {
+    requests: Table<'txn, u64, &'static [u8]>,
+    by_state: Table<'txn, (u8, u64), ()>,
+    by_principal: Table<'txn, (&'static str, u64), ()>,
+    by_resource: Table<'txn, (&'static str, u64), ()>,
+    deadlines: Table<'txn, (u64, u64), ()>,
+    open: Table<'txn, (&'static str, &'static str), u64>,
+    audit: Table<'txn, u64, &'static [u8]>,
+    audit_by_request: Table<'txn, (u64, u64), ()>,
+    meta: Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            requests: txn.open_table(REQUESTS)?,
+            by_state: txn.open_table(BY_STATE)?,
+            by_principal: txn.open_table(BY_PRINCIPAL)?,
+            by_resource: txn.open_table(BY_RESOURCE)?,
+            deadlines: txn.open_table(DEADLINES)?,
+            open: txn.open_table(OPEN)?,
+            audit: txn.open_table(AUDIT)?,
+            audit_by_request: txn.open_table(AUDIT_BY_REQUEST)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(key)?.and_then(|v| u64_of(v.value())))
+    }
+
+    fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        match self.requests.get(id.raw())? {
+            Some(bytes) => decode("requests", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `changes`, appending each stored request to `committed`.
+    pub(super) fn apply(
+        &mut self,
+        changes: Changes,
+        committed: &mut Vec<AccessRequest>,
+    ) -> Result<(), StoreError> {
+        for request in changes.requests {
+            self.put_request(&request)?;
+            committed.push(request);
+        }
+        if !changes.events.is_empty() {
+            self.append_events(changes.events)?;
+        }
+        Ok(())
+    }
+
+    fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
+        let id = request.id.raw();
+        match self.request(request.id)? {
+            Some(previous) => {
+                let kind = previous.kind();
+                self.by_state.remove((kind.code(), id))?;
+                if let Some(deadline) = previous.next_deadline() {
+                    self.deadlines.remove((deadline.unix_millis(), id))?;
+                }
+                if kind.is_open() && !request.kind().is_open() {
+                    let key = (previous.requester.as_str(), previous.resource.as_str());
+                    if self.open.get(key)?.map(|v| v.value()) == Some(id) {
+                        self.open.remove(key)?;
+                    }
+                }
+            }
+            None => {
+                self.by_principal
+                    .insert((request.requester.as_str(), id), ())?;
+                self.by_resource
+                    .insert((request.resource.as_str(), id), ())?;
+                let next = self
+                    .meta_u64(META_NEXT_ID)?
+                    .unwrap_or(RequestId::FIRST.raw());
+                if id >= next {
+                    self.meta
+                        .insert(META_NEXT_ID, (id + 1).to_le_bytes().as_slice())?;
+                }
+            }
+        }
+        let kind = request.kind();
+        self.by_state.insert((kind.code(), id), ())?;
+        if let Some(deadline) = request.next_deadline() {
+            self.deadlines.insert((deadline.unix_millis(), id), ())?;
+        }
+        if kind.is_open() {
+            self.open
+                .insert((request.requester.as_str(), request.resource.as_str()), id)?;
+        }
+        self.requests.insert(id, encode(request).as_slice())?;
+        Ok(())
+    }
+
+    fn append_events(&mut self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        let mut seq = self.meta_u64(META_NEXT_SEQ)?.unwrap_or(1);
+        let mut head = match self.meta.get(META_AUDIT_HEAD)? {
+            Some(bytes) => {
+                <[u8; 32]>::try_from(bytes.value()).map_err(|_| StoreError::Corrupt {
+                    table: "meta",
+                    message: "audit head is not 32 bytes".to_owned(),
+                })?
+            }
+            None => GENESIS,
+        };
+        for draft in drafts {
+            let request = draft.request;
+            let (event, hash) = Event::chain(draft, seq, &head);
+            self.audit.insert(seq, encode(&event).as_slice())?;
+            if let Some(request) = request {
+                self.audit_by_request.insert((request.raw(), seq), ())?;
+            }
+            head = hash;
+            seq += 1;
+        }
+        self.meta
+            .insert(META_NEXT_SEQ, seq.to_le_bytes().as_slice())?;
+        self.meta.insert(META_AUDIT_HEAD, head.as_slice())?;
+        Ok(())
+    }
+}
+
+/// What a write job may read: the state as of the jobs committed before it, including the
+/// earlier jobs of its own batch.
+pub struct View<'a, 'txn> {
+    pub(super) tables: &'a Tables<'txn>,
+}
+
+impl View<'_, '_> {
+    /// The request with `id`.
+    pub fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        self.tables.request(id)
+    }
+
+    /// The open (pending, approved, active or revoke-failing) request of `principal` for
+    /// `resource`, if any.
+    pub fn open_request(
+        &self,
+        principal: &Principal,
+        resource: &ResourceName,
+    ) -> Result<Option<RequestId>, StoreError> {
+        Ok(self
+            .tables
+            .open
+            .get((principal.as_str(), resource.as_str()))?
+            .map(|v| RequestId::from_raw(v.value())))
+    }
+
+    /// The id the next new request gets.
+    pub fn next_request_id(&self) -> Result<RequestId, StoreError> {
+        Ok(RequestId::from_raw(
+            self.tables
+                .meta_u64(META_NEXT_ID)?
+                .unwrap_or(RequestId::FIRST.raw()),
+        ))
+    }
+}
