@@ -1,0 +1,155 @@
+//! The `file` provisioner: one holders file per resource, one principal per line. It is the
+//! dev-mode target, and a real one for systems that read an allow-list file.
+//!
+//! Writes are atomic (temporary file, fsync, rename, fsync of the directory) and serialized per
+//! file within the daemon. After every change the file is read back, so `Ok` means the file on
+//! disk says what was asked.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
+
+/// Keeps `DIR/<resource>` holding one line per principal with access.
+#[derive(Debug)]
+pub struct FileProvisioner {
+    dir: PathBuf,
+    // One lock per holders file; a std mutex held only to fetch the per-file lock.
+    files: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl FileProvisioner {
+    /// Holders files go into `dir`, which is created when missing.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The holders file of `resource`.
+    pub fn holders_file(&self, resource: &str) -> PathBuf {
+        self.dir.join(resource)
+    }
+
+    /// Principals listed in the holders file of `resource`.
+    pub fn holders(&self, resource: &str) -> Result<Vec<String>, ProvisionError> {
+        read_holders(&self.holders_file(resource))
+    }
+
+    fn lock_for(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut files = match self.files.lock() {
+            Ok(files) => files,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        files.entry(path.to_path_buf()).or_default().clone()
+    }
+
+    async fn change(&self, target: &LeaseTarget, present: bool) -> Result<(), ProvisionError> {
+        let path = self.holders_file(target.resource.as_str());
+        let lock = self.lock_for(&path);
+        let _held = lock.lock().await;
+        let dir = self.dir.clone();
+        let principal = target.principal.as_str().to_owned();
+        tokio::task::spawn_blocking(move || update(&dir, &path, &principal, present))
+            .await
+            .map_err(|_| ProvisionError("holders file update was interrupted".to_owned()))?
+    }
+}
+
+fn read_holders(path: &Path) -> Result<Vec<String>, ProvisionError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(ProvisionError(format!(
+            "cannot read {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+fn update(dir: &Path, path: &Path, principal: &str, present: bool) -> Result<(), ProvisionError> {
+    let io = |what: &str, error: std::io::Error| {
+        ProvisionError(format!("cannot {what} {}: {error}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    let mut holders = read_holders(path)?;
+    let listed = holders.iter().any(|h| h == principal);
+    if listed != present {
+        if present {
+            holders.push(principal.to_owned());
+        } else {
+            holders.retain(|h| h != principal);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = dir.join(format!(".{name}.tmp"));
+        let mut file = std::fs::File::create(&temporary).map_err(|e| io("write", e))?;
+        for holder in &holders {
+            writeln!(file, "{holder}").map_err(|e| io("write", e))?;
+        }
+        file.sync_all().map_err(|e| io("sync", e))?;
+        std::fs::rename(&temporary, path).map_err(|e| io("replace", e))?;
+        if let Ok(directory) = std::fs::File::open(dir) {
+            let _ = directory.sync_all();
+        }
+    }
+    // Read back: report success only if the file now says what was asked.
+    let now_listed = read_holders(path)?.iter().any(|h| h == principal);
+    if now_listed != present {
+        return Err(ProvisionError(format!(
+            "{} still {} {principal} after the update",
+            path.display(),
+            if present { "lacks" } else { "lists" }
+        )));
+    }
+    Ok(())
+}
+
+impl Provisioner for FileProvisioner {
+    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(self.change(target, true))
+    }
+
+    fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(self.change(target, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Principal, RequestId, ResourceName, Timestamp};
+
+    fn target(principal: &str) -> LeaseTarget {
+        LeaseTarget {
+            lease: RequestId::from_raw(1),
+            principal: Principal::parse(principal).unwrap(),
+            resource: ResourceName::parse("db").unwrap(),
+            expires_at: Timestamp::from_unix_millis(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn grant_and_revoke_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileProvisioner::new(dir.path().join("targets"));
+        files.grant(&target("alice")).await.unwrap();
+        files.grant(&target("alice")).await.unwrap();
+        files.grant(&target("bob")).await.unwrap();
+        assert_eq!(files.holders("db").unwrap(), ["alice", "bob"]);
+        files.revoke(&target("alice")).await.unwrap();
+        files.revoke(&target("alice")).await.unwrap();
+        assert_eq!(files.holders("db").unwrap(), ["bob"]);
+        files.revoke(&target("carol")).await.unwrap();
+    }
+}
