@@ -1,0 +1,122 @@
+//! Decisions: approve, deny, cancel. Each is checked against the state and the stored route
+//! inside the write transaction, so concurrent calls are linearized and a quorum is reached
+//! exactly once: only the call whose transition produced `approved` starts the grant.
+
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::Actor;
+use crate::model::{AccessRequest, Comment, Reason, RequestId, StateKind, Transition};
+use crate::store::Changes;
+
+impl Broker {
+    /// Approves `id` at its current stage. Returns the request as it is afterwards (active,
+    /// when this approval completed the route and the grant succeeded).
+    pub async fn approve(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        comment: Option<Comment>,
+    ) -> Result<AccessRequest, BrokerError> {
+        let now = self.inner.clock.now();
+        let approver = caller.principal.clone();
+        let (request, completed) = self
+            .inner
+            .store
+            .write(move |view| -> Result<_, BrokerError> {
+                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                let stage = request
+                    .current_stage()
+                    .map(|(index, s)| (index, s.name.clone()));
+                match request.approve(&approver, comment.clone(), now)? {
+                    Transition::Changed(request) => {
+                        let (index, name) = stage.unwrap_or_default();
+                        let actor = Actor::Principal(approver.clone());
+                        let mut drafts = vec![
+                            events::about(&request, now, actor.clone(), events::APPROVAL)
+                                .detail("stage", index)
+                                .detail("stage_name", name)
+                                .detail(
+                                    "comment",
+                                    comment.as_ref().map(Comment::as_str).unwrap_or(""),
+                                ),
+                        ];
+                        let completed = request.kind() == StateKind::Approved;
+                        if completed {
+                            drafts.push(events::about(&request, now, actor, events::APPROVED));
+                        }
+                        Ok((Changes::one(request.clone(), drafts), (request, completed)))
+                    }
+                    Transition::Unchanged(request) => Ok((Changes::default(), (request, false))),
+                }
+            })
+            .await?;
+        if completed {
+            tracing::info!(%id, approver = %caller.principal, "request approved");
+            return self.drive_now(id).await;
+        }
+        Ok(request)
+    }
+
+    /// Denies `id`; one deny ends it.
+    pub async fn deny(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        reason: Reason,
+    ) -> Result<AccessRequest, BrokerError> {
+        let now = self.inner.clock.now();
+        let approver = caller.principal.clone();
+        self.inner
+            .store
+            .write(move |view| {
+                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                let stage = request
+                    .current_stage()
+                    .map(|(index, s)| (index, s.name.clone()));
+                match request.deny(&approver, reason.clone(), now)? {
+                    Transition::Changed(request) => {
+                        let (index, name) = stage.unwrap_or_default();
+                        let draft = events::about(
+                            &request,
+                            now,
+                            Actor::Principal(approver.clone()),
+                            events::DENIED,
+                        )
+                        .detail("stage", index)
+                        .detail("stage_name", name)
+                        .detail("reason", &reason);
+                        Ok((Changes::one(request.clone(), vec![draft]), request))
+                    }
+                    Transition::Unchanged(request) => Ok((Changes::default(), request)),
+                }
+            })
+            .await
+    }
+
+    /// Withdraws the caller's pending request `id`.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+    ) -> Result<AccessRequest, BrokerError> {
+        let now = self.inner.clock.now();
+        let by = caller.principal.clone();
+        self.inner
+            .store
+            .write(move |view| {
+                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                match request.cancel(&by, now)? {
+                    Transition::Changed(request) => {
+                        let draft = events::about(
+                            &request,
+                            now,
+                            Actor::Principal(by.clone()),
+                            events::CANCELLED,
+                        );
+                        Ok((Changes::one(request.clone(), vec![draft]), request))
+                    }
+                    Transition::Unchanged(request) => Ok((Changes::default(), request)),
+                }
+            })
+            .await
+    }
+}

@@ -1,0 +1,48 @@
+//! Errors of the workflow, classified by who caused them (see `grpc::status` for the mapping).
+
+use crate::model::{Principal, RequestId, StateKind, TransitionError};
+use crate::policy::Refusal;
+use crate::store::StoreError;
+
+/// Why the broker refused or failed a call.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The caller's certificate names a principal the directory does not know.
+    #[error("principal '{0}' is not in the directory")]
+    UnknownPrincipal(Principal),
+    /// The caller is suspended in the directory.
+    #[error("principal '{0}' is suspended")]
+    Suspended(Principal),
+    /// No such request.
+    #[error("no request {0}")]
+    NotFound(RequestId),
+    /// The caller may not see this request.
+    #[error("you may not see {0}: it is neither yours nor waiting for your decision")]
+    NotVisible(RequestId),
+    /// The caller lacks a role for this call.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The policy refused the request.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A field of the call is malformed or out of bounds.
+    #[error("{0}")]
+    Invalid(String),
+    /// The state machine forbids the transition.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The caller already has an open request for the resource.
+    #[error("you already have {id} for this resource ({state}); release or cancel it first")]
+    AlreadyOpen {
+        /// The open request.
+        id: RequestId,
+        /// Its state.
+        state: StateKind,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The daemon is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}

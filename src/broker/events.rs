@@ -1,0 +1,83 @@
+//! Audit drafts for each transition. Action names are stable: auditors and scripts filter on
+//! them.
+
+use crate::audit::{Actor, Draft};
+use crate::model::{AccessRequest, Ending, Timestamp};
+
+/// A request was submitted.
+pub const SUBMITTED: &str = "request.submitted";
+/// One approval was recorded at a stage.
+pub const APPROVAL: &str = "request.approval";
+/// Every stage passed (or the resource auto-approves).
+pub const APPROVED: &str = "request.approved";
+/// An approver denied the request.
+pub const DENIED: &str = "request.denied";
+/// The requester cancelled.
+pub const CANCELLED: &str = "request.cancelled";
+/// No decision in time.
+pub const TIMED_OUT: &str = "request.timed_out";
+/// The target confirmed the grant.
+pub const GRANTED: &str = "lease.granted";
+/// A grant attempt failed.
+pub const GRANT_FAILED: &str = "lease.grant_failed";
+/// A revoke attempt failed.
+pub const REVOKE_FAILED: &str = "lease.revoke_failed";
+/// The lease expired and the target confirmed the revoke.
+pub const EXPIRED: &str = "lease.expired";
+/// The holder released the lease and the target confirmed the revoke.
+pub const RELEASED: &str = "lease.released";
+/// An administrator revoked the lease and the target confirmed it.
+pub const REVOKED: &str = "lease.revoked";
+/// The grant failed for good and its leftovers were revoked.
+pub const FAILED: &str = "request.failed";
+
+/// A draft about `request`, with its id, resource and requester as subjects.
+pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, action: &'static str) -> Draft {
+    let mut draft = Draft::new(at, actor, action);
+    draft.request = Some(request.id);
+    draft.resource = Some(request.resource.clone());
+    draft.principal = Some(request.requester.clone());
+    draft
+}
+
+/// The draft for a submission: everything the policy decided.
+pub fn submitted(request: &AccessRequest) -> Draft {
+    let route = request
+        .route
+        .stages
+        .iter()
+        .map(|stage| {
+            let approvers: Vec<&str> = stage.approvers.iter().map(|p| p.as_str()).collect();
+            format!("{}:{}/[{}]", stage.name, stage.quorum, approvers.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    about(
+        request,
+        request.created_at,
+        Actor::Principal(request.requester.clone()),
+        SUBMITTED,
+    )
+    .detail("duration", request.duration)
+    .detail(
+        "reason",
+        request.reason.as_ref().map(|r| r.as_str()).unwrap_or(""),
+    )
+    .detail(
+        "ticket",
+        request.ticket.as_ref().map(|t| t.as_str()).unwrap_or(""),
+    )
+    .detail("route", if route.is_empty() { "auto" } else { &route })
+    .detail("policy_version", &request.policy_version)
+    .detail("decide_by", request.decide_by)
+}
+
+/// The action recording a confirmed end of a lease.
+pub fn ended(ending: Ending) -> &'static str {
+    match ending {
+        Ending::Expired => EXPIRED,
+        Ending::Released => RELEASED,
+        Ending::Revoked => REVOKED,
+        Ending::Failed => FAILED,
+    }
+}

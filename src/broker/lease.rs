@@ -1,0 +1,278 @@
+//! Side effects on targets and what is due by time: grants, revokes (expiry, release, cleanup
+//! of failed grants) and time-outs. Everything here runs under the request's lock; the outcome
+//! of each target call is committed afterwards, with the state re-checked in the transaction.
+
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::{Actor, Draft};
+use crate::model::{AccessRequest, Ending, RequestId, State, Timestamp, Transition};
+use crate::provision::{LeaseTarget, ProvisionError};
+use crate::store::Changes;
+
+/// What a commit closure returns: the transition and, if it changed the record, the events.
+type Outcome = (Transition, Vec<Draft>);
+
+/// Pairs a transition with the events built from its new record, when it changed.
+fn recorded(transition: Transition, drafts: impl FnOnce(&AccessRequest) -> Vec<Draft>) -> Outcome {
+    let drafts = match &transition {
+        Transition::Changed(request) => drafts(request),
+        Transition::Unchanged(_) => Vec::new(),
+    };
+    (transition, drafts)
+}
+
+impl Broker {
+    /// Re-reads `id` inside a write transaction, applies `change`, and stores the result with
+    /// its events if it changed.
+    async fn commit<F>(&self, id: RequestId, change: F) -> Result<AccessRequest, BrokerError>
+    where
+        F: FnOnce(AccessRequest) -> Result<Outcome, BrokerError> + Send + 'static,
+    {
+        self.inner
+            .store
+            .write(move |view| {
+                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                Ok(match change(request)? {
+                    (Transition::Changed(request), drafts) => {
+                        (Changes::one(request.clone(), drafts), request)
+                    }
+                    (Transition::Unchanged(request), _) => (Changes::default(), request),
+                })
+            })
+            .await
+    }
+
+    async fn read_request(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
+        Ok(self.inner.store.read(move |r| r.request(id)).await?)
+    }
+
+    /// Drives `id` on a tracked task and waits for it, so that a caller giving up (an RPC
+    /// deadline) never interrupts a grant or revoke half-way.
+    pub(super) async fn drive_now(&self, id: RequestId) -> Result<AccessRequest, BrokerError> {
+        let broker = self.clone();
+        let task = self
+            .inner
+            .effects
+            .spawn(async move { broker.drive(id).await });
+        match task.await {
+            Ok(result) => result?.ok_or(BrokerError::NotFound(id)),
+            Err(_) => Err(BrokerError::ShuttingDown),
+        }
+    }
+
+    /// Does whatever is due for `id` now: time out a pending request, attempt its grant,
+    /// expire its lease, or retry its revoke. When nothing is due yet the timer is re-armed.
+    pub async fn drive(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
+        let _held = self.inner.locks.lock(id).await;
+        let Some(request) = self.read_request(id).await? else {
+            return Ok(None);
+        };
+        let now = self.inner.clock.now();
+        let Some(deadline) = request.next_deadline() else {
+            return Ok(Some(request));
+        };
+        if deadline > now {
+            self.inner.expiry.schedule(id, deadline);
+            return Ok(Some(request));
+        }
+        let request = match request.state.clone() {
+            State::Pending { .. } => {
+                self.commit(id, move |request| {
+                    Ok(recorded(request.time_out(now), |r| {
+                        vec![events::about(r, now, Actor::System, events::TIMED_OUT)]
+                    }))
+                })
+                .await?
+            }
+            State::Approved { attempts }
+                if attempts.count >= self.inner.settings.grant_attempts =>
+            {
+                self.revoke(request, Ending::Failed, Actor::System).await?
+            }
+            State::Approved { attempts } => self.grant(request, attempts.count).await?,
+            State::Active => self.revoke(request, Ending::Expired, Actor::System).await?,
+            State::RevokeFailing { ending, .. } => {
+                self.revoke(request, ending, Actor::System).await?
+            }
+            State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => request,
+        };
+        Ok(Some(request))
+    }
+
+    fn target(request: &AccessRequest, expires_at: Timestamp) -> LeaseTarget {
+        LeaseTarget {
+            lease: request.id,
+            principal: request.requester.clone(),
+            resource: request.resource.clone(),
+            expires_at,
+        }
+    }
+
+    /// One grant attempt. Success makes the lease active from `now`; failure schedules a
+    /// retry with backoff, and the last allowed failure cleans up and ends the request.
+    async fn grant(
+        &self,
+        request: AccessRequest,
+        failures: u32,
+    ) -> Result<AccessRequest, BrokerError> {
+        let id = request.id;
+        let now = self.inner.clock.now();
+        let target = Self::target(&request, now.saturating_add(request.duration.get()));
+        let result = match self.inner.provisioners.get(&request.provisioner) {
+            Ok(provisioner) => provisioner.grant(&target).await,
+            Err(error) => Err(error),
+        };
+        let provisioner = request.provisioner.clone();
+        match result {
+            Ok(()) => {
+                let request = self
+                    .commit(id, move |request| {
+                        Ok(recorded(request.grant_succeeded(now)?, |r| {
+                            vec![
+                                events::about(r, now, Actor::System, events::GRANTED)
+                                    .detail("provisioner", &provisioner)
+                                    .detail(
+                                        "expires_at",
+                                        r.expires_at.map(|t| t.rfc3339()).unwrap_or_default(),
+                                    ),
+                            ]
+                        }))
+                    })
+                    .await?;
+                tracing::info!(%id, holder = %request.requester, resource = %request.resource, "lease granted");
+                Ok(request)
+            }
+            Err(ProvisionError(error)) => {
+                let failures = failures + 1;
+                let last = failures >= self.inner.settings.grant_attempts;
+                let retry_at = if last {
+                    now
+                } else {
+                    now.saturating_add(self.inner.settings.backoff.delay(failures))
+                };
+                tracing::warn!(%id, attempt = failures, %error, final_attempt = last, "grant failed");
+                let detail = error.clone();
+                let request = self
+                    .commit(id, move |request| {
+                        Ok(recorded(request.grant_failed(error, retry_at)?, |r| {
+                            vec![
+                                events::about(r, now, Actor::System, events::GRANT_FAILED)
+                                    .detail("attempt", failures)
+                                    .detail("error", &detail)
+                                    .detail(
+                                        "retry_at",
+                                        if last {
+                                            String::new()
+                                        } else {
+                                            retry_at.rfc3339()
+                                        },
+                                    ),
+                            ]
+                        }))
+                    })
+                    .await?;
+                if last {
+                    // Whatever the failed attempts left on the target is removed before the
+                    // request ends as failed.
+                    return self.revoke(request, Ending::Failed, Actor::System).await;
+                }
+                Ok(request)
+            }
+        }
+    }
+
+    /// One revoke attempt, ending the lease as `ending` once the target confirms. A failure
+    /// leaves it `revoke_failing` with a retry scheduled, without limit.
+    async fn revoke(
+        &self,
+        request: AccessRequest,
+        ending: Ending,
+        actor: Actor,
+    ) -> Result<AccessRequest, BrokerError> {
+        let id = request.id;
+        let now = self.inner.clock.now();
+        let target = Self::target(&request, request.expires_at.unwrap_or(now));
+        let result = match self.inner.provisioners.get(&request.provisioner) {
+            Ok(provisioner) => provisioner.revoke(&target).await,
+            Err(error) => Err(error),
+        };
+        let done = self.inner.clock.now();
+        match result {
+            Ok(()) => {
+                let request = self
+                    .commit(id, move |request| {
+                        Ok(recorded(request.revoke_succeeded(ending, done)?, |r| {
+                            let ending = match r.state {
+                                State::Ended { ending } => ending,
+                                _ => ending,
+                            };
+                            let mut draft = events::about(r, done, actor, events::ended(ending));
+                            if let Some(expires_at) = r.expires_at {
+                                if ending == Ending::Expired {
+                                    draft = draft.detail(
+                                        "lag_ms",
+                                        done.saturating_duration_since(expires_at).as_millis(),
+                                    );
+                                }
+                            }
+                            vec![draft]
+                        }))
+                    })
+                    .await?;
+                tracing::info!(%id, holder = %request.requester, resource = %request.resource, state = %request.kind(), "access revoked");
+                Ok(request)
+            }
+            Err(ProvisionError(error)) => {
+                let failures = match &request.state {
+                    State::RevokeFailing { attempts, .. } => attempts.count + 1,
+                    _ => 1,
+                };
+                let retry_at = done.saturating_add(self.inner.settings.backoff.delay(failures));
+                tracing::warn!(%id, attempt = failures, %error, retry_at = %retry_at, "revoke failed; access is still held");
+                let detail = error.clone();
+                self.commit(id, move |request| {
+                    Ok(recorded(
+                        request.revoke_failed(ending, error, retry_at)?,
+                        |r| {
+                            vec![
+                                events::about(r, done, actor, events::REVOKE_FAILED)
+                                    .detail("attempt", failures)
+                                    .detail("error", &detail)
+                                    .detail("retry_at", retry_at),
+                            ]
+                        },
+                    ))
+                })
+                .await
+            }
+        }
+    }
+
+    /// The holder ends their lease early. Answers once the target confirmed the revoke (state
+    /// `released`) or the revoke failed and is being retried (`revoke_failing`). Releasing a
+    /// lease that already ended returns it unchanged.
+    pub async fn release(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+    ) -> Result<AccessRequest, BrokerError> {
+        let broker = self.clone();
+        let holder = caller.principal.clone();
+        let task = self.inner.effects.spawn(async move {
+            let _held = broker.inner.locks.lock(id).await;
+            let request = broker
+                .read_request(id)
+                .await?
+                .ok_or(BrokerError::NotFound(id))?;
+            request.check_release(&holder)?;
+            match request.state {
+                State::Active => {
+                    broker
+                        .revoke(request, Ending::Released, Actor::Principal(holder))
+                        .await
+                }
+                _ => Ok(request),
+            }
+        });
+        task.await.map_err(|_| BrokerError::ShuttingDown)?
+    }
+}

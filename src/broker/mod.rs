@@ -1,0 +1,290 @@
+//! The workflow: one state machine per request, from submission through approval, grant and
+//! expiry to its end.
+//!
+//! - Decisions (submit, approve, deny, cancel) are pure transitions checked and committed in
+//!   one store write transaction together with their audit events.
+//! - Side effects on targets (grant, revoke) run under the request's lock ([`locks`]); the
+//!   outcome is committed afterwards, re-checking the state inside the transaction. A request
+//!   is marked active only after its grant succeeded, and ended only after the target
+//!   confirmed the revoke.
+//! - Every commit tells the timer wheel the request's next deadline (see [`Notify`]); when it
+//!   comes, [`Broker::drive`] does whatever is due: time out, retry the grant, expire, retry the
+//!   revoke. Startup recovery drives every overdue request before serving.
+
+mod decide;
+mod error;
+pub mod events;
+mod lease;
+mod locks;
+mod query;
+mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::BrokerError;
+pub use query::Watch;
+
+use crate::clock::SharedClock;
+use crate::expiry::{Backoff, Expiry};
+use crate::model::{AccessRequest, GroupName, Principal, RequestId};
+use crate::policy::Live;
+use crate::provision::Provisioners;
+use crate::store::{CommitListener, Store, StoreOptions};
+
+/// Tunables of the workflow.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Grant attempts before a request ends as `failed`.
+    pub grant_attempts: u32,
+    /// Delays between grant and revoke retries.
+    pub backoff: Backoff,
+    /// Most grants and revokes in flight at once.
+    pub max_concurrent_effects: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            grant_attempts: 5,
+            backoff: Backoff::default(),
+            max_concurrent_effects: 256,
+        }
+    }
+}
+
+/// An authenticated caller, with the roles the directory gives them now.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// Their groups.
+    pub groups: Vec<GroupName>,
+    /// Their manager.
+    pub manager: Option<Principal>,
+    /// Member of an auditor group.
+    pub auditor: bool,
+    /// Member of an admin group.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Whether the caller may see every request.
+    pub fn sees_all(&self) -> bool {
+        self.auditor || self.admin
+    }
+}
+
+/// What startup recovery found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Requests whose deadline passed while the daemon was down, driven before serving.
+    pub overdue: usize,
+    /// Requests scheduled in the timer wheel.
+    pub scheduled: usize,
+}
+
+/// A cheap, cloneable handle to the workflow.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    rules: Live,
+    clock: SharedClock,
+    provisioners: Provisioners,
+    expiry: Expiry,
+    locks: locks::Locks,
+    /// Ids of committed requests, for watchers.
+    changes: broadcast::Sender<RequestId>,
+    settings: Settings,
+    /// Grant and revoke tasks, so shutdown can wait for them.
+    effects: TaskTracker,
+    effect_slots: Arc<Semaphore>,
+}
+
+/// Tells the timer wheel and watchers about every commit, in commit order.
+struct Notify {
+    expiry: Expiry,
+    changes: broadcast::Sender<RequestId>,
+}
+
+impl CommitListener for Notify {
+    fn committed(&self, requests: &[AccessRequest]) {
+        for request in requests {
+            match request.next_deadline() {
+                Some(deadline) => self.expiry.schedule(request.id, deadline),
+                None => self.expiry.cancel(request.id),
+            }
+            let _ = self.changes.send(request.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the store at `path` and starts the timer task; `shutdown` stops the timer. Call
+    /// [`Broker::recover`] before serving.
+    pub fn start(
+        path: &std::path::Path,
+        store_options: StoreOptions,
+        rules: Live,
+        clock: SharedClock,
+        provisioners: Provisioners,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let (expiry, due) = Expiry::spawn(clock.clone(), shutdown);
+        let (changes, _) = broadcast::channel(4096);
+        let notify = Arc::new(Notify {
+            expiry: expiry.clone(),
+            changes: changes.clone(),
+        });
+        let store = Store::open(path, store_options, notify)?;
+        let broker = Self {
+            inner: Arc::new(Inner {
+                store,
+                rules,
+                clock,
+                provisioners,
+                expiry,
+                locks: locks::Locks::default(),
+                changes,
+                settings,
+                effects: TaskTracker::new(),
+                effect_slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
+            }),
+        };
+        broker.dispatch(due);
+        Ok(broker)
+    }
+
+    /// Drives every due id the timer hands out, a bounded number at a time.
+    fn dispatch(&self, mut due: mpsc::UnboundedReceiver<RequestId>) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            while let Some(id) = due.recv().await {
+                let Ok(slot) = broker.inner.effect_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let driver = broker.clone();
+                broker.inner.effects.spawn(async move {
+                    if let Err(error) = driver.drive(id).await {
+                        tracing::warn!(%id, %error, "timer action failed; it will be retried");
+                        driver.rearm_later(id);
+                    }
+                    drop(slot);
+                });
+            }
+        });
+    }
+
+    /// After a failed drive (the store failed), try again later rather than never.
+    fn rearm_later(&self, id: RequestId) {
+        let retry = self
+            .inner
+            .clock
+            .now()
+            .saturating_add(self.inner.settings.backoff.delay(1));
+        self.inner.expiry.schedule(id, retry);
+    }
+
+    /// Rebuilds the timer wheel from the store. Requests whose deadline passed while the daemon
+    /// was down (expired leases above all) are driven now, before this returns; the rest are
+    /// scheduled.
+    pub async fn recover(&self) -> Result<Recovery, BrokerError> {
+        let deadlines = self.inner.store.read(|reader| reader.deadlines()).await?;
+        let now = self.inner.clock.now();
+        let split = deadlines.partition_point(|(deadline, _)| *deadline <= now);
+        let (overdue, later) = deadlines.split_at(split);
+        for (deadline, id) in later {
+            self.inner.expiry.schedule(*id, *deadline);
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for &(_, id) in overdue {
+            let slot = self
+                .inner
+                .effect_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?;
+            let broker = self.clone();
+            running.spawn(async move {
+                let outcome = broker.drive(id).await;
+                drop(slot);
+                (id, outcome)
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            if let Ok((id, Err(error))) = joined {
+                tracing::warn!(%id, %error, "recovery could not act on an overdue request; retrying later");
+                self.rearm_later(id);
+            }
+        }
+        Ok(Recovery {
+            overdue: overdue.len(),
+            scheduled: later.len(),
+        })
+    }
+
+    /// Waits up to `grace` for grants and revokes in flight, then closes the store.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.effects.close();
+        if tokio::time::timeout(grace, self.inner.effects.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "grants or revokes still running after the grace period; they resume at the next start"
+            );
+        }
+        self.inner.store.close().await;
+    }
+
+    /// Checks the caller against the directory in force and returns their roles.
+    pub fn authenticate(&self, principal: Principal) -> Result<Caller, BrokerError> {
+        let snapshot = self.inner.rules.current();
+        let Some(person) = snapshot.directory.person(&principal) else {
+            return Err(BrokerError::UnknownPrincipal(principal));
+        };
+        if !person.is_active() {
+            return Err(BrokerError::Suspended(principal));
+        }
+        Ok(Caller {
+            groups: person.groups.iter().cloned().collect(),
+            manager: person.manager.clone(),
+            auditor: snapshot.is_auditor(&principal),
+            admin: snapshot.is_admin(&principal),
+            principal,
+        })
+    }
+
+    /// The store (for inspection by tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The timer wheel's handle (for inspection by tools and tests).
+    pub fn expiry(&self) -> &Expiry {
+        &self.inner.expiry
+    }
+
+    /// The policy and directory in force.
+    pub fn rules(&self) -> &Live {
+        &self.inner.rules
+    }
+}

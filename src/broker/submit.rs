@@ -1,0 +1,73 @@
+//! Submitting a request: policy evaluation, then one transaction that checks for an open
+//! request of the same principal and resource, allocates the id and stores the request with
+//! its audit events. Auto-approved requests are granted before the call returns.
+
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::Actor;
+use crate::model::{AccessRequest, Attempts, RequestId, State};
+use crate::policy::Ask;
+use crate::store::Changes;
+
+impl Broker {
+    /// Submits `ask` for `caller`.
+    pub async fn submit(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
+        let snapshot = self.inner.rules.current();
+        let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
+        let now = self.inner.clock.now();
+        let auto = evaluation.route.stages.is_empty();
+        let draft = AccessRequest {
+            id: RequestId::FIRST,
+            requester: caller.principal.clone(),
+            resource: ask.resource,
+            reason: ask.reason,
+            ticket: ask.ticket,
+            duration: evaluation.duration,
+            created_at: now,
+            decide_by: now.saturating_add(evaluation.request_ttl),
+            route: evaluation.route,
+            policy_version: evaluation.policy_version,
+            provisioner: evaluation.provisioner,
+            decisions: Vec::new(),
+            state: if auto {
+                State::Approved {
+                    attempts: Attempts::due(now),
+                }
+            } else {
+                State::Pending { stage: 0 }
+            },
+            approved_at: auto.then_some(now),
+            granted_at: None,
+            expires_at: None,
+            ended_at: None,
+            end_reason: None,
+        };
+        let request = self
+            .inner
+            .store
+            .write(move |view| {
+                if let Some(open) = view.open_request(&draft.requester, &draft.resource)? {
+                    let state = view
+                        .request(open)?
+                        .map(|r| r.kind())
+                        .ok_or(BrokerError::NotFound(open))?;
+                    return Err(BrokerError::AlreadyOpen { id: open, state });
+                }
+                let mut request = draft;
+                request.id = view.next_request_id()?;
+                let mut drafts = vec![events::submitted(&request)];
+                if auto {
+                    drafts.push(
+                        events::about(&request, now, Actor::System, events::APPROVED)
+                            .detail("auto", true),
+                    );
+                }
+                Ok((Changes::one(request.clone(), drafts), request))
+            })
+            .await?;
+        tracing::info!(id = %request.id, requester = %request.requester, resource = %request.resource, state = %request.kind(), "request submitted");
+        if auto {
+            return self.drive_now(request.id).await;
+        }
+        Ok(request)
+    }
+}
