@@ -1,0 +1,331 @@
+//! The daemon's configuration file (TOML). Unknown fields are errors; relative paths are
+//! resolved against the file's directory; every error names the file and the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::tls::TlsFiles;
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{}: {message}", file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong, with the field (and line, from the TOML parser).
+        message: String,
+    },
+}
+
+fn humantime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|error| serde::de::Error::custom(format!("invalid duration '{text}': {error}")))
+}
+
+/// The daemon configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for gRPC over mTLS.
+    pub listen: SocketAddr,
+    /// Trust domain of client SPIFFE ids (`spiffe://<trust_domain>/user/<name>`).
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// CA, certificate and key files.
+    pub tls: TlsFiles,
+    /// The redb store.
+    pub store: StoreConfig,
+    /// Policy and directory files.
+    pub policy: PolicyFiles,
+    /// Retry and grant settings.
+    #[serde(default)]
+    pub workflow: WorkflowConfig,
+    /// How long SIGTERM waits for in-flight work.
+    #[serde(default = "default_grace", deserialize_with = "humantime")]
+    pub shutdown_grace: Duration,
+    /// Provisioners by name; resources of the policy name one of these.
+    pub provisioners: BTreeMap<String, ProvisionerConfig>,
+}
+
+fn default_trust_domain() -> String {
+    crate::tls::issue::DEFAULT_TRUST_DOMAIN.to_owned()
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Where state lives and how it is written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The redb file.
+    pub path: PathBuf,
+    /// Batch concurrent transitions into one transaction and one fsync (default on).
+    #[serde(default = "yes")]
+    pub group_commit: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The policy and directory files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFiles {
+    /// Resources and routes.
+    pub policy: PathBuf,
+    /// Principals, groups, managers.
+    pub directory: PathBuf,
+}
+
+/// Grant and revoke retries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Grant attempts before a request ends as failed.
+    #[serde(default = "default_grant_attempts")]
+    pub grant_attempts: u32,
+    /// First retry delay.
+    #[serde(default = "default_retry_initial", deserialize_with = "humantime")]
+    pub retry_initial: Duration,
+    /// Longest retry delay (revokes retry at this interval forever).
+    #[serde(default = "default_retry_max", deserialize_with = "humantime")]
+    pub retry_max: Duration,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            grant_attempts: default_grant_attempts(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+        }
+    }
+}
+
+fn default_grant_attempts() -> u32 {
+    5
+}
+
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One provisioner.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProvisionerConfig {
+    /// Holders files in a directory.
+    File {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A program run per grant and revoke.
+    Exec {
+        /// The program (no shell).
+        program: PathBuf,
+        /// Leading arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Longest run before it is killed.
+        #[serde(default = "default_exec_timeout", deserialize_with = "humantime")]
+        timeout: Duration,
+        /// Working directory of the program; the configuration file's directory by default,
+        /// so relative paths in `args` and `env` mean what they say in this file.
+        #[serde(default)]
+        working_dir: PathBuf,
+    },
+}
+
+fn default_exec_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|error| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.check(file)?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let join = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        join(&mut self.tls.ca);
+        join(&mut self.tls.cert);
+        join(&mut self.tls.key);
+        join(&mut self.store.path);
+        join(&mut self.policy.policy);
+        join(&mut self.policy.directory);
+        for provisioner in self.provisioners.values_mut() {
+            match provisioner {
+                ProvisionerConfig::File { dir } => join(dir),
+                ProvisionerConfig::Exec {
+                    program,
+                    working_dir,
+                    ..
+                } => {
+                    join(program);
+                    join(working_dir);
+                }
+            }
+        }
+    }
+
+    fn check(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            message,
+        };
+        if self.trust_domain.is_empty() || self.trust_domain.contains(['/', ':', ' ']) {
+            return Err(invalid(format!(
+                "trust_domain: invalid trust domain '{}'",
+                self.trust_domain
+            )));
+        }
+        if self.workflow.grant_attempts == 0 {
+            return Err(invalid(
+                "workflow.grant_attempts: must be at least 1".to_owned(),
+            ));
+        }
+        if self.workflow.retry_initial.is_zero()
+            || self.workflow.retry_initial > self.workflow.retry_max
+        {
+            return Err(invalid(
+                "workflow.retry_initial: must be above zero and at most retry_max".to_owned(),
+            ));
+        }
+        if self.provisioners.is_empty() {
+            return Err(invalid("provisioners: configure at least one".to_owned()));
+        }
+        for (name, provisioner) in &self.provisioners {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(format!(
+                    "provisioners.{name}: names are letters, digits, '-' and '_'"
+                )));
+            }
+            if let ProvisionerConfig::Exec {
+                program, timeout, ..
+            } = provisioner
+            {
+                if !program.is_file() {
+                    return Err(invalid(format!(
+                        "provisioners.{name}.program: {} does not exist",
+                        program.display()
+                    )));
+                }
+                if timeout.is_zero() {
+                    return Err(invalid(format!(
+                        "provisioners.{name}.timeout: must be above zero"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("elevated.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(&file)
+    }
+
+    const MINIMAL: &str = r#"
+        listen = "127.0.0.1:7443"
+        [tls]
+        ca = "ca.crt"
+        cert = "server.crt"
+        key = "server.key"
+        [store]
+        path = "elevate.redb"
+        [policy]
+        policy = "policy.toml"
+        directory = "directory.toml"
+        [provisioners.files]
+        kind = "file"
+        dir = "targets"
+    "#;
+
+    #[test]
+    fn loads_with_defaults_and_resolves_paths() {
+        let config = load(MINIMAL).unwrap();
+        assert!(config.store.path.is_absolute());
+        assert!(config.store.group_commit);
+        assert_eq!(config.trust_domain, "elevate.local");
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let error = load(&MINIMAL.replace("kind = \"file\"", "kind = \"ftp\"")).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown variant `ftp`"),
+            "{error}"
+        );
+        let error = load(&format!(
+            "{MINIMAL}\n[provisioners.hook]\nkind = \"exec\"\nprogram = \"/nope\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("provisioners.hook.program: /nope does not exist"),
+            "{error}"
+        );
+        let error = load(&MINIMAL.replace("listen = \"127.0.0.1:7443\"", "listen = \"nowhere\""))
+            .unwrap_err();
+        assert!(error.to_string().contains("listen"), "{error}");
+        let error = load(&format!("shutdown_grace = \"soon\"\n{MINIMAL}")).unwrap_err();
+        assert!(
+            error.to_string().contains("invalid duration 'soon'"),
+            "{error}"
+        );
+    }
+}

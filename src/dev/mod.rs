@@ -1,0 +1,178 @@
+//! Dev mode, the embedded default: everything needed to try elevate in one directory.
+//!
+//! ```text
+//! DIR/certs/        ca, server and one client certificate per demo identity
+//! DIR/policy.toml   demo policy (written once; edit freely)
+//! DIR/directory.toml demo directory
+//! DIR/elevate.redb  the store
+//! DIR/targets/      holders files of the `file` provisioner, one per resource
+//! ```
+//!
+//! Files that exist are left alone, so a restart keeps certificates, edits and state.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Settings;
+use crate::clock::SharedClock;
+use crate::provision::{FileProvisioner, Provisioners};
+use crate::server::Options;
+use crate::store::StoreOptions;
+use crate::tls::TlsFiles;
+use crate::tls::issue::{self, CertDir, DEFAULT_TRUST_DOMAIN, IssueError};
+
+/// The demo identities, each with a client certificate.
+pub const IDENTITIES: [&str; 6] = [
+    "engineer", "manager", "security", "auditor", "oncall", "admin",
+];
+
+/// Where dev mode listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+
+/// The demo policy.
+pub const POLICY: &str = include_str!("policy.toml");
+
+/// The demo directory.
+pub const DIRECTORY: &str = include_str!("directory.toml");
+
+/// The files of a dev-mode state directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The state directory.
+    pub root: PathBuf,
+    /// Certificates.
+    pub certs: CertDir,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// Directory file.
+    pub directory: PathBuf,
+    /// The store.
+    pub store: PathBuf,
+    /// Holders files.
+    pub targets: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            certs: CertDir(root.join("certs")),
+            policy: root.join("policy.toml"),
+            directory: root.join("directory.toml"),
+            store: root.join("elevate.redb"),
+            targets: root.join("targets"),
+        }
+    }
+}
+
+/// Dev mode could not set up its directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// Making certificates failed.
+    #[error(transparent)]
+    Certificates(#[from] IssueError),
+    /// A file or directory could not be written.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), DevError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| DevError::Io {
+            file: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn write_once(file: &Path, contents: &str) -> Result<(), DevError> {
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::write(file, contents).map_err(|source| DevError::Io {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates whatever is missing under `root`: certificates, demo policy and directory.
+pub fn prepare(root: &Path) -> Result<Layout, DevError> {
+    let layout = Layout::new(root);
+    create_private_dir(&layout.root)?;
+    create_private_dir(&layout.certs.0)?;
+    if !layout.certs.ca_cert().exists() {
+        issue::init(&layout.certs.0, &[], false)?;
+    }
+    for name in IDENTITIES {
+        if !layout.certs.client_cert(name).exists() {
+            issue::issue(&layout.certs.0, name, DEFAULT_TRUST_DOMAIN, 365, true)?;
+        }
+    }
+    write_once(&layout.policy, POLICY)?;
+    write_once(&layout.directory, DIRECTORY)?;
+    Ok(layout)
+}
+
+/// Daemon options for a prepared dev layout.
+pub fn options(layout: &Layout, clock: SharedClock) -> Options {
+    let mut provisioners = Provisioners::default();
+    provisioners.insert(
+        "files",
+        Arc::new(FileProvisioner::new(layout.targets.clone())),
+    );
+    Options {
+        trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
+        tls: TlsFiles {
+            ca: layout.certs.ca_cert(),
+            cert: layout.certs.server_cert(),
+            key: layout.certs.server_key(),
+        },
+        store: layout.store.clone(),
+        store_options: StoreOptions::default(),
+        policy: layout.policy.clone(),
+        directory: layout.directory.clone(),
+        provisioners,
+        settings: Settings::default(),
+        shutdown_grace: Duration::from_secs(10),
+        clock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Directory, Policy};
+
+    #[test]
+    fn demo_files_are_valid_and_consistent() {
+        let policy = Policy::parse(POLICY, Path::new("policy.toml")).unwrap();
+        let directory = Directory::parse(DIRECTORY, Path::new("directory.toml")).unwrap();
+        assert_eq!(policy.resources().count(), 3);
+        for name in IDENTITIES {
+            let principal = crate::model::Principal::parse(name).unwrap();
+            assert!(directory.person(&principal).is_some(), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn prepare_is_idempotent_and_keeps_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = prepare(dir.path()).unwrap();
+        std::fs::write(&layout.policy, "# edited").unwrap();
+        let ca = std::fs::read(layout.certs.ca_cert()).unwrap();
+        prepare(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&layout.policy).unwrap(), "# edited");
+        assert_eq!(std::fs::read(layout.certs.ca_cert()).unwrap(), ca);
+        assert!(layout.certs.client_key("oncall").exists());
+    }
+}

@@ -1,0 +1,197 @@
+//! `AccessService`: requests and leases from the requester's side.
+
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use super::status::from_broker;
+use super::{caller, convert};
+use crate::broker::Broker;
+use crate::policy::Ask;
+use crate::proto::v1 as pb;
+use crate::proto::v1::access_service_server::AccessService;
+use crate::store::Page;
+
+/// Serves [`AccessService`] over a [`Broker`].
+#[derive(Clone, Debug)]
+pub struct Access {
+    broker: Broker,
+}
+
+impl Access {
+    /// The service over `broker`.
+    pub fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRequestResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AccessService for Access {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: caller.principal.to_string(),
+            groups: caller.groups.iter().map(ToString::to_string).collect(),
+            manager: caller
+                .manager
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            can_see_all: caller.sees_all(),
+        }))
+    }
+
+    async fn list_resources(
+        &self,
+        request: Request<pb::ListResourcesRequest>,
+    ) -> Result<Response<pb::ListResourcesResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        Ok(Response::new(pb::ListResourcesResponse {
+            resources: self
+                .broker
+                .resources(&caller)
+                .iter()
+                .map(convert::resource_to_proto)
+                .collect(),
+        }))
+    }
+
+    async fn submit_request(
+        &self,
+        request: Request<pb::SubmitRequestRequest>,
+    ) -> Result<Response<pb::SubmitRequestResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let ask = Ask {
+            resource: convert::resource(&body.resource)?,
+            duration: convert::duration("duration", &body.duration)?,
+            reason: convert::reason("reason", &body.reason)?,
+            ticket: convert::ticket(&body.ticket)?,
+        };
+        let submitted = self
+            .broker
+            .submit(&caller, ask)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::SubmitRequestResponse {
+            request: Some(convert::request_to_proto(&submitted)),
+        }))
+    }
+
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::GetRequestResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let id = convert::request_id("id", &request.get_ref().id)?;
+        let found = self
+            .broker
+            .request(&caller, id)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::GetRequestResponse {
+            request: Some(convert::request_to_proto(&found)),
+        }))
+    }
+
+    async fn list_requests(
+        &self,
+        request: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let state = convert::state_filter(body.state)?;
+        let limit = convert::limit(body.limit)?;
+        let before = if body.page_token.is_empty() {
+            None
+        } else {
+            Some(convert::request_id("page_token", &body.page_token)?)
+        };
+        let requests = self
+            .broker
+            .list(&caller, state, body.all, Page { before, limit })
+            .await
+            .map_err(from_broker)?;
+        let next_page_token = match requests.last() {
+            Some(last) if requests.len() == limit => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListRequestsResponse {
+            requests: requests.iter().map(convert::request_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchRequestStream = WatchStream;
+
+    async fn watch_request(
+        &self,
+        request: Request<pb::WatchRequestRequest>,
+    ) -> Result<Response<Self::WatchRequestStream>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let id = convert::request_id("id", &request.get_ref().id)?;
+        let updates = self.broker.watch(&caller, id).await.map_err(from_broker)?;
+        let stream = ReceiverStream::new(updates).map(|update| {
+            update
+                .map(|request| pb::WatchRequestResponse {
+                    request: Some(convert::request_to_proto(&request)),
+                })
+                .map_err(from_broker)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_request(
+        &self,
+        request: Request<pb::CancelRequestRequest>,
+    ) -> Result<Response<pb::CancelRequestResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let id = convert::request_id("id", &request.get_ref().id)?;
+        let cancelled = self.broker.cancel(&caller, id).await.map_err(from_broker)?;
+        Ok(Response::new(pb::CancelRequestResponse {
+            request: Some(convert::request_to_proto(&cancelled)),
+        }))
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let id = convert::request_id("id", &request.get_ref().id)?;
+        let released = self
+            .broker
+            .release(&caller, id)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::ReleaseLeaseResponse {
+            request: Some(convert::request_to_proto(&released)),
+        }))
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<pb::ExtendLeaseRequest>,
+    ) -> Result<Response<pb::ExtendLeaseResponse>, Status> {
+        caller(&self.broker, &request)?;
+        Err(Status::unimplemented(
+            "extending leases is not available in this version of elevated",
+        ))
+    }
+
+    async fn get_credentials(
+        &self,
+        request: Request<pb::GetCredentialsRequest>,
+    ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
+        caller(&self.broker, &request)?;
+        Err(Status::unimplemented(
+            "no provisioner of this version of elevated issues credentials",
+        ))
+    }
+}

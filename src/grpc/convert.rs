@@ -1,0 +1,195 @@
+//! Protobuf in, typed domain values out (once, here), and records back to protobuf. Handlers
+//! never see raw strings.
+
+use tonic::Status;
+
+use super::status::invalid;
+use crate::model::{
+    AccessRequest, Comment, LeaseDuration, Reason, RequestId, ResourceName, StateKind, Ticket,
+    Timestamp, Verdict,
+};
+use crate::policy::{Approval, Resource};
+use crate::proto::v1 as pb;
+
+/// Most requests one list call returns.
+pub const MAX_PAGE: u32 = 1000;
+/// Requests a list call returns when it names no limit.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// A request id field.
+pub fn request_id(field: &str, text: &str) -> Result<RequestId, Status> {
+    if text.trim().is_empty() {
+        return Err(invalid(field, "a request id is required"));
+    }
+    text.trim().parse().map_err(|e| invalid(field, e))
+}
+
+/// A resource name field.
+pub fn resource(text: &str) -> Result<ResourceName, Status> {
+    ResourceName::parse(text.trim()).map_err(|e| invalid("resource", e))
+}
+
+/// A humantime duration field; empty means "not given".
+pub fn duration(field: &str, text: &str) -> Result<Option<LeaseDuration>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    LeaseDuration::parse(text)
+        .map(Some)
+        .map_err(|e| invalid(field, e))
+}
+
+/// A reason field; empty means "not given".
+pub fn reason(field: &str, text: &str) -> Result<Option<Reason>, Status> {
+    Reason::parse_optional(text).map_err(|e| invalid(field, e))
+}
+
+/// A ticket field; empty means "not given".
+pub fn ticket(text: &str) -> Result<Option<Ticket>, Status> {
+    Ticket::parse_optional(text).map_err(|e| invalid("ticket", e))
+}
+
+/// A comment field; empty means "not given".
+pub fn comment(text: &str) -> Result<Option<Comment>, Status> {
+    Comment::parse_optional(text).map_err(|e| invalid("comment", e))
+}
+
+/// A state filter; unspecified means "any state".
+pub fn state_filter(value: i32) -> Result<Option<StateKind>, Status> {
+    let state = pb::RequestState::try_from(value)
+        .map_err(|_| invalid("state", format!("unknown state {value}")))?;
+    Ok(match state {
+        pb::RequestState::Unspecified => None,
+        pb::RequestState::Pending => Some(StateKind::Pending),
+        pb::RequestState::Approved => Some(StateKind::Approved),
+        pb::RequestState::Active => Some(StateKind::Active),
+        pb::RequestState::Denied => Some(StateKind::Denied),
+        pb::RequestState::Cancelled => Some(StateKind::Cancelled),
+        pb::RequestState::TimedOut => Some(StateKind::TimedOut),
+        pb::RequestState::Expired => Some(StateKind::Expired),
+        pb::RequestState::Released => Some(StateKind::Released),
+        pb::RequestState::Revoked => Some(StateKind::Revoked),
+        pb::RequestState::RevokeFailing => Some(StateKind::RevokeFailing),
+        pb::RequestState::Failed => Some(StateKind::Failed),
+    })
+}
+
+/// The wire state of a state kind.
+pub fn state_to_proto(kind: StateKind) -> pb::RequestState {
+    match kind {
+        StateKind::Pending => pb::RequestState::Pending,
+        StateKind::Approved => pb::RequestState::Approved,
+        StateKind::Active => pb::RequestState::Active,
+        StateKind::Denied => pb::RequestState::Denied,
+        StateKind::Cancelled => pb::RequestState::Cancelled,
+        StateKind::TimedOut => pb::RequestState::TimedOut,
+        StateKind::Expired => pb::RequestState::Expired,
+        StateKind::Released => pb::RequestState::Released,
+        StateKind::Revoked => pb::RequestState::Revoked,
+        StateKind::RevokeFailing => pb::RequestState::RevokeFailing,
+        StateKind::Failed => pb::RequestState::Failed,
+    }
+}
+
+/// A page size: 0 means the default; more than [`MAX_PAGE`] is refused.
+pub fn limit(value: u32) -> Result<usize, Status> {
+    match value {
+        0 => Ok(DEFAULT_PAGE as usize),
+        n if n > MAX_PAGE => Err(invalid("limit", format!("at most {MAX_PAGE}"))),
+        n => Ok(n as usize),
+    }
+}
+
+fn millis(time: Timestamp) -> i64 {
+    i64::try_from(time.unix_millis()).unwrap_or(i64::MAX)
+}
+
+/// A record on the wire.
+pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
+    let attempts = request.attempts();
+    pb::AccessRequest {
+        id: request.id.to_string(),
+        requester: request.requester.to_string(),
+        resource: request.resource.to_string(),
+        reason: request
+            .reason
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        ticket: request
+            .ticket
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        state: state_to_proto(request.kind()).into(),
+        duration: request.duration.to_string(),
+        created_at_ms: millis(request.created_at),
+        decide_by_ms: millis(request.decide_by),
+        approved_at_ms: request.approved_at.map(millis),
+        granted_at_ms: request.granted_at.map(millis),
+        expires_at_ms: request.expires_at.map(millis),
+        ended_at_ms: request.ended_at.map(millis),
+        route: request
+            .route
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| pb::Stage {
+                name: stage.name.clone(),
+                quorum: stage.quorum,
+                approvers: stage.approvers.iter().map(ToString::to_string).collect(),
+                approved_by: request
+                    .approvals_at(u32::try_from(index).unwrap_or(u32::MAX))
+                    .map(|d| d.approver.to_string())
+                    .collect(),
+            })
+            .collect(),
+        current_stage: request.current_stage().map_or(0, |(index, _)| index),
+        decisions: request
+            .decisions
+            .iter()
+            .map(|d| pb::Decision {
+                approver: d.approver.to_string(),
+                decision: match d.verdict {
+                    Verdict::Approve => "approve",
+                    Verdict::Deny => "deny",
+                }
+                .to_owned(),
+                comment: d.comment.clone().unwrap_or_default(),
+                at_ms: millis(d.at),
+                stage: d.stage,
+                stage_name: request.stage_name(d.stage).to_owned(),
+            })
+            .collect(),
+        policy_version: request.policy_version.clone(),
+        attempts: attempts.map_or(0, |a| a.count),
+        last_error: request.last_error().unwrap_or_default().to_owned(),
+        next_attempt_at_ms: attempts.filter(|a| a.count > 0).map(|a| millis(a.retry_at)),
+        break_glass: false,
+        incident: String::new(),
+        end_reason: request.end_reason.clone().unwrap_or_default(),
+    }
+}
+
+/// A resource on the wire.
+pub fn resource_to_proto(resource: &Resource) -> pb::ResourceInfo {
+    pb::ResourceInfo {
+        name: resource.name.to_string(),
+        description: resource.description.clone(),
+        default_duration: resource.default_duration.to_string(),
+        max_duration: resource.max_duration.to_string(),
+        reason_required: resource.require_reason,
+        ticket_required: resource.require_ticket,
+        ticket_pattern: resource
+            .ticket_pattern
+            .as_ref()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        auto_approve: resource.approval == Approval::Auto,
+        stages: match &resource.approval {
+            Approval::Auto => Vec::new(),
+            Approval::Stages(stages) => stages.iter().map(|s| s.name.clone()).collect(),
+        },
+        break_glass: resource.break_glass.is_some(),
+    }
+}

@@ -1,0 +1,67 @@
+//! The gRPC edge: tonic services with no business logic. Each handler authenticates the caller
+//! from the connection's verified client certificate, parses the message into domain values
+//! ([`convert`]), calls the broker, and maps errors to statuses ([`status`], the only place
+//! that happens). Also serves the standard `grpc.health.v1` service.
+
+mod access;
+mod approval;
+pub mod convert;
+mod later;
+pub mod status;
+pub mod transport;
+
+use tonic::service::Routes;
+use tonic::{Request, Status};
+
+pub use access::Access;
+pub use approval::Approvals;
+pub use later::Later;
+
+use crate::broker::{Broker, Caller};
+use crate::proto::v1::access_service_server::AccessServiceServer;
+use crate::proto::v1::admin_service_server::AdminServiceServer;
+use crate::proto::v1::approval_service_server::ApprovalServiceServer;
+use crate::proto::v1::audit_service_server::AuditServiceServer;
+use crate::proto::v1::break_glass_service_server::BreakGlassServiceServer;
+use crate::tls::PeerIdentity;
+
+/// Largest request message accepted, in bytes: far above any valid request, far below harm.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The caller of `request`, from its connection's verified certificate and the directory.
+pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status> {
+    let identity = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+    match &identity.principal {
+        Ok(principal) => broker
+            .authenticate(principal.clone())
+            .map_err(status::from_broker),
+        Err(reason) => Err(Status::unauthenticated(reason.clone())),
+    }
+}
+
+/// Every elevate service over `broker`, plus health; reports them serving.
+pub async fn routes(broker: &Broker) -> Routes {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AccessServiceServer<Access>>().await;
+    health
+        .set_serving::<ApprovalServiceServer<Approvals>>()
+        .await;
+    let later = Later::new(broker.clone());
+    Routes::new(health_service)
+        .add_service(
+            AccessServiceServer::new(Access::new(broker.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ApprovalServiceServer::new(Approvals::new(broker.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            BreakGlassServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(AuditServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE))
+}

@@ -1,0 +1,50 @@
+//! The one place where errors become `tonic::Status`. Classified by who caused them: the caller
+//! (invalid argument, permission denied, failed precondition, not found) or us and the targets
+//! (internal, unavailable). Internal details go to the log, never to the peer.
+
+use tonic::Status;
+
+use crate::broker::BrokerError;
+use crate::model::TransitionError;
+use crate::policy::Refusal;
+use crate::store::StoreError;
+
+/// The status for a broker error.
+pub fn from_broker(error: BrokerError) -> Status {
+    let message = error.to_string();
+    match error {
+        BrokerError::UnknownPrincipal(_)
+        | BrokerError::Suspended(_)
+        | BrokerError::NotVisible(_)
+        | BrokerError::Forbidden(_) => Status::permission_denied(message),
+        BrokerError::NotFound(_) => Status::not_found(message),
+        BrokerError::Refused(refusal) => match refusal {
+            Refusal::UnknownResource(_) => Status::not_found(message),
+            Refusal::NotEligible { .. } => Status::permission_denied(message),
+            Refusal::Invalid(_) => Status::invalid_argument(message),
+            Refusal::Unroutable(_) => Status::failed_precondition(message),
+        },
+        BrokerError::Invalid(_) => Status::invalid_argument(message),
+        BrokerError::Transition(transition) => match transition {
+            TransitionError::Illegal { .. } => Status::failed_precondition(message),
+            TransitionError::SelfDecision
+            | TransitionError::NotEligible { .. }
+            | TransitionError::WrongStage { .. }
+            | TransitionError::AlreadyCounted { .. }
+            | TransitionError::NotRequester { .. } => Status::permission_denied(message),
+        },
+        BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
+        BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
+            Status::unavailable("elevated is shutting down; retry shortly")
+        }
+        BrokerError::Store(error) => {
+            tracing::error!(%error, "store failure while serving an RPC");
+            Status::internal("internal storage error; the daemon log has the details")
+        }
+    }
+}
+
+/// An invalid-argument status naming the field.
+pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {problem}"))
+}

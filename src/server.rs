@@ -1,0 +1,231 @@
+//! Build, then run. [`Server::build`] surfaces every failure that can be found before serving
+//! (unreadable certificates, a broken policy, a resource naming an unknown provisioner, a store
+//! that will not open) and recovers the timer wheel, revoking leases that expired while the
+//! daemon was down. [`Server::run`] serves on an already-bound listener until the shutdown
+//! future completes, then drains in-flight calls and effects within the grace period and
+//! closes the store.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerError, Recovery, Settings};
+use crate::clock::SharedClock;
+use crate::config::{Config, ProvisionerConfig};
+use crate::expiry::Backoff;
+use crate::grpc;
+use crate::policy::{Invalid, Live, LoadError, Snapshot};
+use crate::provision::{ExecProvisioner, FileProvisioner, Provisioners};
+use crate::store::StoreOptions;
+use crate::tls::{self, TlsError, TlsFiles};
+
+/// Everything the daemon needs, from a configuration file or dev mode.
+#[derive(Debug)]
+pub struct Options {
+    /// Trust domain of client SPIFFE ids.
+    pub trust_domain: String,
+    /// Server TLS files.
+    pub tls: TlsFiles,
+    /// The redb file.
+    pub store: PathBuf,
+    /// Writer batching.
+    pub store_options: StoreOptions,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// Directory file.
+    pub directory: PathBuf,
+    /// Provisioners by name.
+    pub provisioners: Provisioners,
+    /// Workflow tunables.
+    pub settings: Settings,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// The clock (the system clock, or a manual one in tests).
+    pub clock: SharedClock,
+}
+
+impl Options {
+    /// Options from a loaded configuration file.
+    pub fn from_config(config: &Config, clock: SharedClock) -> Self {
+        let mut provisioners = Provisioners::default();
+        for (name, provisioner) in &config.provisioners {
+            match provisioner {
+                ProvisionerConfig::File { dir } => {
+                    provisioners.insert(name.clone(), Arc::new(FileProvisioner::new(dir.clone())));
+                }
+                ProvisionerConfig::Exec {
+                    program,
+                    args,
+                    env,
+                    timeout,
+                    working_dir,
+                } => provisioners.insert(
+                    name.clone(),
+                    Arc::new(
+                        ExecProvisioner::new(program.clone(), args.clone(), env.clone(), *timeout)
+                            .in_dir(working_dir.clone()),
+                    ),
+                ),
+            }
+        }
+        Self {
+            trust_domain: config.trust_domain.clone(),
+            tls: config.tls.clone(),
+            store: config.store.path.clone(),
+            store_options: StoreOptions {
+                max_batch: if config.store.group_commit {
+                    StoreOptions::default().max_batch
+                } else {
+                    1
+                },
+            },
+            policy: config.policy.policy.clone(),
+            directory: config.policy.directory.clone(),
+            provisioners,
+            settings: Settings {
+                grant_attempts: config.workflow.grant_attempts,
+                backoff: Backoff {
+                    initial: config.workflow.retry_initial,
+                    max: config.workflow.retry_max,
+                },
+                ..Settings::default()
+            },
+            shutdown_grace: config.shutdown_grace,
+            clock,
+        }
+    }
+}
+
+/// The daemon could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The policy or directory is invalid.
+    #[error(transparent)]
+    Policy(#[from] LoadError),
+    /// The store would not open or recovery failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+#[error("serving failed: {0}")]
+pub struct ServeError(#[from] tonic::transport::Error);
+
+/// A built daemon, ready to run.
+pub struct Server {
+    broker: Broker,
+    tls: Arc<rustls::ServerConfig>,
+    trust_domain: String,
+    grace: Duration,
+    stop: CancellationToken,
+    recovery: Recovery,
+}
+
+impl Server {
+    /// Loads and checks everything, opens the store and recovers the timer wheel.
+    pub async fn build(options: Options) -> Result<Self, BuildError> {
+        let tls = tls::server_config(&options.tls)?;
+        let snapshot = Snapshot::load(&options.policy, &options.directory)?;
+        for resource in snapshot.policy.resources() {
+            if !options.provisioners.contains(&resource.provisioner) {
+                let known: Vec<&str> = options.provisioners.names().collect();
+                return Err(LoadError::Invalid(Invalid {
+                    file: options.policy.clone(),
+                    entry: format!("resources.{}", resource.name),
+                    field: "provisioner".to_owned(),
+                    message: format!(
+                        "'{}' is not a configured provisioner (configured: {})",
+                        resource.provisioner,
+                        known.join(", ")
+                    ),
+                })
+                .into());
+            }
+        }
+        let stop = CancellationToken::new();
+        let broker = Broker::start(
+            &options.store,
+            options.store_options,
+            Live::new(snapshot),
+            options.clock,
+            options.provisioners,
+            options.settings,
+            stop.clone(),
+        )?;
+        let recovery = broker.recover().await?;
+        Ok(Self {
+            broker,
+            tls,
+            trust_domain: options.trust_domain,
+            grace: options.shutdown_grace,
+            stop,
+            recovery,
+        })
+    }
+
+    /// The workflow behind the server.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// What startup recovery did.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, lets in-flight
+    /// calls and grants/revokes finish within the grace period, stops the timer and closes the
+    /// store.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let accepting = CancellationToken::new();
+        let incoming = grpc::transport::incoming(
+            listener,
+            self.tls.clone(),
+            self.trust_domain.clone(),
+            accepting.clone(),
+        );
+        let routes = grpc::routes(&self.broker).await;
+        let stopping = Arc::new(Notify::new());
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections");
+                accepting.cancel();
+                stopping.notify_one();
+            }
+        };
+        let serve = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(serve);
+        let grace = self.grace;
+        let served = tokio::select! {
+            served = &mut serve => served.map_err(ServeError::from),
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("calls still open after the grace period were dropped");
+                Ok(())
+            }
+        };
+        self.stop.cancel();
+        self.broker.shutdown(grace).await;
+        tracing::info!("stopped");
+        served
+    }
+}

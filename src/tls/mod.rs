@@ -1,0 +1,144 @@
+//! Mutual TLS. Client certificates are mandatory and verified against the configured CA; the
+//! caller's principal comes only from its verified certificate ([`identity`]). Certificates for
+//! the daemon and its users are made by the daemon itself with rcgen ([`issue`]).
+
+pub mod identity;
+pub mod issue;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+pub use identity::{PeerIdentity, identify};
+
+/// A certificate or key file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable PEM content of the expected kind.
+    #[error("{}: {message}", file.display())]
+    Content {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A private key file is readable by other users.
+    #[error(
+        "{}: private key is readable by group or others (mode {mode:o}); run: chmod 600 {}",
+        file.display(),
+        file.display()
+    )]
+    KeyPermissions {
+        /// The file.
+        file: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| TlsError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+    Ok(bytes)
+}
+
+/// Every certificate in a PEM file (at least one).
+pub fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(file)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| TlsError::Content {
+            file: file.to_path_buf(),
+            message: format!("invalid PEM: {error}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Content {
+            file: file.to_path_buf(),
+            message: "contains no certificate".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file, refusing files that group or others can read.
+pub fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let metadata = std::fs::metadata(file).map_err(|source| TlsError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyPermissions {
+            file: file.to_path_buf(),
+            mode,
+        });
+    }
+    let bytes = read(file)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Content {
+        file: file.to_path_buf(),
+        message: format!("no usable private key: {error}"),
+    })
+}
+
+/// The daemon's TLS files.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// CA certificate(s) that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key (mode 0600).
+    pub key: PathBuf,
+}
+
+/// A rustls server configuration: TLS 1.3 and 1.2, client certificates required and verified
+/// against `files.ca`, HTTP/2 only.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(&files.ca)? {
+        roots.add(cert).map_err(|error| TlsError::Content {
+            file: files.ca.clone(),
+            message: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|error| TlsError::Config(error.to_string()))?;
+    let chain = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| TlsError::Config(error.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|error| TlsError::Content {
+            file: files.key.clone(),
+            message: format!("does not match {}: {error}", files.cert.display()),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
