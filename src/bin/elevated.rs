@@ -1,0 +1,263 @@
+//! `elevated`: the elevate daemon. Parses arguments, sets up logging, builds, runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use elevate::clock::SystemClock;
+use elevate::config::Config;
+use elevate::server::{Options, Server};
+use elevate::tls::issue::{self, DEFAULT_TRUST_DOMAIN};
+use elevate::{dev, policy};
+
+/// The elevate just-in-time privileged access broker.
+#[derive(Debug, Parser)]
+#[command(name = "elevated", version)]
+struct Args {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC over mutual TLS.
+    Serve {
+        /// Dev mode: generate certificates, a demo policy and directory in --state-dir, and serve
+        /// from there.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        dev: bool,
+        /// Dev-mode state directory.
+        #[arg(long, default_value = ".elevate-dev")]
+        state_dir: PathBuf,
+        /// Configuration file (see examples/elevated.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (overrides the configuration; dev mode default 127.0.0.1:7443).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Make certificates for the daemon and its users.
+    Certs {
+        #[command(subcommand)]
+        command: Certs,
+    },
+    /// Validate a configuration with its policy and directory, then exit.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Certs {
+    /// Write ca.crt, ca.key, server.crt and server.key into DIR.
+    Init {
+        /// Where to write.
+        #[arg(long)]
+        dir: PathBuf,
+        /// More names the server certificate is valid for (besides localhost and 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write NAME.crt and NAME.key for principal NAME, signed by the CA in DIR.
+    Issue {
+        /// The directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The principal.
+        #[arg(long)]
+        name: String,
+        /// Trust domain of the SPIFFE id in the certificate.
+        #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Tells the operator where the daemon listens. Written to stdout without panicking: a closed
+/// stdout (a supervisor that stopped reading) must not take the daemon down.
+fn announce(address: SocketAddr, state_dir: Option<&Path>) {
+    use std::io::Write;
+    let endpoint = format!("https://{address}");
+    let text = match state_dir {
+        None => format!("elevated: listening on {endpoint}\n"),
+        Some(state_dir) => {
+            let certs = state_dir.join("certs");
+            format!(
+                "elevated dev mode: listening on {endpoint}\n\
+                 state, certificates, policy and directory are in {state}\n\n\
+                 Point the CLI at it (demo identities: {identities}):\n  \
+                 export ELEVATE_ENDPOINT={endpoint} ELEVATE_CERT_DIR={certs}\n  \
+                 elevate --as engineer request staging-db --for 30m --reason 'check replication'\n  \
+                 elevate --as engineer request prod-db-read --for 45m --reason 'INC-4411 slow queries' --wait\n  \
+                 elevate --as manager pending\n  \
+                 elevate --as manager approve req-2\n  \
+                 cat {state}/targets/prod-db-read\n",
+                state = state_dir.display(),
+                identities = dev::IDENTITIES.join(", "),
+                certs = certs.display(),
+            )
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+async fn serve(
+    dev_mode: bool,
+    state_dir: PathBuf,
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let clock = Arc::new(SystemClock);
+    let (options, address, state_dir) = if dev_mode {
+        let layout = dev::prepare(&state_dir).context("preparing the dev-mode state directory")?;
+        let address = match listen {
+            Some(address) => address,
+            None => dev::DEFAULT_LISTEN.parse()?,
+        };
+        let root = std::fs::canonicalize(&layout.root).unwrap_or(layout.root.clone());
+        (dev::options(&layout, clock), address, Some(root))
+    } else {
+        let file = config.context("--config is required without --dev")?;
+        let config = Config::load(&file)?;
+        let address = listen.unwrap_or(config.listen);
+        (Options::from_config(&config, clock), address, None)
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let address = listener.local_addr()?;
+    let server = Server::build(options).await?;
+    let recovery = server.recovery();
+    tracing::info!(
+        overdue = recovery.overdue,
+        scheduled = recovery.scheduled,
+        %address,
+        "ready"
+    );
+    announce(address, state_dir.as_deref());
+    server.run(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    elevate::tls::server_config(&config.tls)?;
+    let snapshot = policy::Snapshot::load(&config.policy.policy, &config.policy.directory)?;
+    for resource in snapshot.policy.resources() {
+        anyhow::ensure!(
+            config.provisioners.contains_key(&resource.provisioner),
+            "{}: resources.{}.provisioner: '{}' is not a configured provisioner",
+            config.policy.policy.display(),
+            resource.name,
+            resource.provisioner
+        );
+    }
+    println!(
+        "{}: ok ({} resources, policy {}, directory {})",
+        file.display(),
+        snapshot.policy.resources().count(),
+        snapshot.policy.version(),
+        snapshot.directory.version()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let result = match args.command {
+        Command::Serve {
+            dev,
+            state_dir,
+            config,
+            listen,
+        } => serve(dev, state_dir, config, listen).await,
+        Command::Certs {
+            command:
+                Certs::Init {
+                    dir,
+                    server_names,
+                    force,
+                },
+        } => issue::init(&dir, &server_names, force)
+            .map(|files| files.iter().for_each(|f| println!("wrote {}", f.display())))
+            .map_err(Into::into),
+        Command::Certs {
+            command:
+                Certs::Issue {
+                    dir,
+                    name,
+                    trust_domain,
+                    days,
+                    force,
+                },
+        } => issue::issue(&dir, &name, &trust_domain, days, force)
+            .map(|files| files.iter().for_each(|f| println!("wrote {}", f.display())))
+            .map_err(Into::into),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("elevated: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

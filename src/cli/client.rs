@@ -1,0 +1,82 @@
+//! Connecting to the daemon over mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use super::CliError;
+use crate::proto::v1::access_service_client::AccessServiceClient;
+use crate::proto::v1::approval_service_client::ApprovalServiceClient;
+
+/// The files a client presents and trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// CA certificate the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate.
+    pub cert: PathBuf,
+    /// Client key.
+    pub key: PathBuf,
+}
+
+fn read(what: &str, file: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(file).map_err(|error| {
+        CliError::Usage(format!(
+            "cannot read the {what} {}: {error}",
+            file.display()
+        ))
+    })
+}
+
+/// Clients of the services the CLI uses, over one connection.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// Requests and leases.
+    pub access: AccessServiceClient<Channel>,
+    /// Approvals.
+    pub approval: ApprovalServiceClient<Channel>,
+}
+
+/// Connects to `endpoint` presenting `files`' certificate.
+pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, CliError> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("CA certificate", &files.ca)?))
+        .identity(Identity::from_pem(
+            read("client certificate", &files.cert)?,
+            read("client key", &files.key)?,
+        ));
+    let channel = Channel::from_shared(endpoint.to_owned())
+        .map_err(|error| CliError::Usage(format!("invalid endpoint '{endpoint}': {error}")))?
+        .tls_config(tls)
+        .map_err(|error| CliError::Connect {
+            endpoint: endpoint.to_owned(),
+            message: chain(&error),
+        })?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|error| CliError::Connect {
+            endpoint: endpoint.to_owned(),
+            message: chain(&error),
+        })?;
+    Ok(Clients {
+        access: AccessServiceClient::new(channel.clone()),
+        approval: ApprovalServiceClient::new(channel),
+    })
+}
+
+/// An error and its sources on one line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

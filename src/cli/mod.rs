@@ -1,0 +1,548 @@
+//! The `elevate` command-line client. It talks only to the generated gRPC clients.
+//!
+//! Exit status: 0 on success; 1 when a call fails (one line on stderr says why); 2 for usage
+//! errors; 3 when `request --wait` ends without access (denied, cancelled, timed out, failed).
+
+pub mod client;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use client::{ClientFiles, Clients};
+use output::Format;
+
+use crate::model::StateKind;
+use crate::proto::v1 as pb;
+
+/// Ask for, approve and watch just-in-time privileged access.
+#[derive(Debug, Parser)]
+#[command(name = "elevate", version)]
+pub struct Cli {
+    /// The daemon's address.
+    #[arg(
+        long,
+        env = "ELEVATE_ENDPOINT",
+        default_value = "https://127.0.0.1:7443",
+        global = true
+    )]
+    pub endpoint: String,
+    /// CA certificate the daemon's certificate must chain to.
+    #[arg(long, env = "ELEVATE_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Your client certificate.
+    #[arg(long, env = "ELEVATE_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// Your client key.
+    #[arg(long, env = "ELEVATE_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// Directory of certificates named NAME.crt/NAME.key (and ca.crt), used with --as.
+    #[arg(long, env = "ELEVATE_CERT_DIR", global = true)]
+    pub cert_dir: Option<PathBuf>,
+    /// Act as NAME: use NAME.crt and NAME.key from --cert-dir.
+    #[arg(long = "as", value_name = "NAME", env = "ELEVATE_AS", global = true)]
+    pub identity: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub output: Format,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask for time-bound access to a resource.
+    Request {
+        /// The resource.
+        resource: String,
+        /// How long (45m, 2h); the resource's default when omitted.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why you need it.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ticket or incident reference.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Wait, showing progress, until the request is active, denied or timed out.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one request.
+    Status {
+        /// The request id (req-42).
+        id: String,
+    },
+    /// List your requests, newest first.
+    List {
+        /// Only requests in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Everybody's requests (auditors and admins).
+        #[arg(long)]
+        all: bool,
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Requests waiting for your decision.
+    Pending,
+    /// Approve a request at its current stage.
+    Approve {
+        /// The request id.
+        id: String,
+        /// A comment for the record.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        /// The request id.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your pending request.
+    Cancel {
+        /// The request id.
+        id: String,
+    },
+    /// End your active lease now.
+    Release {
+        /// The request id.
+        id: String,
+    },
+    /// Resources you may request.
+    Resources,
+    /// Who the daemon takes you to be.
+    Whoami,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or unreadable files.
+    #[error("{0}")]
+    Usage(String),
+    /// No connection to the daemon.
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
+    /// The daemon refused or failed the call.
+    #[error("{}", describe(.0))]
+    Call(#[from] tonic::Status),
+    /// A waited-for request ended without access.
+    #[error("{0}")]
+    Ended(String),
+}
+
+fn describe(status: &tonic::Status) -> String {
+    let code = match status.code() {
+        Code::InvalidArgument => "invalid argument",
+        Code::NotFound => "not found",
+        Code::PermissionDenied => "permission denied",
+        Code::FailedPrecondition => "failed precondition",
+        Code::AlreadyExists => "already exists",
+        Code::Unauthenticated => "unauthenticated",
+        Code::Unavailable => "unavailable",
+        Code::Unimplemented => "unimplemented",
+        Code::DeadlineExceeded => "deadline exceeded",
+        _ => "error",
+    };
+    let mut message = status.message().replace('\n', " ");
+    if matches!(
+        status.code(),
+        Code::Unknown | Code::Unavailable | Code::Internal | Code::Cancelled
+    ) {
+        // Transport failures carry the reason (a refused certificate, a reset) in the source.
+        let mut source = std::error::Error::source(status);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = cause.source();
+        }
+        // With TLS 1.3 the daemon checks the client certificate after the client's side of
+        // the handshake is done, so a refusal shows up as an alert or a closed connection.
+        if [
+            "fatal alert",
+            "broken pipe",
+            "connection reset",
+            "connection closed",
+        ]
+        .iter()
+        .any(|sign| message.to_lowercase().contains(sign))
+        {
+            message.push_str(
+                " (the daemon closed the connection: is your client certificate signed by its CA and still valid?)",
+            );
+        }
+    }
+    if message.is_empty() {
+        code.to_owned()
+    } else {
+        format!("{message} ({code})")
+    }
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::Ended(_) => ExitCode::from(3),
+            CliError::Connect { .. } | CliError::Call(_) => ExitCode::from(1),
+        }
+    }
+}
+
+impl Cli {
+    /// The certificate files to use, from --cert/--key/--ca or --as with --cert-dir.
+    pub fn files(&self) -> Result<ClientFiles, CliError> {
+        if let Some(name) = &self.identity {
+            let Some(dir) = &self.cert_dir else {
+                return Err(CliError::Usage(
+                    "--as needs --cert-dir (or ELEVATE_CERT_DIR) to find NAME.crt and NAME.key"
+                        .to_owned(),
+                ));
+            };
+            return Ok(ClientFiles {
+                ca: self.ca.clone().unwrap_or_else(|| dir.join("ca.crt")),
+                cert: dir.join(format!("{name}.crt")),
+                key: dir.join(format!("{name}.key")),
+            });
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(ClientFiles {
+                ca: self
+                    .ca
+                    .clone()
+                    .or_else(|| self.cert_dir.as_ref().map(|d| d.join("ca.crt")))
+                    .ok_or_else(|| CliError::Usage("no CA certificate: pass --ca or set ELEVATE_CA".to_owned()))?,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => Err(CliError::Usage(
+                "no client certificate: pass --cert and --key (or set ELEVATE_CERT and ELEVATE_KEY), or --as NAME with --cert-dir"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    fn print_request(&self, request: &pb::AccessRequest) {
+        match self.output {
+            Format::Json => println!("{}", output::request_json(request)),
+            Format::Table => println!("{}", output::request_table(request)),
+        }
+    }
+
+    fn print_requests(&self, requests: &[pb::AccessRequest]) {
+        match self.output {
+            Format::Json => println!(
+                "{}",
+                serde_json::Value::Array(requests.iter().map(output::request_json).collect())
+            ),
+            Format::Table => println!("{}", output::requests_table(requests)),
+        }
+    }
+
+    /// Runs the command.
+    pub async fn run(&self) -> Result<(), CliError> {
+        let files = self.files()?;
+        let mut clients = client::connect(&self.endpoint, &files).await?;
+        match &self.command {
+            Command::Request {
+                resource,
+                duration,
+                reason,
+                ticket,
+                wait,
+            } => {
+                let submitted = clients
+                    .access
+                    .submit_request(pb::SubmitRequestRequest {
+                        resource: resource.clone(),
+                        duration: duration.clone().unwrap_or_default(),
+                        reason: reason.clone().unwrap_or_default(),
+                        ticket: ticket.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                if *wait {
+                    let settled = self.wait(&mut clients, submitted).await?;
+                    self.print_request(&settled);
+                    return ended(&settled);
+                }
+                self.print_request(&submitted);
+            }
+            Command::Status { id } => {
+                let found = clients
+                    .access
+                    .get_request(pb::GetRequestRequest { id: id.clone() })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                self.print_request(&found);
+            }
+            Command::List { state, all, limit } => {
+                let state = match state {
+                    None => pb::RequestState::Unspecified,
+                    Some(word) => crate::grpc::convert::state_to_proto(
+                        word.parse::<StateKind>().map_err(CliError::Usage)?,
+                    ),
+                };
+                let listed = clients
+                    .access
+                    .list_requests(pb::ListRequestsRequest {
+                        state: state.into(),
+                        all: *all,
+                        limit: *limit,
+                        page_token: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                self.print_requests(&listed.requests);
+            }
+            Command::Pending => {
+                let pending = clients
+                    .approval
+                    .list_pending(pb::ListPendingRequest {})
+                    .await?
+                    .into_inner();
+                self.print_requests(&pending.requests);
+            }
+            Command::Approve { id, comment } => {
+                let approved = clients
+                    .approval
+                    .approve(pb::ApproveRequest {
+                        id: id.clone(),
+                        comment: comment.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                self.print_request(&approved);
+            }
+            Command::Deny { id, reason } => {
+                let denied = clients
+                    .approval
+                    .deny(pb::DenyRequest {
+                        id: id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                self.print_request(&denied);
+            }
+            Command::Cancel { id } => {
+                let cancelled = clients
+                    .access
+                    .cancel_request(pb::CancelRequestRequest { id: id.clone() })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                self.print_request(&cancelled);
+            }
+            Command::Release { id } => {
+                let released = clients
+                    .access
+                    .release_lease(pb::ReleaseLeaseRequest { id: id.clone() })
+                    .await?
+                    .into_inner()
+                    .request
+                    .unwrap_or_default();
+                self.print_request(&released);
+            }
+            Command::Resources => {
+                let resources = clients
+                    .access
+                    .list_resources(pb::ListResourcesRequest {})
+                    .await?
+                    .into_inner()
+                    .resources;
+                self.print_resources(&resources);
+            }
+            Command::Whoami => {
+                let me = clients
+                    .access
+                    .who_am_i(pb::WhoAmIRequest {})
+                    .await?
+                    .into_inner();
+                match self.output {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "principal": me.principal,
+                            "groups": me.groups,
+                            "manager": if me.manager.is_empty() { None } else { Some(&me.manager) },
+                            "can_see_all": me.can_see_all,
+                        })
+                    ),
+                    Format::Table => {
+                        println!("principal  {}", me.principal);
+                        println!("groups     {}", me.groups.join(", "));
+                        if !me.manager.is_empty() {
+                            println!("manager    {}", me.manager);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn print_resources(&self, resources: &[pb::ResourceInfo]) {
+        match self.output {
+            Format::Json => println!(
+                "{}",
+                serde_json::Value::Array(
+                    resources
+                        .iter()
+                        .map(|r| serde_json::json!({
+                            "name": r.name,
+                            "description": r.description,
+                            "default_duration": r.default_duration,
+                            "max_duration": r.max_duration,
+                            "reason_required": r.reason_required,
+                            "ticket_required": r.ticket_required,
+                            "ticket_pattern": r.ticket_pattern,
+                            "auto_approve": r.auto_approve,
+                            "stages": r.stages,
+                            "break_glass": r.break_glass,
+                        }))
+                        .collect()
+                )
+            ),
+            Format::Table => {
+                for r in resources {
+                    let route = if r.auto_approve {
+                        "auto-approved".to_owned()
+                    } else {
+                        format!("approved by {}", r.stages.join(" then "))
+                    };
+                    let mut needs = Vec::new();
+                    if r.reason_required {
+                        needs.push("reason".to_owned());
+                    }
+                    if r.ticket_required {
+                        needs.push(format!("ticket {}", r.ticket_pattern));
+                    }
+                    println!(
+                        "{:<16} max {:<6} {}{}  {}",
+                        r.name,
+                        r.max_duration,
+                        route,
+                        if needs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; needs {}", needs.join(", "))
+                        },
+                        r.description
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follows a request until it is active or ended, showing each change on stderr.
+    async fn wait(
+        &self,
+        clients: &mut Clients,
+        submitted: pb::AccessRequest,
+    ) -> Result<pb::AccessRequest, CliError> {
+        let mut last = submitted;
+        eprintln!(
+            "{} {}: {}",
+            last.id,
+            output::state_word(last.state),
+            output::summary(&last)
+        );
+        if settled(&last) {
+            return Ok(last);
+        }
+        let mut updates = clients
+            .access
+            .watch_request(pb::WatchRequestRequest {
+                id: last.id.clone(),
+            })
+            .await?
+            .into_inner();
+        while let Some(update) = updates.next().await {
+            let Some(request) = update?.request else {
+                continue;
+            };
+            if request.state != last.state || request.decisions.len() != last.decisions.len() {
+                eprintln!(
+                    "{} {}: {}",
+                    request.id,
+                    output::state_word(request.state),
+                    output::summary(&request)
+                );
+            }
+            last = request;
+            if settled(&last) {
+                return Ok(last);
+            }
+        }
+        Err(CliError::Ended(format!(
+            "{}: the daemon stopped sending updates while it was {}",
+            last.id,
+            output::state_word(last.state)
+        )))
+    }
+}
+
+fn settled(request: &pb::AccessRequest) -> bool {
+    !matches!(
+        pb::RequestState::try_from(request.state),
+        Ok(pb::RequestState::Pending | pb::RequestState::Approved)
+    )
+}
+
+/// After `--wait`: an error (exit 3) unless the request ended up active.
+fn ended(request: &pb::AccessRequest) -> Result<(), CliError> {
+    match pb::RequestState::try_from(request.state) {
+        Ok(pb::RequestState::Active) => Ok(()),
+        _ => Err(CliError::Ended(format!(
+            "{} is {}{}",
+            request.id,
+            output::state_word(request.state),
+            if request.end_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", request.end_reason)
+            }
+        ))),
+    }
+}
+
+/// Parses arguments, runs, prints one line on failure, and returns the exit status.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("elevate: {error}");
+            error.exit_code()
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! How the CLI shows requests: a table for people, JSON for scripts. The JSON fields are a
+//! contract: `id`, `state`, `requester`, `resource`, `reason`, `created_at`, `expires_at`
+//! (RFC 3339, null when unset) and `approvals` (`approver`, `decision`, `at`, …) at least.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::model::Timestamp;
+use crate::proto::v1 as pb;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts: one object per request, an array for lists.
+    Json,
+}
+
+fn time(ms: i64) -> String {
+    Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).rfc3339()
+}
+
+fn optional_time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(time(ms)))
+}
+
+fn text_or_null(text: &str) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text.to_owned())
+    }
+}
+
+/// The state word of a wire state.
+pub fn state_word(state: i32) -> &'static str {
+    match pb::RequestState::try_from(state).unwrap_or(pb::RequestState::Unspecified) {
+        pb::RequestState::Unspecified => "unknown",
+        pb::RequestState::Pending => "pending",
+        pb::RequestState::Approved => "approved",
+        pb::RequestState::Active => "active",
+        pb::RequestState::Denied => "denied",
+        pb::RequestState::Cancelled => "cancelled",
+        pb::RequestState::TimedOut => "timed_out",
+        pb::RequestState::Expired => "expired",
+        pb::RequestState::Released => "released",
+        pb::RequestState::Revoked => "revoked",
+        pb::RequestState::RevokeFailing => "revoke_failing",
+        pb::RequestState::Failed => "failed",
+    }
+}
+
+/// The JSON object of a request.
+pub fn request_json(request: &pb::AccessRequest) -> Value {
+    let current_stage = match pb::RequestState::try_from(request.state) {
+        Ok(pb::RequestState::Pending) => request
+            .route
+            .get(request.current_stage as usize)
+            .map_or(Value::Null, |stage| Value::String(stage.name.clone())),
+        _ => Value::Null,
+    };
+    json!({
+        "id": request.id,
+        "state": state_word(request.state),
+        "requester": request.requester,
+        "resource": request.resource,
+        "reason": text_or_null(&request.reason),
+        "ticket": text_or_null(&request.ticket),
+        "duration": request.duration,
+        "created_at": time(request.created_at_ms),
+        "decide_by": time(request.decide_by_ms),
+        "approved_at": optional_time(request.approved_at_ms),
+        "granted_at": optional_time(request.granted_at_ms),
+        "expires_at": optional_time(request.expires_at_ms),
+        "ended_at": optional_time(request.ended_at_ms),
+        "current_stage": current_stage,
+        "route": request.route.iter().map(|stage| json!({
+            "stage": stage.name,
+            "quorum": stage.quorum,
+            "approvers": stage.approvers,
+            "approved_by": stage.approved_by,
+        })).collect::<Vec<_>>(),
+        "approvals": request.decisions.iter().map(|d| json!({
+            "approver": d.approver,
+            "decision": d.decision,
+            "comment": text_or_null(&d.comment),
+            "at": time(d.at_ms),
+            "stage": d.stage_name,
+        })).collect::<Vec<_>>(),
+        "policy_version": request.policy_version,
+        "attempts": request.attempts,
+        "last_error": text_or_null(&request.last_error),
+        "next_attempt_at": optional_time(request.next_attempt_at_ms),
+        "end_reason": text_or_null(&request.end_reason),
+    })
+}
+
+/// "in 44m", "3m ago": a time relative to now, to the second.
+fn relative(ms: i64) -> String {
+    let then = Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0));
+    let now = Timestamp::from_system_time(SystemTime::now());
+    let round =
+        |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+    if then >= now {
+        format!("in {}", round(then.saturating_duration_since(now)))
+    } else {
+        format!("{} ago", round(now.saturating_duration_since(then)))
+    }
+}
+
+/// One line on what a request is waiting for or how it stands.
+pub fn summary(request: &pb::AccessRequest) -> String {
+    match pb::RequestState::try_from(request.state).unwrap_or(pb::RequestState::Unspecified) {
+        pb::RequestState::Pending => match request.route.get(request.current_stage as usize) {
+            Some(stage) => format!(
+                "waiting for stage '{}' ({} of {}): {} more approval(s) from {}",
+                stage.name,
+                request.current_stage + 1,
+                request.route.len(),
+                stage
+                    .quorum
+                    .saturating_sub(u32::try_from(stage.approved_by.len()).unwrap_or(0)),
+                stage.approvers.join(", ")
+            ),
+            None => "waiting for approval".to_owned(),
+        },
+        pb::RequestState::Approved if request.attempts > 0 => format!(
+            "approved; grant failed {} time(s), retrying: {}",
+            request.attempts, request.last_error
+        ),
+        pb::RequestState::Approved => "approved; granting".to_owned(),
+        pb::RequestState::Active => match request.expires_at_ms {
+            Some(ms) => format!("granted until {} ({})", time(ms), relative(ms)),
+            None => "granted".to_owned(),
+        },
+        pb::RequestState::RevokeFailing => format!(
+            "revoke failing after {} attempt(s), access still held: {}",
+            request.attempts, request.last_error
+        ),
+        _ => request.end_reason.clone(),
+    }
+}
+
+/// A request as `key: value` lines.
+pub fn request_table(request: &pb::AccessRequest) -> String {
+    let mut lines = vec![
+        ("id", request.id.clone()),
+        ("state", state_word(request.state).to_owned()),
+        ("requester", request.requester.clone()),
+        ("resource", request.resource.clone()),
+        ("duration", request.duration.clone()),
+        ("reason", request.reason.clone()),
+        ("ticket", request.ticket.clone()),
+        ("created", time(request.created_at_ms)),
+    ];
+    if let Some(ms) = request.granted_at_ms {
+        lines.push(("granted", time(ms)));
+    }
+    if let Some(ms) = request.expires_at_ms {
+        lines.push(("expires", format!("{} ({})", time(ms), relative(ms))));
+    }
+    if let Some(ms) = request.ended_at_ms {
+        lines.push(("ended", time(ms)));
+    }
+    let summary = summary(request);
+    if !summary.is_empty() {
+        lines.push(("status", summary));
+    }
+    for (index, stage) in request.route.iter().enumerate() {
+        lines.push((
+            "stage",
+            format!(
+                "{}. {} needs {} of [{}]; approved by [{}]",
+                index + 1,
+                stage.name,
+                stage.quorum,
+                stage.approvers.join(", "),
+                stage.approved_by.join(", ")
+            ),
+        ));
+    }
+    for decision in &request.decisions {
+        let comment = if decision.comment.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", decision.comment)
+        };
+        lines.push((
+            "decision",
+            format!(
+                "{} {} at {} ({}){comment}",
+                decision.approver,
+                if decision.decision == "approve" {
+                    "approved"
+                } else {
+                    "denied"
+                },
+                decision.stage_name,
+                time(decision.at_ms)
+            ),
+        ));
+    }
+    lines.retain(|(_, value)| !value.is_empty());
+    lines
+        .iter()
+        .map(|(key, value)| format!("{key:<10} {value}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Requests as aligned columns.
+pub fn requests_table(requests: &[pb::AccessRequest]) -> String {
+    if requests.is_empty() {
+        return "no requests".to_owned();
+    }
+    let header = ["ID", "STATE", "RESOURCE", "REQUESTER", "CREATED", "STATUS"];
+    let rows: Vec<[String; 6]> = requests
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                state_word(r.state).to_owned(),
+                r.resource.clone(),
+                r.requester.clone(),
+                time(r.created_at_ms),
+                summary(r),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(&header)];
+    for row in &rows {
+        out.push(line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out.join("\n")
+}
