@@ -1,0 +1,110 @@
+//! Expiry on time with a manual clock, and revokes that fail and are retried.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use elevate::model::RequestId;
+
+use super::harness::*;
+
+#[tokio::test]
+async fn a_lease_is_revoked_on_the_target_at_its_expiry() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let active = request(&mut engineer, "staging-db", "45m", "", "")
+        .await
+        .unwrap();
+    let id: RequestId = active.id.parse().unwrap();
+    let (scheduled, deadline) = daemon.broker.expiry().inspect(id).await;
+    assert_eq!(scheduled, 1, "one timer for one lease");
+    assert_eq!(deadline, Some(at(active.expires_at_ms.unwrap())));
+
+    env.advance(Duration::from_secs(45 * 60 - 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(state(&status(&mut engineer, &active.id).await), "active");
+    assert_eq!(env.holders("staging-db"), ["engineer"]);
+
+    env.advance(Duration::from_secs(1));
+    let expired = until_state(&engineer, &active.id, "expired").await;
+    assert!(env.holders("staging-db").is_empty());
+    assert_eq!(expired.ended_at_ms, Some(active.expires_at_ms.unwrap()));
+    assert_eq!(daemon.broker.expiry().inspect(id).await, (0, None));
+    let events = daemon.events(&active.id).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.action, "lease.expired");
+    assert_eq!(last.details["lag_ms"], "0");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoke_that_fails_twice_is_retried_until_the_target_confirms() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let active = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    env.targets.fail_revokes.store(2, Ordering::SeqCst);
+
+    env.advance(Duration::from_secs(30 * 60));
+    let failing = until_state(&engineer, &active.id, "revoke_failing").await;
+    assert_eq!(failing.attempts, 1);
+    assert!(
+        failing.last_error.contains("target unreachable"),
+        "{}",
+        failing.last_error
+    );
+    assert!(failing.next_attempt_at_ms.is_some());
+    // Not marked ended while the target still grants.
+    assert_eq!(env.holders("staging-db"), ["engineer"]);
+
+    env.advance(RETRY_MAX);
+    let failing = until("a second failed attempt", || {
+        let mut engineer = engineer.clone();
+        let id = active.id.clone();
+        async move {
+            let r = status(&mut engineer, &id).await;
+            (r.attempts == 2).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(state(&failing), "revoke_failing");
+    assert_eq!(env.holders("staging-db"), ["engineer"]);
+
+    env.advance(RETRY_MAX * 2);
+    let expired = until_state(&engineer, &active.id, "expired").await;
+    assert!(env.holders("staging-db").is_empty());
+    assert_eq!(env.targets.revokes.load(Ordering::SeqCst), 3);
+    assert_eq!(expired.last_error, "");
+    assert_eq!(
+        daemon.actions(&active.id).await,
+        [
+            "request.submitted",
+            "request.approved",
+            "lease.granted",
+            "lease.revoke_failed",
+            "lease.revoke_failed",
+            "lease.expired"
+        ]
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn releasing_during_a_failing_revoke_changes_nothing() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let active = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    env.targets.fail_revokes.store(1, Ordering::SeqCst);
+    env.advance(Duration::from_secs(30 * 60));
+    until_state(&engineer, &active.id, "revoke_failing").await;
+    let still = release(&mut engineer, &active.id).await.unwrap();
+    assert_eq!(state(&still), "revoke_failing");
+    env.advance(RETRY_MAX);
+    until_state(&engineer, &active.id, "expired").await;
+    daemon.stop().await;
+}

@@ -1,0 +1,326 @@
+//! Starts the real daemon in-process on 127.0.0.1:0 with dev-mode certificates, policy and
+//! directory in a temporary directory, a manual clock, and a recording provisioner wrapped
+//! around the real `file` provisioner.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use elevate::broker::{Broker, Settings};
+use elevate::cli::client::{self, ClientFiles, Clients};
+use elevate::clock::ManualClock;
+use elevate::dev::{self, Layout};
+use elevate::expiry::Backoff;
+use elevate::model::{RequestId, Timestamp};
+use elevate::proto::v1 as pb;
+use elevate::provision::{BoxFuture, FileProvisioner, LeaseTarget, ProvisionError, Provisioner};
+use elevate::server::Server;
+use tokio::sync::oneshot;
+
+/// Wraps the file provisioner: counts calls and fails the next N grants or revokes on demand.
+#[derive(Debug)]
+pub struct Recording {
+    files: FileProvisioner,
+    pub grants: AtomicU32,
+    pub revokes: AtomicU32,
+    pub fail_grants: AtomicU32,
+    pub fail_revokes: AtomicU32,
+}
+
+impl Recording {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            files: FileProvisioner::new(dir),
+            grants: AtomicU32::new(0),
+            revokes: AtomicU32::new(0),
+            fail_grants: AtomicU32::new(0),
+            fail_revokes: AtomicU32::new(0),
+        }
+    }
+
+    fn take_failure(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl Provisioner for Recording {
+    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.grants.fetch_add(1, Ordering::SeqCst);
+            if Self::take_failure(&self.fail_grants) {
+                return Err(ProvisionError("target unreachable (injected)".into()));
+            }
+            self.files.grant(target).await
+        })
+    }
+
+    fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.revokes.fetch_add(1, Ordering::SeqCst);
+            if Self::take_failure(&self.fail_revokes) {
+                return Err(ProvisionError("target unreachable (injected)".into()));
+            }
+            self.files.revoke(target).await
+        })
+    }
+}
+
+/// A state directory, clock and provisioner that outlive daemon restarts.
+pub struct Env {
+    /// Kept for its Drop: the state directory lives as long as the environment.
+    _dir: tempfile::TempDir,
+    pub layout: Layout,
+    pub clock: ManualClock,
+    pub targets: Arc<Recording>,
+}
+
+/// The retry delays of test daemons: the clock must advance past `RETRY_MAX` to be sure a
+/// retry is due.
+pub const RETRY_MAX: Duration = Duration::from_secs(8);
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dev::prepare(dir.path()).unwrap();
+        let targets = Arc::new(Recording::new(layout.targets.clone()));
+        Self {
+            _dir: dir,
+            layout,
+            clock: ManualClock::starting_now(),
+            targets,
+        }
+    }
+
+    /// Replaces the directory file before the daemon starts.
+    pub fn directory(self, text: &str) -> Self {
+        std::fs::write(&self.layout.directory, text).unwrap();
+        self
+    }
+
+    /// Replaces the policy file before the daemon starts.
+    pub fn policy(self, text: &str) -> Self {
+        std::fs::write(&self.layout.policy, text).unwrap();
+        self
+    }
+
+    pub async fn start(&self) -> Daemon {
+        let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
+        options.provisioners.insert("files", self.targets.clone());
+        options.settings = Settings {
+            grant_attempts: 3,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: RETRY_MAX,
+            },
+            ..Settings::default()
+        };
+        options.shutdown_grace = Duration::from_secs(5);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::build(options).await.unwrap();
+        let broker = server.broker().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Daemon {
+            addr,
+            broker,
+            stop: Some(stop),
+            task: Some(task),
+            certs: self.layout.certs.0.clone(),
+        }
+    }
+
+    /// Holders listed in the target file of `resource`.
+    pub fn holders(&self, resource: &str) -> Vec<String> {
+        match std::fs::read_to_string(self.layout.targets.join(resource)) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub fn grants(&self) -> u32 {
+        self.targets.grants.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    pub certs: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), elevate::server::ServeError>>>,
+}
+
+impl Daemon {
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn files(&self, name: &str) -> ClientFiles {
+        ClientFiles {
+            ca: self.certs.join("ca.crt"),
+            cert: self.certs.join(format!("{name}.crt")),
+            key: self.certs.join(format!("{name}.key")),
+        }
+    }
+
+    /// A client presenting the demo certificate of `name`.
+    pub async fn client(&self, name: &str) -> Clients {
+        client::connect(&self.endpoint(), &self.files(name))
+            .await
+            .unwrap()
+    }
+
+    /// Graceful shutdown: in-flight work finishes, the store closes.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Every audit event of request `id`, oldest first.
+    pub async fn events(&self, id: &str) -> Vec<elevate::audit::Event> {
+        let id: RequestId = id.parse().unwrap();
+        self.broker
+            .store()
+            .read(move |r| r.events_of(id))
+            .await
+            .unwrap()
+    }
+
+    /// The actions of request `id`'s audit events, in order.
+    pub async fn actions(&self, id: &str) -> Vec<String> {
+        self.events(id)
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
+    /// Every audit event.
+    pub async fn all_events(&self) -> Vec<elevate::audit::Event> {
+        self.broker
+            .store()
+            .read(|r| r.events(1, usize::MAX))
+            .await
+            .unwrap()
+    }
+}
+
+/// Submits a request and returns it.
+pub async fn request(
+    clients: &mut Clients,
+    resource: &str,
+    duration: &str,
+    reason: &str,
+    ticket: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .access
+        .submit_request(pb::SubmitRequestRequest {
+            resource: resource.into(),
+            duration: duration.into(),
+            reason: reason.into(),
+            ticket: ticket.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+pub async fn status(clients: &mut Clients, id: &str) -> pb::AccessRequest {
+    clients
+        .access
+        .get_request(pb::GetRequestRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+}
+
+pub async fn approve(clients: &mut Clients, id: &str) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .approval
+        .approve(pb::ApproveRequest {
+            id: id.into(),
+            comment: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+pub async fn deny(
+    clients: &mut Clients,
+    id: &str,
+    reason: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .approval
+        .deny(pb::DenyRequest {
+            id: id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+pub async fn release(clients: &mut Clients, id: &str) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .access
+        .release_lease(pb::ReleaseLeaseRequest { id: id.into() })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+pub fn state(request: &pb::AccessRequest) -> &'static str {
+    elevate::cli::output::state_word(request.state)
+}
+
+/// The millisecond timestamp as a `Timestamp`.
+pub fn at(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(u64::try_from(ms).unwrap())
+}
+
+/// Waits (polling every 10 ms, at most 10 s) until `probe` returns something. This waits for
+/// the daemon's asynchronous work after the manual clock moved; it never waits out a lease.
+pub async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until request `id` is in `wanted` state and returns it.
+pub async fn until_state(clients: &Clients, id: &str, wanted: &str) -> pb::AccessRequest {
+    until(&format!("{id} to become {wanted}"), || {
+        let mut clients = clients.clone();
+        let id = id.to_owned();
+        async move {
+            let request = status(&mut clients, &id).await;
+            (state(&request) == wanted).then_some(request)
+        }
+    })
+    .await
+}

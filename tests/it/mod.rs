@@ -1,0 +1,12 @@
+mod approvals;
+mod audit_trail;
+mod bad_input;
+mod cli;
+mod concurrency;
+mod config_mode;
+mod crash;
+mod expiry;
+mod harness;
+mod lifecycle;
+mod restart;
+mod tls;
