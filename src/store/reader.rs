@@ -119,6 +119,17 @@ impl Reader {
         Ok(out)
     }
 
+    /// How many requests are in `kind`, without reading them.
+    pub fn count_in_state(&self, kind: StateKind) -> Result<u64, StoreError> {
+        let index = self.txn.open_table(BY_STATE)?;
+        let mut count = 0;
+        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Every scheduled deadline, soonest first: what the timer wheel must hold.
     pub fn deadlines(&self) -> Result<Vec<(Timestamp, RequestId)>, StoreError> {
         let table = self.txn.open_table(DEADLINES)?;
