@@ -120,6 +120,9 @@ impl Default for WorkflowConfig {
     }
 }
 
+/// The longest allowed retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
+
 fn default_grant_attempts() -> u32 {
     5
 }
@@ -230,6 +233,12 @@ impl Config {
         {
             return Err(invalid(
                 "workflow.retry_initial: must be above zero and at most retry_max".to_owned(),
+            ));
+        }
+        if self.workflow.retry_max > MAX_RETRY_DELAY {
+            return Err(invalid(
+                "workflow.retry_max: at most 1 day, so that a failing revoke is retried daily at least"
+                    .to_owned(),
             ));
         }
         if self.provisioners.is_empty() {

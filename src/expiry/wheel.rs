@@ -3,20 +3,25 @@
 //! Six levels of 64 slots: level `l` slots span `64^l` ms, so the wheel covers 2^36 ms (about
 //! two years) at millisecond resolution. Insert is O(1) (compute level and slot, push); cancel is
 //! O(1) (forget the id in the schedule map; its slot entry is dropped as stale when reached).
+//! Deadlines more than [`HORIZON`] (about a year) away wait in an ordered set and are filed into
+//! the wheel once they come within it, so the top level never wraps. A clock that steps back
+//! rebuilds the wheel from the schedule map, so nothing is handed out before its deadline.
 //! Each id has at most one live deadline: scheduling it again replaces the old one, so there is
 //! never a second timer for one lease. The layout follows the well-known design of tokio's
 //! timer; it is keyed by persisted wall-clock deadlines rather than by tokio's `Instant`, so a
 //! test clock can drive it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::model::{RequestId, Timestamp};
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
-/// Deadlines further away than this are parked in the top level and re-filed when reached.
+/// What the levels can address.
 const MAX_SPAN: u64 = (1 << (SLOT_BITS as usize * LEVELS)) - 1;
+/// Deadlines at least this far from the wheel's time wait in the far set.
+pub const HORIZON: u64 = 1 << 35;
 
 /// One scheduled entry: the deadline it was filed for and the id.
 type Entry = (u64, RequestId);
@@ -53,6 +58,8 @@ pub struct Wheel {
     scheduled: HashMap<RequestId, u64>,
     /// Entries already due when inserted.
     overdue: Vec<Entry>,
+    /// Entries beyond the horizon, soonest first.
+    far: BTreeSet<Entry>,
 }
 
 fn level_for(elapsed: u64, when: u64) -> usize {
@@ -76,6 +83,7 @@ impl Wheel {
             levels: (0..LEVELS).map(|_| Level::new()).collect(),
             scheduled: HashMap::new(),
             overdue: Vec::new(),
+            far: BTreeSet::new(),
         }
     }
 
@@ -111,6 +119,10 @@ impl Wheel {
         let when = entry.0;
         if when <= self.elapsed {
             self.overdue.push(entry);
+            return;
+        }
+        if when - self.elapsed >= HORIZON {
+            self.far.insert(entry);
             return;
         }
         let level = level_for(self.elapsed, when);
@@ -150,21 +162,56 @@ impl Wheel {
         None
     }
 
-    /// The earliest instant at which [`Wheel::poll`] may return something.
+    /// The earliest instant at which [`Wheel::poll`] may have work: an entry due, a slot to
+    /// cascade, or a far entry to bring within the horizon.
     pub fn next_wake(&self) -> Option<Timestamp> {
         if !self.overdue.is_empty() {
             return Some(Timestamp::from_unix_millis(self.elapsed));
         }
-        self.next_expiration()
-            .map(|e| Timestamp::from_unix_millis(e.deadline))
+        let wheel = self.next_expiration().map(|e| e.deadline);
+        let far = self.far.first().map(|(when, _)| when - HORIZON + 1);
+        wheel
+            .into_iter()
+            .chain(far)
+            .min()
+            .map(Timestamp::from_unix_millis)
+    }
+
+    /// Files every live entry again relative to `now` (after the clock stepped back).
+    fn rebuild(&mut self, now: u64) {
+        for level in &mut self.levels {
+            level.occupied = 0;
+            level.slots.iter_mut().for_each(Vec::clear);
+        }
+        self.overdue.clear();
+        self.far.clear();
+        self.elapsed = now;
+        let live: Vec<Entry> = self
+            .scheduled
+            .iter()
+            .map(|(id, when)| (*when, *id))
+            .collect();
+        for entry in live {
+            self.file(entry);
+        }
     }
 
     /// Hands out every id whose deadline is at or before `now`, soonest first per slot, and
     /// forgets them.
     pub fn poll(&mut self, now: Timestamp) -> Vec<RequestId> {
         let now = now.unix_millis();
+        if now < self.elapsed {
+            self.rebuild(now);
+        }
         let mut due = Vec::new();
         for (when, id) in std::mem::take(&mut self.overdue) {
+            self.take_if_live(when, id, &mut due);
+        }
+        while let Some(&(when, id)) = self.far.first() {
+            if when > now {
+                break;
+            }
+            self.far.pop_first();
             self.take_if_live(when, id, &mut due);
         }
         while let Some(expiration) = self.next_expiration() {
@@ -188,6 +235,15 @@ impl Wheel {
             }
         }
         self.elapsed = self.elapsed.max(now);
+        while let Some(&(when, id)) = self.far.first() {
+            if when - self.elapsed >= HORIZON {
+                break;
+            }
+            self.far.pop_first();
+            if self.scheduled.get(&id) == Some(&when) {
+                self.file((when, id));
+            }
+        }
         due
     }
 
@@ -245,6 +301,37 @@ mod tests {
         assert_eq!(wheel.poll(t(10_000)), vec![id(1)]);
     }
 
+    #[test]
+    fn deadlines_beyond_the_wheel_span_wait_and_then_fire() {
+        // Starting exactly on a top-level slot boundary used to spin forever.
+        let start = 1u64 << 40;
+        let mut wheel = Wheel::new(Timestamp::from_unix_millis(start));
+        let far = start + (1 << 37) + 5;
+        wheel.insert(id(1), Timestamp::from_unix_millis(far));
+        wheel.insert(id(2), Timestamp::from_unix_millis(start + 10));
+        assert_eq!(
+            wheel.poll(Timestamp::from_unix_millis(start + (1 << 30))),
+            vec![id(2)]
+        );
+        assert!(wheel.next_wake().unwrap().unix_millis() <= far);
+        assert!(wheel.poll(Timestamp::from_unix_millis(far - 1)).is_empty());
+        assert_eq!(wheel.poll(Timestamp::from_unix_millis(far)), vec![id(1)]);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_hands_out_nothing_early() {
+        let mut wheel = Wheel::new(t(100_000));
+        wheel.insert(id(1), t(150_000));
+        assert!(wheel.poll(t(120_000)).is_empty());
+        // The wall clock steps back a minute; id 1 is re-filed, not handed out.
+        assert!(wheel.poll(t(60_000)).is_empty());
+        wheel.insert(id(2), t(90_000));
+        assert!(wheel.poll(t(89_999)).is_empty());
+        assert_eq!(wheel.poll(t(90_000)), vec![id(2)]);
+        assert!(wheel.poll(t(149_999)).is_empty());
+        assert_eq!(wheel.poll(t(150_000)), vec![id(1)]);
+    }
+
     /// Random inserts, cancels and polls against a simple reference model.
     #[test]
     fn agrees_with_a_reference_model() {
@@ -261,7 +348,7 @@ mod tests {
         for _ in 0..20_000 {
             match next() % 10 {
                 0..=5 => {
-                    let spans = [10, 1_000, 100_000, 10_000_000, 5_000_000_000];
+                    let spans = [10, 1_000, 100_000, 10_000_000, 5_000_000_000, 1 << 38];
                     let span = spans[(next() % spans.len() as u64) as usize];
                     let when = now + next() % span;
                     let key = id(next() % 500);
@@ -274,8 +361,15 @@ mod tests {
                     model.remove(&key);
                 }
                 _ => {
-                    let steps = [1, 63, 4_096, 300_000, 86_400_000];
+                    let steps = [1, 63, 4_096, 300_000, 86_400_000, 1 << 36];
                     now += next() % steps[(next() % steps.len() as u64) as usize];
+                    match next() % 16 {
+                        // Land exactly on a top-level slot boundary.
+                        0 | 1 => now = (now | ((1 << 30) - 1)) + 1,
+                        // The wall clock steps back.
+                        2 => now = now.saturating_sub(next() % 600_000).max(START),
+                        _ => {}
+                    }
                     let got: BTreeSet<RequestId> = wheel
                         .poll(Timestamp::from_unix_millis(now))
                         .into_iter()
