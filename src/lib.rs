@@ -14,6 +14,7 @@
 //! cli ──▶ proto client (never the broker)
 //! ```
 //!
+//! - [`keyed`]: async locks keyed by a value (request ids, targets).
 //! - [`model`]: typed ids, names, durations, the request record and its state machine.
 //! - [`clock`]: the one source of time; tests advance a manual clock.
 //! - [`config`]: the daemon's configuration file.
@@ -40,6 +41,7 @@ pub mod dev;
 pub mod expiry;
 pub mod grpc;
 pub mod hash;
+pub mod keyed;
 pub mod model;
 pub mod policy;
 pub mod provision;

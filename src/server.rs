@@ -7,11 +7,12 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, Recovery, Settings};
@@ -182,9 +183,9 @@ impl Server {
         self.recovery
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops accepting, lets in-flight
-    /// calls and grants/revokes finish within the grace period, stops the timer and closes the
-    /// store.
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, reports not
+    /// serving, ends watch streams, lets in-flight calls and grants/revokes finish, stops the
+    /// timer and closes the store — all within one grace period.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -197,14 +198,20 @@ impl Server {
             self.trust_domain.clone(),
             accepting.clone(),
         );
-        let routes = grpc::routes(&self.broker).await;
+        let (routes, health) = grpc::routes(&self.broker).await;
+        let grace = self.grace;
+        let deadline = Arc::new(OnceLock::new());
         let stopping = Arc::new(Notify::new());
         let signal = {
-            let stopping = stopping.clone();
+            let (stopping, deadline, broker) =
+                (stopping.clone(), deadline.clone(), self.broker.clone());
             async move {
                 shutdown.await;
+                let _ = deadline.set(Instant::now() + grace);
                 tracing::info!("shutting down: no new connections");
                 accepting.cancel();
+                broker.begin_shutdown();
+                health.not_serving().await;
                 stopping.notify_one();
             }
         };
@@ -212,7 +219,6 @@ impl Server {
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
-        let grace = self.grace;
         let served = tokio::select! {
             served = &mut serve => served.map_err(ServeError::from),
             () = async {
@@ -224,7 +230,10 @@ impl Server {
             }
         };
         self.stop.cancel();
-        self.broker.shutdown(grace).await;
+        let left = deadline.get().map_or(grace, |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        });
+        self.broker.shutdown(left).await;
         tracing::info!("stopped");
         served
     }

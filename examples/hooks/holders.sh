@@ -6,6 +6,7 @@
 #   holders.sh grant|revoke PRINCIPAL RESOURCE LEASE_ID EXPIRES_AT
 #
 # elevated only passes validated names (letters, digits, '.', '_', '-', '@'); quote them anyway.
+# elevated runs one call per resource at a time; the lock below also keeps other writers out.
 set -eu
 action=$1
 principal=$2
@@ -13,6 +14,8 @@ resource=$3
 dir=${HOLDERS_DIR:?HOLDERS_DIR is not set}
 mkdir -p "$dir"
 file="$dir/$resource.allow"
+exec 9>"$file.lock"
+flock 9
 touch "$file"
 tmp="$file.tmp.$$"
 grep -vxF -- "$principal" "$file" > "$tmp" || true

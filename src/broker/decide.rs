@@ -4,7 +4,9 @@
 
 use super::{Broker, BrokerError, Caller, events};
 use crate::audit::Actor;
-use crate::model::{AccessRequest, Comment, Reason, RequestId, StateKind, Transition};
+use crate::model::{
+    AccessRequest, Comment, Reason, RequestId, StateKind, Transition, TransitionError,
+};
 use crate::store::Changes;
 
 impl Broker {
@@ -48,7 +50,8 @@ impl Broker {
                     Transition::Unchanged(request) => Ok((Changes::default(), (request, false))),
                 }
             })
-            .await?;
+            .await
+            .inspect_err(|error| self.nudge_if_past_deadline(id, error))?;
         if completed {
             tracing::info!(%id, approver = %caller.principal, "request approved");
             return self.drive_now(id).await;
@@ -90,6 +93,20 @@ impl Broker {
                 }
             })
             .await
+            .inspect_err(|error| self.nudge_if_past_deadline(id, error))
+    }
+
+    /// A decision refused because the deadline passed: record the time-out now rather than
+    /// when the timer gets to it.
+    fn nudge_if_past_deadline(&self, id: RequestId, error: &BrokerError) {
+        if let BrokerError::Transition(TransitionError::PastDeadline { .. }) = error {
+            let broker = self.clone();
+            self.inner.effects.spawn(async move {
+                if let Err(error) = broker.drive(id).await {
+                    tracing::warn!(%id, %error, "could not record a time-out");
+                }
+            });
+        }
     }
 
     /// Withdraws the caller's pending request `id`.

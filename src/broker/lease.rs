@@ -60,7 +60,9 @@ impl Broker {
     }
 
     /// Does whatever is due for `id` now: time out a pending request, attempt its grant,
-    /// expire its lease, or retry its revoke. When nothing is due yet the timer is re-armed.
+    /// expire its lease, or retry its revoke. When nothing is due yet (the wall clock stepped
+    /// back after the timer fired) the timer is re-armed through the writer, so a newer
+    /// deadline committed meanwhile is never overwritten by this stale one.
     pub async fn drive(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
         let _held = self.inner.locks.lock(id).await;
         let Some(request) = self.read_request(id).await? else {
@@ -71,7 +73,14 @@ impl Broker {
             return Ok(Some(request));
         };
         if deadline > now {
-            self.inner.expiry.schedule(id, deadline);
+            let request = self
+                .inner
+                .store
+                .write(move |view| -> Result<_, BrokerError> {
+                    let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                    Ok((Changes::touch(request.clone()), request))
+                })
+                .await?;
             return Ok(Some(request));
         }
         let request = match request.state.clone() {

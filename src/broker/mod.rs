@@ -3,7 +3,7 @@
 //!
 //! - Decisions (submit, approve, deny, cancel) are pure transitions checked and committed in
 //!   one store write transaction together with their audit events.
-//! - Side effects on targets (grant, revoke) run under the request's lock ([`locks`]); the
+//! - Side effects on targets (grant, revoke) run under the request's lock ([`KeyedLocks`]); the
 //!   outcome is committed afterwards, re-checking the state inside the transaction. A request
 //!   is marked active only after its grant succeeded, and ended only after the target
 //!   confirmed the revoke.
@@ -15,7 +15,6 @@ mod decide;
 mod error;
 pub mod events;
 mod lease;
-mod locks;
 mod query;
 mod submit;
 
@@ -31,6 +30,7 @@ pub use query::Watch;
 
 use crate::clock::SharedClock;
 use crate::expiry::{Backoff, Expiry};
+use crate::keyed::KeyedLocks;
 use crate::model::{AccessRequest, GroupName, Principal, RequestId};
 use crate::policy::Live;
 use crate::provision::Provisioners;
@@ -100,12 +100,15 @@ struct Inner {
     clock: SharedClock,
     provisioners: Provisioners,
     expiry: Expiry,
-    locks: locks::Locks,
+    /// Held around each grant or revoke and the commit of its outcome.
+    locks: KeyedLocks<RequestId>,
     /// Ids of committed requests, for watchers.
     changes: broadcast::Sender<RequestId>,
     settings: Settings,
     /// Grant and revoke tasks, so shutdown can wait for them.
     effects: TaskTracker,
+    /// Cancelled when shutdown begins: watchers end their streams.
+    closing: CancellationToken,
     effect_slots: Arc<Semaphore>,
 }
 
@@ -161,10 +164,11 @@ impl Broker {
                 clock,
                 provisioners,
                 expiry,
-                locks: locks::Locks::default(),
+                locks: KeyedLocks::default(),
                 changes,
                 settings,
                 effects: TaskTracker::new(),
+                closing: CancellationToken::new(),
                 effect_slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
             }),
         };
@@ -239,6 +243,11 @@ impl Broker {
             overdue: overdue.len(),
             scheduled: later.len(),
         })
+    }
+
+    /// Shutdown begins: watch streams end so that draining connections does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.inner.closing.cancel();
     }
 
     /// Waits up to `grace` for grants and revokes in flight, then closes the store.

@@ -119,6 +119,7 @@ impl Broker {
         let first = self.read_visible(caller, id).await?;
         let (updates, watch) = mpsc::channel(16);
         let broker = self.clone();
+        let closing = self.inner.closing.clone();
         tokio::spawn(async move {
             let mut last = first;
             if updates.send(Ok(last.clone())).await.is_err() || settled(&last) {
@@ -127,6 +128,10 @@ impl Broker {
             loop {
                 let changed = tokio::select! {
                     () = updates.closed() => return,
+                    () = closing.cancelled() => {
+                        let _ = updates.send(Err(BrokerError::ShuttingDown)).await;
+                        return;
+                    }
                     changed = changes.recv() => changed,
                 };
                 match changed {

@@ -90,6 +90,9 @@ pub enum Command {
         /// At most this many (up to 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only requests older than this id (the next page after it).
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
     },
     /// Requests waiting for your decision.
     Pending,
@@ -145,6 +148,9 @@ pub enum CliError {
     /// A waited-for request ended without access.
     #[error("{0}")]
     Ended(String),
+    /// The daemon stopped sending updates before the wait ended.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 fn describe(status: &tonic::Status) -> String {
@@ -203,7 +209,9 @@ impl CliError {
         match self {
             CliError::Usage(_) => ExitCode::from(2),
             CliError::Ended(_) => ExitCode::from(3),
-            CliError::Connect { .. } | CliError::Call(_) => ExitCode::from(1),
+            CliError::Connect { .. } | CliError::Call(_) | CliError::Interrupted(_) => {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -299,7 +307,12 @@ impl Cli {
                     .unwrap_or_default();
                 self.print_request(&found);
             }
-            Command::List { state, all, limit } => {
+            Command::List {
+                state,
+                all,
+                limit,
+                before,
+            } => {
                 let state = match state {
                     None => pb::RequestState::Unspecified,
                     Some(word) => crate::grpc::convert::state_to_proto(
@@ -312,11 +325,17 @@ impl Cli {
                         state: state.into(),
                         all: *all,
                         limit: *limit,
-                        page_token: String::new(),
+                        page_token: before.clone().unwrap_or_default(),
                     })
                     .await?
                     .into_inner();
                 self.print_requests(&listed.requests);
+                if !listed.next_page_token.is_empty() && self.output == Format::Table {
+                    eprintln!(
+                        "(the newest {limit} shown; more with --before {})",
+                        listed.next_page_token
+                    );
+                }
             }
             Command::Pending => {
                 let pending = clients
@@ -503,10 +522,11 @@ impl Cli {
                 return Ok(last);
             }
         }
-        Err(CliError::Ended(format!(
-            "{}: the daemon stopped sending updates while it was {}",
+        Err(CliError::Interrupted(format!(
+            "{}: the daemon stopped sending updates while it was {}; check with: elevate status {}",
             last.id,
-            output::state_word(last.state)
+            output::state_word(last.state),
+            last.id
         )))
     }
 }

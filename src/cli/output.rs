@@ -1,4 +1,7 @@
-//! How the CLI shows requests: a table for people, JSON for scripts. The JSON fields are a
+//! How the CLI shows requests: a table for people, JSON for scripts. Free text written by
+//! other people (reasons, comments) or by targets (errors) is shown on one line with newlines
+//! and control characters escaped, so it can never pose as another line of the output.
+//! The JSON fields are a
 //! contract: `id`, `state`, `requester`, `resource`, `reason`, `created_at`, `expires_at`
 //! (RFC 3339, null when unset) and `approvals` (`approver`, `decision`, `at`, …) at least.
 
@@ -6,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::model::Timestamp;
+use crate::model::{Timestamp, one_line};
 use crate::proto::v1 as pb;
 
 /// Output format.
@@ -128,7 +131,8 @@ pub fn summary(request: &pb::AccessRequest) -> String {
         },
         pb::RequestState::Approved if request.attempts > 0 => format!(
             "approved; grant failed {} time(s), retrying: {}",
-            request.attempts, request.last_error
+            request.attempts,
+            one_line(&request.last_error)
         ),
         pb::RequestState::Approved => "approved; granting".to_owned(),
         pb::RequestState::Active => match request.expires_at_ms {
@@ -137,9 +141,10 @@ pub fn summary(request: &pb::AccessRequest) -> String {
         },
         pb::RequestState::RevokeFailing => format!(
             "revoke failing after {} attempt(s), access still held: {}",
-            request.attempts, request.last_error
+            request.attempts,
+            one_line(&request.last_error)
         ),
-        _ => request.end_reason.clone(),
+        _ => one_line(&request.end_reason),
     }
 }
 
@@ -151,8 +156,8 @@ pub fn request_table(request: &pb::AccessRequest) -> String {
         ("requester", request.requester.clone()),
         ("resource", request.resource.clone()),
         ("duration", request.duration.clone()),
-        ("reason", request.reason.clone()),
-        ("ticket", request.ticket.clone()),
+        ("reason", one_line(&request.reason)),
+        ("ticket", one_line(&request.ticket)),
         ("created", time(request.created_at_ms)),
     ];
     if let Some(ms) = request.granted_at_ms {
@@ -185,7 +190,7 @@ pub fn request_table(request: &pb::AccessRequest) -> String {
         let comment = if decision.comment.is_empty() {
             String::new()
         } else {
-            format!(": {}", decision.comment)
+            format!(": {}", one_line(&decision.comment))
         };
         lines.push((
             "decision",

@@ -42,15 +42,34 @@ pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status
     }
 }
 
+/// The health states this daemon reports.
+#[derive(Clone)]
+pub struct Health(tonic_health::server::HealthReporter);
+
+impl Health {
+    /// Reports every service (and the server as a whole) as not serving: shutdown began.
+    pub async fn not_serving(&self) {
+        self.0
+            .set_not_serving::<AccessServiceServer<Access>>()
+            .await;
+        self.0
+            .set_not_serving::<ApprovalServiceServer<Approvals>>()
+            .await;
+        self.0
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+}
+
 /// Every elevate service over `broker`, plus health; reports them serving.
-pub async fn routes(broker: &Broker) -> Routes {
+pub async fn routes(broker: &Broker) -> (Routes, Health) {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AccessServiceServer<Access>>().await;
     health
         .set_serving::<ApprovalServiceServer<Approvals>>()
         .await;
     let later = Later::new(broker.clone());
-    Routes::new(health_service)
+    let routes = Routes::new(health_service)
         .add_service(
             AccessServiceServer::new(Access::new(broker.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -63,5 +82,6 @@ pub async fn routes(broker: &Broker) -> Routes {
             BreakGlassServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(AuditServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE));
+    (routes, Health(health))
 }

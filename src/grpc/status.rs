@@ -26,7 +26,9 @@ pub fn from_broker(error: BrokerError) -> Status {
         },
         BrokerError::Invalid(_) => Status::invalid_argument(message),
         BrokerError::Transition(transition) => match transition {
-            TransitionError::Illegal { .. } => Status::failed_precondition(message),
+            TransitionError::Illegal { .. }
+            | TransitionError::PastDeadline { .. }
+            | TransitionError::WouldStrand { .. } => Status::failed_precondition(message),
             TransitionError::SelfDecision
             | TransitionError::NotEligible { .. }
             | TransitionError::WrongStage { .. }
@@ -36,6 +38,10 @@ pub fn from_broker(error: BrokerError) -> Status {
         BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
         BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
             Status::unavailable("elevated is shutting down; retry shortly")
+        }
+        BrokerError::Store(StoreError::WriterGone) => {
+            tracing::error!("the store writer stopped; writes cannot succeed until a restart");
+            Status::unavailable("elevated cannot write its store; the daemon log has the details")
         }
         BrokerError::Store(error) => {
             tracing::error!(%error, "store failure while serving an RPC");

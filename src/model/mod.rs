@@ -15,5 +15,5 @@ pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
 pub use request::{AccessRequest, Decision, Route, RouteStage, Verdict};
 pub use state::{Action, Attempts, Ending, State, StateKind, Transition, TransitionError};
-pub use text::{Comment, Reason, TextError, Ticket};
+pub use text::{Comment, Reason, TextError, Ticket, is_format, one_line};
 pub use time::{Timestamp, TimestampError};

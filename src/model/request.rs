@@ -1,7 +1,7 @@
 //! The access-request record: what was asked, the route it must pass, the decisions made, and
 //! the lease it became. History is never deleted, so a record is kept whole for its whole life.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,63 @@ use super::{
 pub struct Route {
     /// Stages in the order they must be passed.
     pub stages: Vec<RouteStage>,
+}
+
+impl Route {
+    /// Whether the route can still be completed, one person counting once: the approvals still
+    /// missing at stage `stage` (which has `counted` already) and every later stage must be
+    /// filled by distinct people from the stages' approvers, none of them in `used`. Returns
+    /// the approvals needed and how many can be filled when that is too few.
+    ///
+    /// Exact: a bipartite matching of missing approvals to people (augmenting paths).
+    pub fn shortfall(
+        &self,
+        stage: usize,
+        counted: usize,
+        used: &BTreeSet<&Principal>,
+    ) -> Option<(usize, usize)> {
+        let mut slots: Vec<Vec<&Principal>> = Vec::new();
+        for (index, each) in self.stages.iter().enumerate().skip(stage) {
+            let missing = if index == stage {
+                (each.quorum as usize).saturating_sub(counted)
+            } else {
+                each.quorum as usize
+            };
+            let candidates: Vec<&Principal> = each
+                .approvers
+                .iter()
+                .filter(|p| !used.contains(p))
+                .collect();
+            slots.extend((0..missing).map(|_| candidates.clone()));
+        }
+        let mut taken: BTreeMap<&Principal, usize> = BTreeMap::new();
+        let matched = (0..slots.len())
+            .filter(|&slot| augment(slot, &slots, &mut taken, &mut BTreeSet::new()))
+            .count();
+        (matched < slots.len()).then_some((slots.len(), matched))
+    }
+}
+
+fn augment<'a>(
+    slot: usize,
+    slots: &[Vec<&'a Principal>],
+    taken: &mut BTreeMap<&'a Principal, usize>,
+    seen: &mut BTreeSet<&'a Principal>,
+) -> bool {
+    for &person in &slots[slot] {
+        if !seen.insert(person) {
+            continue;
+        }
+        let free = match taken.get(person) {
+            None => true,
+            Some(&other) => augment(other, slots, taken, seen),
+        };
+        if free {
+            taken.insert(person, slot);
+            return true;
+        }
+    }
+    false
 }
 
 /// One stage: `quorum` distinct approvals from `approvers`.

@@ -12,6 +12,7 @@
 //! active ─▶ revoke_failing ─▶ expired | released | revoked   (retried without limit)
 //! ```
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -305,6 +306,28 @@ pub enum TransitionError {
         /// Where it counted.
         stage: String,
     },
+    /// The request waited past its decision deadline (the time-out is being recorded).
+    #[error("cannot {action} {id}: its decision deadline passed at {deadline}")]
+    PastDeadline {
+        /// The request.
+        id: RequestId,
+        /// The action.
+        action: &'static str,
+        /// When it passed.
+        deadline: Timestamp,
+    },
+    /// This approval would leave the remaining stages without enough distinct approvers.
+    #[error(
+        "approving {id} now would leave its remaining stages needing {needed} distinct approvers with only {available} left; leave this stage to another approver"
+    )]
+    WouldStrand {
+        /// The request.
+        id: RequestId,
+        /// Approvals still needed after this one.
+        needed: usize,
+        /// How many of them could still be given.
+        available: usize,
+    },
     /// Only the requester (holder) may do this.
     #[error("only the requester of {id} can {action}")]
     NotRequester {
@@ -332,6 +355,9 @@ impl AccessRequest {
         let hint = match (action, self.kind()) {
             (Action::Cancel, StateKind::Active) => " (release it instead)",
             (Action::Release, StateKind::Pending) => " (cancel it instead)",
+            (Action::Cancel | Action::Release, StateKind::Approved) => {
+                " (its grant is in progress or being retried; release it once it is active)"
+            }
             _ => "",
         };
         TransitionError::Illegal {
@@ -340,6 +366,19 @@ impl AccessRequest {
             state: self.kind(),
             hint,
         }
+    }
+
+    /// Decisions are refused once the decision deadline passed, even before the timer recorded
+    /// the time-out.
+    fn check_deadline(&self, action: Action, now: Timestamp) -> Result<(), TransitionError> {
+        if now >= self.decide_by {
+            return Err(TransitionError::PastDeadline {
+                id: self.id,
+                action: action.verb(),
+                deadline: self.decide_by,
+            });
+        }
+        Ok(())
     }
 
     fn check_eligible(&self, approver: &Principal, stage: u32) -> Result<(), TransitionError> {
@@ -399,6 +438,7 @@ impl AccessRequest {
         let State::Pending { stage } = self.state else {
             return Err(self.illegal(Action::Approve));
         };
+        self.check_deadline(Action::Approve, now)?;
         self.check_eligible(approver, stage)?;
         self.decisions.push(Decision {
             approver: approver.clone(),
@@ -407,8 +447,22 @@ impl AccessRequest {
             at: now,
             stage,
         });
+        let counted = self.approvals_at(stage).count();
+        let used: BTreeSet<&Principal> = self
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Approve)
+            .map(|d| &d.approver)
+            .collect();
+        if let Some((needed, available)) = self.route.shortfall(stage as usize, counted, &used) {
+            return Err(TransitionError::WouldStrand {
+                id: self.id,
+                needed,
+                available,
+            });
+        }
         let quorum = self.route.stages[stage as usize].quorum as usize;
-        if self.approvals_at(stage).count() >= quorum {
+        if counted >= quorum {
             if stage as usize + 1 == self.route.stages.len() {
                 self.state = State::Approved {
                     attempts: Attempts::due(now),
@@ -442,6 +496,7 @@ impl AccessRequest {
         let State::Pending { stage } = self.state else {
             return Err(self.illegal(Action::Deny));
         };
+        self.check_deadline(Action::Deny, now)?;
         self.check_eligible(approver, stage)?;
         self.end_reason = Some(format!("denied by {approver}: {reason}"));
         self.decisions.push(Decision {
@@ -776,6 +831,51 @@ mod tests {
             ),
         );
         assert!(r.cancel(&p("engineer"), t(3)).is_err());
+    }
+
+    #[test]
+    fn no_decision_after_the_deadline_even_before_the_timer() {
+        let error = two_stage()
+            .approve(&p("manager"), None, t(3600))
+            .unwrap_err();
+        assert!(
+            matches!(error, TransitionError::PastDeadline { .. }),
+            "{error}"
+        );
+        let error = two_stage()
+            .deny(&p("manager"), Reason::parse("no").unwrap(), t(3601))
+            .unwrap_err();
+        assert!(
+            matches!(error, TransitionError::PastDeadline { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_approval_that_would_strand_a_later_stage_is_refused() {
+        // Stage 1: manager or lead; stage 2: manager only. If the manager takes stage 1,
+        // nobody is left for stage 2.
+        let mut request = two_stage();
+        request.route.stages[0].approvers.insert(p("lead"));
+        request.route.stages[1].approvers = BTreeSet::from([p("manager")]);
+        let error = request
+            .clone()
+            .approve(&p("manager"), None, t(1))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TransitionError::WouldStrand {
+                    needed: 1,
+                    available: 0,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let r = changed(request.approve(&p("lead"), None, t(1)));
+        let r = changed(r.approve(&p("manager"), None, t(2)));
+        assert_eq!(r.kind(), StateKind::Approved);
     }
 
     #[test]

@@ -35,6 +35,44 @@ pub enum TextError {
         /// The field.
         what: &'static str,
     },
+    /// Contains invisible formatting characters (bidi overrides, zero-width characters) that
+    /// could make the text display as something else.
+    #[error("{what} contains invisible formatting characters")]
+    Format {
+        /// The field.
+        what: &'static str,
+    },
+}
+
+/// Whether `c` is an invisible format character that can reorder or hide text in a terminal:
+/// bidirectional controls, zero-width characters, invisible operators.
+pub fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// `text` as one line that is safe to print in a terminal: newlines and tabs become `\n` and
+/// `\t`, other control and format characters become U+FFFD.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || is_format(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn check(
@@ -56,6 +94,9 @@ fn check(
         .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t')))
     {
         return Err(TextError::Control { what });
+    }
+    if value.chars().any(is_format) {
+        return Err(TextError::Format { what });
     }
     if !multiline && value.chars().any(char::is_whitespace) {
         return Err(TextError::Whitespace { what });
@@ -159,5 +200,22 @@ mod tests {
             Err(TextError::Whitespace { .. })
         ));
         assert_eq!(Ticket::parse_optional("").unwrap(), None);
+        assert!(matches!(
+            Reason::parse("ok\u{202E}kcatta"),
+            Err(TextError::Format { .. })
+        ));
+        assert!(matches!(
+            Comment::parse("a\u{200B}b"),
+            Err(TextError::Format { .. })
+        ));
+    }
+
+    #[test]
+    fn one_line_cannot_fake_lines_or_reorder_text() {
+        assert_eq!(
+            one_line("a\ndecision  x approved"),
+            "a\\ndecision  x approved"
+        );
+        assert_eq!(one_line("x\u{202E}y\u{1b}[2J"), "x\u{FFFD}y\u{FFFD}[2J");
     }
 }

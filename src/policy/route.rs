@@ -1,7 +1,7 @@
 //! Evaluating a request against the policy: eligibility, bounds, required fields, and the
 //! approval route resolved to concrete approvers from the directory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::rules::{Approval, ApproverRef, Resource};
@@ -197,49 +197,17 @@ fn resolve(
 }
 
 /// One person counts once across all stages, so the route needs as many distinct people as
-/// the quorums add up to. An exact check: a bipartite matching of approval slots to people.
+/// the quorums add up to, each eligible where they count.
 fn check_distinct_approvers(resource: &ResourceName, stages: &[RouteStage]) -> Result<(), Refusal> {
-    let slots: Vec<Vec<&Principal>> = stages
-        .iter()
-        .flat_map(|stage| (0..stage.quorum).map(|_| stage.approvers.iter().collect()))
-        .collect();
-    let mut taken: BTreeMap<&Principal, usize> = BTreeMap::new();
-    let mut matched = 0;
-    for slot in 0..slots.len() {
-        let mut seen = BTreeSet::new();
-        if augment(slot, &slots, &mut taken, &mut seen) {
-            matched += 1;
-        }
+    let route = Route {
+        stages: stages.to_vec(),
+    };
+    match route.shortfall(0, 0, &BTreeSet::new()) {
+        None => Ok(()),
+        Some((needed, found)) => Err(Refusal::Unroutable(format!(
+            "{resource} cannot be approved: its stages need {needed} distinct approvers but only {found} can be found"
+        ))),
     }
-    if matched < slots.len() {
-        return Err(Refusal::Unroutable(format!(
-            "{resource} cannot be approved: its stages need {} distinct approvers but only {matched} can be found",
-            slots.len()
-        )));
-    }
-    Ok(())
-}
-
-fn augment<'a>(
-    slot: usize,
-    slots: &[Vec<&'a Principal>],
-    taken: &mut BTreeMap<&'a Principal, usize>,
-    seen: &mut BTreeSet<&'a Principal>,
-) -> bool {
-    for &person in &slots[slot] {
-        if !seen.insert(person) {
-            continue;
-        }
-        let free = match taken.get(person) {
-            None => true,
-            Some(&other) => augment(other, slots, taken, seen),
-        };
-        if free {
-            taken.insert(person, slot);
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]

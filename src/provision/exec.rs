@@ -6,24 +6,33 @@
 //! with `ELEVATE_ACTION`, `ELEVATE_PRINCIPAL`, `ELEVATE_RESOURCE`, `ELEVATE_LEASE_ID`,
 //! `ELEVATE_EXPIRES_AT` (RFC 3339) and `ELEVATE_EXPIRES_AT_UNIX_MS` set. The environment is
 //! otherwise cleared except for `PATH` and the configured variables; stdin is empty; the working
-//! directory is the configured one (the configuration file's directory by default). A program
-//! that runs longer than the timeout is killed and the attempt counts as failed.
+//! directory is the configured one (the configuration file's directory by default).
+//!
+//! The program runs in a process group of its own. When it exits, or when its timeout passes,
+//! the whole group is killed, so nothing it started can still change the target after elevate
+//! recorded the outcome; an attempt that timed out counts as failed. Calls are serialized per
+//! resource, so a hook never races another hook of this daemon on the same target.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::process::Command;
 
 use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
+use crate::keyed::KeyedLocks;
+use crate::model::{ResourceName, one_line};
 
 /// Most bytes of a failing program's output kept in the error.
 const OUTPUT_LIMIT: usize = 512;
 
 /// Runs a program to grant and revoke.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ExecProvisioner {
+    /// One call at a time per resource.
+    resources: KeyedLocks<ResourceName>,
     program: PathBuf,
     args: Vec<String>,
     env: BTreeMap<String, String>,
@@ -40,6 +49,7 @@ impl ExecProvisioner {
         timeout: Duration,
     ) -> Self {
         Self {
+            resources: KeyedLocks::default(),
             program: program.into(),
             args,
             env,
@@ -55,6 +65,7 @@ impl ExecProvisioner {
     }
 
     async fn run(&self, action: &str, target: &LeaseTarget) -> Result<(), ProvisionError> {
+        let _held = self.resources.lock(target.resource.clone()).await;
         let expires = target.expires_at.rfc3339();
         let mut command = Command::new(&self.program);
         command
@@ -84,6 +95,7 @@ impl ExecProvisioner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &self.working_dir {
             command.current_dir(dir);
@@ -92,7 +104,18 @@ impl ExecProvisioner {
         let child = command
             .spawn()
             .map_err(|error| ProvisionError(format!("cannot run {program}: {error}")))?;
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        // The child leads a new process group whose id is its pid.
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw);
+        let finished = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+        if let Some(group) = group {
+            // Whatever the program left running is stopped before the outcome is recorded.
+            // The group is gone already when everything exited (ESRCH): nothing to do.
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+        let output = match finished {
             Ok(Ok(output)) => output,
             Ok(Err(error)) => {
                 return Err(ProvisionError(format!("{program} {action}: {error}")));
@@ -108,7 +131,7 @@ impl ExecProvisioner {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let mut said: String = stderr.trim().chars().take(OUTPUT_LIMIT).collect();
+        let mut said: String = one_line(stderr.trim()).chars().take(OUTPUT_LIMIT).collect();
         if said.is_empty() {
             said = "no output".to_owned();
         }
@@ -172,13 +195,89 @@ mod tests {
         assert!(lines[1].starts_with("revoke alice db req-9"));
     }
 
+    fn holders_hook(dir: &std::path::Path) -> ExecProvisioner {
+        let hook =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks/holders.sh");
+        ExecProvisioner::new(
+            hook,
+            Vec::new(),
+            BTreeMap::from([("HOLDERS_DIR".to_owned(), dir.display().to_string())]),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn lease(principal: &str) -> LeaseTarget {
+        LeaseTarget {
+            principal: Principal::parse(principal).unwrap(),
+            ..target()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_on_one_resource_never_lose_an_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = std::sync::Arc::new(holders_hook(dir.path()));
+        let grants: Vec<_> = (0..20)
+            .map(|n| {
+                let hook = hook.clone();
+                tokio::spawn(async move { hook.grant(&lease(&format!("user{n}"))).await })
+            })
+            .collect();
+        for grant in grants {
+            grant.await.unwrap().unwrap();
+        }
+        let mixed: Vec<_> = (0..20)
+            .map(|n| {
+                let hook = hook.clone();
+                tokio::spawn(async move {
+                    let target = lease(&format!("user{n}"));
+                    if n % 2 == 0 {
+                        hook.revoke(&target).await
+                    } else {
+                        hook.grant(&target).await
+                    }
+                })
+            })
+            .collect();
+        for call in mixed {
+            call.await.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("db.allow")).unwrap();
+        let mut holders: Vec<&str> = text.lines().collect();
+        holders.sort_unstable();
+        let mut expected: Vec<String> = (0..20)
+            .filter(|n| n % 2 == 1)
+            .map(|n| format!("user{n}"))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(holders, expected);
+    }
+
     #[tokio::test]
-    async fn failure_and_timeout_are_errors_with_the_reason() {
-        let error = shell("echo nope >&2; exit 3", Duration::from_secs(10))
+    async fn a_timed_out_hook_leaves_nothing_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("late");
+        let script = format!("(sleep 0.3; touch {}) & sleep 5", mark.display());
+        let error = shell(&script, Duration::from_millis(100))
             .grant(&target())
             .await
             .unwrap_err();
-        assert!(error.0.contains("nope"), "{error}");
+        assert!(error.0.contains("timed out"), "{error}");
+        // Real time, not a lease: give the background job the time it would have needed.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!mark.exists(), "a process of the hook outlived its timeout");
+    }
+
+    #[tokio::test]
+    async fn failure_and_timeout_are_errors_with_the_reason() {
+        let error = shell(
+            "printf 'nope\\nline two' >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .grant(&target())
+        .await
+        .unwrap_err();
+        assert!(error.0.contains("nope\\nline two"), "{error}");
         assert!(error.0.contains("exit status: 3"), "{error}");
         let error = shell("sleep 5", Duration::from_millis(100))
             .revoke(&target())

@@ -5,19 +5,18 @@
 //! file within the daemon. After every change the file is read back, so `Ok` means the file on
 //! disk says what was asked.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
+use crate::keyed::KeyedLocks;
 
 /// Keeps `DIR/<resource>` holding one line per principal with access.
 #[derive(Debug)]
 pub struct FileProvisioner {
     dir: PathBuf,
-    // One lock per holders file; a std mutex held only to fetch the per-file lock.
-    files: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// One holder per holders file.
+    files: KeyedLocks<PathBuf>,
 }
 
 impl FileProvisioner {
@@ -25,7 +24,7 @@ impl FileProvisioner {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            files: Mutex::new(HashMap::new()),
+            files: KeyedLocks::default(),
         }
     }
 
@@ -39,18 +38,9 @@ impl FileProvisioner {
         read_holders(&self.holders_file(resource))
     }
 
-    fn lock_for(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut files = match self.files.lock() {
-            Ok(files) => files,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        files.entry(path.to_path_buf()).or_default().clone()
-    }
-
     async fn change(&self, target: &LeaseTarget, present: bool) -> Result<(), ProvisionError> {
         let path = self.holders_file(target.resource.as_str());
-        let lock = self.lock_for(&path);
-        let _held = lock.lock().await;
+        let _held = self.files.lock(path.clone()).await;
         let dir = self.dir.clone();
         let principal = target.principal.as_str().to_owned();
         tokio::task::spawn_blocking(move || update(&dir, &path, &principal, present))

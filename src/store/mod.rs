@@ -14,8 +14,9 @@ mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +57,9 @@ pub enum StoreError {
     /// The store was closed (the daemon is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The writer thread ended without being closed.
+    #[error("the store writer stopped unexpectedly")]
+    WriterGone,
     /// A write transaction failed as a whole; nothing of it was stored.
     #[error("write transaction failed: {0}")]
     Failed(String),
@@ -87,6 +91,9 @@ pub struct Changes {
     pub requests: Vec<AccessRequest>,
     /// Audit events recording the changes.
     pub events: Vec<Draft>,
+    /// Requests to announce to the commit listener again, unchanged and not written: the
+    /// listener then learns their current state in commit order, never a stale one.
+    pub touched: Vec<AccessRequest>,
 }
 
 impl Changes {
@@ -95,6 +102,15 @@ impl Changes {
         Self {
             requests: vec![request],
             events,
+            touched: Vec::new(),
+        }
+    }
+
+    /// Announces `request` as it is, storing nothing.
+    pub fn touch(request: AccessRequest) -> Self {
+        Self {
+            touched: vec![request],
+            ..Self::default()
         }
     }
 }
@@ -130,10 +146,14 @@ pub struct StoreStats {
 /// A cheap, cloneable handle to the store: the database for reads and a channel to the writer.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// The open database; taken out by [`Store::close`], after which reads fail with `Closed`.
+    /// A std lock, held only to clone or take the `Arc`.
+    db: Arc<RwLock<Option<Arc<Database>>>>,
     jobs: mpsc::Sender<writer::Message>,
     stats: Arc<StoreStats>,
     path: Arc<PathBuf>,
+    /// Set by [`Store::close`], to tell a closed store from a writer that died.
+    closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,10 +181,11 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let jobs = writer::spawn(db.clone(), options, listener, stats.clone())?;
         Ok(Self {
-            db,
+            db: Arc::new(RwLock::new(Some(db))),
             jobs,
             stats,
             path: Arc::new(path.to_path_buf()),
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -189,11 +210,26 @@ impl Store {
     {
         let (answer, answered) = oneshot::channel();
         let job = writer::erase(job, answer);
-        self.jobs
-            .send(writer::Message::Job(job))
-            .await
-            .map_err(|_| E::from(StoreError::Closed))?;
-        answered.await.map_err(|_| E::from(StoreError::Closed))?
+        if self.jobs.send(writer::Message::Job(job)).await.is_err() {
+            return Err(E::from(self.stopped()));
+        }
+        match answered.await {
+            Ok(answer) => answer,
+            // The job was dropped unanswered: it panicked, or an earlier job of its batch failed
+            // to apply (both logged by the writer), or the store closed meanwhile.
+            Err(_) if self.closed.load(Ordering::SeqCst) => Err(E::from(StoreError::Closed)),
+            Err(_) => Err(E::from(StoreError::Failed(
+                "the write was discarded; the daemon log says why".to_owned(),
+            ))),
+        }
+    }
+
+    fn stopped(&self) -> StoreError {
+        if self.closed.load(Ordering::SeqCst) {
+            StoreError::Closed
+        } else {
+            StoreError::WriterGone
+        }
     }
 
     /// Runs `query` in a read transaction on a blocking thread.
@@ -202,7 +238,7 @@ impl Store {
         F: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let db = self.db.clone();
+        let db = self.database()?;
         tokio::task::spawn_blocking(move || {
             let reader = Reader::begin(&db)?;
             query(&reader)
@@ -211,13 +247,39 @@ impl Store {
         .map_err(|_| StoreError::ReadPanicked)?
     }
 
-    /// Finishes the jobs already queued, then stops the writer. Later writes fail with
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let db = match self.db.read() {
+            Ok(db) => db.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        db.ok_or(StoreError::Closed)
+    }
+
+    /// Finishes the jobs already queued, stops the writer, waits for reads in progress, and
+    /// closes the file, so that it can be opened again at once. Later calls fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         let (done, closed) = oneshot::channel();
         if self.jobs.send(writer::Message::Close(done)).await.is_ok() {
             let _ = closed.await;
         }
+        let db = match self.db.write() {
+            Ok(mut db) => db.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        let Some(db) = db else { return };
+        // The writer thread and reads in progress let go within moments.
+        for _ in 0..1000 {
+            if Arc::strong_count(&db) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&db) > 1 {
+            tracing::warn!("a store read did not finish; the file closes when it does");
+        }
+        drop(db);
     }
 
     /// Count of committed transactions and answered jobs so far.

@@ -132,6 +132,7 @@ impl<'txn> Tables<'txn> {
         if !changes.events.is_empty() {
             self.append_events(changes.events)?;
         }
+        committed.extend(changes.touched);
         Ok(())
     }
 

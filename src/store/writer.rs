@@ -58,6 +58,7 @@ where
 fn copy(error: &StoreError) -> StoreError {
     match error {
         StoreError::Closed => StoreError::Closed,
+        StoreError::WriterGone => StoreError::WriterGone,
         other => StoreError::Failed(other.to_string()),
     }
 }

@@ -50,11 +50,16 @@ fn write_file(file: &Path, contents: &str, mode: u32, force: bool) -> Result<(),
     if !force && file.exists() {
         return Err(IssueError::Exists(file.to_path_buf()));
     }
-    let temporary = file.with_extension("tmp");
+    // A fresh temporary file of this file's own, so that `mode` applies to it for certain.
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = file.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&temporary);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&temporary)
         .map_err(io(&temporary))?;
@@ -171,6 +176,11 @@ pub fn issue(
     force: bool,
 ) -> Result<Vec<PathBuf>, IssueError> {
     let principal = Principal::parse(name).map_err(|e| IssueError::Name(e.to_string()))?;
+    if matches!(name, "ca" | "server") {
+        return Err(IssueError::Name(format!(
+            "'{name}' would replace the {name} certificate and key; choose another principal name"
+        )));
+    }
     if trust_domain.is_empty() || trust_domain.contains(['/', ':', ' ']) {
         return Err(IssueError::Name(format!(
             "invalid trust domain '{trust_domain}'"
@@ -256,6 +266,12 @@ mod tests {
             issue(dir.path(), "bad name", DEFAULT_TRUST_DOMAIN, 30, false),
             Err(IssueError::Name(_))
         ));
+        for reserved in ["ca", "server"] {
+            assert!(matches!(
+                issue(dir.path(), reserved, DEFAULT_TRUST_DOMAIN, 30, true),
+                Err(IssueError::Name(_))
+            ));
+        }
     }
 
     #[test]
