@@ -21,7 +21,9 @@ async fn a_lease_is_revoked_on_the_target_at_its_expiry() {
     assert_eq!(deadline, Some(at(active.expires_at_ms.unwrap())));
 
     env.advance(Duration::from_secs(45 * 60 - 1));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    daemon
+        .assert_still_scheduled(&active.id, at(active.expires_at_ms.unwrap()))
+        .await;
     assert_eq!(state(&status(&mut engineer, &active.id).await), "active");
     assert_eq!(env.holders("staging-db"), ["engineer"]);
 
@@ -88,6 +90,29 @@ async fn a_revoke_that_fails_twice_is_retried_until_the_target_confirms() {
             "lease.expired"
         ]
     );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_release_whose_revoke_fails_ends_released_once_confirmed() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let active = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    env.targets.fail_revokes.store(1, Ordering::SeqCst);
+    let failing = release(&mut engineer, &active.id).await.unwrap();
+    assert_eq!(state(&failing), "revoke_failing");
+    assert_eq!(
+        env.holders("staging-db"),
+        ["engineer"],
+        "still granted, and shown so"
+    );
+    env.advance(RETRY_MAX);
+    let released = until_state(&engineer, &active.id, "released").await;
+    assert!(env.holders("staging-db").is_empty());
+    assert!(released.ended_at_ms.is_some());
     daemon.stop().await;
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use elevate::broker::{Broker, Settings};
@@ -28,6 +28,8 @@ pub struct Recording {
     pub revokes: AtomicU32,
     pub fail_grants: AtomicU32,
     pub fail_revokes: AtomicU32,
+    /// Milliseconds every grant takes (real time), to catch it in flight.
+    pub grant_delay_ms: AtomicU64,
 }
 
 impl Recording {
@@ -38,6 +40,7 @@ impl Recording {
             revokes: AtomicU32::new(0),
             fail_grants: AtomicU32::new(0),
             fail_revokes: AtomicU32::new(0),
+            grant_delay_ms: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +55,10 @@ impl Provisioner for Recording {
     fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
             self.grants.fetch_add(1, Ordering::SeqCst);
+            let delay = self.grant_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if Self::take_failure(&self.fail_grants) {
                 return Err(ProvisionError("target unreachable (injected)".into()));
             }
@@ -209,6 +216,20 @@ impl Daemon {
             .into_iter()
             .map(|e| e.action)
             .collect()
+    }
+
+    /// Asserts that the timer of `id` is still set for `deadline`, after the wheel has seen
+    /// the clock as it is now: two round trips through its task guarantee a poll in between,
+    /// so a timer that should have fired would be gone.
+    pub async fn assert_still_scheduled(&self, id: &str, deadline: Timestamp) {
+        let id: RequestId = id.parse().unwrap();
+        self.broker.expiry().inspect(id).await;
+        let (_, scheduled) = self.broker.expiry().inspect(id).await;
+        assert_eq!(
+            scheduled,
+            Some(deadline),
+            "the timer of {id} fired or moved"
+        );
     }
 
     /// Every audit event.

@@ -123,6 +123,30 @@ async fn a_pending_request_times_out_after_its_ttl() {
 }
 
 #[tokio::test]
+async fn no_decision_is_accepted_after_the_deadline() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let pending = request(&mut engineer, "prod-db-read", "1h", "debug", "")
+        .await
+        .unwrap();
+    env.advance(Duration::from_secs(3600));
+    // Whether or not the timer recorded the time-out yet, the approval is refused.
+    let error = approve(&mut manager, &pending.id).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Code::FailedPrecondition,
+        "{}",
+        error.message()
+    );
+    until_state(&engineer, &pending.id, "timed_out").await;
+    assert_eq!(env.grants(), 0);
+    assert!(env.holders("prod-db-read").is_empty());
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn a_failing_grant_is_retried_and_never_shown_active_without_access() {
     let env = Env::new();
     let daemon = env.start().await;

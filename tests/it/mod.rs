@@ -9,4 +9,5 @@ mod expiry;
 mod harness;
 mod lifecycle;
 mod restart;
+mod shutdown;
 mod tls;

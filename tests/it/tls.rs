@@ -80,6 +80,14 @@ async fn a_certificate_from_another_ca_is_rejected() {
     )
     .await;
     assert!(result.is_err(), "{result:?}");
+    // Refused, not crashed: a proper client still gets through.
+    let mut engineer = daemon.client("engineer").await;
+    let me = engineer
+        .access
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap();
+    assert_eq!(me.into_inner().principal, "engineer");
     daemon.stop().await;
 }
 
