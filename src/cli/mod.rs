@@ -278,18 +278,19 @@ impl Cli {
                 ticket,
                 wait,
             } => {
-                let submitted = clients
-                    .access
-                    .submit_request(pb::SubmitRequestRequest {
-                        resource: resource.clone(),
-                        duration: duration.clone().unwrap_or_default(),
-                        reason: reason.clone().unwrap_or_default(),
-                        ticket: ticket.clone().unwrap_or_default(),
-                    })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let submitted = returned(
+                    clients
+                        .access
+                        .submit_request(pb::SubmitRequestRequest {
+                            resource: resource.clone(),
+                            duration: duration.clone().unwrap_or_default(),
+                            reason: reason.clone().unwrap_or_default(),
+                            ticket: ticket.clone().unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 if *wait {
                     let settled = self.wait(&mut clients, submitted).await?;
                     self.print_request(&settled);
@@ -298,13 +299,14 @@ impl Cli {
                 self.print_request(&submitted);
             }
             Command::Status { id } => {
-                let found = clients
-                    .access
-                    .get_request(pb::GetRequestRequest { id: id.clone() })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let found = returned(
+                    clients
+                        .access
+                        .get_request(pb::GetRequestRequest { id: id.clone() })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 self.print_request(&found);
             }
             Command::List {
@@ -346,49 +348,53 @@ impl Cli {
                 self.print_requests(&pending.requests);
             }
             Command::Approve { id, comment } => {
-                let approved = clients
-                    .approval
-                    .approve(pb::ApproveRequest {
-                        id: id.clone(),
-                        comment: comment.clone().unwrap_or_default(),
-                    })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let approved = returned(
+                    clients
+                        .approval
+                        .approve(pb::ApproveRequest {
+                            id: id.clone(),
+                            comment: comment.clone().unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 self.print_request(&approved);
             }
             Command::Deny { id, reason } => {
-                let denied = clients
-                    .approval
-                    .deny(pb::DenyRequest {
-                        id: id.clone(),
-                        reason: reason.clone(),
-                    })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let denied = returned(
+                    clients
+                        .approval
+                        .deny(pb::DenyRequest {
+                            id: id.clone(),
+                            reason: reason.clone(),
+                        })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 self.print_request(&denied);
             }
             Command::Cancel { id } => {
-                let cancelled = clients
-                    .access
-                    .cancel_request(pb::CancelRequestRequest { id: id.clone() })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let cancelled = returned(
+                    clients
+                        .access
+                        .cancel_request(pb::CancelRequestRequest { id: id.clone() })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 self.print_request(&cancelled);
             }
             Command::Release { id } => {
-                let released = clients
-                    .access
-                    .release_lease(pb::ReleaseLeaseRequest { id: id.clone() })
-                    .await?
-                    .into_inner()
-                    .request
-                    .unwrap_or_default();
+                let released = returned(
+                    clients
+                        .access
+                        .release_lease(pb::ReleaseLeaseRequest { id: id.clone() })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
                 self.print_request(&released);
             }
             Command::Resources => {
@@ -529,6 +535,15 @@ impl Cli {
             last.id
         )))
     }
+}
+
+/// The request an answer carries; the daemon always sends one.
+fn returned(request: Option<pb::AccessRequest>) -> Result<pb::AccessRequest, CliError> {
+    request.ok_or_else(|| {
+        CliError::Call(tonic::Status::internal(
+            "the daemon's answer held no request",
+        ))
+    })
 }
 
 fn settled(request: &pb::AccessRequest) -> bool {

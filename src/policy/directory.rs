@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::error::{At, LoadError};
+use super::error::{At, LoadError, parse_toml, read};
 use crate::hash::content_version;
 use crate::model::{GroupName, Principal};
 
@@ -74,19 +74,12 @@ fn default_status() -> String {
 impl Directory {
     /// Reads and validates a directory file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read(path)?, path)
     }
 
     /// Parses and validates directory text; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, LoadError> {
-        let raw: RawDirectory = toml::from_str(text).map_err(|error| LoadError::Syntax {
-            file: file.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let raw: RawDirectory = parse_toml(text, file)?;
         let mut people = BTreeMap::new();
         for (name, raw_person) in &raw.principals {
             let at = At {

@@ -66,3 +66,22 @@ impl At<'_> {
         }
     }
 }
+
+/// Reads a policy or directory file.
+pub(crate) fn read(file: &std::path::Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(file).map_err(|source| LoadError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses TOML text of `file`, with the parser's location in the error.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &std::path::Path,
+) -> Result<T, LoadError> {
+    toml::from_str(text).map_err(|error| LoadError::Syntax {
+        file: file.to_path_buf(),
+        message: error.to_string(),
+    })
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::{At, Invalid, LoadError};
+use super::error::{At, Invalid, LoadError, parse_toml, read};
 use crate::hash::content_version;
 use crate::model::{GroupName, LeaseDuration, Principal, ResourceName};
 
@@ -201,19 +201,12 @@ fn duration(at: &At<'_>, field: &str, raw: &str) -> Result<LeaseDuration, Invali
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read(path)?, path)
     }
 
     /// Parses and validates policy text; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, LoadError> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|error| LoadError::Syntax {
-            file: file.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let raw: RawPolicy = parse_toml(text, file)?;
         let top = At {
             file,
             entry: "policy".to_owned(),
