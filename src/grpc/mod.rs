@@ -25,8 +25,10 @@ use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::break_glass_service_server::BreakGlassServiceServer;
 use crate::tls::PeerIdentity;
 
-/// Largest request message accepted, in bytes: far above any valid request, far below harm.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest request message accepted, in bytes. Far above any valid request, so an oversize
+/// field still reaches validation and gets `INVALID_ARGUMENT` naming the field; only messages
+/// beyond this are cut off by the transport (`OUT_OF_RANGE`) before they are parsed.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// The caller of `request`, from its connection's verified certificate and the directory.
 pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status> {

@@ -165,8 +165,19 @@ async fn bad_submissions_are_refused_with_the_right_code() {
         error.message()
     );
 
-    // An oversize message is refused before it is parsed.
+    // An oversize field is named; a message beyond 1 MiB is refused before it is parsed.
     let error = request(&mut engineer, "staging-db", "1h", &"y".repeat(100_000), "")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert!(
+        error
+            .message()
+            .contains("reason is too long: 100000 characters, at most 1024"),
+        "{}",
+        error.message()
+    );
+    let error = request(&mut engineer, "staging-db", "1h", "", &"t".repeat(2 << 20))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::OutOfRange, "{}", error.message());
