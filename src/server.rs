@@ -198,7 +198,7 @@ impl Server {
             self.trust_domain.clone(),
             accepting.clone(),
         );
-        let (routes, health) = grpc::routes(&self.broker).await;
+        let (routes, health) = grpc::routes(&self.broker);
         let grace = self.grace;
         let deadline = Arc::new(OnceLock::new());
         let stopping = Arc::new(Notify::new());
@@ -211,7 +211,7 @@ impl Server {
                 tracing::info!("shutting down: no new connections");
                 accepting.cancel();
                 broker.begin_shutdown();
-                health.not_serving().await;
+                health.not_serving();
                 stopping.notify_one();
             }
         };

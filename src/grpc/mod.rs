@@ -1,20 +1,24 @@
 //! The gRPC edge: tonic services with no business logic. Each handler authenticates the caller
 //! from the connection's verified client certificate, parses the message into domain values
 //! ([`convert`]), calls the broker, and maps errors to statuses ([`status`], the only place
-//! that happens). Also serves the standard `grpc.health.v1` service.
+//! that happens). Also serves the standard `grpc.health.v1` service ([`health`]).
 
 mod access;
 mod approval;
 pub mod convert;
+pub mod health;
 mod later;
 pub mod status;
 pub mod transport;
 
+use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::{Request, Status};
+use tonic_health::pb::health_server::HealthServer;
 
 pub use access::Access;
 pub use approval::Approvals;
+pub use health::Health;
 pub use later::Later;
 
 use crate::broker::{Broker, Caller};
@@ -44,34 +48,14 @@ pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status
     }
 }
 
-/// The health states this daemon reports.
-#[derive(Clone)]
-pub struct Health(tonic_health::server::HealthReporter);
-
-impl Health {
-    /// Reports every service (and the server as a whole) as not serving: shutdown began.
-    pub async fn not_serving(&self) {
-        self.0
-            .set_not_serving::<AccessServiceServer<Access>>()
-            .await;
-        self.0
-            .set_not_serving::<ApprovalServiceServer<Approvals>>()
-            .await;
-        self.0
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-    }
-}
-
-/// Every elevate service over `broker`, plus health; reports them serving.
-pub async fn routes(broker: &Broker) -> (Routes, Health) {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AccessServiceServer<Access>>().await;
-    health
-        .set_serving::<ApprovalServiceServer<Approvals>>()
-        .await;
+/// Every elevate service over `broker`, plus health reporting them serving.
+pub fn routes(broker: &Broker) -> (Routes, Health) {
+    let (health, health_service) = health::health([
+        <AccessServiceServer<Access> as NamedService>::NAME,
+        <ApprovalServiceServer<Approvals> as NamedService>::NAME,
+    ]);
     let later = Later::new(broker.clone());
-    let routes = Routes::new(health_service)
+    let routes = Routes::new(HealthServer::new(health_service))
         .add_service(
             AccessServiceServer::new(Access::new(broker.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -85,5 +69,5 @@ pub async fn routes(broker: &Broker) -> (Routes, Health) {
         )
         .add_service(AuditServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE));
-    (routes, Health(health))
+    (routes, health)
 }

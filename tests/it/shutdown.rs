@@ -1,5 +1,5 @@
-//! Graceful shutdown: in-flight grants finish and are recorded; watchers are let go; the
-//! health service says so.
+//! Graceful shutdown: in-flight grants finish and are recorded; request watchers and health
+//! watchers are let go, the latter told NOT_SERVING first.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -61,8 +61,35 @@ async fn open_watch_streams_do_not_hold_up_shutdown() {
         state(&updates.message().await.unwrap().unwrap().request.unwrap()),
         "pending"
     );
-
+    // A client-side health checker watching the server, as load balancers do.
     let files = daemon.files("engineer");
+    let channel = tonic::transport::Channel::from_shared(daemon.endpoint())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(&files.ca).unwrap(),
+                ))
+                .identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&files.cert).unwrap(),
+                    std::fs::read(&files.key).unwrap(),
+                )),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(health.message().await.unwrap().unwrap().status, serving);
+
     let endpoint = daemon.endpoint();
     let started = Instant::now();
     daemon.stop().await;
@@ -72,6 +99,12 @@ async fn open_watch_streams_do_not_hold_up_shutdown() {
         started.elapsed()
     );
     assert!(updates.message().await.is_err() || updates.message().await.unwrap().is_none());
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status,
+        not_serving,
+        "told before it ends"
+    );
+    assert!(matches!(health.message().await, Ok(None) | Err(_)));
     // Nothing listens any more.
     assert!(
         elevate::cli::client::connect(&endpoint, &files)
