@@ -250,10 +250,13 @@ impl Broker {
         self.inner.closing.cancel();
     }
 
-    /// Waits up to `grace` for grants and revokes in flight, then closes the store.
+    /// Waits for grants and revokes in flight, then closes the store, all within `grace`
+    /// (plus up to half a second for a commit in progress, which a clean close beats a crash
+    /// recovery for).
     pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         self.inner.effects.close();
-        if tokio::time::timeout(grace, self.inner.effects.wait())
+        if tokio::time::timeout_at(deadline, self.inner.effects.wait())
             .await
             .is_err()
         {
@@ -261,7 +264,11 @@ impl Broker {
                 "grants or revokes still running after the grace period; they resume at the next start"
             );
         }
-        self.inner.store.close().await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.inner
+            .store
+            .close(left.max(Duration::from_millis(500)))
+            .await;
     }
 
     /// Checks the caller against the directory in force and returns their roles.

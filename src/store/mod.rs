@@ -256,13 +256,16 @@ impl Store {
     }
 
     /// Finishes the jobs already queued, stops the writer, waits for reads in progress, and
-    /// closes the file, so that it can be opened again at once. Later calls fail with
-    /// [`StoreError::Closed`].
-    pub async fn close(&self) {
+    /// closes the file, so that it can be opened again at once — waiting at most `within`.
+    /// Later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         self.closed.store(true, Ordering::SeqCst);
         let (done, closed) = oneshot::channel();
-        if self.jobs.send(writer::Message::Close(done)).await.is_ok() {
-            let _ = closed.await;
+        if self.jobs.send(writer::Message::Close(done)).await.is_ok()
+            && tokio::time::timeout_at(deadline, closed).await.is_err()
+        {
+            tracing::warn!("the store writer is still committing; it finishes on its own");
         }
         let db = match self.db.write() {
             Ok(mut db) => db.take(),
@@ -270,10 +273,7 @@ impl Store {
         };
         let Some(db) = db else { return };
         // The writer thread and reads in progress let go within moments.
-        for _ in 0..1000 {
-            if Arc::strong_count(&db) == 1 {
-                break;
-            }
+        while Arc::strong_count(&db) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if Arc::strong_count(&db) > 1 {
