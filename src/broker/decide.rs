@@ -18,12 +18,14 @@ impl Broker {
         id: RequestId,
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
-        let now = self.inner.clock.now();
+        let clock = self.inner.clock.clone();
         let approver = caller.principal.clone();
         let (request, completed) = self
             .inner
             .store
             .write(move |view| -> Result<_, BrokerError> {
+                // Read inside the transaction: a queued decision is judged by when it commits.
+                let now = clock.now();
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
                 let stage = request
                     .current_stage()
@@ -66,11 +68,12 @@ impl Broker {
         id: RequestId,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
-        let now = self.inner.clock.now();
+        let clock = self.inner.clock.clone();
         let approver = caller.principal.clone();
         self.inner
             .store
             .write(move |view| {
+                let now = clock.now();
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
                 let stage = request
                     .current_stage()

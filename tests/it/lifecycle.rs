@@ -132,7 +132,8 @@ async fn no_decision_is_accepted_after_the_deadline() {
         .await
         .unwrap();
     env.advance(Duration::from_secs(3600));
-    // Whether or not the timer recorded the time-out yet, the approval is refused.
+    // Whether or not the timer recorded the time-out yet, the approval is refused (the check
+    // made before the timer gets there is covered by model::state's unit tests).
     let error = approve(&mut manager, &pending.id).await.unwrap_err();
     assert_eq!(
         error.code(),
