@@ -242,6 +242,31 @@ impl Daemon {
     }
 }
 
+/// A bare gRPC channel to `endpoint` trusting `ca`, presenting `identity` (certificate, key)
+/// when given: for clients that the CLI's connector would not make.
+pub async fn channel(
+    endpoint: &str,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<tonic::transport::Channel, String> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    Channel::from_shared(endpoint.to_owned())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Submits a request and returns it.
 pub async fn request(
     clients: &mut Clients,

@@ -63,22 +63,13 @@ async fn open_watch_streams_do_not_hold_up_shutdown() {
     );
     // A client-side health checker watching the server, as load balancers do.
     let files = daemon.files("engineer");
-    let channel = tonic::transport::Channel::from_shared(daemon.endpoint())
-        .unwrap()
-        .tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(
-                    std::fs::read(&files.ca).unwrap(),
-                ))
-                .identity(tonic::transport::Identity::from_pem(
-                    std::fs::read(&files.cert).unwrap(),
-                    std::fs::read(&files.key).unwrap(),
-                )),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(
+        &daemon.endpoint(),
+        &files.ca,
+        Some((&files.cert, &files.key)),
+    )
+    .await
+    .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel)
         .watch(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

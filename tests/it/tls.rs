@@ -4,31 +4,9 @@ use elevate::proto::v1 as pb;
 use elevate::proto::v1::access_service_client::AccessServiceClient;
 use elevate::tls::issue::{self, DEFAULT_TRUST_DOMAIN};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use super::harness::*;
-
-async fn channel(
-    endpoint: &str,
-    ca: &std::path::Path,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<Channel, String> {
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ));
-    }
-    Channel::from_shared(endpoint.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .map_err(|e| e.to_string())
-}
 
 /// Whether an RPC over `channel` gets through (a channel that failed to connect counts as no).
 async fn who_am_i(channel: Result<Channel, String>) -> Result<pb::WhoAmIResponse, String> {
