@@ -22,6 +22,7 @@
 //! - [`store`]: redb tables, and the writer task that group-commits transitions with their
 //!   audit events.
 //! - [`audit`]: audit events and their hash chain.
+//! - [`process`]: running configured programs safely (hooks, notifiers).
 //! - [`provision`]: the `Provisioner` trait and the `exec` and `file` targets.
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
@@ -44,6 +45,7 @@ pub mod hash;
 pub mod keyed;
 pub mod model;
 pub mod policy;
+pub mod process;
 pub mod provision;
 pub mod server;
 pub mod store;

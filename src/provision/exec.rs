@@ -4,45 +4,26 @@
 //!
 //! Invocation: `PROGRAM [ARGS...] <grant|revoke> <principal> <resource> <lease-id> <expires-at>`
 //! with `ELEVATE_ACTION`, `ELEVATE_PRINCIPAL`, `ELEVATE_RESOURCE`, `ELEVATE_LEASE_ID`,
-//! `ELEVATE_EXPIRES_AT` (RFC 3339) and `ELEVATE_EXPIRES_AT_UNIX_MS` set. The environment is
-//! otherwise cleared except for `PATH` and the configured variables; stdin is empty; the working
-//! directory is the configured one (the configuration file's directory by default).
-//!
-//! The program runs in a process group of its own. It is done when it has exited and its output
-//! is closed (by it and by everything it started); then, or when its timeout passes, or when
-//! the daemon stops meanwhile, the whole group is killed, so nothing it started in its group can
-//! still change the target after elevate recorded the outcome. (A process that leaves the group
-//! on purpose, with `setsid`, is beyond reach: hooks must not do that.) The group is killed
-//! before the program is reaped, so its id cannot have been reused by then. An attempt that timed
-//! out counts as failed. Calls are serialized per resource, so a hook never races another hook
-//! of this daemon on the same target.
+//! `ELEVATE_EXPIRES_AT` (RFC 3339) and `ELEVATE_EXPIRES_AT_UNIX_MS` set, the way
+//! [`crate::process`] runs programs: cleared environment, own process group killed when done or
+//! timed out. Calls are serialized per resource, so a hook never races another hook of this
+//! daemon on the same target.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
-
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 
 use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
 use crate::keyed::KeyedLocks;
-use crate::model::{ResourceName, one_line};
-
-/// Most bytes of a program's error output kept (and shown in the error).
-const OUTPUT_LIMIT: usize = 512;
+use crate::model::ResourceName;
+use crate::process::Program;
 
 /// Runs a program to grant and revoke.
 #[derive(Debug)]
 pub struct ExecProvisioner {
     /// One call at a time per resource.
     resources: KeyedLocks<ResourceName>,
-    program: PathBuf,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    timeout: Duration,
-    working_dir: Option<PathBuf>,
+    program: Program,
 }
 
 impl ExecProvisioner {
@@ -55,166 +36,50 @@ impl ExecProvisioner {
     ) -> Self {
         Self {
             resources: KeyedLocks::default(),
-            program: program.into(),
-            args,
-            env,
-            timeout,
-            working_dir: None,
+            program: Program {
+                path: program.into(),
+                args,
+                env,
+                timeout,
+                working_dir: None,
+            },
         }
     }
 
     /// Runs the program in `dir`.
     pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.working_dir = Some(dir.into());
+        self.program.working_dir = Some(dir.into());
         self
     }
 
     async fn run(&self, action: &str, target: &LeaseTarget) -> Result<(), ProvisionError> {
         let _held = self.resources.lock(target.resource.clone()).await;
+        let lease = target.lease.to_string();
         let expires = target.expires_at.rfc3339();
-        let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .args([
+        let expires_ms = target.expires_at.unix_millis().to_string();
+        self.program
+            .run(
                 action,
-                target.principal.as_str(),
-                target.resource.as_str(),
-                &target.lease.to_string(),
-                &expires,
-            ])
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+                &[
+                    action,
+                    target.principal.as_str(),
+                    target.resource.as_str(),
+                    &lease,
+                    &expires,
+                ],
+                &[
+                    ("ELEVATE_ACTION", action),
+                    ("ELEVATE_PRINCIPAL", target.principal.as_str()),
+                    ("ELEVATE_RESOURCE", target.resource.as_str()),
+                    ("ELEVATE_LEASE_ID", &lease),
+                    ("ELEVATE_EXPIRES_AT", &expires),
+                    ("ELEVATE_EXPIRES_AT_UNIX_MS", &expires_ms),
+                ],
+                None,
             )
-            .envs(&self.env)
-            .env("ELEVATE_ACTION", action)
-            .env("ELEVATE_PRINCIPAL", target.principal.as_str())
-            .env("ELEVATE_RESOURCE", target.resource.as_str())
-            .env("ELEVATE_LEASE_ID", target.lease.to_string())
-            .env("ELEVATE_EXPIRES_AT", &expires)
-            .env(
-                "ELEVATE_EXPIRES_AT_UNIX_MS",
-                target.expires_at.unix_millis().to_string(),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(dir) = &self.working_dir {
-            command.current_dir(dir);
-        }
-        let program = self.program.display();
-        let child = command
-            .spawn()
-            .map_err(|error| ProvisionError(format!("cannot run {program}: {error}")))?;
-        let mut running = Running::new(child);
-        let stdout = running.child.stdout.take();
-        let stderr = running.child.stderr.take();
-        let finished = tokio::time::timeout(self.timeout, async {
-            let (_, stderr) = tokio::join!(drain(stdout), drain(stderr));
-            running.exited().await;
-            stderr
-        })
-        .await;
-        // Whatever the program left running is stopped before the outcome is recorded.
-        running.kill_group();
-        let status = running.reap().await;
-        let stderr = match finished {
-            Ok(stderr) => stderr,
-            Err(_) => {
-                return Err(ProvisionError(format!(
-                    "{program} {action} timed out after {}",
-                    humantime::format_duration(self.timeout)
-                )));
-            }
-        };
-        let status =
-            status.map_err(|error| ProvisionError(format!("{program} {action}: {error}")))?;
-        if status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&stderr);
-        let mut said: String = one_line(stderr.trim()).chars().take(OUTPUT_LIMIT).collect();
-        if said.is_empty() {
-            said = "no output".to_owned();
-        }
-        Err(ProvisionError(format!(
-            "{program} {action} failed ({status}): {said}"
-        )))
+            .await
+            .map_err(|error| ProvisionError(error.0))
     }
-}
-
-/// A hook's child process, leading its own process group. Dropping it (the daemon stops while
-/// the hook runs) kills the group; the leader is still unreaped then, which pins the group id.
-struct Running {
-    child: Child,
-    group: Option<Pid>,
-    reaped: bool,
-}
-
-impl Running {
-    fn new(child: Child) -> Self {
-        // The child leads a new process group whose id is its pid.
-        let group = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(Pid::from_raw);
-        Self {
-            child,
-            group,
-            reaped: false,
-        }
-    }
-
-    /// Waits until the leader has exited, without reaping it.
-    async fn exited(&self) {
-        let Some(group) = self.group else { return };
-        let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
-        loop {
-            match waitid(WaitId::Pid(group), options) {
-                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-                Ok(Some(_)) | Err(_) => return,
-            }
-        }
-    }
-
-    /// Kills the whole group, unless the leader was reaped already (its id could be reused).
-    fn kill_group(&self) {
-        if let (Some(group), false) = (self.group, self.reaped) {
-            // ESRCH (the group is gone) is the usual, harmless outcome.
-            let _ = kill_process_group(group, Signal::KILL);
-        }
-    }
-
-    /// Reaps the leader.
-    async fn reap(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        let status = self.child.wait().await;
-        self.reaped = true;
-        status
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill_group();
-    }
-}
-
-/// Reads a pipe to its end, keeping the first [`OUTPUT_LIMIT`] bytes.
-async fn drain(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(mut pipe) = pipe else { return kept };
-    let mut buffer = [0u8; 4096];
-    while let Ok(read) = pipe.read(&mut buffer).await {
-        if read == 0 {
-            break;
-        }
-        let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-        kept.extend_from_slice(&buffer[..read.min(room)]);
-    }
-    kept
 }
 
 impl Provisioner for ExecProvisioner {
@@ -326,42 +191,6 @@ mod tests {
             .collect();
         expected.sort_unstable();
         assert_eq!(holders, expected);
-    }
-
-    #[tokio::test]
-    async fn a_timed_out_hook_leaves_nothing_running() {
-        let dir = tempfile::tempdir().unwrap();
-        let mark = dir.path().join("late");
-        let script = format!("(sleep 0.3; touch {}) & sleep 5", mark.display());
-        let error = shell(&script, Duration::from_millis(100))
-            .grant(&target())
-            .await
-            .unwrap_err();
-        assert!(error.0.contains("timed out"), "{error}");
-        // Real time, not a lease: give the background job the time it would have needed.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(!mark.exists(), "a process of the hook outlived its timeout");
-    }
-
-    #[tokio::test]
-    async fn a_hook_abandoned_mid_run_leaves_nothing_running() {
-        let dir = tempfile::tempdir().unwrap();
-        let mark = dir.path().join("late");
-        let script = format!("(sleep 0.3; touch {}) & sleep 5", mark.display());
-        let hook = std::sync::Arc::new(shell(&script, Duration::from_secs(30)));
-        let running = {
-            let hook = hook.clone();
-            tokio::spawn(async move { hook.grant(&target()).await })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // The daemon stops: the grant's task is dropped.
-        running.abort();
-        assert!(running.await.unwrap_err().is_cancelled());
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(
-            !mark.exists(),
-            "a process of the abandoned hook kept running"
-        );
     }
 
     #[tokio::test]
