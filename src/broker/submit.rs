@@ -40,6 +40,8 @@ impl Broker {
             expires_at: None,
             ended_at: None,
             end_reason: None,
+            break_glass: None,
+            notices: Default::default(),
         };
         let request = self
             .inner

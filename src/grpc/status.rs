@@ -28,12 +28,16 @@ pub fn from_broker(error: BrokerError) -> Status {
         BrokerError::Transition(transition) => match transition {
             TransitionError::Illegal { .. }
             | TransitionError::PastDeadline { .. }
-            | TransitionError::WouldStrand { .. } => Status::failed_precondition(message),
+            | TransitionError::WouldStrand { .. }
+            | TransitionError::NotBreakGlass { .. }
+            | TransitionError::ReviewNotOpen { .. }
+            | TransitionError::ReviewClosed { .. } => Status::failed_precondition(message),
             TransitionError::SelfDecision
             | TransitionError::NotEligible { .. }
             | TransitionError::WrongStage { .. }
             | TransitionError::AlreadyCounted { .. }
-            | TransitionError::NotRequester { .. } => Status::permission_denied(message),
+            | TransitionError::NotRequester { .. }
+            | TransitionError::SelfReview { .. } => Status::permission_denied(message),
         },
         BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
         BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {

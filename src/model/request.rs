@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    LeaseDuration, Principal, Reason, RequestId, ResourceName, State, StateKind, Ticket, Timestamp,
+    BreakGlass, LeaseDuration, Principal, Reason, RequestId, ResourceName, ReviewState, State,
+    StateKind, Ticket, Timestamp,
 };
 
 /// The approval route resolved at request time: ordered stages. Empty means auto-approved.
@@ -160,6 +161,40 @@ pub struct AccessRequest {
     pub ended_at: Option<Timestamp>,
     /// Why it ended, when the state alone does not say (deny reason, failure).
     pub end_reason: Option<String>,
+    /// The break-glass part, for break-glass requests.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlass>,
+    /// When notifications that depend on time are due.
+    #[serde(default)]
+    pub notices: Notices,
+}
+
+/// Times at which notifications fall due; each is cleared (or moved on) once sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notices {
+    /// When to remind the approvers of the current stage again.
+    pub approval_reminder_at: Option<Timestamp>,
+    /// When to tell the holder that the lease expires soon.
+    pub expiring_at: Option<Timestamp>,
+    /// When to tell the reviewers that the review is due soon.
+    pub review_due_at: Option<Timestamp>,
+}
+
+/// What is due for a request at some instant, in the order the broker handles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// The state's own deadline: time-out, grant or revoke attempt, expiry.
+    State,
+    /// The review's deadline passed.
+    ReviewOverdue,
+    /// An overdue review's reminder.
+    ReviewReminder,
+    /// The approvers of the current stage are reminded.
+    ApprovalReminder,
+    /// The holder is told the lease expires soon.
+    Expiring,
+    /// The reviewers are told the review is due soon.
+    ReviewDueSoon,
 }
 
 impl AccessRequest {
@@ -213,9 +248,9 @@ impl AccessRequest {
             .filter(move |d| d.stage == index && d.verdict == Verdict::Approve)
     }
 
-    /// The next instant the broker must act on this request by itself: the time-out of a
-    /// pending request, the next grant or revoke attempt, or the lease's expiry.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    /// The state's own deadline: the time-out of a pending request, the next grant or revoke
+    /// attempt, or the lease's expiry.
+    pub fn state_deadline(&self) -> Option<Timestamp> {
         match &self.state {
             State::Pending { .. } => Some(self.decide_by),
             State::Approved { attempts } | State::RevokeFailing { attempts, .. } => {
@@ -224,5 +259,48 @@ impl AccessRequest {
             State::Active => self.expires_at,
             State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => None,
         }
+    }
+
+    /// Everything that falls due for this request, with its instant, in handling order.
+    fn deadlines(&self) -> [(Due, Option<Timestamp>); 6] {
+        let review = self.review();
+        [
+            (Due::State, self.state_deadline()),
+            (
+                Due::ReviewOverdue,
+                review
+                    .filter(|r| r.state == ReviewState::Pending)
+                    .map(|r| r.due_at),
+            ),
+            (
+                Due::ReviewReminder,
+                review
+                    .filter(|r| r.state == ReviewState::Overdue)
+                    .and_then(|r| r.next_reminder_at),
+            ),
+            (Due::ApprovalReminder, self.notices.approval_reminder_at),
+            (Due::Expiring, self.notices.expiring_at),
+            (Due::ReviewDueSoon, self.notices.review_due_at),
+        ]
+    }
+
+    /// The next instant the broker must act on this request by itself: the earliest of the
+    /// state's deadline, the review's deadline or reminder, and the notices.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines().into_iter().filter_map(|(_, at)| at).min()
+    }
+
+    /// What is due at `now`, if anything: the earliest deadline (the state's first on a tie).
+    pub fn due(&self, now: Timestamp) -> Option<Due> {
+        self.deadlines()
+            .into_iter()
+            .filter_map(|(due, at)| at.filter(|at| *at <= now).map(|at| (at, due)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, due)| due)
+    }
+
+    /// Whether this is a break-glass request.
+    pub fn is_break_glass(&self) -> bool {
+        self.break_glass.is_some()
     }
 }

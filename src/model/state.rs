@@ -18,7 +18,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccessRequest, Comment, Decision, Principal, Reason, RequestId, Timestamp, Verdict};
+use super::{
+    AccessRequest, Comment, Decision, Principal, Reason, RequestId, Review, Timestamp, Verdict,
+};
 
 /// How a lease ended (or is ending, while its revoke is retried).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +330,34 @@ pub enum TransitionError {
         /// How many of them could still be given.
         available: usize,
     },
+    /// A review was asked of a request that is not break-glass.
+    #[error("{id} is not a break-glass request; it has no review")]
+    NotBreakGlass {
+        /// The request.
+        id: RequestId,
+    },
+    /// The review is not open yet (the break-glass grant has not succeeded).
+    #[error("the review of {id} opens when its grant succeeds")]
+    ReviewNotOpen {
+        /// The request.
+        id: RequestId,
+    },
+    /// The holder tried to review their own break-glass.
+    #[error("you cannot review your own break-glass {id}")]
+    SelfReview {
+        /// The request.
+        id: RequestId,
+    },
+    /// The review has a verdict already; it cannot be changed.
+    #[error("the review of {id} is closed ({state}, by {by}); a verdict cannot be changed")]
+    ReviewClosed {
+        /// The request.
+        id: RequestId,
+        /// Its verdict.
+        state: &'static str,
+        /// Who gave it.
+        by: Principal,
+    },
     /// Only the requester (holder) may do this.
     #[error("only the requester of {id} can {action}")]
     NotRequester {
@@ -570,6 +600,10 @@ impl AccessRequest {
                 self.state = State::Active;
                 self.granted_at = Some(now);
                 self.expires_at = Some(now.saturating_add(self.duration.get()));
+                if let Some(break_glass) = &mut self.break_glass {
+                    // The grant opens the review at once.
+                    break_glass.review = Some(Review::open(now, break_glass.review_within));
+                }
                 Ok(Transition::Changed(self))
             }
             State::Active => Ok(Transition::Unchanged(self)),
@@ -720,6 +754,8 @@ mod tests {
             expires_at: None,
             ended_at: None,
             end_reason: None,
+            break_glass: None,
+            notices: Default::default(),
         }
     }
 

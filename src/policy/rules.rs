@@ -60,13 +60,33 @@ pub enum Approval {
     Stages(Vec<StageRule>),
 }
 
-/// Break-glass settings of a resource.
+/// Break-glass settings of a resource: who may break glass, for how long, and the review that
+/// every break-glass grant opens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakGlassRule {
     /// Groups whose members may break glass.
     pub groups: BTreeSet<GroupName>,
-    /// Longest break-glass lease.
+    /// Longest break-glass lease (at most the resource's maximum).
     pub max_duration: LeaseDuration,
+    /// The group whose members review break-glass grants (never the holder).
+    pub review_group: GroupName,
+    /// How long after the grant the review is due.
+    pub review_within: LeaseDuration,
+    /// Who is told when a review is overdue (besides the reviewers).
+    pub escalate_to: Vec<ApproverRef>,
+    /// How often an overdue review is reminded about until closed.
+    pub remind_every: LeaseDuration,
+    /// Most break-glass requests per principal within `rate_window`.
+    pub rate_limit: u32,
+    /// The window of the rate limit.
+    pub rate_window: LeaseDuration,
+    /// While the principal has an overdue or (recently) unjustified review, their next
+    /// break-glass needs one approval from the review group instead of being immediate.
+    pub approval_when_unreviewed: bool,
+    /// How long an unjustified verdict keeps requiring that approval.
+    pub unjustified_window: LeaseDuration,
+    /// Whether an unjustified verdict revokes the lease at once if it is still active.
+    pub revoke_on_unjustified: bool,
 }
 
 /// One resource of the policy.
@@ -175,7 +195,29 @@ fn one() -> u32 {
 struct RawBreakGlass {
     groups: Vec<String>,
     max_duration: Option<String>,
+    review_group: String,
+    review_within: Option<String>,
+    #[serde(default)]
+    escalate_to: Vec<String>,
+    remind_every: Option<String>,
+    rate_limit: Option<u32>,
+    rate_window: Option<String>,
+    approval_when_unreviewed: Option<bool>,
+    unjustified_window: Option<String>,
+    #[serde(default)]
+    revoke_on_unjustified: bool,
 }
+
+/// Reviews are due this long after a break-glass grant unless the resource says otherwise.
+const DEFAULT_REVIEW_WITHIN: Duration = Duration::from_secs(24 * 3600);
+/// Overdue reviews are reminded about this often unless the resource says otherwise.
+const DEFAULT_REMIND_EVERY: Duration = Duration::from_secs(4 * 3600);
+/// Break-glass requests per principal per window unless the resource says otherwise.
+const DEFAULT_RATE_LIMIT: u32 = 3;
+/// The rate-limit window unless the resource says otherwise.
+const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long an unjustified verdict counts unless the resource says otherwise.
+const DEFAULT_UNJUSTIFIED_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Requests wait this long for decisions unless the resource says otherwise.
 const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(3600);
@@ -299,26 +341,12 @@ impl Policy {
         };
         let break_glass = match &raw.break_glass {
             None => None,
-            Some(raw_break_glass) => {
-                let groups = groups(at, "break_glass.groups", &raw_break_glass.groups)?;
-                if groups.is_empty() {
-                    return Err(at.invalid("break_glass.groups", "must name at least one group"));
-                }
-                let limit = match &raw_break_glass.max_duration {
-                    Some(text) => duration(at, "break_glass.max_duration", text)?,
-                    None => max_duration,
-                };
-                if limit > max_duration {
-                    return Err(at.invalid(
-                        "break_glass.max_duration",
-                        format!("{limit} is longer than max_duration {max_duration}"),
-                    ));
-                }
-                Some(BreakGlassRule {
-                    groups,
-                    max_duration: limit,
-                })
-            }
+            Some(raw_break_glass) => Some(Self::break_glass(
+                at,
+                raw_break_glass,
+                max_duration,
+                !owners.is_empty(),
+            )?),
         };
         Ok(Resource {
             name,
@@ -335,6 +363,65 @@ impl Policy {
             ticket_pattern,
             approval,
             break_glass,
+        })
+    }
+
+    fn break_glass(
+        at: &At<'_>,
+        raw: &RawBreakGlass,
+        resource_max: LeaseDuration,
+        has_owners: bool,
+    ) -> Result<BreakGlassRule, Invalid> {
+        let or_default = |field: &str, text: &Option<String>, default: Duration| match text {
+            Some(text) => duration(at, &format!("break_glass.{field}"), text),
+            None => LeaseDuration::new(default)
+                .map_err(|e| at.invalid(format!("break_glass.{field}"), e.to_string())),
+        };
+        let groups = groups(at, "break_glass.groups", &raw.groups)?;
+        if groups.is_empty() {
+            return Err(at.invalid("break_glass.groups", "must name at least one group"));
+        }
+        let max_duration = match &raw.max_duration {
+            Some(text) => duration(at, "break_glass.max_duration", text)?,
+            None => resource_max,
+        };
+        if max_duration > resource_max {
+            return Err(at.invalid(
+                "break_glass.max_duration",
+                format!("{max_duration} is longer than max_duration {resource_max}"),
+            ));
+        }
+        let review_group = GroupName::parse(&raw.review_group)
+            .map_err(|e| at.invalid("break_glass.review_group", e.to_string()))?;
+        let mut escalate_to = Vec::new();
+        for (index, target) in raw.escalate_to.iter().enumerate() {
+            let field = format!("break_glass.escalate_to[{index}]");
+            let target = ApproverRef::parse(target).map_err(|e| at.invalid(&field, e))?;
+            if target == ApproverRef::Owners && !has_owners {
+                return Err(at.invalid(field, "names owners, but the resource has no owners"));
+            }
+            escalate_to.push(target);
+        }
+        let rate_limit = raw.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT);
+        if rate_limit == 0 {
+            return Err(at.invalid("break_glass.rate_limit", "must be at least 1"));
+        }
+        Ok(BreakGlassRule {
+            groups,
+            max_duration,
+            review_group,
+            review_within: or_default("review_within", &raw.review_within, DEFAULT_REVIEW_WITHIN)?,
+            escalate_to,
+            remind_every: or_default("remind_every", &raw.remind_every, DEFAULT_REMIND_EVERY)?,
+            rate_limit,
+            rate_window: or_default("rate_window", &raw.rate_window, DEFAULT_RATE_WINDOW)?,
+            approval_when_unreviewed: raw.approval_when_unreviewed.unwrap_or(true),
+            unjustified_window: or_default(
+                "unjustified_window",
+                &raw.unjustified_window,
+                DEFAULT_UNJUSTIFIED_WINDOW,
+            )?,
+            revoke_on_unjustified: raw.revoke_on_unjustified,
         })
     }
 
@@ -465,7 +552,7 @@ mod tests {
             ),
             (
                 format!(
-                    "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nmax_duration = \"5h\"\n"
+                    "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nreview_group = \"security\"\nmax_duration = \"5h\"\n"
                 ),
                 "resources.db.break_glass.max_duration: 5h is longer than max_duration 4h",
             ),
@@ -478,6 +565,47 @@ mod tests {
                 "{error} does not contain {expected}"
             );
         }
+    }
+
+    #[test]
+    fn break_glass_review_rules_default_and_validate() {
+        let text = format!(
+            "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nreview_group = \"security\"\nescalate_to = [\"manager\", \"group:admins\"]\n"
+        );
+        let policy = parse(&text).unwrap();
+        let rule = policy
+            .resource(&ResourceName::parse("db").unwrap())
+            .unwrap()
+            .break_glass
+            .clone()
+            .unwrap();
+        assert_eq!(rule.max_duration.to_string(), "4h");
+        assert_eq!(rule.review_within.get(), DEFAULT_REVIEW_WITHIN);
+        assert_eq!(rule.rate_limit, 3);
+        assert!(rule.approval_when_unreviewed);
+        assert!(!rule.revoke_on_unjustified);
+        assert_eq!(rule.escalate_to.len(), 2);
+        for (bad, field) in [
+            (
+                "review_group = \"security\"",
+                "missing field `review_group`",
+            ),
+            ("escalate_to = [\"manager\", \"group:admins\"]", ""),
+        ] {
+            let broken = text.replace(bad, "");
+            if field.is_empty() {
+                assert!(parse(&broken).is_ok());
+            } else {
+                assert!(parse(&broken).unwrap_err().to_string().contains(field));
+            }
+        }
+        let zero = text.replace("groups = [\"sre\"]", "groups = [\"sre\"]\nrate_limit = 0");
+        assert!(
+            parse(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("resources.db.break_glass.rate_limit: must be at least 1")
+        );
     }
 
     #[test]
