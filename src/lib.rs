@@ -44,6 +44,7 @@ pub mod grpc;
 pub mod hash;
 pub mod keyed;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod process;
 pub mod provision;

@@ -20,6 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, ProvisionerConfig};
 use crate::expiry::Backoff;
 use crate::grpc;
+use crate::notify::Notifiers;
 use crate::policy::{Invalid, Live, LoadError, Snapshot};
 use crate::provision::{ExecProvisioner, FileProvisioner, Provisioners};
 use crate::store::StoreOptions;
@@ -42,6 +43,8 @@ pub struct Options {
     pub directory: PathBuf,
     /// Provisioners by name.
     pub provisioners: Provisioners,
+    /// Notifiers by name (routing is in `settings`).
+    pub notifiers: Notifiers,
     /// Workflow tunables.
     pub settings: Settings,
     /// How long shutdown waits for in-flight work.
@@ -88,6 +91,7 @@ impl Options {
             policy: config.policy.policy.clone(),
             directory: config.policy.directory.clone(),
             provisioners,
+            notifiers: Notifiers::default(),
             settings: Settings {
                 grant_attempts: config.workflow.grant_attempts,
                 backoff: Backoff {
@@ -159,6 +163,7 @@ impl Server {
             Live::new(snapshot),
             options.clock,
             options.provisioners,
+            options.notifiers,
             options.settings,
             stop.clone(),
         )?;

@@ -19,6 +19,7 @@ impl Broker {
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
         let clock = self.inner.clock.clone();
+        let record = self.inner.record.clone();
         let approver = caller.principal.clone();
         let (request, completed) = self
             .inner
@@ -30,6 +31,7 @@ impl Broker {
                 let stage = request
                     .current_stage()
                     .map(|(index, s)| (index, s.name.clone()));
+                let old = request.clone();
                 match request.approve(&approver, comment.clone(), now)? {
                     Transition::Changed(request) => {
                         let (index, name) = stage.unwrap_or_default();
@@ -47,7 +49,8 @@ impl Broker {
                         if completed {
                             drafts.push(events::about(&request, now, actor, events::APPROVED));
                         }
-                        Ok((Changes::one(request.clone(), drafts), (request, completed)))
+                        let (changes, request) = record.changes(Some(&old), request, drafts, now);
+                        Ok((changes, (request, completed)))
                     }
                     Transition::Unchanged(request) => Ok((Changes::default(), (request, false))),
                 }
@@ -69,6 +72,7 @@ impl Broker {
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
         let clock = self.inner.clock.clone();
+        let record = self.inner.record.clone();
         let approver = caller.principal.clone();
         self.inner
             .store
@@ -78,6 +82,7 @@ impl Broker {
                 let stage = request
                     .current_stage()
                     .map(|(index, s)| (index, s.name.clone()));
+                let old = request.clone();
                 match request.deny(&approver, reason.clone(), now)? {
                     Transition::Changed(request) => {
                         let (index, name) = stage.unwrap_or_default();
@@ -90,7 +95,7 @@ impl Broker {
                         .detail("stage", index)
                         .detail("stage_name", name)
                         .detail("reason", &reason);
-                        Ok((Changes::one(request.clone(), vec![draft]), request))
+                        Ok(record.changes(Some(&old), request, vec![draft], now))
                     }
                     Transition::Unchanged(request) => Ok((Changes::default(), request)),
                 }
@@ -119,11 +124,13 @@ impl Broker {
         id: RequestId,
     ) -> Result<AccessRequest, BrokerError> {
         let now = self.inner.clock.now();
+        let record = self.inner.record.clone();
         let by = caller.principal.clone();
         self.inner
             .store
             .write(move |view| {
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                let old = request.clone();
                 match request.cancel(&by, now)? {
                     Transition::Changed(request) => {
                         let draft = events::about(
@@ -132,7 +139,7 @@ impl Broker {
                             Actor::Principal(by.clone()),
                             events::CANCELLED,
                         );
-                        Ok((Changes::one(request.clone(), vec![draft]), request))
+                        Ok(record.changes(Some(&old), request, vec![draft], now))
                     }
                     Transition::Unchanged(request) => Ok((Changes::default(), request)),
                 }

@@ -30,6 +30,12 @@ pub const RELEASED: &str = "lease.released";
 pub const REVOKED: &str = "lease.revoked";
 /// The grant failed for good and its leftovers were revoked.
 pub const FAILED: &str = "request.failed";
+/// A break-glass review's deadline passed without a verdict: escalated.
+pub const REVIEW_OVERDUE: &str = "review.overdue";
+/// An overdue review was reminded about again.
+pub const REVIEW_REMINDED: &str = "review.reminded";
+/// A reviewer closed a break-glass review with a verdict.
+pub const REVIEW_CLOSED: &str = "review.closed";
 
 /// A draft about `request`, with its id, resource and requester as subjects.
 pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, action: &'static str) -> Draft {

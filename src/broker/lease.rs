@@ -4,15 +4,18 @@
 
 use super::{Broker, BrokerError, Caller, events};
 use crate::audit::{Actor, Draft};
-use crate::model::{AccessRequest, Ending, RequestId, State, Timestamp, Transition};
+use crate::model::{AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition};
 use crate::provision::{LeaseTarget, ProvisionError};
 use crate::store::Changes;
 
 /// What a commit closure returns: the transition and, if it changed the record, the events.
-type Outcome = (Transition, Vec<Draft>);
+pub(super) type Outcome = (Transition, Vec<Draft>);
 
 /// Pairs a transition with the events built from its new record, when it changed.
-fn recorded(transition: Transition, drafts: impl FnOnce(&AccessRequest) -> Vec<Draft>) -> Outcome {
+pub(super) fn recorded(
+    transition: Transition,
+    drafts: impl FnOnce(&AccessRequest) -> Vec<Draft>,
+) -> Outcome {
     let drafts = match &transition {
         Transition::Changed(request) => drafts(request),
         Transition::Unchanged(_) => Vec::new(),
@@ -23,17 +26,24 @@ fn recorded(transition: Transition, drafts: impl FnOnce(&AccessRequest) -> Vec<D
 impl Broker {
     /// Re-reads `id` inside a write transaction, applies `change`, and stores the result with
     /// its events if it changed.
-    async fn commit<F>(&self, id: RequestId, change: F) -> Result<AccessRequest, BrokerError>
+    pub(super) async fn commit<F>(
+        &self,
+        id: RequestId,
+        change: F,
+    ) -> Result<AccessRequest, BrokerError>
     where
         F: FnOnce(AccessRequest) -> Result<Outcome, BrokerError> + Send + 'static,
     {
+        let record = self.inner.record.clone();
+        let clock = self.inner.clock.clone();
         self.inner
             .store
             .write(move |view| {
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                let old = request.clone();
                 Ok(match change(request)? {
-                    (Transition::Changed(request), drafts) => {
-                        (Changes::one(request.clone(), drafts), request)
+                    (Transition::Changed(new), drafts) => {
+                        record.changes(Some(&old), new, drafts, clock.now())
                     }
                     (Transition::Unchanged(request), _) => (Changes::default(), request),
                 })
@@ -59,21 +69,26 @@ impl Broker {
         }
     }
 
-    /// Does whatever is due for `id` now: time out a pending request, attempt its grant,
-    /// expire its lease, or retry its revoke. When nothing is due yet (the wall clock stepped
-    /// back after the timer fired) the timer is re-armed through the writer, so a newer
-    /// deadline committed meanwhile is never overwritten by this stale one.
+    /// Does whatever is due for `id` now, soonest first: time out a pending request, attempt
+    /// its grant, expire its lease, retry its revoke, mark its review overdue, send a reminder
+    /// or an early warning. When nothing is due (the wall clock stepped back after the timer
+    /// fired) the timer is re-armed through the writer, so a newer deadline committed meanwhile
+    /// is never overwritten by this stale one.
     pub async fn drive(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
         let _held = self.inner.locks.lock(id).await;
-        let Some(request) = self.read_request(id).await? else {
+        let Some(mut request) = self.read_request(id).await? else {
             return Ok(None);
         };
-        let now = self.inner.clock.now();
-        let Some(deadline) = request.next_deadline() else {
-            return Ok(Some(request));
-        };
-        if deadline > now {
-            let request = self
+        let mut acted = false;
+        // Each action moves its deadline on; the bound only guards against a surprise.
+        for _ in 0..32 {
+            let now = self.inner.clock.now();
+            let Some(due) = request.due(now) else { break };
+            acted = true;
+            request = self.act(request, due, now).await?;
+        }
+        if !acted && request.next_deadline().is_some() {
+            request = self
                 .inner
                 .store
                 .write(move |view| -> Result<_, BrokerError> {
@@ -81,30 +96,80 @@ impl Broker {
                     Ok((Changes::touch(request.clone()), request))
                 })
                 .await?;
-            return Ok(Some(request));
         }
-        let request = match request.state.clone() {
-            State::Pending { .. } => {
+        Ok(Some(request))
+    }
+
+    /// Does one due thing.
+    async fn act(
+        &self,
+        request: AccessRequest,
+        due: Due,
+        now: Timestamp,
+    ) -> Result<AccessRequest, BrokerError> {
+        let id = request.id;
+        match due {
+            Due::State => match request.state.clone() {
+                State::Pending { .. } => {
+                    self.commit(id, move |request| {
+                        Ok(recorded(request.time_out(now), |r| {
+                            vec![events::about(r, now, Actor::System, events::TIMED_OUT)]
+                        }))
+                    })
+                    .await
+                }
+                State::Approved { attempts }
+                    if attempts.count >= self.inner.settings.grant_attempts =>
+                {
+                    self.revoke(request, Ending::Failed, Actor::System).await
+                }
+                State::Approved { attempts } => self.grant(request, attempts.count).await,
+                State::Active => self.revoke(request, Ending::Expired, Actor::System).await,
+                State::RevokeFailing { ending, .. } => {
+                    self.revoke(request, ending, Actor::System).await
+                }
+                State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => {
+                    Ok(request)
+                }
+            },
+            Due::ReviewOverdue => {
                 self.commit(id, move |request| {
-                    Ok(recorded(request.time_out(now), |r| {
-                        vec![events::about(r, now, Actor::System, events::TIMED_OUT)]
+                    Ok(recorded(request.review_overdue(now), |r| {
+                        vec![events::about(r, now, Actor::System, events::REVIEW_OVERDUE)]
                     }))
                 })
-                .await?
+                .await
             }
-            State::Approved { attempts }
-                if attempts.count >= self.inner.settings.grant_attempts =>
-            {
-                self.revoke(request, Ending::Failed, Actor::System).await?
+            Due::ReviewReminder => {
+                self.commit(id, move |request| {
+                    Ok(recorded(request.review_reminded(now), |r| {
+                        let reminders = r.review().map_or(0, |review| review.reminders);
+                        vec![
+                            events::about(r, now, Actor::System, events::REVIEW_REMINDED)
+                                .detail("reminder", reminders),
+                        ]
+                    }))
+                })
+                .await
             }
-            State::Approved { attempts } => self.grant(request, attempts.count).await?,
-            State::Active => self.revoke(request, Ending::Expired, Actor::System).await?,
-            State::RevokeFailing { ending, .. } => {
-                self.revoke(request, ending, Actor::System).await?
+            Due::ApprovalReminder | Due::Expiring | Due::ReviewDueSoon => {
+                let every = self.inner.settings.routing.notices.approval_reminder;
+                self.commit(id, move |mut request| {
+                    // Moving the notice on is what sends it (see `notify::derive`).
+                    let notices = &mut request.notices;
+                    match due {
+                        Due::ApprovalReminder => {
+                            notices.approval_reminder_at =
+                                every.map(|every| now.saturating_add(every));
+                        }
+                        Due::Expiring => notices.expiring_at = None,
+                        _ => notices.review_due_at = None,
+                    }
+                    Ok((Transition::Changed(request), Vec::new()))
+                })
+                .await
             }
-            State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => request,
-        };
-        Ok(Some(request))
+        }
     }
 
     fn target(request: &AccessRequest, expires_at: Timestamp) -> LeaseTarget {

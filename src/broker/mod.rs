@@ -16,6 +16,7 @@ mod error;
 pub mod events;
 mod lease;
 mod query;
+mod record;
 mod submit;
 
 use std::sync::Arc;
@@ -32,12 +33,14 @@ use crate::clock::SharedClock;
 use crate::expiry::{Backoff, Expiry};
 use crate::keyed::KeyedLocks;
 use crate::model::{AccessRequest, GroupName, Principal, RequestId};
+use crate::notify::outbox::{self, Delivery, Wake};
+use crate::notify::{Notifiers, Routing};
 use crate::policy::Live;
 use crate::provision::Provisioners;
 use crate::store::{CommitListener, Store, StoreOptions};
 
 /// Tunables of the workflow.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Grant attempts before a request ends as `failed`.
     pub grant_attempts: u32,
@@ -45,6 +48,10 @@ pub struct Settings {
     pub backoff: Backoff,
     /// Most grants and revokes in flight at once.
     pub max_concurrent_effects: usize,
+    /// Where notifications go, and when reminders fall due.
+    pub routing: Routing,
+    /// How notifications are retried.
+    pub delivery: Delivery,
 }
 
 impl Default for Settings {
@@ -53,6 +60,8 @@ impl Default for Settings {
             grant_attempts: 5,
             backoff: Backoff::default(),
             max_concurrent_effects: 256,
+            routing: Routing::default(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -105,6 +114,8 @@ struct Inner {
     /// Ids of committed requests, for watchers.
     changes: broadcast::Sender<RequestId>,
     settings: Settings,
+    /// Stores records with their notice times and notifications.
+    record: record::Record,
     /// Grant and revoke tasks, so shutdown can wait for them.
     effects: TaskTracker,
     /// Cancelled when shutdown begins: watchers end their streams.
@@ -112,14 +123,19 @@ struct Inner {
     effect_slots: Arc<Semaphore>,
 }
 
-/// Tells the timer wheel and watchers about every commit, in commit order.
+/// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
+/// outbox when notifications were queued.
 struct Notify {
     expiry: Expiry,
     changes: broadcast::Sender<RequestId>,
+    outbox: Wake,
 }
 
 impl CommitListener for Notify {
-    fn committed(&self, requests: &[AccessRequest]) {
+    fn committed(&self, requests: &[AccessRequest], queued: usize) {
+        if queued > 0 {
+            self.outbox.queued();
+        }
         for request in requests {
             match request.next_deadline() {
                 Some(deadline) => self.expiry.schedule(request.id, deadline),
@@ -139,24 +155,43 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Opens the store at `path` and starts the timer task; `shutdown` stops the timer. Call
-    /// [`Broker::recover`] before serving.
+    /// Opens the store at `path`, starts the timer task and the notification outbox;
+    /// `shutdown` stops both. Call [`Broker::recover`] before serving.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         path: &std::path::Path,
         store_options: StoreOptions,
         rules: Live,
         clock: SharedClock,
         provisioners: Provisioners,
+        notifiers: Notifiers,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let (expiry, due) = Expiry::spawn(clock.clone(), shutdown);
+        let (expiry, due) = Expiry::spawn(clock.clone(), shutdown.clone());
         let (changes, _) = broadcast::channel(4096);
+        let wake = Wake::default();
         let notify = Arc::new(Notify {
             expiry: expiry.clone(),
             changes: changes.clone(),
+            outbox: wake.clone(),
         });
         let store = Store::open(path, store_options, notify)?;
+        let effects = TaskTracker::new();
+        outbox::spawn(
+            store.clone(),
+            notifiers,
+            clock.clone(),
+            settings.delivery,
+            wake,
+            &effects,
+            shutdown,
+        );
+        let settings_slots = settings.max_concurrent_effects.max(1);
+        let record = record::Record {
+            routing: Arc::new(settings.routing.clone()),
+            rules: rules.clone(),
+        };
         let broker = Self {
             inner: Arc::new(Inner {
                 store,
@@ -166,10 +201,11 @@ impl Broker {
                 expiry,
                 locks: KeyedLocks::default(),
                 changes,
+                record,
                 settings,
-                effects: TaskTracker::new(),
+                effects,
                 closing: CancellationToken::new(),
-                effect_slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
+                effect_slots: Arc::new(Semaphore::new(settings_slots)),
             }),
         };
         broker.dispatch(due);

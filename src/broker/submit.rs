@@ -6,7 +6,6 @@ use super::{Broker, BrokerError, Caller, events};
 use crate::audit::Actor;
 use crate::model::{AccessRequest, Attempts, RequestId, State};
 use crate::policy::Ask;
-use crate::store::Changes;
 
 impl Broker {
     /// Submits `ask` for `caller`.
@@ -43,6 +42,7 @@ impl Broker {
             break_glass: None,
             notices: Default::default(),
         };
+        let record = self.inner.record.clone();
         let request = self
             .inner
             .store
@@ -63,7 +63,7 @@ impl Broker {
                             .detail("auto", true),
                     );
                 }
-                Ok((Changes::one(request.clone(), drafts), request))
+                Ok(record.changes(None, request, drafts, now))
             })
             .await?;
         tracing::info!(id = %request.id, requester = %request.requester, resource = %request.resource, state = %request.kind(), "request submitted");

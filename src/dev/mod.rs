@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::broker::Settings;
 use crate::clock::SharedClock;
+use crate::notify::Notifiers;
 use crate::provision::{FileProvisioner, Provisioners};
 use crate::server::Options;
 use crate::store::StoreOptions;
@@ -142,6 +143,7 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
         policy: layout.policy.clone(),
         directory: layout.directory.clone(),
         provisioners,
+        notifiers: Notifiers::default(),
         settings: Settings::default(),
         shutdown_grace: Duration::from_secs(10),
         clock,

@@ -25,7 +25,24 @@ pub use reader::{Page, Reader};
 pub use tables::View;
 
 use crate::audit::Draft;
-use crate::model::AccessRequest;
+use crate::model::{AccessRequest, Timestamp};
+
+/// A notification waiting in the outbox for one notifier. The store keeps it opaque.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outgoing {
+    /// The notifier (from the daemon configuration) that delivers it.
+    pub notifier: String,
+    /// The event, as JSON.
+    pub event: serde_json::Value,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When to try next.
+    pub next_attempt_at: Timestamp,
+    /// What the last failed attempt said.
+    pub last_error: Option<String>,
+}
 
 /// Something went wrong in the store. The details are for the operator's log, not for peers.
 #[derive(Debug, thiserror::Error)]
@@ -94,18 +111,15 @@ pub struct Changes {
     /// Requests to announce to the commit listener again, unchanged and not written: the
     /// listener then learns their current state in commit order, never a stale one.
     pub touched: Vec<AccessRequest>,
+    /// Notifications to queue in the outbox, durably, with the change that caused them.
+    pub outgoing: Vec<Outgoing>,
+    /// Outbox entries delivered (or given up on): removed.
+    pub delivered: Vec<u64>,
+    /// Outbox entries to try again later, with their new attempt count, time and error.
+    pub retried: Vec<(u64, Outgoing)>,
 }
 
 impl Changes {
-    /// Stores `request` and records `events` about it.
-    pub fn one(request: AccessRequest, events: Vec<Draft>) -> Self {
-        Self {
-            requests: vec![request],
-            events,
-            touched: Vec::new(),
-        }
-    }
-
     /// Announces `request` as it is, storing nothing.
     pub fn touch(request: AccessRequest) -> Self {
         Self {
@@ -117,8 +131,9 @@ impl Changes {
 
 /// Told about every committed batch, in commit order, on the writer thread. Must not block.
 pub trait CommitListener: Send + Sync + 'static {
-    /// `requests` were durably committed, in this order.
-    fn committed(&self, requests: &[AccessRequest]);
+    /// `requests` were durably committed, in this order; `queued` notifications were added to
+    /// the outbox.
+    fn committed(&self, requests: &[AccessRequest], queued: usize);
 }
 
 /// How the writer batches.

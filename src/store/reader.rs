@@ -2,11 +2,15 @@
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use super::Outgoing;
 use super::StoreError;
 use super::codec::decode;
-use super::tables::{AUDIT, AUDIT_BY_REQUEST, BY_PRINCIPAL, BY_STATE, DEADLINES, REQUESTS};
+use super::tables::{
+    AUDIT, AUDIT_BY_REQUEST, BY_PRINCIPAL, BY_STATE, DEADLINES, OUTBOX, OUTBOX_DUE, REQUESTS,
+    REVIEWS_BY_STATE, review_code,
+};
 use crate::audit::Event;
-use crate::model::{AccessRequest, Principal, RequestId, StateKind, Timestamp};
+use crate::model::{AccessRequest, Principal, RequestId, ReviewState, StateKind, Timestamp};
 
 /// Which slice of a newest-first listing to return.
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +147,56 @@ impl Reader {
             ));
         }
         Ok(out)
+    }
+
+    /// Break-glass requests whose review is in one of `states`, oldest first.
+    pub fn reviews(&self, states: &[ReviewState]) -> Result<Vec<AccessRequest>, StoreError> {
+        let index = self.txn.open_table(REVIEWS_BY_STATE)?;
+        let requests = self.requests_table()?;
+        let mut out = Vec::new();
+        for state in states {
+            let code = review_code(*state);
+            for entry in index.range((code, 0)..=(code, u64::MAX))? {
+                let (key, _) = entry?;
+                if let Some(request) = Self::decode_request(&requests, key.value().1)? {
+                    out.push(request);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Outbox entries due at `now`, soonest first, at most `limit`.
+    pub fn outbox_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+        let due = self.txn.open_table(OUTBOX_DUE)?;
+        let outbox = self.txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in due.range(..=(now.unix_millis(), u64::MAX))?.take(limit) {
+            let (key, _) = entry?;
+            let seq = key.value().1;
+            if let Some(bytes) = outbox.get(seq)? {
+                out.push((seq, decode("outbox", bytes.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the soonest outbox entry is due, if any is queued.
+    pub fn outbox_next(&self) -> Result<Option<Timestamp>, StoreError> {
+        let due = self.txn.open_table(OUTBOX_DUE)?;
+        Ok(due
+            .first()?
+            .map(|(key, _)| Timestamp::from_unix_millis(key.value().0)))
+    }
+
+    /// How many notifications wait in the outbox.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.txn.open_table(OUTBOX)?.len()?)
     }
 
     /// Every audit event about request `id`, oldest first.

@@ -11,6 +11,10 @@
 //! | `open_requests` | (principal, resource) → id | one open request per principal and resource |
 //! | `audit` | seq → JSON event | the hash-chained audit log, append-only |
 //! | `audit_by_request` | (id, seq) | one request's history |
+//! | `break_glass_by_principal` | (principal, created ms, id) | rate limits and consequences |
+//! | `reviews_by_state` | (review state code, id) | open and overdue reviews |
+//! | `outbox` | seq → JSON notification | notifications not yet delivered |
+//! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head |
 
 use std::path::Path;
@@ -18,9 +22,9 @@ use std::path::Path;
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
-use super::{Changes, StoreError};
+use super::{Changes, Outgoing, StoreError};
 use crate::audit::{Event, GENESIS};
-use crate::model::{AccessRequest, Principal, RequestId, ResourceName};
+use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState};
 
 pub(super) const REQUESTS: TableDefinition<u64, &[u8]> = TableDefinition::new("requests");
 pub(super) const BY_STATE: TableDefinition<(u8, u64), ()> =
@@ -34,6 +38,12 @@ pub(super) const OPEN: TableDefinition<(&str, &str), u64> = TableDefinition::new
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(super) const AUDIT_BY_REQUEST: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("audit_by_request");
+pub(super) const BREAK_GLASS_BY_PRINCIPAL: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("break_glass_by_principal");
+pub(super) const REVIEWS_BY_STATE: TableDefinition<(u8, u64), ()> =
+    TableDefinition::new("reviews_by_state");
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
@@ -43,6 +53,17 @@ const META_SCHEMA: &str = "schema";
 const META_NEXT_ID: &str = "next_request_id";
 const META_NEXT_SEQ: &str = "audit_next_seq";
 const META_AUDIT_HEAD: &str = "audit_head";
+const META_NEXT_OUTBOX: &str = "outbox_next_seq";
+
+/// The by-state index code of a review state.
+pub(super) fn review_code(state: ReviewState) -> u8 {
+    match state {
+        ReviewState::Pending => 1,
+        ReviewState::Overdue => 2,
+        ReviewState::Justified => 3,
+        ReviewState::Unjustified => 4,
+    }
+}
 
 fn u64_of(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_le_bytes)
@@ -75,6 +96,10 @@ pub(super) fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(OPEN)?;
         txn.open_table(AUDIT)?;
         txn.open_table(AUDIT_BY_REQUEST)?;
+        txn.open_table(BREAK_GLASS_BY_PRINCIPAL)?;
+        txn.open_table(REVIEWS_BY_STATE)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(OUTBOX_DUE)?;
     }
     txn.commit()?;
     Ok(())
@@ -90,6 +115,10 @@ pub(super) struct Tables<'txn> {
     open: Table<'txn, (&'static str, &'static str), u64>,
     audit: Table<'txn, u64, &'static [u8]>,
     audit_by_request: Table<'txn, (u64, u64), ()>,
+    break_glass: Table<'txn, (&'static str, u64, u64), ()>,
+    reviews: Table<'txn, (u8, u64), ()>,
+    outbox: Table<'txn, u64, &'static [u8]>,
+    outbox_due: Table<'txn, (u64, u64), ()>,
     meta: Table<'txn, &'static str, &'static [u8]>,
 }
 
@@ -104,6 +133,10 @@ impl<'txn> Tables<'txn> {
             open: txn.open_table(OPEN)?,
             audit: txn.open_table(AUDIT)?,
             audit_by_request: txn.open_table(AUDIT_BY_REQUEST)?,
+            break_glass: txn.open_table(BREAK_GLASS_BY_PRINCIPAL)?,
+            reviews: txn.open_table(REVIEWS_BY_STATE)?,
+            outbox: txn.open_table(OUTBOX)?,
+            outbox_due: txn.open_table(OUTBOX_DUE)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -133,7 +166,40 @@ impl<'txn> Tables<'txn> {
             self.append_events(changes.events)?;
         }
         committed.extend(changes.touched);
+        for outgoing in changes.outgoing {
+            let seq = self.meta_u64(META_NEXT_OUTBOX)?.unwrap_or(1);
+            self.meta
+                .insert(META_NEXT_OUTBOX, (seq + 1).to_le_bytes().as_slice())?;
+            self.put_outgoing(seq, &outgoing)?;
+        }
+        for (seq, outgoing) in changes.retried {
+            if self.remove_outgoing(seq)? {
+                self.put_outgoing(seq, &outgoing)?;
+            }
+        }
+        for seq in changes.delivered {
+            self.remove_outgoing(seq)?;
+        }
         Ok(())
+    }
+
+    fn put_outgoing(&mut self, seq: u64, outgoing: &Outgoing) -> Result<(), StoreError> {
+        self.outbox.insert(seq, encode(outgoing).as_slice())?;
+        self.outbox_due
+            .insert((outgoing.next_attempt_at.unix_millis(), seq), ())?;
+        Ok(())
+    }
+
+    /// Removes an outbox entry and its due-index row; false when it was gone already.
+    fn remove_outgoing(&mut self, seq: u64) -> Result<bool, StoreError> {
+        let Some(bytes) = self.outbox.remove(seq)? else {
+            return Ok(false);
+        };
+        let outgoing: Outgoing = decode("outbox", bytes.value())?;
+        drop(bytes);
+        self.outbox_due
+            .remove((outgoing.next_attempt_at.unix_millis(), seq))?;
+        Ok(true)
     }
 
     fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
@@ -174,6 +240,9 @@ impl<'txn> Tables<'txn> {
         if kind.is_open() {
             self.open
                 .insert((request.requester.as_str(), request.resource.as_str()), id)?;
+        }
+        if let Some(review) = request.review() {
+            self.reviews.insert((review_code(review.state), id), ())?;
         }
         self.requests.insert(id, encode(request).as_slice())?;
         Ok(())
@@ -231,6 +300,28 @@ impl View<'_, '_> {
             .open
             .get((principal.as_str(), resource.as_str()))?
             .map(|v| RequestId::from_raw(v.value())))
+    }
+
+    /// Every break-glass request of `principal`, newest first.
+    pub fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut out = Vec::new();
+        let range = (principal.as_str(), 0, 0)..=(principal.as_str(), u64::MAX, u64::MAX);
+        for entry in self.tables.break_glass.range(range)?.rev() {
+            let (key, _) = entry?;
+            let (_, _, id) = key.value();
+            if let Some(request) = self.tables.request(RequestId::from_raw(id))? {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The outbox entry `seq`, if still queued.
+    pub fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
+        match self.tables.outbox.get(seq)? {
+            Some(bytes) => decode("outbox", bytes.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The id the next new request gets.

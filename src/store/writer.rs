@@ -120,6 +120,7 @@ fn run(
 fn commit_batch(db: &Database, batch: Vec<Job>, listener: &dyn CommitListener) {
     let mut responders = Vec::with_capacity(batch.len());
     let mut committed: Vec<AccessRequest> = Vec::new();
+    let mut queued = 0;
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
@@ -133,6 +134,7 @@ fn commit_batch(db: &Database, batch: Vec<Job>, listener: &dyn CommitListener) {
                         if let Some(changes) = changes {
                             // On failure the remaining jobs are dropped (their callers see
                             // Closed) and the transaction is aborted for everybody.
+                            queued += changes.outgoing.len();
                             tables.apply(changes, &mut committed)?;
                         }
                     }
@@ -146,7 +148,7 @@ fn commit_batch(db: &Database, batch: Vec<Job>, listener: &dyn CommitListener) {
         Ok(())
     })();
     match &outcome {
-        Ok(()) => listener.committed(&committed),
+        Ok(()) => listener.committed(&committed, queued),
         Err(error) => tracing::error!(%error, "store commit failed"),
     }
     for respond in responders {

@@ -1,0 +1,42 @@
+//! What storing a changed request writes besides the record: its notice times refreshed, and
+//! the notifications the change causes, routed to notifiers and queued in the outbox in the same
+//! transaction. Every commit of a request goes through [`Record::changes`].
+
+use std::sync::Arc;
+
+use crate::audit::Draft;
+use crate::model::{AccessRequest, Timestamp};
+use crate::notify::{Routing, derive};
+use crate::policy::Live;
+use crate::store::Changes;
+
+/// Cheap to clone into write jobs.
+#[derive(Clone)]
+pub(super) struct Record {
+    pub(super) routing: Arc<Routing>,
+    pub(super) rules: Live,
+}
+
+impl Record {
+    /// The changes that store `new`, changed from `old` (`None` for a new request), with its
+    /// audit `drafts` and the notifications it causes. Returns the record as stored.
+    pub(super) fn changes(
+        &self,
+        old: Option<&AccessRequest>,
+        mut new: AccessRequest,
+        drafts: Vec<Draft>,
+        now: Timestamp,
+    ) -> (Changes, AccessRequest) {
+        derive::refresh_notices(old, &mut new, &self.routing.notices, now);
+        let snapshot = self.rules.current();
+        let events = derive::events(old, &new, &snapshot, now);
+        let outgoing = self.routing.route(events, now);
+        let changes = Changes {
+            requests: vec![new.clone()],
+            events: drafts,
+            outgoing,
+            ..Changes::default()
+        };
+        (changes, new)
+    }
+}

@@ -1,0 +1,337 @@
+//! What a committed change means for people: the notice times it sets and the events it
+//! causes. Every commit of a request goes through here, so no path can forget to notify.
+
+use std::collections::BTreeSet;
+
+use super::{Event, Notices, Priority, RequestSummary};
+use crate::model::{AccessRequest, Principal, ReviewState, State, StateKind, Timestamp};
+use crate::policy::Snapshot;
+
+/// Sets `new`'s notice times after a change from `old` (`None` for a new request): approval
+/// reminders while a stage waits, the early warning of a lease's end, the warning that a review
+/// is due. Times already set are kept; the broker moves them on when it sends a notice.
+pub fn refresh_notices(
+    old: Option<&AccessRequest>,
+    new: &mut AccessRequest,
+    notices: &Notices,
+    now: Timestamp,
+) {
+    let after = |lead: Option<std::time::Duration>| lead.map(|lead| now.saturating_add(lead));
+    new.notices.approval_reminder_at = match (&new.state, old.map(|o| &o.state)) {
+        (State::Pending { stage }, Some(State::Pending { stage: before })) if stage == before => {
+            new.notices.approval_reminder_at
+        }
+        (State::Pending { .. }, _) => after(notices.approval_reminder),
+        _ => None,
+    };
+    new.notices.expiring_at = match (new.kind(), old.map(AccessRequest::kind)) {
+        (StateKind::Active, Some(StateKind::Active)) => new.notices.expiring_at,
+        (StateKind::Active, _) => match (new.expires_at, notices.expiring_soon) {
+            (Some(expires_at), Some(lead)) => {
+                Some(expires_at.saturating_sub(lead)).filter(|at| *at > now)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    new.notices.review_due_at = match (new.review(), old.and_then(AccessRequest::review)) {
+        (Some(review), Some(_)) if review.state == ReviewState::Pending => {
+            new.notices.review_due_at
+        }
+        (Some(review), None) if review.state == ReviewState::Pending => notices
+            .review_due_soon
+            .map(|lead| review.due_at.saturating_sub(lead))
+            .filter(|at| *at > review.opened_at),
+        _ => None,
+    };
+}
+
+fn summary(request: &AccessRequest) -> RequestSummary {
+    let review = request.review();
+    RequestSummary {
+        id: request.id.to_string(),
+        requester: request.requester.to_string(),
+        resource: request.resource.to_string(),
+        state: request.kind().as_str().to_owned(),
+        reason: request.reason.as_ref().map(ToString::to_string),
+        ticket: request.ticket.as_ref().map(ToString::to_string),
+        break_glass: request.is_break_glass(),
+        incident: request.break_glass.as_ref().map(|b| b.incident.to_string()),
+        expires_at: request.expires_at.map(Timestamp::rfc3339),
+        review: review.map(|r| r.state.as_str().to_owned()),
+        review_due_at: review.map(|r| r.due_at.rfc3339()),
+    }
+}
+
+/// Builds the events of one change.
+struct Events<'a> {
+    request: &'a AccessRequest,
+    now: Timestamp,
+    out: Vec<Event>,
+}
+
+impl Events<'_> {
+    fn push(
+        &mut self,
+        kind: &str,
+        priority: Priority,
+        recipients: impl IntoIterator<Item = Principal>,
+        text: String,
+    ) {
+        let recipients: BTreeSet<Principal> = recipients.into_iter().collect();
+        self.out.push(Event {
+            id: format!("{}:{kind}:{}", self.request.id, self.now.unix_millis()),
+            kind: kind.to_owned(),
+            priority,
+            at: self.now.rfc3339(),
+            recipients: recipients.iter().map(ToString::to_string).collect(),
+            text,
+            request: summary(self.request),
+        });
+    }
+}
+
+/// Active members of the request's review group, except the holder.
+fn reviewers(snapshot: &Snapshot, request: &AccessRequest) -> Vec<Principal> {
+    let Some(break_glass) = &request.break_glass else {
+        return Vec::new();
+    };
+    snapshot
+        .directory
+        .members(&break_glass.review_group)
+        .filter(|p| **p != request.requester)
+        .filter(|p| snapshot.directory.person(p).is_some_and(|x| x.is_active()))
+        .cloned()
+        .collect()
+}
+
+/// Active members of the admin groups.
+fn admins(snapshot: &Snapshot) -> Vec<Principal> {
+    snapshot
+        .policy
+        .admin_groups
+        .iter()
+        .flat_map(|group| snapshot.directory.members(group))
+        .filter(|p| snapshot.directory.person(p).is_some_and(|x| x.is_active()))
+        .cloned()
+        .collect()
+}
+
+/// The events the change from `old` (`None` for a new request) to `new` causes.
+pub fn events(
+    old: Option<&AccessRequest>,
+    new: &AccessRequest,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Vec<Event> {
+    let mut events = Events {
+        request: new,
+        now,
+        out: Vec::new(),
+    };
+    let who = &new.requester;
+    let what = &new.resource;
+    let before = old.map(AccessRequest::kind);
+    let urgent = if new.is_break_glass() {
+        Priority::High
+    } else {
+        Priority::Normal
+    };
+
+    // Waiting for decisions, and reminders while a stage waits.
+    if let Some((index, stage)) = new.current_stage() {
+        let waiting: Vec<Principal> = stage
+            .approvers
+            .iter()
+            .filter(|p| new.awaits_decision_from(p))
+            .cloned()
+            .collect();
+        let reason = new
+            .reason
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("no reason given");
+        match old.and_then(AccessRequest::current_stage) {
+            Some((was, _)) if was == index => {
+                let reminded = matches!(
+                    (old.and_then(|o| o.notices.approval_reminder_at), new.notices.approval_reminder_at),
+                    (Some(a), Some(b)) if b > a
+                );
+                if reminded {
+                    events.push(
+                        "request.reminder",
+                        urgent,
+                        waiting,
+                        format!(
+                            "{} still waits for your decision: {who} asks for {what} ({reason})",
+                            new.id
+                        ),
+                    );
+                }
+            }
+            _ => events.push(
+                "request.waiting",
+                urgent,
+                waiting,
+                format!(
+                    "{who} asks for {what} for {} ({reason}); {} waits for stage '{}'",
+                    new.duration, new.id, stage.name
+                ),
+            ),
+        }
+    }
+
+    // Decisions, grants and ends, to the requester.
+    let decided = match (before, new.kind()) {
+        (Some(StateKind::Pending), StateKind::Approved | StateKind::Active) => Some("approved"),
+        (Some(StateKind::Pending), StateKind::Denied) => Some("denied"),
+        (Some(StateKind::Pending), StateKind::TimedOut) => Some("timed out"),
+        _ => None,
+    };
+    if let Some(outcome) = decided {
+        let why = new
+            .end_reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        events.push(
+            "request.decided",
+            Priority::Normal,
+            [who.clone()],
+            format!("{} for {what} was {outcome}{why}", new.id),
+        );
+    }
+    if new.kind() == StateKind::Active && before != Some(StateKind::Active) {
+        let until = new.expires_at.map(Timestamp::rfc3339).unwrap_or_default();
+        events.push(
+            "access.granted",
+            Priority::Normal,
+            [who.clone()],
+            format!("{who} has {what} until {until} ({})", new.id),
+        );
+        if let Some(break_glass) = &new.break_glass {
+            let reason = new.reason.as_ref().map(|r| r.as_str()).unwrap_or("");
+            events.push(
+                "break_glass.granted",
+                Priority::High,
+                reviewers(snapshot, new),
+                format!(
+                    "{who} broke glass on {what} for {} until {until}: {reason}; review {} by {}",
+                    break_glass.incident,
+                    new.id,
+                    new.review().map(|r| r.due_at.rfc3339()).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let warned = new.kind() == StateKind::Active
+        && old.is_some_and(|o| o.notices.expiring_at.is_some())
+        && new.notices.expiring_at.is_none();
+    if warned {
+        let until = new.expires_at.map(Timestamp::rfc3339).unwrap_or_default();
+        events.push(
+            "access.expiring",
+            Priority::Normal,
+            [who.clone()],
+            format!(
+                "{what} access of {who} ends at {until} ({}); extend or finish up",
+                new.id
+            ),
+        );
+    }
+    if before != Some(new.kind()) {
+        match new.kind() {
+            StateKind::Expired => events.push(
+                "access.expired",
+                Priority::Normal,
+                [who.clone()],
+                format!(
+                    "{what} access of {who} expired and was removed ({})",
+                    new.id
+                ),
+            ),
+            StateKind::Revoked => events.push(
+                "access.revoked",
+                Priority::Normal,
+                [who.clone()],
+                format!("{what} access of {who} was revoked ({})", new.id),
+            ),
+            _ => {}
+        }
+    }
+    if let State::RevokeFailing { attempts, .. } = &new.state {
+        let first = before != Some(StateKind::RevokeFailing);
+        if first || attempts.count % 10 == 0 {
+            events.push(
+                "revoke.failing",
+                Priority::High,
+                admins(snapshot),
+                format!(
+                    "revoking {what} from {who} ({}) failed {} time(s); access is still held: {}",
+                    new.id,
+                    attempts.count,
+                    attempts.last_error.as_deref().unwrap_or("")
+                ),
+            );
+        }
+    }
+
+    // The break-glass review.
+    if let (Some(review), Some(break_glass)) = (new.review(), &new.break_glass) {
+        let was = old.and_then(AccessRequest::review);
+        let escalation = break_glass.escalate_to.iter().cloned();
+        let due_soon = review.state == ReviewState::Pending
+            && old.is_some_and(|o| o.notices.review_due_at.is_some())
+            && new.notices.review_due_at.is_none();
+        if due_soon {
+            events.push(
+                "review.due",
+                Priority::Normal,
+                reviewers(snapshot, new),
+                format!(
+                    "the review of {who}'s break-glass on {what} ({}) is due at {}",
+                    new.id, review.due_at
+                ),
+            );
+        }
+        match (was.map(|r| r.state), review.state) {
+            (Some(ReviewState::Pending), ReviewState::Overdue) => events.push(
+                "review.overdue",
+                Priority::High,
+                reviewers(snapshot, new).into_iter().chain(escalation),
+                format!(
+                    "the review of {who}'s break-glass on {what} ({}) is overdue since {}",
+                    new.id, review.due_at
+                ),
+            ),
+            (Some(ReviewState::Overdue), ReviewState::Overdue)
+                if was.is_some_and(|w| review.reminders > w.reminders) =>
+            {
+                events.push(
+                    "review.reminder",
+                    Priority::High,
+                    reviewers(snapshot, new).into_iter().chain(escalation),
+                    format!(
+                        "reminder {}: the review of {who}'s break-glass on {what} ({}) is overdue since {}",
+                        review.reminders, new.id, review.due_at
+                    ),
+                )
+            }
+            (Some(open), ReviewState::Justified | ReviewState::Unjustified) if open.is_open() => {
+                let by = review.verdict.as_ref().map(|v| v.reviewer.to_string()).unwrap_or_default();
+                events.push(
+                    "review.closed",
+                    Priority::Normal,
+                    std::iter::once(who.clone()).chain(escalation),
+                    format!(
+                        "{by} found {who}'s break-glass on {what} ({}) {}",
+                        new.id,
+                        review.state.as_str()
+                    ),
+                )
+            }
+            _ => {}
+        }
+    }
+    events.out
+}

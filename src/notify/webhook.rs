@@ -1,0 +1,211 @@
+//! The `webhook` notifier: an HTTP POST of the event as JSON (or a Slack-incoming-webhook body)
+//! to a configured URL, over HTTPS with rustls (public web roots, plus an optional CA file) or
+//! plain HTTP, with a timeout. Any 2xx answer is a delivery; anything else is retried by the
+//! outbox with backoff. Headers (which may hold tokens) are never logged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{Event, Notifier, NotifyError};
+use crate::provision::BoxFuture;
+
+/// The body posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The event as JSON.
+    Json,
+    /// `{"text": "..."}`, what Slack incoming webhooks (and many chat tools) accept.
+    Slack,
+}
+
+/// Posts events to a URL.
+pub struct WebhookNotifier {
+    url: Uri,
+    host: String,
+    port: u16,
+    tls: Option<TlsConnector>,
+    format: Format,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers may carry credentials: never shown.
+        f.debug_struct("WebhookNotifier")
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookNotifier {
+    /// A webhook posting to `url` (`http://` or `https://`). `ca` adds trusted CA certificates
+    /// to the public web roots. Errors say what is wrong with the URL, a header or the CA.
+    pub fn new(
+        url: &str,
+        format: Format,
+        headers: &BTreeMap<String, String>,
+        ca: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error| format!("invalid URL '{url}': {error}"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "invalid URL '{url}': only http:// and https:// are supported"
+                ));
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("invalid URL '{url}': no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(ca) = ca {
+                for cert in crate::tls::load_certs(ca).map_err(|e| e.to_string())? {
+                    roots.add(cert).map_err(|e| {
+                        format!("{}: not a usable CA certificate: {e}", ca.display())
+                    })?;
+                }
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Some(TlsConnector::from(Arc::new(config)))
+        } else {
+            None
+        };
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("invalid header name '{name}'"))?;
+                let mut value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("invalid value for header '{name}'"))?;
+                value.set_sensitive(true);
+                Ok((name, value))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            url: uri,
+            host,
+            port,
+            tls,
+            format,
+            headers,
+            timeout,
+        })
+    }
+
+    fn body(&self, event: &Event) -> Vec<u8> {
+        let value = match self.format {
+            Format::Json => serde_json::to_value(event).unwrap_or_default(),
+            Format::Slack => serde_json::json!({ "text": event.text }),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    async fn post(&self, body: Vec<u8>) -> Result<(), NotifyError> {
+        let fail = |what: &str, error: &dyn std::fmt::Display| {
+            NotifyError(format!("POST {}: {what}: {error}", self.url))
+        };
+        let authority = self
+            .url
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_else(|| self.host.clone());
+        let path = self
+            .url
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let mut request = http::Request::post(path)
+            .header(HOST, authority)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, concat!("elevate/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail("cannot build the request", &e))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| fail("cannot connect", &e))?;
+        let _ = tcp.set_nodelay(true);
+        let status = match &self.tls {
+            None => send(tcp, request).await,
+            Some(tls) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| fail("invalid server name", &e))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| fail("TLS handshake failed", &e))?;
+                send(stream, request).await
+            }
+        }
+        .map_err(|e| fail("request failed", &e))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(NotifyError(format!("POST {} answered {status}", self.url)))
+        }
+    }
+}
+
+async fn send<S>(
+    stream: S,
+    request: http::Request<Full<Bytes>>,
+) -> Result<http::StatusCode, hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    // The connection ends once the response is in and the sender is dropped.
+    let driver = tokio::spawn(connection);
+    let status = sender.send_request(request).await.map(|r| r.status());
+    drop(sender);
+    let _ = driver.await;
+    status
+}
+
+impl Notifier for WebhookNotifier {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            let body = self.body(event);
+            match tokio::time::timeout(self.timeout, self.post(body)).await {
+                Ok(result) => result,
+                Err(_) => Err(NotifyError(format!(
+                    "POST {} timed out after {}",
+                    self.url,
+                    humantime::format_duration(self.timeout)
+                ))),
+            }
+        })
+    }
+}
