@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::notify::Priority;
 use crate::tls::TlsFiles;
 
 /// The configuration could not be used.
@@ -60,6 +61,143 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Provisioners by name; resources of the policy name one of these.
     pub provisioners: BTreeMap<String, ProvisionerConfig>,
+    /// Notifiers by name.
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierConfig>,
+    /// Which events go to which notifiers, and when reminders fall due.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// One notifier.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NotifierConfig {
+    /// HTTP POST of each event.
+    Webhook {
+        /// `https://…` (or `http://…`).
+        url: String,
+        /// `json` (the event) or `slack` (`{"text": …}`).
+        #[serde(default)]
+        format: WebhookFormat,
+        /// Extra headers (for example a token); never logged.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Extra CA certificates to trust, besides the public web roots.
+        ca: Option<PathBuf>,
+        /// Longest attempt.
+        #[serde(default = "default_webhook_timeout", deserialize_with = "humantime")]
+        timeout: Duration,
+    },
+    /// A program given each event as JSON on stdin.
+    Exec {
+        /// The program (no shell).
+        program: PathBuf,
+        /// Leading arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Longest run.
+        #[serde(default = "default_webhook_timeout", deserialize_with = "humantime")]
+        timeout: Duration,
+        /// Working directory (default: the configuration file's directory).
+        #[serde(default)]
+        working_dir: PathBuf,
+    },
+    /// A JSON-lines file that each event is appended to.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The body a webhook posts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The event as JSON.
+    #[default]
+    Json,
+    /// `{"text": …}`.
+    Slack,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Routing and timing of notifications.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Rules: events of these kinds (and at least this priority) go to this notifier.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Remind the approvers of a stage still waiting after this long (off when absent).
+    #[serde(default, deserialize_with = "optional_humantime")]
+    pub approval_reminder: Option<Duration>,
+    /// Tell holders this long before their lease ends (off when absent).
+    #[serde(default, deserialize_with = "optional_humantime")]
+    pub expiring_soon: Option<Duration>,
+    /// Tell reviewers this long before a review is due (off when absent).
+    #[serde(default, deserialize_with = "optional_humantime")]
+    pub review_due_soon: Option<Duration>,
+    /// First retry delay of a failed delivery.
+    #[serde(default = "default_retry_initial", deserialize_with = "humantime")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_delivery_retry_max", deserialize_with = "humantime")]
+    pub retry_max: Duration,
+    /// Drop (and audit) a notification not delivered after this long.
+    #[serde(default = "default_give_up", deserialize_with = "humantime")]
+    pub give_up_after: Duration,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            approval_reminder: None,
+            expiring_soon: None,
+            review_due_soon: None,
+            retry_initial: default_retry_initial(),
+            retry_max: default_delivery_retry_max(),
+            give_up_after: default_give_up(),
+        }
+    }
+}
+
+fn default_delivery_retry_max() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_give_up() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// One routing rule.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Event kinds: exact (`review.overdue`), a family (`review.*`) or `*`.
+    pub events: Vec<String>,
+    /// The notifier (a key of `[notifiers]`).
+    pub notifier: String,
+    /// Lowest priority routed: `normal` (default) or `high`.
+    #[serde(default = "normal")]
+    pub min_priority: Priority,
+}
+
+fn normal() -> Priority {
+    Priority::Normal
+}
+
+fn optional_humantime<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    humantime(deserializer).map(Some)
 }
 
 fn default_trust_domain() -> String {
@@ -197,6 +335,24 @@ impl Config {
         join(&mut self.store.path);
         join(&mut self.policy.policy);
         join(&mut self.policy.directory);
+        for notifier in self.notifiers.values_mut() {
+            match notifier {
+                NotifierConfig::Webhook { ca, .. } => {
+                    if let Some(ca) = ca {
+                        join(ca);
+                    }
+                }
+                NotifierConfig::Exec {
+                    program,
+                    working_dir,
+                    ..
+                } => {
+                    join(program);
+                    join(working_dir);
+                }
+                NotifierConfig::File { path } => join(path),
+            }
+        }
         for provisioner in self.provisioners.values_mut() {
             match provisioner {
                 ProvisionerConfig::File { dir } => join(dir),
@@ -267,6 +423,53 @@ impl Config {
                 if timeout.is_zero() {
                     return Err(invalid(format!(
                         "provisioners.{name}.timeout: must be above zero"
+                    )));
+                }
+            }
+        }
+        for (name, notifier) in &self.notifiers {
+            match notifier {
+                NotifierConfig::Webhook {
+                    url, ca, timeout, ..
+                } => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(format!(
+                            "notifiers.{name}.url: '{url}' is not an http:// or https:// URL"
+                        )));
+                    }
+                    if let Some(ca) = ca.as_ref().filter(|ca| !ca.is_file()) {
+                        return Err(invalid(format!(
+                            "notifiers.{name}.ca: {} does not exist",
+                            ca.display()
+                        )));
+                    }
+                    if timeout.is_zero() {
+                        return Err(invalid(format!(
+                            "notifiers.{name}.timeout: must be above zero"
+                        )));
+                    }
+                }
+                NotifierConfig::Exec { program, .. } if !program.is_file() => {
+                    return Err(invalid(format!(
+                        "notifiers.{name}.program: {} does not exist",
+                        program.display()
+                    )));
+                }
+                NotifierConfig::Exec { .. } | NotifierConfig::File { .. } => {}
+            }
+        }
+        for (index, route) in self.notifications.routes.iter().enumerate() {
+            if !self.notifiers.contains_key(&route.notifier) {
+                return Err(invalid(format!(
+                    "notifications.routes[{index}].notifier: '{}' is not a configured notifier",
+                    route.notifier
+                )));
+            }
+            for event in &route.events {
+                if !crate::notify::known_pattern(event) {
+                    return Err(invalid(format!(
+                        "notifications.routes[{index}].events: unknown event '{event}' (expected one of {}, a family like review.*, or *)",
+                        crate::notify::KINDS.join(", ")
                     )));
                 }
             }

@@ -17,11 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, Recovery, Settings};
 use crate::clock::SharedClock;
-use crate::config::{Config, ProvisionerConfig};
+use crate::config::{Config, NotifierConfig, ProvisionerConfig, WebhookFormat};
 use crate::expiry::Backoff;
 use crate::grpc;
-use crate::notify::Notifiers;
+use crate::notify::outbox::Delivery;
+use crate::notify::{
+    ExecNotifier, FileNotifier, Format, Notices, Notifier, Notifiers, Route, Routing,
+    WebhookNotifier,
+};
 use crate::policy::{Invalid, Live, LoadError, Snapshot};
+use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, Provisioners};
 use crate::store::StoreOptions;
 use crate::tls::{self, TlsError, TlsFiles};
@@ -54,8 +59,9 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options from a loaded configuration file.
-    pub fn from_config(config: &Config, clock: SharedClock) -> Self {
+    /// Options from a loaded configuration file. Fails when a notifier cannot be set up (an
+    /// unreadable CA file, an invalid header).
+    pub fn from_config(config: &Config, clock: SharedClock) -> Result<Self, BuildError> {
         let mut provisioners = Provisioners::default();
         for (name, provisioner) in &config.provisioners {
             match provisioner {
@@ -77,7 +83,9 @@ impl Options {
                 ),
             }
         }
-        Self {
+        let notifiers = notifiers(config)?;
+        let notifications = &config.notifications;
+        Ok(Self {
             trust_domain: config.trust_domain.clone(),
             tls: config.tls.clone(),
             store: config.store.path.clone(),
@@ -91,19 +99,84 @@ impl Options {
             policy: config.policy.policy.clone(),
             directory: config.policy.directory.clone(),
             provisioners,
-            notifiers: Notifiers::default(),
+            notifiers,
             settings: Settings {
                 grant_attempts: config.workflow.grant_attempts,
                 backoff: Backoff {
                     initial: config.workflow.retry_initial,
                     max: config.workflow.retry_max,
                 },
+                routing: Routing {
+                    routes: notifications
+                        .routes
+                        .iter()
+                        .map(|route| Route {
+                            events: route.events.clone(),
+                            min_priority: route.min_priority,
+                            notifier: route.notifier.clone(),
+                        })
+                        .collect(),
+                    notices: Notices {
+                        approval_reminder: notifications.approval_reminder,
+                        expiring_soon: notifications.expiring_soon,
+                        review_due_soon: notifications.review_due_soon,
+                    },
+                },
+                delivery: Delivery {
+                    backoff: Backoff {
+                        initial: notifications.retry_initial,
+                        max: notifications.retry_max,
+                    },
+                    give_up_after: notifications.give_up_after,
+                },
                 ..Settings::default()
             },
             shutdown_grace: config.shutdown_grace,
             clock,
-        }
+        })
     }
+}
+
+/// The notifiers a configuration names.
+fn notifiers(config: &Config) -> Result<Notifiers, BuildError> {
+    let mut notifiers = Notifiers::default();
+    for (name, notifier) in &config.notifiers {
+        let built: Arc<dyn Notifier> = match notifier {
+            NotifierConfig::Webhook {
+                url,
+                format,
+                headers,
+                ca,
+                timeout,
+            } => {
+                let format = match format {
+                    WebhookFormat::Json => Format::Json,
+                    WebhookFormat::Slack => Format::Slack,
+                };
+                Arc::new(
+                    WebhookNotifier::new(url, format, headers, ca.as_deref(), *timeout).map_err(
+                        |error| BuildError::Config(format!("notifiers.{name}: {error}")),
+                    )?,
+                )
+            }
+            NotifierConfig::Exec {
+                program,
+                args,
+                env,
+                timeout,
+                working_dir,
+            } => Arc::new(ExecNotifier::new(Program {
+                path: program.clone(),
+                args: args.clone(),
+                env: env.clone(),
+                timeout: *timeout,
+                working_dir: Some(working_dir.clone()),
+            })),
+            NotifierConfig::File { path } => Arc::new(FileNotifier::new(path.clone())),
+        };
+        notifiers.insert(name.clone(), built);
+    }
+    Ok(notifiers)
 }
 
 /// The daemon could not be built.
@@ -118,6 +191,9 @@ pub enum BuildError {
     /// The store would not open or recovery failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// A part of the configuration cannot be set up.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Serving failed.

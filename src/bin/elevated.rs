@@ -176,7 +176,7 @@ async fn serve(
         let file = config.context("--config is required without --dev")?;
         let config = Config::load(&file)?;
         let address = listen.unwrap_or(config.listen);
-        (Options::from_config(&config, clock), address, None)
+        (Options::from_config(&config, clock)?, address, None)
     };
     let listener = TcpListener::bind(address)
         .await

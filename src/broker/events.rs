@@ -58,7 +58,7 @@ pub fn submitted(request: &AccessRequest) -> Draft {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    about(
+    let draft = about(
         request,
         request.created_at,
         Actor::Principal(request.requester.clone()),
@@ -75,7 +75,13 @@ pub fn submitted(request: &AccessRequest) -> Draft {
     )
     .detail("route", if route.is_empty() { "auto" } else { &route })
     .detail("policy_version", &request.policy_version)
-    .detail("decide_by", request.decide_by)
+    .detail("decide_by", request.decide_by);
+    match &request.break_glass {
+        Some(break_glass) => draft
+            .detail("break_glass", true)
+            .detail("incident", &break_glass.incident),
+        None => draft,
+    }
 }
 
 /// The action recording a confirmed end of a lease.

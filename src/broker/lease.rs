@@ -4,7 +4,9 @@
 
 use super::{Broker, BrokerError, Caller, events};
 use crate::audit::{Actor, Draft};
-use crate::model::{AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition};
+use crate::model::{
+    AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition, TransitionError,
+};
 use crate::provision::{LeaseTarget, ProvisionError};
 use crate::store::Changes;
 
@@ -329,21 +331,39 @@ impl Broker {
         caller: &Caller,
         id: RequestId,
     ) -> Result<AccessRequest, BrokerError> {
-        let broker = self.clone();
         let holder = caller.principal.clone();
+        let check = {
+            let holder = holder.clone();
+            move |request: &AccessRequest| {
+                request.check_release(&holder)?;
+                Ok(true)
+            }
+        };
+        self.end_lease(id, Ending::Released, Actor::Principal(holder), check)
+            .await
+    }
+
+    /// Ends lease `id` as `ending` if `check` allows it and it is active, on a tracked task
+    /// under the request's lock, so a caller giving up never interrupts the revoke.
+    pub(super) async fn end_lease<F>(
+        &self,
+        id: RequestId,
+        ending: Ending,
+        actor: Actor,
+        check: F,
+    ) -> Result<AccessRequest, BrokerError>
+    where
+        F: FnOnce(&AccessRequest) -> Result<bool, TransitionError> + Send + 'static,
+    {
+        let broker = self.clone();
         let task = self.inner.effects.spawn(async move {
             let _held = broker.inner.locks.lock(id).await;
             let request = broker
                 .read_request(id)
                 .await?
                 .ok_or(BrokerError::NotFound(id))?;
-            request.check_release(&holder)?;
-            match request.state {
-                State::Active => {
-                    broker
-                        .revoke(request, Ending::Released, Actor::Principal(holder))
-                        .await
-                }
+            match (check(&request)?, &request.state) {
+                (true, State::Active) => broker.revoke(request, ending, actor).await,
                 _ => Ok(request),
             }
         });

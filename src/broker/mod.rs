@@ -11,6 +11,7 @@
 //!   comes, [`Broker::drive`] does whatever is due: time out, retry the grant, expire, retry the
 //!   revoke. Startup recovery drives every overdue request before serving.
 
+mod break_glass;
 mod decide;
 mod error;
 pub mod events;

@@ -6,6 +6,7 @@
 //! DIR/directory.toml demo directory
 //! DIR/elevate.redb  the store
 //! DIR/targets/      holders files of the `file` provisioner, one per resource
+//! DIR/notifications.jsonl  every notification, as the `file` notifier writes them
 //! ```
 //!
 //! Files that exist are left alone, so a restart keeps certificates, edits and state.
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use crate::broker::Settings;
 use crate::clock::SharedClock;
-use crate::notify::Notifiers;
+use crate::notify::{FileNotifier, Notices, Notifiers, Priority, Route, Routing};
 use crate::provision::{FileProvisioner, Provisioners};
 use crate::server::Options;
 use crate::store::StoreOptions;
@@ -53,6 +54,8 @@ pub struct Layout {
     pub store: PathBuf,
     /// Holders files.
     pub targets: PathBuf,
+    /// Every notification, one JSON line each.
+    pub notifications: PathBuf,
 }
 
 impl Layout {
@@ -65,6 +68,7 @@ impl Layout {
             directory: root.join("directory.toml"),
             store: root.join("elevate.redb"),
             targets: root.join("targets"),
+            notifications: root.join("notifications.jsonl"),
         }
     }
 }
@@ -124,12 +128,18 @@ pub fn prepare(root: &Path) -> Result<Layout, DevError> {
     Ok(layout)
 }
 
-/// Daemon options for a prepared dev layout.
+/// Daemon options for a prepared dev layout: every notification is appended to
+/// `notifications.jsonl` in the state directory.
 pub fn options(layout: &Layout, clock: SharedClock) -> Options {
     let mut provisioners = Provisioners::default();
     provisioners.insert(
         "files",
         Arc::new(FileProvisioner::new(layout.targets.clone())),
+    );
+    let mut notifiers = Notifiers::default();
+    notifiers.insert(
+        "log",
+        Arc::new(FileNotifier::new(layout.notifications.clone())),
     );
     Options {
         trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
@@ -143,8 +153,22 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
         policy: layout.policy.clone(),
         directory: layout.directory.clone(),
         provisioners,
-        notifiers: Notifiers::default(),
-        settings: Settings::default(),
+        notifiers,
+        settings: Settings {
+            routing: Routing {
+                routes: vec![Route {
+                    events: vec!["*".to_owned()],
+                    min_priority: Priority::Normal,
+                    notifier: "log".to_owned(),
+                }],
+                notices: Notices {
+                    approval_reminder: Some(Duration::from_secs(30 * 60)),
+                    expiring_soon: Some(Duration::from_secs(5 * 60)),
+                    review_due_soon: Some(Duration::from_secs(2 * 3600)),
+                },
+            },
+            ..Settings::default()
+        },
         shutdown_grace: Duration::from_secs(10),
         clock,
     }

@@ -20,7 +20,10 @@ pub fn from_broker(error: BrokerError) -> Status {
         BrokerError::NotFound(_) => Status::not_found(message),
         BrokerError::Refused(refusal) => match refusal {
             Refusal::UnknownResource(_) => Status::not_found(message),
-            Refusal::NotEligible { .. } => Status::permission_denied(message),
+            Refusal::NotEligible { .. }
+            | Refusal::NoBreakGlass(_)
+            | Refusal::MayNotBreakGlass { .. } => Status::permission_denied(message),
+            Refusal::RateLimited(_) => Status::resource_exhausted(message),
             Refusal::Invalid(_) => Status::invalid_argument(message),
             Refusal::Unroutable(_) => Status::failed_precondition(message),
         },

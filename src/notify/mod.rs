@@ -27,6 +27,31 @@ use crate::model::Timestamp;
 use crate::provision::BoxFuture;
 use crate::store::Outgoing;
 
+/// Every event kind.
+pub const KINDS: [&str; 13] = [
+    "request.waiting",
+    "request.reminder",
+    "request.decided",
+    "access.granted",
+    "access.expiring",
+    "access.expired",
+    "access.revoked",
+    "break_glass.granted",
+    "review.due",
+    "review.overdue",
+    "review.reminder",
+    "review.closed",
+    "revoke.failing",
+];
+
+/// Whether a routing pattern can match: a kind, a family (`review.*`) or `*`.
+pub fn known_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => KINDS.iter().any(|kind| kind.starts_with(prefix)),
+        None => KINDS.contains(&pattern),
+    }
+}
+
 /// How urgent an event is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,6 +2,7 @@
 //! who belongs to which group. Both files are validated when loaded; a [`Live`] handle holds
 //! the snapshot in force, and in-flight work keeps the snapshot it started with.
 
+mod break_glass;
 mod directory;
 mod error;
 mod route;
@@ -10,6 +11,7 @@ mod rules;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+pub use break_glass::{BreakGlassAsk, BreakGlassPlan};
 pub use directory::{Directory, Person, Status};
 pub use error::{Invalid, LoadError};
 pub use route::{Ask, Evaluation, Refusal};

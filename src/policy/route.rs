@@ -52,6 +52,22 @@ pub enum Refusal {
         /// The eligible groups.
         groups: String,
     },
+    /// The resource allows no break-glass.
+    #[error("break-glass is not allowed on {0}")]
+    NoBreakGlass(ResourceName),
+    /// The requester may not break glass on the resource.
+    #[error("{principal} may not break glass on {resource}: only members of {groups} may")]
+    MayNotBreakGlass {
+        /// Who asked.
+        principal: Principal,
+        /// For what.
+        resource: ResourceName,
+        /// The groups that may.
+        groups: String,
+    },
+    /// Too many break-glass requests in the window.
+    #[error("{0}")]
+    RateLimited(String),
     /// A field is missing, malformed or out of bounds.
     #[error("{0}")]
     Invalid(String),
@@ -167,7 +183,7 @@ fn check_fields(resource: &Resource, ask: &Ask) -> Result<LeaseDuration, Refusal
 }
 
 /// Active principals named by `refs`, never the requester.
-fn resolve(
+pub(super) fn resolve(
     directory: &Directory,
     resource: &Resource,
     requester: &Principal,

@@ -120,6 +120,16 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Adds `other`'s changes after these, in one transaction.
+    pub fn absorb(&mut self, other: Changes) {
+        self.requests.extend(other.requests);
+        self.events.extend(other.events);
+        self.touched.extend(other.touched);
+        self.outgoing.extend(other.outgoing);
+        self.delivered.extend(other.delivered);
+        self.retried.extend(other.retried);
+    }
+
     /// Announces `request` as it is, storing nothing.
     pub fn touch(request: AccessRequest) -> Self {
         Self {

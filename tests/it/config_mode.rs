@@ -71,7 +71,7 @@ async fn the_shipped_examples_run_with_the_exec_hook() {
 
     let config = Config::load(&config_file).unwrap();
     let clock = ManualClock::starting_now();
-    let server = Server::build(Options::from_config(&config, Arc::new(clock.clone())))
+    let server = Server::build(Options::from_config(&config, Arc::new(clock.clone())).unwrap())
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

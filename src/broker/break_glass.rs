@@ -1,0 +1,288 @@
+//! Break-glass: access at once during an incident, and the review that must follow.
+//!
+//! Submitting checks, inside one write transaction, the rate limit and whether the principal
+//! has an overdue (or recently unjustified) review: then the break-glass waits for one approval
+//! from the review group instead of being immediate. A pending normal request for the same
+//! resource is superseded (cancelled) rather than blocking an incident response. The grant opens
+//! the review; closing it is final, and an unjustified verdict can revoke the lease at once.
+
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::Actor;
+use crate::model::{
+    AccessRequest, Attempts, BreakGlass, Ending, Reason, RequestId, ReviewState, Route, State,
+    StateKind, Transition, TransitionError,
+};
+use crate::policy::{BreakGlassAsk, Refusal};
+use crate::store::Changes;
+
+impl Broker {
+    /// Breaks glass for `caller`: granted before this returns, unless the caller has an
+    /// overdue or unjustified review, in which case it waits for one approval.
+    pub async fn break_glass(
+        &self,
+        caller: &Caller,
+        ask: BreakGlassAsk,
+    ) -> Result<AccessRequest, BrokerError> {
+        let plan = self
+            .inner
+            .rules
+            .current()
+            .evaluate_break_glass(&caller.principal, &ask)?;
+        let record = self.inner.record.clone();
+        let clock = self.inner.clock.clone();
+        let requester = caller.principal.clone();
+        let request = self
+            .inner
+            .store
+            .write(move |view| -> Result<_, BrokerError> {
+                let now = clock.now();
+                let mut superseded = None;
+                if let Some(open) = view.open_request(&requester, &ask.resource)? {
+                    let existing = view.request(open)?.ok_or(BrokerError::NotFound(open))?;
+                    if existing.kind() != StateKind::Pending {
+                        return Err(BrokerError::AlreadyOpen {
+                            id: open,
+                            state: existing.kind(),
+                        });
+                    }
+                    superseded = Some(existing);
+                }
+                let history = view.break_glass_of(&requester)?;
+                let window_start = now.saturating_sub(plan.rate_window.get());
+                let recent: Vec<&AccessRequest> = history
+                    .iter()
+                    .filter(|r| r.created_at >= window_start)
+                    .collect();
+                if recent.len() >= plan.rate_limit as usize {
+                    let next = recent
+                        .iter()
+                        .map(|r| r.created_at)
+                        .min()
+                        .map(|first| first.saturating_add(plan.rate_window.get()))
+                        .unwrap_or(now);
+                    return Err(Refusal::RateLimited(format!(
+                        "{requester} broke glass {} time(s) within {}, the limit for {}; the next break-glass is possible at {next}",
+                        recent.len(),
+                        plan.rate_window,
+                        ask.resource
+                    ))
+                    .into());
+                }
+                let unjustified_since = now.saturating_sub(plan.unjustified_window.get());
+                let unreviewed: Vec<String> = history
+                    .iter()
+                    .filter(|r| {
+                        r.review().is_some_and(|review| match review.state {
+                            ReviewState::Overdue => true,
+                            ReviewState::Unjustified => review
+                                .verdict
+                                .as_ref()
+                                .is_some_and(|v| v.at >= unjustified_since),
+                            ReviewState::Pending | ReviewState::Justified => false,
+                        })
+                    })
+                    .map(|r| r.id.to_string())
+                    .collect();
+                let needs_approval = plan.approval_when_unreviewed && !unreviewed.is_empty();
+                let route = if needs_approval {
+                    plan.approval_route.clone()?
+                } else {
+                    Route::default()
+                };
+                let request = AccessRequest {
+                    id: view.next_request_id()?,
+                    requester: requester.clone(),
+                    resource: ask.resource.clone(),
+                    reason: Some(ask.reason.clone()),
+                    ticket: None,
+                    duration: plan.duration,
+                    created_at: now,
+                    decide_by: now.saturating_add(plan.request_ttl),
+                    route,
+                    policy_version: plan.policy_version.clone(),
+                    provisioner: plan.provisioner.clone(),
+                    decisions: Vec::new(),
+                    state: if needs_approval {
+                        State::Pending { stage: 0 }
+                    } else {
+                        State::Approved {
+                            attempts: Attempts::due(now),
+                        }
+                    },
+                    approved_at: (!needs_approval).then_some(now),
+                    granted_at: None,
+                    expires_at: None,
+                    ended_at: None,
+                    end_reason: None,
+                    break_glass: Some(BreakGlass {
+                        incident: ask.incident.clone(),
+                        review_group: plan.review_group.clone(),
+                        review_within: plan.review_within,
+                        remind_every: plan.remind_every,
+                        escalate_to: plan.escalate_to.clone(),
+                        revoke_on_unjustified: plan.revoke_on_unjustified,
+                        needed_approval: needs_approval,
+                        review: None,
+                    }),
+                    notices: Default::default(),
+                };
+                let mut submitted = events::submitted(&request);
+                let mut drafts = Vec::new();
+                if needs_approval {
+                    submitted = submitted.detail("needs_approval_because", unreviewed.join(" "));
+                    drafts.push(submitted);
+                } else {
+                    drafts.push(submitted);
+                    drafts.push(
+                        events::about(&request, now, Actor::System, events::APPROVED)
+                            .detail("break_glass", true),
+                    );
+                }
+                let mut changes = Changes::default();
+                if let Some(old) = superseded {
+                    let cancelled = old.clone().cancel(&requester, now)?.into_request();
+                    let draft = events::about(
+                        &cancelled,
+                        now,
+                        Actor::Principal(requester.clone()),
+                        events::CANCELLED,
+                    )
+                    .detail("superseded_by", request.id);
+                    changes.absorb(record.changes(Some(&old), cancelled, vec![draft], now).0);
+                }
+                let (more, request) = record.changes(None, request, drafts, now);
+                changes.absorb(more);
+                Ok((changes, request))
+            })
+            .await?;
+        tracing::warn!(
+            id = %request.id,
+            holder = %request.requester,
+            resource = %request.resource,
+            state = %request.kind(),
+            "break-glass requested"
+        );
+        if request.kind() == StateKind::Approved {
+            return self.drive_now(request.id).await;
+        }
+        Ok(request)
+    }
+
+    /// Closes the review of break-glass `id`. Reviewers are active members of its review group,
+    /// never the holder; notes are required for an unjustified verdict, which revokes the lease
+    /// at once when the policy says so.
+    pub async fn review(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        justified: bool,
+        notes: Option<Reason>,
+    ) -> Result<AccessRequest, BrokerError> {
+        if !justified && notes.is_none() {
+            return Err(BrokerError::Invalid(
+                "notes are required for an unjustified verdict".to_owned(),
+            ));
+        }
+        let request = self
+            .inner
+            .store
+            .read(move |r| r.request(id))
+            .await?
+            .ok_or(BrokerError::NotFound(id))?;
+        let Some(break_glass) = &request.break_glass else {
+            return Err(TransitionError::NotBreakGlass { id }.into());
+        };
+        if caller.principal == request.requester {
+            return Err(TransitionError::SelfReview { id }.into());
+        }
+        if !caller.groups.contains(&break_glass.review_group) {
+            return Err(BrokerError::Forbidden(format!(
+                "only members of {} review {id}",
+                break_glass.review_group
+            )));
+        }
+        let reviewer = caller.principal.clone();
+        let clock = self.inner.clock.clone();
+        let record = self.inner.record.clone();
+        let closed = self
+            .inner
+            .store
+            .write(move |view| -> Result<_, BrokerError> {
+                let now = clock.now();
+                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
+                let old = request.clone();
+                match request.close_review(&reviewer, justified, notes.clone(), now)? {
+                    Transition::Changed(request) => {
+                        let draft = events::about(
+                            &request,
+                            now,
+                            Actor::Principal(reviewer.clone()),
+                            events::REVIEW_CLOSED,
+                        )
+                        .detail(
+                            "verdict",
+                            if justified {
+                                "justified"
+                            } else {
+                                "unjustified"
+                            },
+                        )
+                        .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""));
+                        Ok(record.changes(Some(&old), request, vec![draft], now))
+                    }
+                    Transition::Unchanged(request) => Ok((Changes::default(), request)),
+                }
+            })
+            .await?;
+        let revoke = !justified
+            && closed.kind() == StateKind::Active
+            && closed
+                .break_glass
+                .as_ref()
+                .is_some_and(|b| b.revoke_on_unjustified);
+        if revoke {
+            tracing::warn!(%id, reviewer = %caller.principal, "unjustified break-glass: revoking");
+            return self
+                .end_lease(
+                    id,
+                    Ending::Revoked,
+                    Actor::Principal(caller.principal.clone()),
+                    |request| Ok(request.kind() == StateKind::Active),
+                )
+                .await;
+        }
+        Ok(closed)
+    }
+
+    /// Break-glass requests with reviews the caller may act on: open ones (or only overdue
+    /// ones) of review groups the caller belongs to, never their own; with `all`, closed ones
+    /// too, and every review for auditors and admins.
+    pub async fn reviews(
+        &self,
+        caller: &Caller,
+        overdue_only: bool,
+        all: bool,
+    ) -> Result<Vec<AccessRequest>, BrokerError> {
+        let states: &'static [ReviewState] = match (overdue_only, all) {
+            (true, _) => &[ReviewState::Overdue],
+            (false, false) => &[ReviewState::Pending, ReviewState::Overdue],
+            (false, true) => &[
+                ReviewState::Pending,
+                ReviewState::Overdue,
+                ReviewState::Justified,
+                ReviewState::Unjustified,
+            ],
+        };
+        let mut reviews = self.inner.store.read(move |r| r.reviews(states)).await?;
+        let caller = caller.clone();
+        reviews.retain(|request| {
+            let reviewer = request.requester != caller.principal
+                && request
+                    .break_glass
+                    .as_ref()
+                    .is_some_and(|b| caller.groups.contains(&b.review_group));
+            reviewer || (all && caller.sees_all())
+        });
+        Ok(reviews)
+    }
+}
