@@ -122,10 +122,56 @@ pub enum Command {
         /// The request id.
         id: String,
     },
+    /// Break glass: access at once during an incident, reviewed afterwards.
+    BreakGlass {
+        /// The resource.
+        resource: String,
+        /// How long (at most the resource's break-glass maximum).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// What is going on (required).
+        #[arg(long)]
+        reason: String,
+        /// The incident reference (required).
+        #[arg(long)]
+        incident: String,
+        /// When it needs an approval (you have an unreviewed break-glass), wait for it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Break-glass reviews waiting for you.
+    Reviews {
+        /// Only overdue reviews.
+        #[arg(long)]
+        overdue: bool,
+        /// Closed reviews too (every review, for auditors and admins).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close a break-glass review with a verdict (final).
+    Review {
+        /// The break-glass request id.
+        id: String,
+        /// justified or unjustified.
+        #[arg(long, value_enum)]
+        verdict: Verdict,
+        /// Your notes (required for unjustified).
+        #[arg(long)]
+        notes: Option<String>,
+    },
     /// Resources you may request.
     Resources,
     /// Who the daemon takes you to be.
     Whoami,
+}
+
+/// A review verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Verdict {
+    /// The break-glass was warranted.
+    Justified,
+    /// It was not.
+    Unjustified,
 }
 
 /// Why a command failed.
@@ -396,6 +442,73 @@ impl Cli {
                         .request,
                 )?;
                 self.print_request(&released);
+            }
+            Command::BreakGlass {
+                resource,
+                duration,
+                reason,
+                incident,
+                wait,
+            } => {
+                let requested = returned(
+                    clients
+                        .break_glass
+                        .break_glass(pb::BreakGlassRequest {
+                            resource: resource.clone(),
+                            duration: duration.clone().unwrap_or_default(),
+                            reason: reason.clone(),
+                            incident: incident.clone(),
+                        })
+                        .await?
+                        .into_inner()
+                        .request,
+                )?;
+                if requested.break_glass_needed_approval && !settled(&requested) {
+                    eprintln!(
+                        "{}: you have an unreviewed break-glass, so this one needs one approval from the review group",
+                        requested.id
+                    );
+                }
+                if *wait {
+                    let settled = self.wait(&mut clients, requested).await?;
+                    self.print_request(&settled);
+                    return ended(&settled);
+                }
+                self.print_request(&requested);
+            }
+            Command::Reviews { overdue, all } => {
+                let reviews = clients
+                    .break_glass
+                    .list_reviews(pb::ListReviewsRequest {
+                        overdue_only: *overdue,
+                        all: *all,
+                    })
+                    .await?
+                    .into_inner()
+                    .reviews;
+                match self.output {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::Value::Array(reviews.iter().map(output::review_json).collect())
+                    ),
+                    Format::Table => println!("{}", output::reviews_table(&reviews)),
+                }
+            }
+            Command::Review { id, verdict, notes } => {
+                let answer = clients
+                    .break_glass
+                    .submit_review(pb::SubmitReviewRequest {
+                        id: id.clone(),
+                        verdict: match verdict {
+                            Verdict::Justified => "justified",
+                            Verdict::Unjustified => "unjustified",
+                        }
+                        .to_owned(),
+                        notes: notes.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                self.print_request(&returned(answer.request)?);
             }
             Command::Resources => {
                 let resources = clients

@@ -97,7 +97,127 @@ pub fn request_json(request: &pb::AccessRequest) -> Value {
         "last_error": text_or_null(&request.last_error),
         "next_attempt_at": optional_time(request.next_attempt_at_ms),
         "end_reason": text_or_null(&request.end_reason),
+        "break_glass": request.break_glass,
+        "incident": text_or_null(&request.incident),
+        "break_glass_needed_approval": request.break_glass_needed_approval,
+        "review": request.review.as_ref().map_or(Value::Null, review_json),
     })
+}
+
+/// The review state word.
+pub fn review_state_word(state: i32) -> &'static str {
+    match pb::ReviewState::try_from(state).unwrap_or(pb::ReviewState::Unspecified) {
+        pb::ReviewState::Unspecified => "unknown",
+        pb::ReviewState::Pending => "pending",
+        pb::ReviewState::Overdue => "overdue",
+        pb::ReviewState::Justified => "justified",
+        pb::ReviewState::Unjustified => "unjustified",
+    }
+}
+
+/// The JSON object of a review.
+pub fn review_json(review: &pb::Review) -> Value {
+    json!({
+        "id": review.id,
+        "holder": review.holder,
+        "resource": review.resource,
+        "incident": review.incident,
+        "reason": text_or_null(&review.reason),
+        "state": review_state_word(review.state),
+        "reviewing_group": review.reviewing_group,
+        "opened_at": time(review.opened_at_ms),
+        "due_at": time(review.due_at_ms),
+        "overdue_since": optional_time(review.overdue_since_ms),
+        "reminders": review.reminders,
+        "escalate_to": review.escalate_to,
+        "reviewer": text_or_null(&review.reviewer),
+        "notes": text_or_null(&review.notes),
+        "closed_at": optional_time(review.closed_at_ms),
+        "lease_state": state_word(review.lease_state),
+        "granted_at": optional_time(review.granted_at_ms),
+        "expires_at": optional_time(review.expires_at_ms),
+    })
+}
+
+/// One line on a review.
+pub fn review_summary(review: &pb::Review) -> String {
+    match pb::ReviewState::try_from(review.state).unwrap_or(pb::ReviewState::Unspecified) {
+        pb::ReviewState::Pending => format!(
+            "review pending by {}, due {} ({})",
+            review.reviewing_group,
+            time(review.due_at_ms),
+            relative(review.due_at_ms)
+        ),
+        pb::ReviewState::Overdue => format!(
+            "review OVERDUE since {} ({} reminder(s)), by {}",
+            time(review.due_at_ms),
+            review.reminders,
+            review.reviewing_group
+        ),
+        state => {
+            let notes = if review.notes.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", one_line(&review.notes))
+            };
+            format!(
+                "review closed: {} by {}{notes}",
+                review_state_word(state as i32),
+                review.reviewer
+            )
+        }
+    }
+}
+
+/// Reviews as aligned columns.
+pub fn reviews_table(reviews: &[pb::Review]) -> String {
+    if reviews.is_empty() {
+        return "no reviews".to_owned();
+    }
+    let rows: Vec<Vec<String>> = reviews
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                review_state_word(r.state).to_owned(),
+                r.holder.clone(),
+                r.resource.clone(),
+                one_line(&r.incident),
+                format!("{} ({})", time(r.due_at_ms), relative(r.due_at_ms)),
+                one_line(&r.reason),
+            ]
+        })
+        .collect();
+    columns(
+        &[
+            "ID", "REVIEW", "HOLDER", "RESOURCE", "INCIDENT", "DUE", "REASON",
+        ],
+        &rows,
+    )
+}
+
+/// Aligned columns under a header.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(&mut header.iter().copied())];
+    for row in rows {
+        out.push(line(&mut row.iter().map(String::as_str)));
+    }
+    out.join("\n")
 }
 
 /// "in 44m", "3m ago": a time relative to now, to the second.
@@ -173,6 +293,20 @@ pub fn request_table(request: &pb::AccessRequest) -> String {
     if !summary.is_empty() {
         lines.push(("status", summary));
     }
+    if request.break_glass {
+        let approval = if request.break_glass_needed_approval {
+            " (waited for an approval: the holder had an unreviewed break-glass)"
+        } else {
+            ""
+        };
+        lines.push((
+            "break-glass",
+            format!("incident {}{approval}", one_line(&request.incident)),
+        ));
+        if let Some(review) = &request.review {
+            lines.push(("review", review_summary(review)));
+        }
+    }
     for (index, stage) in request.route.iter().enumerate() {
         lines.push((
             "stage",
@@ -220,39 +354,26 @@ pub fn requests_table(requests: &[pb::AccessRequest]) -> String {
     if requests.is_empty() {
         return "no requests".to_owned();
     }
-    let header = ["ID", "STATE", "RESOURCE", "REQUESTER", "CREATED", "STATUS"];
-    let rows: Vec<[String; 6]> = requests
+    let rows: Vec<Vec<String>> = requests
         .iter()
         .map(|r| {
-            [
+            let resource = if r.break_glass {
+                format!("{} (break-glass)", r.resource)
+            } else {
+                r.resource.clone()
+            };
+            vec![
                 r.id.clone(),
                 state_word(r.state).to_owned(),
-                r.resource.clone(),
+                resource,
                 r.requester.clone(),
                 time(r.created_at_ms),
                 summary(r),
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = vec![line(&header)];
-    for row in &rows {
-        out.push(line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
-    }
-    out.join("\n")
+    columns(
+        &["ID", "STATE", "RESOURCE", "REQUESTER", "CREATED", "STATUS"],
+        &rows,
+    )
 }

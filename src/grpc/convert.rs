@@ -5,8 +5,8 @@ use tonic::Status;
 
 use super::status::invalid;
 use crate::model::{
-    AccessRequest, Comment, LeaseDuration, Reason, RequestId, ResourceName, StateKind, Ticket,
-    Timestamp, Verdict,
+    AccessRequest, Comment, LeaseDuration, Reason, RequestId, ResourceName, ReviewState, StateKind,
+    Ticket, Timestamp, Verdict,
 };
 use crate::policy::{Approval, Resource};
 use crate::proto::v1 as pb;
@@ -47,6 +47,18 @@ pub fn reason(field: &str, text: &str) -> Result<Option<Reason>, Status> {
 /// A ticket field; empty means "not given".
 pub fn ticket(text: &str) -> Result<Option<Ticket>, Status> {
     Ticket::parse_optional(text).map_err(|e| invalid("ticket", e))
+}
+
+/// An incident reference field; required.
+pub fn incident(text: &str) -> Result<Ticket, Status> {
+    Ticket::parse_optional(text)
+        .map_err(|e| invalid("incident", e.to_string().replace("ticket", "incident")))?
+        .ok_or_else(|| {
+            invalid(
+                "incident",
+                "an incident reference is required to break glass",
+            )
+        })
 }
 
 /// A comment field; empty means "not given".
@@ -165,10 +177,61 @@ pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
         attempts: attempts.map_or(0, |a| a.count),
         last_error: request.last_error().unwrap_or_default().to_owned(),
         next_attempt_at_ms: attempts.filter(|a| a.count > 0).map(|a| millis(a.retry_at)),
-        break_glass: false,
-        incident: String::new(),
+        break_glass: request.is_break_glass(),
+        incident: request
+            .break_glass
+            .as_ref()
+            .map(|b| b.incident.to_string())
+            .unwrap_or_default(),
         end_reason: request.end_reason.clone().unwrap_or_default(),
+        review: review_to_proto(request),
+        break_glass_needed_approval: request
+            .break_glass
+            .as_ref()
+            .is_some_and(|b| b.needed_approval),
     }
+}
+
+/// The review of a break-glass request on the wire, once the grant opened it.
+pub fn review_to_proto(request: &AccessRequest) -> Option<pb::Review> {
+    let break_glass = request.break_glass.as_ref()?;
+    let review = break_glass.review.as_ref()?;
+    let verdict = review.verdict.as_ref();
+    Some(pb::Review {
+        id: request.id.to_string(),
+        request_id: request.id.to_string(),
+        holder: request.requester.to_string(),
+        resource: request.resource.to_string(),
+        state: match review.state {
+            ReviewState::Pending => pb::ReviewState::Pending,
+            ReviewState::Overdue => pb::ReviewState::Overdue,
+            ReviewState::Justified => pb::ReviewState::Justified,
+            ReviewState::Unjustified => pb::ReviewState::Unjustified,
+        }
+        .into(),
+        reviewing_group: break_glass.review_group.to_string(),
+        due_at_ms: millis(review.due_at),
+        reviewer: verdict.map(|v| v.reviewer.to_string()).unwrap_or_default(),
+        notes: verdict.and_then(|v| v.notes.clone()).unwrap_or_default(),
+        closed_at_ms: verdict.map(|v| millis(v.at)),
+        opened_at_ms: millis(review.opened_at),
+        overdue_since_ms: review.overdue_since.map(millis),
+        reminders: review.reminders,
+        incident: break_glass.incident.to_string(),
+        reason: request
+            .reason
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        lease_state: state_to_proto(request.kind()).into(),
+        escalate_to: break_glass
+            .escalate_to
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        granted_at_ms: request.granted_at.map(millis),
+        expires_at_ms: request.expires_at.map(millis),
+    })
 }
 
 /// A resource on the wire.

@@ -1,5 +1,4 @@
-//! Services whose API is designed but not yet served: break-glass and reviews, audit queries,
-//! and administration. Each authenticates the caller, then answers `UNIMPLEMENTED` with a
+//! Services whose API is designed but not yet served: audit queries and administration. Each authenticates the caller, then answers `UNIMPLEMENTED` with a
 //! message saying what is missing.
 
 use std::pin::Pin;
@@ -12,9 +11,8 @@ use crate::broker::Broker;
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_service_server::AdminService;
 use crate::proto::v1::audit_service_server::AuditService;
-use crate::proto::v1::break_glass_service_server::BreakGlassService;
 
-/// Break-glass, audit and admin services, not yet implemented.
+/// Audit and admin services, not yet implemented.
 #[derive(Clone, Debug)]
 pub struct Later {
     broker: Broker,
@@ -35,30 +33,6 @@ impl Later {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl BreakGlassService for Later {
-    async fn break_glass(
-        &self,
-        request: Request<pb::BreakGlassRequest>,
-    ) -> Result<Response<pb::BreakGlassResponse>, Status> {
-        self.refuse(&request, "break-glass")
-    }
-
-    async fn list_reviews(
-        &self,
-        request: Request<pb::ListReviewsRequest>,
-    ) -> Result<Response<pb::ListReviewsResponse>, Status> {
-        self.refuse(&request, "break-glass review")
-    }
-
-    async fn submit_review(
-        &self,
-        request: Request<pb::SubmitReviewRequest>,
-    ) -> Result<Response<pb::SubmitReviewResponse>, Status> {
-        self.refuse(&request, "break-glass review")
-    }
-}
 
 #[tonic::async_trait]
 impl AuditService for Later {

@@ -5,6 +5,7 @@
 
 mod access;
 mod approval;
+mod break_glass;
 pub mod convert;
 pub mod health;
 mod later;
@@ -18,6 +19,7 @@ use tonic_health::pb::health_server::HealthServer;
 
 pub use access::Access;
 pub use approval::Approvals;
+pub use break_glass::BreakGlass;
 pub use health::Health;
 pub use later::Later;
 
@@ -53,6 +55,7 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
     let (health, health_service) = health::health([
         <AccessServiceServer<Access> as NamedService>::NAME,
         <ApprovalServiceServer<Approvals> as NamedService>::NAME,
+        <BreakGlassServiceServer<BreakGlass> as NamedService>::NAME,
     ]);
     let later = Later::new(broker.clone());
     let routes = Routes::new(HealthServer::new(health_service))
@@ -65,7 +68,8 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            BreakGlassServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE),
+            BreakGlassServiceServer::new(BreakGlass::new(broker.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(AuditServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE));

@@ -1,0 +1,97 @@
+//! `BreakGlassService`: break-glass grants and their reviews.
+
+use tonic::{Request, Response, Status};
+
+use super::status::{from_broker, invalid};
+use super::{caller, convert};
+use crate::broker::Broker;
+use crate::policy::BreakGlassAsk;
+use crate::proto::v1 as pb;
+use crate::proto::v1::break_glass_service_server::BreakGlassService;
+
+/// Serves [`BreakGlassService`] over a [`Broker`].
+#[derive(Clone, Debug)]
+pub struct BreakGlass {
+    broker: Broker,
+}
+
+impl BreakGlass {
+    /// The service over `broker`.
+    pub fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+}
+
+#[tonic::async_trait]
+impl BreakGlassService for BreakGlass {
+    async fn break_glass(
+        &self,
+        request: Request<pb::BreakGlassRequest>,
+    ) -> Result<Response<pb::BreakGlassResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let ask = BreakGlassAsk {
+            resource: convert::resource(&body.resource)?,
+            duration: convert::duration("duration", &body.duration)?,
+            reason: convert::reason("reason", &body.reason)?
+                .ok_or_else(|| invalid("reason", "a reason is required to break glass"))?,
+            incident: convert::incident(&body.incident)?,
+        };
+        let granted = self
+            .broker
+            .break_glass(&caller, ask)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::BreakGlassResponse {
+            request: Some(convert::request_to_proto(&granted)),
+        }))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<pb::ListReviewsRequest>,
+    ) -> Result<Response<pb::ListReviewsResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let reviews = self
+            .broker
+            .reviews(&caller, body.overdue_only, body.all)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::ListReviewsResponse {
+            reviews: reviews
+                .iter()
+                .filter_map(convert::review_to_proto)
+                .collect(),
+        }))
+    }
+
+    async fn submit_review(
+        &self,
+        request: Request<pb::SubmitReviewRequest>,
+    ) -> Result<Response<pb::SubmitReviewResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let id = convert::request_id("id", &body.id)?;
+        let justified = match body.verdict.as_str() {
+            "justified" => true,
+            "unjustified" => false,
+            other => {
+                return Err(invalid(
+                    "verdict",
+                    format!("'{other}' is not a verdict: expected justified or unjustified"),
+                ));
+            }
+        };
+        let notes = convert::reason("notes", &body.notes)?;
+        let reviewed = self
+            .broker
+            .review(&caller, id, justified, notes)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::SubmitReviewResponse {
+            review: convert::review_to_proto(&reviewed),
+            request: Some(convert::request_to_proto(&reviewed)),
+        }))
+    }
+}
