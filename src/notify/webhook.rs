@@ -209,3 +209,52 @@ impl Notifier for WebhookNotifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_and_url_checks() {
+        let none = BTreeMap::new();
+        let slack = WebhookNotifier::new(
+            "https://hooks.example.com/x",
+            Format::Slack,
+            &none,
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let event = crate::notify::exec::tests::event();
+        let body: serde_json::Value = serde_json::from_slice(&slack.body(&event)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "text": "engineer has staging-db" })
+        );
+        let json = WebhookNotifier::new(
+            "http://127.0.0.1:9/",
+            Format::Json,
+            &none,
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let body: Event = serde_json::from_slice(&json.body(&event)).unwrap();
+        assert_eq!(body, event);
+        assert!(
+            WebhookNotifier::new("ftp://x", Format::Json, &none, None, Duration::from_secs(1))
+                .is_err()
+        );
+        let bad = BTreeMap::from([("bad header".to_owned(), "x".to_owned())]);
+        assert!(
+            WebhookNotifier::new(
+                "http://x/",
+                Format::Json,
+                &bad,
+                None,
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
+    }
+}

@@ -217,12 +217,25 @@ impl<'txn> Tables<'txn> {
                         self.open.remove(key)?;
                     }
                 }
+                if let Some(review) = previous.review() {
+                    self.reviews.remove((review_code(review.state), id))?;
+                }
             }
             None => {
                 self.by_principal
                     .insert((request.requester.as_str(), id), ())?;
                 self.by_resource
                     .insert((request.resource.as_str(), id), ())?;
+                if request.is_break_glass() {
+                    self.break_glass.insert(
+                        (
+                            request.requester.as_str(),
+                            request.created_at.unix_millis(),
+                            id,
+                        ),
+                        (),
+                    )?;
+                }
                 let next = self
                     .meta_u64(META_NEXT_ID)?
                     .unwrap_or(RequestId::FIRST.raw());

@@ -79,6 +79,8 @@ impl Provisioner for Recording {
 
 /// A state directory, clock and provisioner that outlive daemon restarts.
 pub struct Env {
+    /// Events are also posted here when set.
+    pub webhook: std::sync::Mutex<Option<String>>,
     /// Kept for its Drop: the state directory lives as long as the environment.
     _dir: tempfile::TempDir,
     pub layout: Layout,
@@ -96,11 +98,44 @@ impl Env {
         let layout = dev::prepare(dir.path()).unwrap();
         let targets = Arc::new(Recording::new(layout.targets.clone()));
         Self {
+            webhook: std::sync::Mutex::new(None),
             _dir: dir,
             layout,
             clock: ManualClock::starting_now(),
             targets,
         }
+    }
+
+    /// Posts every event to `url` too (from the next start on).
+    pub fn webhook(&self, url: &str) {
+        *self.webhook.lock().unwrap() = Some(url.to_owned());
+    }
+
+    /// Events delivered to the dev-mode notifications file, in order.
+    pub fn notifications(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.layout.notifications)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// Waits until an event of `kind` about request `id` was delivered to the file; returns it.
+    pub async fn delivered(&self, kind: &str, id: &str) -> serde_json::Value {
+        until(&format!("a {kind} notification about {id}"), || async {
+            self.notifications()
+                .into_iter()
+                .find(|e| e["kind"] == kind && e["request"]["id"] == id)
+        })
+        .await
+    }
+
+    /// How many events of `kind` about `id` were delivered to the file.
+    pub fn count(&self, kind: &str, id: &str) -> usize {
+        self.notifications()
+            .iter()
+            .filter(|e| e["kind"] == kind && e["request"]["id"] == id)
+            .count()
     }
 
     /// Replaces the directory file before the daemon starts.
@@ -124,8 +159,32 @@ impl Env {
                 initial: Duration::from_secs(1),
                 max: RETRY_MAX,
             },
-            ..Settings::default()
+            ..options.settings
         };
+        options.settings.delivery.backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: RETRY_MAX,
+        };
+        if let Some(url) = self.webhook.lock().unwrap().clone() {
+            let hook = elevate::notify::WebhookNotifier::new(
+                &url,
+                elevate::notify::Format::Json,
+                &Default::default(),
+                None,
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            options.notifiers.insert("hook", Arc::new(hook));
+            options
+                .settings
+                .routing
+                .routes
+                .push(elevate::notify::Route {
+                    events: vec!["*".into()],
+                    min_priority: elevate::notify::Priority::Normal,
+                    notifier: "hook".into(),
+                });
+        }
         options.shutdown_grace = Duration::from_secs(5);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,13 +1,16 @@
 mod approvals;
 mod audit_trail;
 mod bad_input;
+mod break_glass;
 mod cli;
 mod concurrency;
 mod config_mode;
 mod crash;
 mod expiry;
 mod harness;
+mod http;
 mod lifecycle;
+mod notifications;
 mod restart;
 mod shutdown;
 mod tls;

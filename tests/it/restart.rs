@@ -54,7 +54,8 @@ async fn state_survives_and_overdue_leases_are_revoked_first() {
     let id: RequestId = long.id.parse().unwrap();
     let (scheduled, deadline) = daemon.broker.expiry().inspect(id).await;
     assert_eq!(scheduled, 2);
-    assert_eq!(deadline, Some(at(still.expires_at_ms.unwrap())));
+    let warning = at(still.expires_at_ms.unwrap()).saturating_sub(Duration::from_secs(5 * 60));
+    assert_eq!(deadline, Some(warning), "the early warning comes first");
 
     env.advance(Duration::from_secs(100 * 60));
     until_state(&engineer, &long.id, "expired").await;

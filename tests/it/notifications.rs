@@ -1,0 +1,158 @@
+//! Notifications reach people: approvers, requesters, holders; through a real webhook with
+//! retries, from the outbox after a restart, and never at the cost of a grant.
+
+use std::time::{Duration, Instant};
+
+use elevate::clock::Clock;
+
+use super::harness::*;
+use super::http::{Answer, Hook};
+
+#[tokio::test]
+async fn approvers_are_told_and_reminded_and_requesters_hear_the_decision() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let pending = request(&mut engineer, "prod-db-read", "1h", "slow queries", "")
+        .await
+        .unwrap();
+    let waiting = env.delivered("request.waiting", &pending.id).await;
+    assert_eq!(waiting["recipients"], serde_json::json!(["manager"]));
+    assert!(
+        waiting["text"]
+            .as_str()
+            .unwrap()
+            .contains("engineer asks for prod-db-read")
+    );
+
+    // Dev mode reminds after 30 minutes.
+    env.advance(Duration::from_secs(30 * 60));
+    let reminder = env.delivered("request.reminder", &pending.id).await;
+    assert_eq!(reminder["recipients"], serde_json::json!(["manager"]));
+
+    let active = approve(&mut manager, &pending.id).await.unwrap();
+    let decided = env.delivered("request.decided", &pending.id).await;
+    assert_eq!(decided["recipients"], serde_json::json!(["engineer"]));
+    assert!(decided["text"].as_str().unwrap().contains("was approved"));
+    env.delivered("access.granted", &pending.id).await;
+    // No more reminders once decided.
+    env.advance(Duration::from_secs(30 * 60));
+    assert_eq!(env.count("request.reminder", &pending.id), 1);
+
+    // Five minutes before the end (dev mode), then at the end.
+    let expires = at(active.expires_at_ms.unwrap());
+    let now = env.clock.now();
+    env.advance(
+        expires
+            .saturating_sub(Duration::from_secs(5 * 60))
+            .saturating_duration_since(now),
+    );
+    env.delivered("access.expiring", &pending.id).await;
+    assert_eq!(state(&status(&mut engineer, &pending.id).await), "active");
+    env.advance(Duration::from_secs(5 * 60));
+    let expired = env.delivered("access.expired", &pending.id).await;
+    assert_eq!(expired["request"]["state"], "expired");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_that_answers_500_gets_the_event_again() {
+    let hook = Hook::start(vec![Answer::Status(500)]).await;
+    let env = Env::new();
+    env.webhook(&hook.url);
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let granted = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    until("the first attempt", || async {
+        (hook.scripted() == 0).then_some(())
+    })
+    .await;
+    assert!(hook.accepted().is_empty());
+
+    env.advance(RETRY_MAX);
+    let body = until("the retry", || async { hook.accepted().into_iter().next() }).await;
+    assert_eq!(body["kind"], "access.granted");
+    assert_eq!(body["recipients"], serde_json::json!(["engineer"]));
+    assert_eq!(body["request"]["id"], granted.id);
+    assert_eq!(body["request"]["resource"], "staging-db");
+    assert!(
+        body["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:access.granted:", granted.id))
+    );
+    // Delivered entries leave the outbox (committed right after the answer).
+    until("the outbox to empty", || async {
+        let left = daemon
+            .broker
+            .store()
+            .read(|r| r.outbox_len())
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_queued_before_a_restart_are_delivered_after_it() {
+    let hook = Hook::start(vec![Answer::Status(503)]).await;
+    let env = Env::new();
+    env.webhook(&hook.url);
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let granted = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    until("the first attempt", || async {
+        (hook.scripted() == 0).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+    assert!(hook.accepted().is_empty());
+
+    let daemon = env.start().await;
+    assert_eq!(
+        daemon
+            .broker
+            .store()
+            .read(|r| r.outbox_len())
+            .await
+            .unwrap(),
+        1
+    );
+    env.advance(RETRY_MAX);
+    let body = until("delivery after the restart", || async {
+        hook.accepted().into_iter().next()
+    })
+    .await;
+    assert_eq!(body["request"]["id"], granted.id);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_webhook_never_blocks_a_grant() {
+    let hook = Hook::start(vec![Answer::Hang; 50]).await;
+    let env = Env::new();
+    env.webhook(&hook.url);
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut oncall = daemon.client("oncall").await;
+    let started = Instant::now();
+    for (client, resource) in [(&mut engineer, "staging-db"), (&mut oncall, "staging-db")] {
+        let granted = request(client, resource, "30m", "", "").await.unwrap();
+        assert_eq!(state(&granted), "active");
+    }
+    // The webhook hangs for its 2 s timeout per attempt; the grants did not wait for it.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.holders("staging-db").len(), 2);
+    daemon.stop().await;
+}
