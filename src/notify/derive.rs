@@ -287,7 +287,9 @@ pub fn events(
             events.push(
                 "review.due",
                 Priority::Normal,
-                reviewers(snapshot, new),
+                reviewers(snapshot, new)
+                    .into_iter()
+                    .chain(escalation.clone()),
                 format!(
                     "the review of {who}'s break-glass on {what} ({}) is due at {}",
                     new.id, review.due_at

@@ -260,7 +260,14 @@ async fn an_overdue_review_escalates_and_is_reminded_until_closed() {
         .unwrap();
     let due = at(granted.review.as_ref().unwrap().due_at_ms);
 
-    env.advance(DAY);
+    // Dev mode warns 2 hours before the deadline.
+    env.advance(DAY - Duration::from_secs(2 * 3600));
+    let warned = env.delivered("review.due", &granted.id).await;
+    assert_eq!(
+        warned["recipients"],
+        serde_json::json!(["admin", "manager", "security"])
+    );
+    env.advance(Duration::from_secs(2 * 3600));
     let overdue = until("the review to become overdue", || {
         let mut oncall = oncall.clone();
         let id = granted.id.clone();
