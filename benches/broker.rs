@@ -2,8 +2,8 @@
 //! redb under `target/`, drives it over real mTLS gRPC, prints a table and writes the same
 //! figures to `target/elevate-bench.json` as `{"figures": {...}, "machine": "..."}`.
 //!
-//! Grants go through a no-op provisioner, so the figures measure the broker: policy, the
-//! group-committed store, the timer wheel and gRPC. Figures this harness does not produce yet
+//! Grants go through a no-op provisioner and no notifications are routed, so the figures
+//! measure the broker: policy, the group-committed store, the timer wheel and gRPC. Figures this harness does not produce yet
 //! are written as `null` with the reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -27,6 +27,15 @@ use serde_json::{Map, Value, json};
 
 #[derive(Debug)]
 struct Noop;
+
+impl elevate::notify::Notifier for Noop {
+    fn deliver<'a>(
+        &'a self,
+        _: &'a elevate::notify::Event,
+    ) -> BoxFuture<'a, Result<(), elevate::notify::NotifyError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
 
 impl Provisioner for Noop {
     fn grant<'a>(&'a self, _: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
@@ -126,8 +135,28 @@ impl Env {
     }
 
     async fn start(&self, max_batch: usize) -> Daemon {
+        self.start_with(max_batch, false).await
+    }
+
+    /// With `notify`, every event is routed through the outbox to a no-op notifier.
+    async fn start_with(&self, max_batch: usize, notify: bool) -> Daemon {
         let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
         options.provisioners.insert("files", Arc::new(Noop));
+        // The broker itself: no notifications routed (dev mode would log every event).
+        options.notifiers = Default::default();
+        options.settings.routing = Default::default();
+        if notify {
+            options.notifiers.insert("noop", Arc::new(Noop));
+            options
+                .settings
+                .routing
+                .routes
+                .push(elevate::notify::Route {
+                    events: vec!["*".to_owned()],
+                    min_priority: elevate::notify::Priority::Normal,
+                    notifier: "noop".to_owned(),
+                });
+        }
         options.store_options = StoreOptions { max_batch };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
@@ -207,9 +236,9 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
 
 /// `clients` principals each submit `per_client` auto-approved requests back to back.
 /// Returns grants per second.
-async fn sustained_grants(max_batch: usize, sizes: Sizes) -> f64 {
+async fn sustained_grants(max_batch: usize, notify: bool, sizes: Sizes) -> f64 {
     let env = Env::new(sizes.clients, sizes.grants_per_client);
-    let daemon = env.start(max_batch).await;
+    let daemon = env.start_with(max_batch, notify).await;
     let mut clients = Vec::new();
     for n in 0..sizes.clients {
         clients.push(daemon.client(&principal(n)).await);
@@ -341,11 +370,13 @@ async fn main() {
     }
 
     // Durable throughput with and without group commit, and the disk's fsync limit.
-    let batched = sustained_grants(StoreOptions::default().max_batch, sizes).await;
-    let unbatched = sustained_grants(1, sizes).await;
+    let batched = sustained_grants(StoreOptions::default().max_batch, false, sizes).await;
+    let unbatched = sustained_grants(1, false, sizes).await;
+    let notifying = sustained_grants(StoreOptions::default().max_batch, true, sizes).await;
     put("grants_per_s", batched);
     put("grants_per_s_unbatched", unbatched);
     put("group_commit_gain", batched / unbatched);
+    put("grants_per_s_notifying", notifying);
     put("raw_commits_per_s", raw_commits_per_s(sizes.raw_commits));
 
     // Expiry burst: every lease expiring at the same instant.

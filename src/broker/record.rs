@@ -28,9 +28,14 @@ impl Record {
         now: Timestamp,
     ) -> (Changes, AccessRequest) {
         derive::refresh_notices(old, &mut new, &self.routing.notices, now);
-        let snapshot = self.rules.current();
-        let events = derive::events(old, &new, &snapshot, now);
-        let outgoing = self.routing.route(events, now);
+        // Without routes no event can go anywhere: skip deriving them.
+        let outgoing = if self.routing.routes.is_empty() {
+            Vec::new()
+        } else {
+            let snapshot = self.rules.current();
+            let events = derive::events(old, &new, &snapshot, now);
+            self.routing.route(events, now)
+        };
         let changes = Changes {
             requests: vec![new.clone()],
             events: drafts,

@@ -203,6 +203,9 @@ impl Routing {
                 .collect();
             notifiers.sort_unstable();
             notifiers.dedup();
+            if notifiers.is_empty() {
+                continue;
+            }
             let value = serde_json::to_value(&event).unwrap_or(serde_json::Value::Null);
             for notifier in notifiers {
                 out.push(Outgoing {
