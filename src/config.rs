@@ -258,6 +258,9 @@ impl Default for WorkflowConfig {
     }
 }
 
+/// The shortest reminder or warning lead time.
+const MIN_NOTICE: Duration = Duration::from_secs(60);
+
 /// The longest allowed retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -434,7 +437,7 @@ impl Config {
                 } => {
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
                         return Err(invalid(format!(
-                            "notifiers.{name}.url: '{url}' is not an http:// or https:// URL"
+                            "notifiers.{name}.url: not an http:// or https:// URL"
                         )));
                     }
                     if let Some(ca) = ca.as_ref().filter(|ca| !ca.is_file()) {
@@ -455,8 +458,37 @@ impl Config {
                         program.display()
                     )));
                 }
+                NotifierConfig::Exec { timeout, .. } if timeout.is_zero() => {
+                    return Err(invalid(format!(
+                        "notifiers.{name}.timeout: must be above zero"
+                    )));
+                }
                 NotifierConfig::Exec { .. } | NotifierConfig::File { .. } => {}
             }
+        }
+        let notifications = &self.notifications;
+        for (field, value) in [
+            ("approval_reminder", notifications.approval_reminder),
+            ("expiring_soon", notifications.expiring_soon),
+            ("review_due_soon", notifications.review_due_soon),
+        ] {
+            if value.is_some_and(|value| value < MIN_NOTICE) {
+                return Err(invalid(format!(
+                    "notifications.{field}: at least 1 minute (leave it out to turn it off)"
+                )));
+            }
+        }
+        if notifications.retry_initial.is_zero()
+            || notifications.retry_initial > notifications.retry_max
+        {
+            return Err(invalid(
+                "notifications.retry_initial: must be above zero and at most retry_max".to_owned(),
+            ));
+        }
+        if notifications.give_up_after.is_zero() {
+            return Err(invalid(
+                "notifications.give_up_after: must be above zero".to_owned(),
+            ));
         }
         for (index, route) in self.notifications.routes.iter().enumerate() {
             if !self.notifiers.contains_key(&route.notifier) {
@@ -539,5 +571,30 @@ mod tests {
             error.to_string().contains("invalid duration 'soon'"),
             "{error}"
         );
+        for (extra, expected) in [
+            (
+                "[notifiers.ops]\nkind = \"webhook\"\nurl = \"ftp://x\"\n",
+                "notifiers.ops.url",
+            ),
+            (
+                "[[notifications.routes]]\nevents = [\"*\"]\nnotifier = \"nobody\"\n",
+                "routes[0].notifier: 'nobody'",
+            ),
+            (
+                "[notifiers.log]\nkind = \"file\"\npath = \"n.jsonl\"\n[[notifications.routes]]\nevents = [\"review.overdu\"]\nnotifier = \"log\"\n",
+                "unknown event 'review.overdu'",
+            ),
+            (
+                "[notifications]\napproval_reminder = \"0s\"\n",
+                "notifications.approval_reminder: at least 1 minute",
+            ),
+            (
+                "[notifications]\nretry_initial = \"0s\"\n",
+                "notifications.retry_initial",
+            ),
+        ] {
+            let error = load(&format!("{MINIMAL}\n{extra}")).unwrap_err();
+            assert!(error.to_string().contains(expected), "{error}");
+        }
     }
 }

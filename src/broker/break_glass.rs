@@ -49,9 +49,12 @@ impl Broker {
                 }
                 let history = view.break_glass_of(&requester)?;
                 let window_start = now.saturating_sub(plan.rate_window.get());
+                // Grants count, and break-glass still in progress; refused, failed or withdrawn
+                // ones do not use up the allowance.
                 let recent: Vec<&AccessRequest> = history
                     .iter()
                     .filter(|r| r.created_at >= window_start)
+                    .filter(|r| r.granted_at.is_some() || r.kind().is_open())
                     .collect();
                 if recent.len() >= plan.rate_limit as usize {
                     let next = recent
@@ -84,8 +87,11 @@ impl Broker {
                     .map(|r| r.id.to_string())
                     .collect();
                 let needs_approval = plan.approval_when_unreviewed && !unreviewed.is_empty();
+                // Somebody other than the holder must be able to review it (and, when needed,
+                // approve it): otherwise it is refused, never granted unreviewed.
+                let reviewers = plan.approval_route.clone()?;
                 let route = if needs_approval {
-                    plan.approval_route.clone()?
+                    reviewers
                 } else {
                     Route::default()
                 };
@@ -213,43 +219,46 @@ impl Broker {
                 let old = request.clone();
                 match request.close_review(&reviewer, justified, notes.clone(), now)? {
                     Transition::Changed(request) => {
+                        let revoke = !justified
+                            && request.kind() == StateKind::Active
+                            && request
+                                .break_glass
+                                .as_ref()
+                                .is_some_and(|b| b.revoke_on_unjustified);
+                        let verdict = if justified {
+                            "justified"
+                        } else {
+                            "unjustified"
+                        };
                         let draft = events::about(
                             &request,
                             now,
                             Actor::Principal(reviewer.clone()),
                             events::REVIEW_CLOSED,
                         )
-                        .detail(
-                            "verdict",
-                            if justified {
-                                "justified"
-                            } else {
-                                "unjustified"
-                            },
-                        )
-                        .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""));
+                        .detail("verdict", verdict)
+                        .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""))
+                        .detail("revoke", revoke);
+                        // The revoke is decided in the same transaction as the verdict.
+                        let request = if revoke {
+                            let mut revoking =
+                                request.begin_revoke(Ending::Revoked, now)?.into_request();
+                            revoking.end_reason = Some(format!(
+                                "revoked: {reviewer} found the break-glass unjustified"
+                            ));
+                            revoking
+                        } else {
+                            request
+                        };
                         Ok(record.changes(Some(&old), request, vec![draft], now))
                     }
                     Transition::Unchanged(request) => Ok((Changes::default(), request)),
                 }
             })
             .await?;
-        let revoke = !justified
-            && closed.kind() == StateKind::Active
-            && closed
-                .break_glass
-                .as_ref()
-                .is_some_and(|b| b.revoke_on_unjustified);
-        if revoke {
+        if closed.kind() == StateKind::RevokeFailing {
             tracing::warn!(%id, reviewer = %caller.principal, "unjustified break-glass: revoking");
-            return self
-                .end_lease(
-                    id,
-                    Ending::Revoked,
-                    Actor::Principal(caller.principal.clone()),
-                    |request| Ok(request.kind() == StateKind::Active),
-                )
-                .await;
+            return self.drive_now(id).await;
         }
         Ok(closed)
     }

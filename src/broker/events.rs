@@ -43,7 +43,13 @@ pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, action: &'sta
     draft.request = Some(request.id);
     draft.resource = Some(request.resource.clone());
     draft.principal = Some(request.requester.clone());
-    draft
+    match &request.break_glass {
+        // Marked everywhere: every event about a break-glass request says so.
+        Some(break_glass) => draft
+            .detail("break_glass", true)
+            .detail("incident", &break_glass.incident),
+        None => draft,
+    }
 }
 
 /// The draft for a submission: everything the policy decided.
@@ -58,7 +64,7 @@ pub fn submitted(request: &AccessRequest) -> Draft {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let draft = about(
+    about(
         request,
         request.created_at,
         Actor::Principal(request.requester.clone()),
@@ -75,13 +81,7 @@ pub fn submitted(request: &AccessRequest) -> Draft {
     )
     .detail("route", if route.is_empty() { "auto" } else { &route })
     .detail("policy_version", &request.policy_version)
-    .detail("decide_by", request.decide_by);
-    match &request.break_glass {
-        Some(break_glass) => draft
-            .detail("break_glass", true)
-            .detail("incident", &break_glass.incident),
-        None => draft,
-    }
+    .detail("decide_by", request.decide_by)
 }
 
 /// The action recording a confirmed end of a lease.

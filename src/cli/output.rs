@@ -259,6 +259,9 @@ pub fn summary(request: &pb::AccessRequest) -> String {
             Some(ms) => format!("granted until {} ({})", time(ms), relative(ms)),
             None => "granted".to_owned(),
         },
+        pb::RequestState::RevokeFailing if request.attempts == 0 => {
+            "revoking; the target has not confirmed yet".to_owned()
+        }
         pb::RequestState::RevokeFailing => format!(
             "revoke failing after {} attempt(s), access still held: {}",
             request.attempts,

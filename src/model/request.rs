@@ -290,13 +290,14 @@ impl AccessRequest {
         self.deadlines().into_iter().filter_map(|(_, at)| at).min()
     }
 
-    /// What is due at `now`, if anything: the earliest deadline (the state's first on a tie).
+    /// What is due at `now`, if anything, in handling order: the state's deadline and the
+    /// review's before notices, so that after a delay a warning never goes out after (or
+    /// just before) the thing it warns about; acting on the former clears the latter.
     pub fn due(&self, now: Timestamp) -> Option<Due> {
         self.deadlines()
             .into_iter()
-            .filter_map(|(due, at)| at.filter(|at| *at <= now).map(|at| (at, due)))
-            .min_by_key(|(at, _)| *at)
-            .map(|(_, due)| due)
+            .find(|(_, at)| at.is_some_and(|at| at <= now))
+            .map(|(due, _)| due)
     }
 
     /// Whether this is a break-glass request.

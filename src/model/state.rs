@@ -628,6 +628,27 @@ impl AccessRequest {
         }
     }
 
+    /// Ends the lease as `ending` from now on: the revoke is due at once and carried out by
+    /// the timer (or by recovery after a crash), so deciding to revoke and doing it cannot be
+    /// separated by a failure. Already ending or ended: unchanged.
+    pub fn begin_revoke(
+        mut self,
+        ending: Ending,
+        now: Timestamp,
+    ) -> Result<Transition, TransitionError> {
+        match self.state {
+            State::Active => {
+                self.state = State::RevokeFailing {
+                    ending,
+                    attempts: Attempts::due(now),
+                };
+                Ok(Transition::Changed(self))
+            }
+            State::RevokeFailing { .. } | State::Ended { .. } => Ok(Transition::Unchanged(self)),
+            _ => Err(self.illegal(Action::Revoke)),
+        }
+    }
+
     /// The target confirmed that access is gone. A lease already ending keeps the ending it
     /// started with; one already ended is unchanged.
     pub fn revoke_succeeded(

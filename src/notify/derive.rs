@@ -79,6 +79,12 @@ impl Events<'_> {
         text: String,
     ) {
         let recipients: BTreeSet<Principal> = recipients.into_iter().collect();
+        // Break-glass is marked in every event about it, text included (chat formats show
+        // only the text).
+        let text = match &self.request.break_glass {
+            Some(_) if !text.starts_with("[break-glass]") => format!("[break-glass] {text}"),
+            _ => text,
+        };
         self.out.push(Event {
             id: format!("{}:{kind}:{}", self.request.id, self.now.unix_millis()),
             kind: kind.to_owned(),
@@ -260,8 +266,10 @@ pub fn events(
         }
     }
     if let State::RevokeFailing { attempts, .. } = &new.state {
-        let first = before != Some(StateKind::RevokeFailing);
-        if first || attempts.count % 10 == 0 {
+        // A real failure (not a revoke merely decided), the first and every tenth.
+        let before_count = old.and_then(AccessRequest::attempts).map_or(0, |a| a.count);
+        let failed = attempts.count > before_count;
+        if failed && (attempts.count == 1 || attempts.count % 10 == 0) {
             events.push(
                 "revoke.failing",
                 Priority::High,

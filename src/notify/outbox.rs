@@ -1,26 +1,32 @@
-//! The outbox dispatcher: one task that delivers queued notifications. It takes the entries
-//! that are due, delivers them concurrently (each notifier bounded by its own timeout), and
-//! records the outcomes in one write: delivered entries leave the outbox; failed ones are tried
-//! again with capped exponential backoff and jitter until `give_up_after`, then dropped with an
-//! audit event. It wakes when a commit queues something, when the next retry is due, and at
+//! The outbox dispatcher: delivers queued notifications in the background.
+//!
+//! One dispatcher task finds the entries that are due and hands each notifier's entries to a
+//! worker of that notifier. A worker delivers them in order and records each outcome as soon
+//! as it is known: delivered entries leave the outbox; failed ones are tried again with capped
+//! exponential backoff and jitter until `give_up_after`, then dropped with an audit event. A
+//! slow or dead notifier therefore only delays itself, never the others. The dispatcher wakes
+//! when a commit queues something, when a worker finishes, when the next retry is due, and at
 //! startup, so what was queued before a restart is delivered after it.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Event, Notifiers};
+use super::{Event, Notifier, Notifiers};
 use crate::audit::{Actor, Draft};
 use crate::clock::SharedClock;
 use crate::expiry::Backoff;
-use crate::model::RequestId;
+use crate::model::{RequestId, Timestamp};
 use crate::store::{Changes, Outgoing, Store, StoreError};
 
-/// Most entries delivered in one round.
-const BATCH: usize = 64;
+/// Most entries handed out per round.
+const BATCH: usize = 256;
+/// Most outbox rows looked at per round (a large backlog of a busy notifier is skipped over).
+const SCAN: usize = 10_000;
 
 /// Retry settings of deliveries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,10 +54,23 @@ impl Default for Delivery {
 pub struct Wake(Arc<Notify>);
 
 impl Wake {
-    /// Something was queued.
+    /// Something was queued (or a worker finished).
     pub fn queued(&self) {
         self.0.notify_one();
     }
+}
+
+/// What the dispatcher and its workers share.
+#[derive(Clone)]
+struct Dispatcher {
+    store: Store,
+    notifiers: Notifiers,
+    clock: SharedClock,
+    delivery: Delivery,
+    wake: Wake,
+    /// Notifiers with a worker running; a std mutex, never held across an await.
+    busy: Arc<Mutex<BTreeSet<String>>>,
+    shutdown: CancellationToken,
 }
 
 /// Starts the dispatcher on `tracker`; it stops when `shutdown` is cancelled or the store
@@ -65,28 +84,76 @@ pub fn spawn(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
-    tracker.spawn(async move {
+    let dispatcher = Dispatcher {
+        store,
+        notifiers,
+        clock,
+        delivery,
+        wake,
+        busy: Arc::default(),
+        shutdown,
+    };
+    let workers = tracker.clone();
+    tracker.spawn(async move { dispatcher.run(&workers).await });
+}
+
+impl Dispatcher {
+    fn busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn run(self, workers: &TaskTracker) {
         loop {
-            if shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() {
                 return;
             }
-            match round(&store, &notifiers, &clock, delivery).await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            let now = self.clock.now();
+            let skip = self.busy().clone();
+            let found = match self
+                .store
+                .read(move |r| r.outbox_due(now, BATCH, &skip, SCAN))
+                .await
+            {
+                Ok(found) => found,
                 Err(StoreError::Closed) => return,
                 Err(error) => {
                     tracing::warn!(%error, "the notification outbox could not be read; retrying");
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        () = self.shutdown.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
+            };
+            let mut by_notifier: BTreeMap<String, Vec<(u64, Outgoing)>> = BTreeMap::new();
+            for (seq, outgoing) in found.due {
+                by_notifier
+                    .entry(outgoing.notifier.clone())
+                    .or_default()
+                    .push((seq, outgoing));
             }
-            let next = store.read(|r| r.outbox_next()).await.ok().flatten();
-            let sleep = next.map(|at| clock.sleep_until(at));
+            for (name, entries) in by_notifier {
+                self.busy().insert(name.clone());
+                let worker = self.clone();
+                workers.spawn(async move {
+                    worker.deliver_all(&name, entries).await;
+                    worker.busy().remove(&name);
+                    worker.wake.queued();
+                });
+            }
+            // Wait for new work, a worker finishing, the next retry, or shutdown. A scan that
+            // stopped early does not know the next time: look again within a second.
+            let sleep = match (found.next, found.complete) {
+                (Some(at), _) => Some(self.clock.sleep_until(at)),
+                (None, false) => {
+                    Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))) as crate::clock::Sleep)
+                }
+                (None, true) => None,
+            };
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = wake.0.notified() => {}
+                () = self.shutdown.cancelled() => return,
+                () = self.wake.0.notified() => {}
                 () = async {
                     match sleep {
                         Some(sleep) => sleep.await,
@@ -95,51 +162,39 @@ pub fn spawn(
                 } => {}
             }
         }
-    });
-}
+    }
 
-/// Delivers what is due now; `Ok(true)` when it delivered or dropped something.
-async fn round(
-    store: &Store,
-    notifiers: &Notifiers,
-    clock: &SharedClock,
-    delivery: Delivery,
-) -> Result<bool, StoreError> {
-    let now = clock.now();
-    let due = store.read(move |r| r.outbox_due(now, BATCH)).await?;
-    if due.is_empty() {
-        return Ok(false);
+    /// Delivers one notifier's entries in order, recording each outcome as it is known.
+    async fn deliver_all(&self, name: &str, entries: Vec<(u64, Outgoing)>) {
+        let notifier = self.notifiers.get(name).cloned();
+        for (seq, outgoing) in entries {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let result = attempt(notifier.as_ref(), &outgoing).await;
+            let changes = self.outcome(seq, outgoing, result);
+            match self
+                .store
+                .write(move |_| Ok::<_, StoreError>((changes, ())))
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Closed) => return,
+                Err(error) => tracing::warn!(%error, "could not record a delivery; it is retried"),
+            }
+        }
     }
-    let mut attempts = tokio::task::JoinSet::new();
-    for (seq, outgoing) in due {
-        let notifier = notifiers.get(&outgoing.notifier).cloned();
-        attempts.spawn(async move {
-            let result = match (
-                notifier,
-                serde_json::from_value::<Event>(outgoing.event.clone()),
-            ) {
-                (None, _) => Err(format!(
-                    "notifier '{}' is not configured",
-                    outgoing.notifier
-                )),
-                (_, Err(error)) => Err(format!("unreadable event: {error}")),
-                (Some(notifier), Ok(event)) => notifier.deliver(&event).await.map_err(|e| e.0),
-            };
-            (seq, outgoing, result)
-        });
-    }
-    let mut changes = Changes::default();
-    let now = clock.now();
-    while let Some(joined) = attempts.join_next().await {
-        let Ok((seq, outgoing, result)) = joined else {
-            continue;
-        };
+
+    /// The change recording one attempt: delivered, retried later, or dropped.
+    fn outcome(&self, seq: u64, outgoing: Outgoing, result: Result<(), String>) -> Changes {
+        let mut changes = Changes::default();
+        let now = self.clock.now();
         match result {
             Ok(()) => changes.delivered.push(seq),
             Err(error) => {
-                let waited = now.saturating_duration_since(outgoing.queued_at);
                 let attempts = outgoing.attempts + 1;
-                if waited >= delivery.give_up_after {
+                let waited = now.saturating_duration_since(outgoing.queued_at);
+                if waited >= self.delivery.give_up_after {
                     tracing::warn!(notifier = %outgoing.notifier, %error, attempts, "notification dropped");
                     changes.delivered.push(seq);
                     changes
@@ -147,7 +202,7 @@ async fn round(
                         .push(dropped(&outgoing, &error, attempts, now));
                 } else {
                     tracing::info!(notifier = %outgoing.notifier, %error, attempts, "notification not delivered; retrying");
-                    let next_attempt_at = now.saturating_add(delivery.backoff.delay(attempts));
+                    let next_attempt_at = now.saturating_add(self.delivery.backoff.delay(attempts));
                     changes.retried.push((
                         seq,
                         Outgoing {
@@ -160,14 +215,23 @@ async fn round(
                 }
             }
         }
+        changes
     }
-    store
-        .write(move |_| Ok::<_, StoreError>((changes, ())))
-        .await?;
-    Ok(true)
 }
 
-fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: crate::model::Timestamp) -> Draft {
+async fn attempt(notifier: Option<&Arc<dyn Notifier>>, outgoing: &Outgoing) -> Result<(), String> {
+    let Some(notifier) = notifier else {
+        return Err(format!(
+            "notifier '{}' is not configured",
+            outgoing.notifier
+        ));
+    };
+    let event: Event = serde_json::from_value(outgoing.event.clone())
+        .map_err(|error| format!("unreadable event: {error}"))?;
+    notifier.deliver(&event).await.map_err(|e| e.0)
+}
+
+fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: Timestamp) -> Draft {
     let event: Option<Event> = serde_json::from_value(outgoing.event.clone()).ok();
     let mut draft = Draft::new(now, Actor::System, "notification.dropped")
         .detail("notifier", &outgoing.notifier)

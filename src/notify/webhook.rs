@@ -1,7 +1,8 @@
 //! The `webhook` notifier: an HTTP POST of the event as JSON (or a Slack-incoming-webhook body)
 //! to a configured URL, over HTTPS with rustls (public web roots, plus an optional CA file) or
 //! plain HTTP, with a timeout. Any 2xx answer is a delivery; anything else is retried by the
-//! outbox with backoff. Headers (which may hold tokens) are never logged.
+//! outbox with backoff. Headers and the URL's path and query (which may hold tokens: for Slack
+//! the URL is the secret) are never logged, audited or shown; errors name `scheme://host` only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub enum Format {
 /// Posts events to a URL.
 pub struct WebhookNotifier {
     url: Uri,
+    /// `scheme://host[:port]`, what errors and logs show.
+    shown: String,
     host: String,
     port: u16,
     tls: Option<TlsConnector>,
@@ -45,7 +48,7 @@ impl std::fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Headers may carry credentials: never shown.
         f.debug_struct("WebhookNotifier")
-            .field("url", &self.url)
+            .field("url", &self.shown)
             .field("format", &self.format)
             .finish_non_exhaustive()
     }
@@ -63,19 +66,19 @@ impl WebhookNotifier {
     ) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
-            .map_err(|error| format!("invalid URL '{url}': {error}"))?;
+            .map_err(|error| format!("invalid URL: {error}"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => {
                 return Err(format!(
-                    "invalid URL '{url}': only http:// and https:// are supported"
+                    "invalid URL: only http:// and https:// are supported"
                 ));
             }
         };
         let host = uri
             .host()
-            .ok_or_else(|| format!("invalid URL '{url}': no host"))?
+            .ok_or_else(|| "invalid URL: no host".to_owned())?
             .trim_matches(['[', ']'])
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -111,7 +114,13 @@ impl WebhookNotifier {
                 Ok((name, value))
             })
             .collect::<Result<_, String>>()?;
+        let shown = format!(
+            "{}://{}/…",
+            if https { "https" } else { "http" },
+            uri.authority().map_or(host.as_str(), |a| a.as_str())
+        );
         Ok(Self {
+            shown,
             url: uri,
             host,
             port,
@@ -132,7 +141,7 @@ impl WebhookNotifier {
 
     async fn post(&self, body: Vec<u8>) -> Result<(), NotifyError> {
         let fail = |what: &str, error: &dyn std::fmt::Display| {
-            NotifyError(format!("POST {}: {what}: {error}", self.url))
+            NotifyError(format!("POST {}: {what}: {error}", self.shown))
         };
         let authority = self
             .url
@@ -173,7 +182,10 @@ impl WebhookNotifier {
         if status.is_success() {
             Ok(())
         } else {
-            Err(NotifyError(format!("POST {} answered {status}", self.url)))
+            Err(NotifyError(format!(
+                "POST {} answered {status}",
+                self.shown
+            )))
         }
     }
 }
@@ -202,7 +214,7 @@ impl Notifier for WebhookNotifier {
                 Ok(result) => result,
                 Err(_) => Err(NotifyError(format!(
                     "POST {} timed out after {}",
-                    self.url,
+                    self.shown,
                     humantime::format_duration(self.timeout)
                 ))),
             }
@@ -245,6 +257,16 @@ mod tests {
             WebhookNotifier::new("ftp://x", Format::Json, &none, None, Duration::from_secs(1))
                 .is_err()
         );
+        let secret = WebhookNotifier::new(
+            "https://hooks.example.com/services/T0/B0/SECRET",
+            Format::Slack,
+            &none,
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!format!("{secret:?}").contains("SECRET"));
+        assert_eq!(secret.shown, "https://hooks.example.com/…");
         let bad = BTreeMap::from([("bad header".to_owned(), "x".to_owned())]);
         assert!(
             WebhookNotifier::new(

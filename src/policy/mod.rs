@@ -29,12 +29,40 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Loads and validates both files.
+    /// Loads and validates both files, and checks them against each other.
     pub fn load(policy: &Path, directory: &Path) -> Result<Self, LoadError> {
-        Ok(Self {
+        let snapshot = Self {
             policy: Policy::load(policy)?,
             directory: Directory::load(directory)?,
-        })
+        };
+        snapshot.check(policy)?;
+        Ok(snapshot)
+    }
+
+    /// What only both files together can tell: every break-glass review group has an active
+    /// member, so no break-glass can be granted that nobody could review.
+    pub fn check(&self, policy_file: &Path) -> Result<(), Invalid> {
+        for resource in self.policy.resources() {
+            let Some(rule) = &resource.break_glass else {
+                continue;
+            };
+            let active = self
+                .directory
+                .members(&rule.review_group)
+                .any(|p| self.directory.person(p).is_some_and(Person::is_active));
+            if !active {
+                return Err(Invalid {
+                    file: policy_file.to_path_buf(),
+                    entry: format!("resources.{}", resource.name),
+                    field: "break_glass.review_group".to_owned(),
+                    message: format!(
+                        "group '{}' has no active member in the directory, so nobody could review a break-glass",
+                        rule.review_group
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether `principal` is an active member of an auditor group.

@@ -402,6 +402,16 @@ impl Policy {
             }
             escalate_to.push(target);
         }
+        if escalate_to.is_empty() {
+            return Err(at.invalid(
+                "break_glass.escalate_to",
+                "name who is told when a review is overdue (manager, owners, group:NAME or user:NAME)",
+            ));
+        }
+        let remind_every = or_default("remind_every", &raw.remind_every, DEFAULT_REMIND_EVERY)?;
+        if remind_every.get() < Duration::from_secs(60) {
+            return Err(at.invalid("break_glass.remind_every", "at least 1 minute"));
+        }
         let rate_limit = raw.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT);
         if rate_limit == 0 {
             return Err(at.invalid("break_glass.rate_limit", "must be at least 1"));
@@ -412,7 +422,7 @@ impl Policy {
             review_group,
             review_within: or_default("review_within", &raw.review_within, DEFAULT_REVIEW_WITHIN)?,
             escalate_to,
-            remind_every: or_default("remind_every", &raw.remind_every, DEFAULT_REMIND_EVERY)?,
+            remind_every,
             rate_limit,
             rate_window: or_default("rate_window", &raw.rate_window, DEFAULT_RATE_WINDOW)?,
             approval_when_unreviewed: raw.approval_when_unreviewed.unwrap_or(true),
@@ -552,7 +562,7 @@ mod tests {
             ),
             (
                 format!(
-                    "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nreview_group = \"security\"\nmax_duration = \"5h\"\n"
+                    "{BASE}auto_approve = true\n[resources.db.break_glass]\ngroups = [\"sre\"]\nreview_group = \"security\"\nescalate_to = [\"manager\"]\nmax_duration = \"5h\"\n"
                 ),
                 "resources.db.break_glass.max_duration: 5h is longer than max_duration 4h",
             ),
@@ -590,14 +600,14 @@ mod tests {
                 "review_group = \"security\"",
                 "missing field `review_group`",
             ),
-            ("escalate_to = [\"manager\", \"group:admins\"]", ""),
+            (
+                "escalate_to = [\"manager\", \"group:admins\"]",
+                "break_glass.escalate_to: name who is told",
+            ),
         ] {
             let broken = text.replace(bad, "");
-            if field.is_empty() {
-                assert!(parse(&broken).is_ok());
-            } else {
-                assert!(parse(&broken).unwrap_err().to_string().contains(field));
-            }
+            let error = parse(&broken).unwrap_err().to_string();
+            assert!(error.contains(field), "{error}");
         }
         let zero = text.replace("groups = [\"sre\"]", "groups = [\"sre\"]\nrate_limit = 0");
         assert!(

@@ -21,7 +21,7 @@ use std::time::Duration;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-pub use reader::{Page, Reader};
+pub use reader::{OutboxDue, Page, Reader};
 pub use tables::View;
 
 use crate::audit::Draft;

@@ -21,6 +21,17 @@ pub struct Page {
     pub limit: usize,
 }
 
+/// What [`Reader::outbox_due`] found.
+#[derive(Debug)]
+pub struct OutboxDue {
+    /// Entries due now, soonest first.
+    pub due: Vec<(u64, Outgoing)>,
+    /// When the next entry (of the notifiers asked about) falls due, if known.
+    pub next: Option<Timestamp>,
+    /// Whether the scan covered the whole outbox.
+    pub complete: bool,
+}
+
 /// A read transaction over the store.
 pub struct Reader {
     txn: redb::ReadTransaction,
@@ -167,31 +178,47 @@ impl Reader {
         Ok(out)
     }
 
-    /// Outbox entries due at `now`, soonest first, at most `limit`.
+    /// Outbox entries due at `now` for notifiers not in `skip`, soonest first, at most
+    /// `limit`; and when the next entry for such a notifier falls due. Looks at no more than
+    /// `scan` entries (then the next time is unknown and `complete` is false).
     pub fn outbox_due(
         &self,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+        skip: &std::collections::BTreeSet<String>,
+        scan: usize,
+    ) -> Result<OutboxDue, StoreError> {
         let due = self.txn.open_table(OUTBOX_DUE)?;
         let outbox = self.txn.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for entry in due.range(..=(now.unix_millis(), u64::MAX))?.take(limit) {
+        let mut found = OutboxDue {
+            due: Vec::new(),
+            next: None,
+            complete: true,
+        };
+        for (scanned, entry) in due.iter()?.enumerate() {
+            if scanned >= scan {
+                found.complete = false;
+                break;
+            }
             let (key, _) = entry?;
-            let seq = key.value().1;
-            if let Some(bytes) = outbox.get(seq)? {
-                out.push((seq, decode("outbox", bytes.value())?));
+            let (at, seq) = key.value();
+            let Some(bytes) = outbox.get(seq)? else {
+                continue;
+            };
+            let outgoing: Outgoing = decode("outbox", bytes.value())?;
+            if skip.contains(&outgoing.notifier) {
+                continue;
+            }
+            if at > now.unix_millis() {
+                found.next = Some(Timestamp::from_unix_millis(at));
+                break;
+            }
+            found.due.push((seq, outgoing));
+            if found.due.len() >= limit {
+                break;
             }
         }
-        Ok(out)
-    }
-
-    /// When the soonest outbox entry is due, if any is queued.
-    pub fn outbox_next(&self) -> Result<Option<Timestamp>, StoreError> {
-        let due = self.txn.open_table(OUTBOX_DUE)?;
-        Ok(due
-            .first()?
-            .map(|(key, _)| Timestamp::from_unix_millis(key.value().0)))
+        Ok(found)
     }
 
     /// How many notifications wait in the outbox.

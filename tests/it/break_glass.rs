@@ -441,9 +441,23 @@ async fn an_unjustified_verdict_can_revoke_the_lease_at_once() {
     assert_eq!(state(&revoked), "revoked");
     assert!(env.holders("prod-db-admin").is_empty());
     env.delivered("access.revoked", &granted.id).await;
-    let last = daemon.events(&granted.id).await.pop().unwrap();
+    // The reviewer decided (in the verdict's transaction); the daemon carried it out.
+    let story = daemon.events(&granted.id).await;
+    let (closed, last) = (&story[story.len() - 2], &story[story.len() - 1]);
+    assert_eq!(closed.action, "review.closed");
+    assert_eq!(closed.actor.to_string(), "security");
+    assert_eq!(closed.details["revoke"], "true");
     assert_eq!(last.action, "lease.revoked");
-    assert_eq!(last.actor.to_string(), "security");
+    assert_eq!(last.details["break_glass"], "true");
+    assert_eq!(
+        revoked.end_reason,
+        "revoked: security found the break-glass unjustified"
+    );
+    assert_eq!(
+        env.count("revoke.failing", &granted.id),
+        0,
+        "a decided revoke is not a failure"
+    );
     daemon.stop().await;
 }
 
