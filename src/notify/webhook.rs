@@ -71,9 +71,7 @@ impl WebhookNotifier {
             Some("https") => true,
             Some("http") => false,
             _ => {
-                return Err(format!(
-                    "invalid URL: only http:// and https:// are supported"
-                ));
+                return Err("invalid URL: only http:// and https:// are supported".to_owned());
             }
         };
         let host = uri
