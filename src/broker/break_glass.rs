@@ -53,7 +53,7 @@ impl Broker {
                 // ones do not use up the allowance.
                 let recent: Vec<&AccessRequest> = history
                     .iter()
-                    .filter(|r| r.created_at >= window_start)
+                    .filter(|r| r.created_at > window_start)
                     .filter(|r| r.granted_at.is_some() || r.kind().is_open())
                     .collect();
                 if recent.len() >= plan.rate_limit as usize {

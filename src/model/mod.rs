@@ -3,6 +3,8 @@
 //! these types once, at the edge; nothing here depends on the rest of the crate.
 
 mod duration;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod ids;
 mod names;
 mod request;

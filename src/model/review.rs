@@ -234,58 +234,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{Attempts, Ending, ResourceName, Route, State, StateKind};
-
-    fn p(name: &str) -> Principal {
-        Principal::parse(name).unwrap()
-    }
-
-    fn t(secs: u64) -> Timestamp {
-        Timestamp::from_unix_millis(1_800_000_000_000 + secs * 1000)
-    }
-
-    fn hours(n: u64) -> LeaseDuration {
-        LeaseDuration::new(Duration::from_secs(n * 3600)).unwrap()
-    }
+    use crate::model::fixtures::{granted_break_glass, p, t};
+    use crate::model::{Ending, StateKind};
 
     fn granted() -> AccessRequest {
-        let request = AccessRequest {
-            id: crate::model::RequestId::from_raw(3),
-            requester: p("oncall"),
-            resource: ResourceName::parse("prod-db-admin").unwrap(),
-            reason: Some(Reason::parse("db down").unwrap()),
-            ticket: None,
-            duration: hours(1),
-            created_at: t(0),
-            decide_by: t(3600),
-            route: Route::default(),
-            policy_version: "sha256:x".into(),
-            provisioner: "files".into(),
-            decisions: vec![],
-            state: State::Approved {
-                attempts: Attempts::due(t(0)),
-            },
-            approved_at: Some(t(0)),
-            granted_at: None,
-            expires_at: None,
-            ended_at: None,
-            end_reason: None,
-            break_glass: Some(BreakGlass {
-                incident: Ticket::parse("INC-1").unwrap(),
-                review_group: GroupName::parse("security").unwrap(),
-                review_within: hours(24),
-                remind_every: hours(4),
-                escalate_to: BTreeSet::from([p("manager")]),
-                revoke_on_unjustified: false,
-                needed_approval: false,
-                review: None,
-            }),
-            notices: Default::default(),
-        };
-        match request.grant_succeeded(t(1)).unwrap() {
-            Transition::Changed(request) => request,
-            Transition::Unchanged(_) => panic!("not granted"),
-        }
+        granted_break_glass()
     }
 
     fn changed(transition: Transition) -> AccessRequest {

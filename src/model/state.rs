@@ -729,56 +729,9 @@ impl AccessRequest {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::time::Duration;
 
     use super::*;
-    use crate::model::{LeaseDuration, ResourceName, Route, RouteStage};
-
-    fn p(name: &str) -> Principal {
-        Principal::parse(name).unwrap()
-    }
-
-    fn t(secs: u64) -> Timestamp {
-        Timestamp::from_unix_millis(1_800_000_000_000 + secs * 1000)
-    }
-
-    fn two_stage() -> AccessRequest {
-        AccessRequest {
-            id: RequestId::from_raw(7),
-            requester: p("engineer"),
-            resource: ResourceName::parse("prod-db-admin").unwrap(),
-            reason: Some(Reason::parse("INC").unwrap()),
-            ticket: None,
-            duration: LeaseDuration::new(Duration::from_secs(1800)).unwrap(),
-            created_at: t(0),
-            decide_by: t(3600),
-            route: Route {
-                stages: vec![
-                    RouteStage {
-                        name: "manager".into(),
-                        quorum: 1,
-                        approvers: BTreeSet::from([p("manager")]),
-                    },
-                    RouteStage {
-                        name: "security".into(),
-                        quorum: 1,
-                        approvers: BTreeSet::from([p("security"), p("manager")]),
-                    },
-                ],
-            },
-            policy_version: "sha256:x".into(),
-            provisioner: "files".into(),
-            decisions: vec![],
-            state: State::Pending { stage: 0 },
-            approved_at: None,
-            granted_at: None,
-            expires_at: None,
-            ended_at: None,
-            end_reason: None,
-            break_glass: None,
-            notices: Default::default(),
-        }
-    }
+    use crate::model::fixtures::{p, t, two_stage};
 
     fn changed(result: Result<Transition, TransitionError>) -> AccessRequest {
         match result.unwrap() {

@@ -345,3 +345,220 @@ pub fn events(
     }
     events.out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::fixtures::{granted_break_glass, p, t, two_stage};
+    use crate::model::{Ending, Transition};
+    use crate::policy::{Directory, Policy};
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            policy: Policy::parse(crate::dev::POLICY, Path::new("policy.toml")).unwrap(),
+            directory: Directory::parse(crate::dev::DIRECTORY, Path::new("directory.toml"))
+                .unwrap(),
+        }
+    }
+
+    const NOTICES: Notices = Notices {
+        approval_reminder: Some(Duration::from_secs(600)),
+        expiring_soon: Some(Duration::from_secs(300)),
+        review_due_soon: Some(Duration::from_secs(3600)),
+    };
+
+    fn kinds(events: &[Event]) -> Vec<(&str, Vec<&str>)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind.as_str(),
+                    e.recipients.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn changed(transition: Transition) -> AccessRequest {
+        match transition {
+            Transition::Changed(request) => request,
+            Transition::Unchanged(_) => panic!("unchanged"),
+        }
+    }
+
+    #[test]
+    fn a_waiting_stage_is_announced_reminded_and_moved_on() {
+        let s = snapshot();
+        let mut new = two_stage();
+        refresh_notices(None, &mut new, &NOTICES, t(0));
+        assert_eq!(new.notices.approval_reminder_at, Some(t(600)));
+        assert_eq!(
+            kinds(&events(None, &new, &s, t(0))),
+            [("request.waiting", vec!["manager"])]
+        );
+
+        // The broker moves the reminder on: that is the reminder.
+        let mut reminded = new.clone();
+        reminded.notices.approval_reminder_at = Some(t(1200));
+        refresh_notices(Some(&new), &mut reminded, &NOTICES, t(600));
+        assert_eq!(reminded.notices.approval_reminder_at, Some(t(1200)));
+        assert_eq!(
+            kinds(&events(Some(&new), &reminded, &s, t(600))),
+            [("request.reminder", vec!["manager"])]
+        );
+
+        // The next stage is announced to its approvers, and its reminder starts afresh.
+        let mut advanced = changed(
+            reminded
+                .clone()
+                .approve(&p("manager"), None, t(700))
+                .unwrap(),
+        );
+        refresh_notices(Some(&reminded), &mut advanced, &NOTICES, t(700));
+        assert_eq!(advanced.notices.approval_reminder_at, Some(t(1300)));
+        assert_eq!(
+            kinds(&events(Some(&reminded), &advanced, &s, t(700))),
+            [("request.waiting", vec!["security"])],
+            "manager approved stage one and is not asked again"
+        );
+    }
+
+    #[test]
+    fn decisions_grants_and_warnings_reach_the_requester() {
+        let s = snapshot();
+        let old = changed(two_stage().approve(&p("manager"), None, t(1)).unwrap());
+        let approved = changed(old.clone().approve(&p("security"), None, t(2)).unwrap());
+        assert_eq!(
+            kinds(&events(Some(&old), &approved, &s, t(2))),
+            [("request.decided", vec!["engineer"])]
+        );
+        let mut active = changed(approved.clone().grant_succeeded(t(3)).unwrap());
+        refresh_notices(Some(&approved), &mut active, &NOTICES, t(3));
+        assert_eq!(active.notices.expiring_at, Some(t(3 + 1800 - 300)));
+        assert_eq!(
+            kinds(&events(Some(&approved), &active, &s, t(3))),
+            [("access.granted", vec!["engineer"])]
+        );
+        let mut warned = active.clone();
+        warned.notices.expiring_at = None;
+        assert_eq!(
+            kinds(&events(Some(&active), &warned, &s, t(1503))),
+            [("access.expiring", vec!["engineer"])]
+        );
+        // An expiry handled late clears the warning without sending it.
+        let mut expired = changed(
+            active
+                .clone()
+                .revoke_succeeded(Ending::Expired, t(1803))
+                .unwrap(),
+        );
+        refresh_notices(Some(&active), &mut expired, &NOTICES, t(1803));
+        assert_eq!(expired.notices.expiring_at, None);
+        assert_eq!(
+            kinds(&events(Some(&active), &expired, &s, t(1803))),
+            [("access.expired", vec!["engineer"])]
+        );
+    }
+
+    #[test]
+    fn admins_hear_of_revoke_failures_but_not_of_decided_revokes() {
+        let s = snapshot();
+        let active = granted_break_glass();
+        let decided = changed(active.clone().begin_revoke(Ending::Revoked, t(5)).unwrap());
+        assert!(
+            !events(Some(&active), &decided, &s, t(5))
+                .iter()
+                .any(|e| e.kind == "revoke.failing")
+        );
+        let mut failing = changed(
+            decided
+                .clone()
+                .revoke_failed(Ending::Revoked, "down".into(), t(10))
+                .unwrap(),
+        );
+        let first = events(Some(&decided), &failing, &s, t(6));
+        assert_eq!(
+            first.iter().filter(|e| e.kind == "revoke.failing").count(),
+            1
+        );
+        assert_eq!(first[0].recipients, ["admin"]);
+        assert!(
+            first[0].text.starts_with("[break-glass] "),
+            "{}",
+            first[0].text
+        );
+        for attempt in 2..=10 {
+            let before = failing.clone();
+            failing = changed(
+                failing
+                    .revoke_failed(Ending::Revoked, "down".into(), t(10))
+                    .unwrap(),
+            );
+            let told = events(Some(&before), &failing, &s, t(6))
+                .iter()
+                .any(|e| e.kind == "revoke.failing");
+            assert_eq!(told, attempt == 10, "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn a_review_is_announced_warned_escalated_and_closed() {
+        let s = snapshot();
+        let approved = AccessRequest {
+            state: crate::model::State::Approved {
+                attempts: crate::model::Attempts::due(t(0)),
+            },
+            ..granted_break_glass()
+        };
+        let mut opened = granted_break_glass();
+        let old = AccessRequest {
+            break_glass: approved.break_glass.clone().map(|mut b| {
+                b.review = None;
+                b
+            }),
+            ..approved
+        };
+        refresh_notices(Some(&old), &mut opened, &NOTICES, t(1));
+        let due = opened.review().unwrap().due_at;
+        assert_eq!(
+            opened.notices.review_due_at,
+            Some(due.saturating_sub(Duration::from_secs(3600)))
+        );
+        let granted = events(Some(&old), &opened, &s, t(1));
+        assert_eq!(
+            kinds(&granted),
+            [
+                ("access.granted", vec!["oncall"]),
+                ("break_glass.granted", vec!["security"])
+            ]
+        );
+
+        let mut warned = opened.clone();
+        warned.notices.review_due_at = None;
+        assert_eq!(
+            kinds(&events(Some(&opened), &warned, &s, t(2))),
+            [("review.due", vec!["manager", "security"])]
+        );
+        let overdue = match warned.clone().review_overdue(due) {
+            Transition::Changed(r) => r,
+            Transition::Unchanged(_) => panic!(),
+        };
+        assert_eq!(
+            kinds(&events(Some(&warned), &overdue, &s, due)),
+            [("review.overdue", vec!["manager", "security"])]
+        );
+        let closed = changed(
+            overdue
+                .clone()
+                .close_review(&p("security"), true, None, due)
+                .unwrap(),
+        );
+        assert_eq!(
+            kinds(&events(Some(&overdue), &closed, &s, due)),
+            [("review.closed", vec!["manager", "oncall"])]
+        );
+    }
+}

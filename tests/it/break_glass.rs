@@ -484,3 +484,178 @@ async fn break_glass_supersedes_a_pending_request_for_the_same_resource() {
     assert_eq!(error.code(), Code::AlreadyExists);
     daemon.stop().await;
 }
+
+/// The demo directory with a second responder.
+fn two_responders() -> String {
+    format!(
+        "{}\n[principals.oncall2]\ngroups = [\"sre\"]\nmanager = \"manager\"\n",
+        elevate::dev::DIRECTORY
+    )
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_per_principal_and_slides() {
+    let env = Env::new().directory(&two_responders());
+    elevate::tls::issue::issue(
+        &env.layout.certs.0,
+        "oncall2",
+        elevate::tls::issue::DEFAULT_TRUST_DOMAIN,
+        1,
+        false,
+    )
+    .unwrap();
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let mut security = daemon.client("security").await;
+    for n in 0..3 {
+        let granted = break_glass(
+            &mut oncall,
+            "prod-db-admin",
+            "30m",
+            "flapping",
+            &format!("INC-{n}"),
+        )
+        .await
+        .unwrap();
+        release(&mut oncall, &granted.id).await.unwrap();
+        // Reviewed in time, so no consequence interferes with the limit.
+        review(&mut security, &granted.id, "justified", "")
+            .await
+            .unwrap();
+        env.advance(Duration::from_secs(3600));
+    }
+    let error = break_glass(&mut oncall, "prod-db-admin", "30m", "again", "INC-3")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    // Somebody else is not limited by oncall's use.
+    let mut oncall2 = daemon.client("oncall2").await;
+    let other = break_glass(&mut oncall2, "prod-db-admin", "30m", "helping", "INC-3")
+        .await
+        .unwrap();
+    assert_eq!(state(&other), "active");
+    // A day after the first, one slot is free again; the window slides.
+    env.advance(DAY - Duration::from_secs(3 * 3600));
+    let again = break_glass(&mut oncall, "prod-db-read", "30m", "again", "INC-4").await;
+    assert_eq!(
+        again.unwrap_err().code(),
+        Code::PermissionDenied,
+        "prod-db-read has no break-glass"
+    );
+    let again = break_glass(&mut oncall, "prod-db-admin", "30m", "again", "INC-4")
+        .await
+        .unwrap();
+    assert_eq!(state(&again), "active");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_justified_verdict_lifts_the_consequence_and_the_consequence_can_be_turned_off() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let mut security = daemon.client("security").await;
+    let first = break_glass(&mut oncall, "prod-db-admin", "30m", "down", "INC-7")
+        .await
+        .unwrap();
+    env.advance(DAY);
+    until("the review to become overdue", || {
+        let mut oncall = oncall.clone();
+        let id = first.id.clone();
+        async move { (review_state(&status(&mut oncall, &id).await) == "overdue").then_some(()) }
+    })
+    .await;
+    review(&mut security, &first.id, "justified", "late but fine")
+        .await
+        .unwrap();
+    let next = break_glass(&mut oncall, "prod-db-admin", "30m", "down again", "INC-8")
+        .await
+        .unwrap();
+    assert_eq!(state(&next), "active", "nothing unreviewed any more");
+    daemon.stop().await;
+
+    let policy = elevate::dev::POLICY.replace(
+        "escalate_to = [\"manager\", \"group:admins\"]",
+        "escalate_to = [\"manager\", \"group:admins\"]\napproval_when_unreviewed = false",
+    );
+    let env = Env::new().policy(&policy);
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let first = break_glass(&mut oncall, "prod-db-admin", "30m", "down", "INC-7")
+        .await
+        .unwrap();
+    env.advance(DAY);
+    until("the review to become overdue", || {
+        let mut oncall = oncall.clone();
+        let id = first.id.clone();
+        async move { (review_state(&status(&mut oncall, &id).await) == "overdue").then_some(()) }
+    })
+    .await;
+    let next = break_glass(&mut oncall, "prod-db-admin", "30m", "down again", "INC-8")
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&next),
+        "active",
+        "the consequence is off for this resource"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_review_that_fell_due_while_the_daemon_was_down_is_overdue_at_startup() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let granted = break_glass(&mut oncall, "prod-db-admin", "30m", "down", "INC-7")
+        .await
+        .unwrap();
+    daemon.stop().await;
+    env.advance(DAY + Duration::from_secs(60));
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let recovered = status(&mut oncall, &granted.id).await;
+    assert_eq!(state(&recovered), "expired");
+    assert_eq!(
+        review_state(&recovered),
+        "overdue",
+        "recovery escalated it before serving"
+    );
+    env.delivered("review.overdue", &granted.id).await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn break_glass_needs_somebody_else_to_review_it() {
+    // The only member of the review group is the responder: nobody could review it.
+    let directory = elevate::dev::DIRECTORY
+        .replace(
+            "[principals.oncall]\ngroups = [\"sre\"]",
+            "[principals.oncall]\ngroups = [\"sre\", \"security\"]",
+        )
+        .replace(
+            "[principals.security]\ngroups = [\"security\"]",
+            "[principals.security]\ngroups = [\"engineering\"]",
+        );
+    let env = Env::new().directory(&directory);
+    let daemon = env.start().await;
+    let mut oncall = daemon.client("oncall").await;
+    let error = break_glass(&mut oncall, "prod-db-admin", "30m", "down", "INC-7")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Code::FailedPrecondition,
+        "{}",
+        error.message()
+    );
+    assert!(
+        error
+            .message()
+            .contains("no active member of security other than oncall"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(env.grants(), 0);
+    daemon.stop().await;
+}

@@ -79,8 +79,10 @@ impl Provisioner for Recording {
 
 /// A state directory, clock and provisioner that outlive daemon restarts.
 pub struct Env {
-    /// Events are also posted here when set.
-    pub webhook: std::sync::Mutex<Option<String>>,
+    /// Events are also posted here when set (with a CA to trust for https).
+    pub webhook: std::sync::Mutex<Option<(String, Option<PathBuf>)>>,
+    /// Overrides how long undelivered notifications are kept.
+    pub give_up_after: std::sync::Mutex<Option<Duration>>,
     /// Kept for its Drop: the state directory lives as long as the environment.
     _dir: tempfile::TempDir,
     pub layout: Layout,
@@ -99,6 +101,7 @@ impl Env {
         let targets = Arc::new(Recording::new(layout.targets.clone()));
         Self {
             webhook: std::sync::Mutex::new(None),
+            give_up_after: std::sync::Mutex::new(None),
             _dir: dir,
             layout,
             clock: ManualClock::starting_now(),
@@ -108,7 +111,12 @@ impl Env {
 
     /// Posts every event to `url` too (from the next start on).
     pub fn webhook(&self, url: &str) {
-        *self.webhook.lock().unwrap() = Some(url.to_owned());
+        *self.webhook.lock().unwrap() = Some((url.to_owned(), None));
+    }
+
+    /// Posts every event to `url` too, trusting `ca` (from the next start on).
+    pub fn webhook_trusting(&self, url: &str, ca: PathBuf) {
+        *self.webhook.lock().unwrap() = Some((url.to_owned(), Some(ca)));
     }
 
     /// Events delivered to the dev-mode notifications file, in order.
@@ -165,12 +173,15 @@ impl Env {
             initial: Duration::from_secs(1),
             max: RETRY_MAX,
         };
-        if let Some(url) = self.webhook.lock().unwrap().clone() {
+        if let Some(give_up) = *self.give_up_after.lock().unwrap() {
+            options.settings.delivery.give_up_after = give_up;
+        }
+        if let Some((url, ca)) = self.webhook.lock().unwrap().clone() {
             let hook = elevate::notify::WebhookNotifier::new(
                 &url,
                 elevate::notify::Format::Json,
                 &Default::default(),
-                None,
+                ca.as_deref(),
                 Duration::from_secs(2),
             )
             .unwrap();

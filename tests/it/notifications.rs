@@ -140,19 +140,91 @@ async fn a_dead_webhook_never_blocks_a_grant() {
     let env = Env::new();
     env.webhook(&hook.url);
     let daemon = env.start().await;
-    let mut engineer = daemon.client("engineer").await;
-    let mut oncall = daemon.client("oncall").await;
     let started = Instant::now();
-    for (client, resource) in [(&mut engineer, "staging-db"), (&mut oncall, "staging-db")] {
-        let granted = request(client, resource, "30m", "", "").await.unwrap();
-        assert_eq!(state(&granted), "active");
+    let mut granted = Vec::new();
+    for name in ["engineer", "oncall"] {
+        let mut client = daemon.client(name).await;
+        let request = request(&mut client, "staging-db", "30m", "", "")
+            .await
+            .unwrap();
+        assert_eq!(state(&request), "active");
+        granted.push(request.id);
     }
-    // The webhook hangs for its 2 s timeout per attempt; the grants did not wait for it.
+    // The webhook hangs for its 2 s timeout per attempt: the grants did not wait for it, and
+    // the other notifier (the dev-mode file) was not held up behind it either.
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
     assert_eq!(env.holders("staging-db").len(), 2);
+    for id in &granted {
+        env.delivered("access.granted", id).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_over_https_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    elevate::tls::issue::init(certs.path(), &[], false).unwrap();
+    let hook = Hook::start_tls(Vec::new(), certs.path()).await;
+    let env = Env::new();
+    env.webhook_trusting(&hook.url, certs.path().join("ca.crt"));
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let granted = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    let body = until("delivery over https", || async {
+        hook.accepted().into_iter().next()
+    })
+    .await;
+    assert_eq!(body["request"]["id"], granted.id);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_undeliverable_notification_is_dropped_and_the_drop_audited() {
+    let hook = Hook::start(vec![Answer::Status(500); 100]).await;
+    let env = Env::new();
+    env.webhook(&hook.url);
+    *env.give_up_after.lock().unwrap() = Some(Duration::from_secs(60));
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let granted = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    let dropped = until("the drop", || {
+        // Each retry needs the clock to move on; after a minute the notification is dropped.
+        env.advance(RETRY_MAX);
+        let daemon = &daemon;
+        let id = granted.id.clone();
+        async move {
+            daemon
+                .events(&id)
+                .await
+                .into_iter()
+                .find(|e| e.action == "notification.dropped")
+        }
+    })
+    .await;
+    assert_eq!(dropped.details["notifier"], "hook");
+    assert_eq!(dropped.details["event"], "access.granted");
+    assert!(
+        dropped.details["error"].contains("answered 500"),
+        "{:?}",
+        dropped.details
+    );
+    assert!(
+        !dropped.details["error"].contains("hooks/elevate"),
+        "the URL path is never recorded"
+    );
+    assert!(hook.accepted().is_empty());
     daemon.stop().await;
 }
