@@ -190,9 +190,7 @@ impl Broker {
             ));
         }
         let request = self
-            .inner
-            .store
-            .read(move |r| r.request(id))
+            .read_request(id)
             .await?
             .ok_or(BrokerError::NotFound(id))?;
         let Some(break_glass) = &request.break_glass else {

@@ -53,7 +53,10 @@ impl Broker {
             .await
     }
 
-    async fn read_request(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
+    pub(super) async fn read_request(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<AccessRequest>, BrokerError> {
         Ok(self.inner.store.read(move |r| r.request(id)).await?)
     }
 

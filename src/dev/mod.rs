@@ -174,6 +174,15 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
     }
 }
 
+/// The demo policy and directory as one snapshot (for tests).
+#[cfg(test)]
+pub(crate) fn demo_snapshot() -> crate::policy::Snapshot {
+    crate::policy::Snapshot {
+        policy: crate::policy::Policy::parse(POLICY, Path::new("policy.toml")).unwrap(),
+        directory: crate::policy::Directory::parse(DIRECTORY, Path::new("directory.toml")).unwrap(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,20 +348,14 @@ pub fn events(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
     use crate::model::fixtures::{granted_break_glass, p, t, two_stage};
     use crate::model::{Ending, Transition};
-    use crate::policy::{Directory, Policy};
 
     fn snapshot() -> Snapshot {
-        Snapshot {
-            policy: Policy::parse(crate::dev::POLICY, Path::new("policy.toml")).unwrap(),
-            directory: Directory::parse(crate::dev::DIRECTORY, Path::new("directory.toml"))
-                .unwrap(),
-        }
+        crate::dev::demo_snapshot()
     }
 
     const NOTICES: Notices = Notices {

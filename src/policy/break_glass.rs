@@ -154,17 +154,10 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::policy::{Directory, Policy};
 
     fn snapshot() -> Snapshot {
-        Snapshot {
-            policy: Policy::parse(crate::dev::POLICY, Path::new("policy.toml")).unwrap(),
-            directory: Directory::parse(crate::dev::DIRECTORY, Path::new("directory.toml"))
-                .unwrap(),
-        }
+        crate::dev::demo_snapshot()
     }
 
     fn ask(resource: &str, duration: Option<&str>, incident: &str) -> BreakGlassAsk {
