@@ -1,8 +1,8 @@
 //! The outbox dispatcher: delivers queued notifications in the background.
 //!
 //! One dispatcher task finds the entries that are due and hands each notifier's entries to a
-//! worker of that notifier. A worker delivers them in order and records each outcome as soon
-//! as it is known: delivered entries leave the outbox; failed ones are tried again with capped
+//! worker of that notifier. A worker delivers them in order and records the outcomes in small
+//! groups: delivered entries leave the outbox; failed ones are tried again with capped
 //! exponential backoff and jitter until `give_up_after`, then dropped with an audit event. A
 //! slow or dead notifier therefore only delays itself, never the others. The dispatcher wakes
 //! when a commit queues something, when a worker finishes, when the next retry is due, and at
@@ -27,6 +27,10 @@ use crate::store::{Changes, Outgoing, Store, StoreError};
 const BATCH: usize = 256;
 /// Most outbox rows looked at per round (a large backlog of a busy notifier is skipped over).
 const SCAN: usize = 10_000;
+/// A worker records its outcomes after this many deliveries...
+const FLUSH_EVERY: usize = 64;
+/// ...or after this long, whichever comes first.
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 /// Retry settings of deliveries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,23 +168,47 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers one notifier's entries in order, recording each outcome as it is known.
+    /// Delivers one notifier's entries in order. Outcomes are recorded in small groups (every
+    /// [`FLUSH_EVERY`] outcomes or [`FLUSH_AFTER`], and at the end), so a fast notifier does
+    /// not cost one commit per event; a crash before a flush only means those are delivered
+    /// again (at least once).
     async fn deliver_all(&self, name: &str, entries: Vec<(u64, Outgoing)>) {
         let notifier = self.notifiers.get(name).cloned();
+        let mut pending = Changes::default();
+        let mut held = 0;
+        let mut since = tokio::time::Instant::now();
         for (seq, outgoing) in entries {
             if self.shutdown.is_cancelled() {
-                return;
+                break;
             }
             let result = attempt(notifier.as_ref(), &outgoing).await;
-            let changes = self.outcome(seq, outgoing, result);
-            match self
-                .store
-                .write(move |_| Ok::<_, StoreError>((changes, ())))
-                .await
-            {
-                Ok(()) => {}
-                Err(StoreError::Closed) => return,
-                Err(error) => tracing::warn!(%error, "could not record a delivery; it is retried"),
+            pending.absorb(self.outcome(seq, outgoing, result));
+            held += 1;
+            if held >= FLUSH_EVERY || since.elapsed() >= FLUSH_AFTER {
+                if !self.record(std::mem::take(&mut pending)).await {
+                    return;
+                }
+                held = 0;
+                since = tokio::time::Instant::now();
+            }
+        }
+        if held > 0 {
+            self.record(pending).await;
+        }
+    }
+
+    /// Stores delivery outcomes; false once the store is closed.
+    async fn record(&self, changes: Changes) -> bool {
+        match self
+            .store
+            .write(move |_| Ok::<_, StoreError>((changes, ())))
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::Closed) => false,
+            Err(error) => {
+                tracing::warn!(%error, "could not record deliveries; they are retried");
+                true
             }
         }
     }
