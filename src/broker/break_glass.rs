@@ -206,52 +206,43 @@ impl Broker {
             )));
         }
         let reviewer = caller.principal.clone();
-        let clock = self.inner.clock.clone();
-        let record = self.inner.record.clone();
         let closed = self
-            .inner
-            .store
-            .write(move |view| -> Result<_, BrokerError> {
-                let now = clock.now();
-                let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
-                let old = request.clone();
-                match request.close_review(&reviewer, justified, notes.clone(), now)? {
-                    Transition::Changed(request) => {
-                        let revoke = !justified
-                            && request.kind() == StateKind::Active
-                            && request
-                                .break_glass
-                                .as_ref()
-                                .is_some_and(|b| b.revoke_on_unjustified);
-                        let verdict = if justified {
-                            "justified"
-                        } else {
-                            "unjustified"
-                        };
-                        let draft = events::about(
-                            &request,
-                            now,
-                            Actor::Principal(reviewer.clone()),
-                            events::REVIEW_CLOSED,
-                        )
-                        .detail("verdict", verdict)
-                        .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""))
-                        .detail("revoke", revoke);
-                        // The revoke is decided in the same transaction as the verdict.
-                        let request = if revoke {
-                            let mut revoking =
-                                request.begin_revoke(Ending::Revoked, now)?.into_request();
-                            revoking.end_reason = Some(format!(
-                                "revoked: {reviewer} found the break-glass unjustified"
-                            ));
-                            revoking
-                        } else {
-                            request
-                        };
-                        Ok(record.changes(Some(&old), request, vec![draft], now))
-                    }
-                    Transition::Unchanged(request) => Ok((Changes::default(), request)),
+            .commit(id, move |request, now| {
+                let mut closed =
+                    match request.close_review(&reviewer, justified, notes.clone(), now)? {
+                        Transition::Changed(closed) => closed,
+                        unchanged @ Transition::Unchanged(_) => return Ok((unchanged, Vec::new())),
+                    };
+                let revoke = !justified
+                    && closed.kind() == StateKind::Active
+                    && closed
+                        .break_glass
+                        .as_ref()
+                        .is_some_and(|b| b.revoke_on_unjustified);
+                let draft = events::about(
+                    &closed,
+                    now,
+                    Actor::Principal(reviewer.clone()),
+                    events::REVIEW_CLOSED,
+                )
+                .detail(
+                    "verdict",
+                    if justified {
+                        "justified"
+                    } else {
+                        "unjustified"
+                    },
+                )
+                .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""))
+                .detail("revoke", revoke);
+                // The revoke is decided in the same transaction as the verdict.
+                if revoke {
+                    closed = closed.begin_revoke(Ending::Revoked, now)?.into_request();
+                    closed.end_reason = Some(format!(
+                        "revoked: {reviewer} found the break-glass unjustified"
+                    ));
                 }
+                Ok((Transition::Changed(closed), vec![draft]))
             })
             .await?;
         if closed.kind() == StateKind::RevokeFailing {

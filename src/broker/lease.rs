@@ -34,20 +34,35 @@ impl Broker {
         change: F,
     ) -> Result<AccessRequest, BrokerError>
     where
-        F: FnOnce(AccessRequest) -> Result<Outcome, BrokerError> + Send + 'static,
+        F: FnOnce(AccessRequest, Timestamp) -> Result<Outcome, BrokerError> + Send + 'static,
+    {
+        Ok(self.commit_changed(id, change).await?.0)
+    }
+
+    /// Like [`Broker::commit`], also saying whether the record changed. `change` gets the time
+    /// read inside the transaction, so a queued change is judged by when it commits.
+    pub(super) async fn commit_changed<F>(
+        &self,
+        id: RequestId,
+        change: F,
+    ) -> Result<(AccessRequest, bool), BrokerError>
+    where
+        F: FnOnce(AccessRequest, Timestamp) -> Result<Outcome, BrokerError> + Send + 'static,
     {
         let record = self.inner.record.clone();
         let clock = self.inner.clock.clone();
         self.inner
             .store
             .write(move |view| {
+                let now = clock.now();
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
                 let old = request.clone();
-                Ok(match change(request)? {
+                Ok(match change(request, now)? {
                     (Transition::Changed(new), drafts) => {
-                        record.changes(Some(&old), new, drafts, clock.now())
+                        let (changes, new) = record.changes(Some(&old), new, drafts, now);
+                        (changes, (new, true))
                     }
-                    (Transition::Unchanged(request), _) => (Changes::default(), request),
+                    (Transition::Unchanged(request), _) => (Changes::default(), (request, false)),
                 })
             })
             .await
@@ -116,7 +131,7 @@ impl Broker {
         match due {
             Due::State => match request.state.clone() {
                 State::Pending { .. } => {
-                    self.commit(id, move |request| {
+                    self.commit(id, move |request, _| {
                         Ok(recorded(request.time_out(now), |r| {
                             vec![events::about(r, now, Actor::System, events::TIMED_OUT)]
                         }))
@@ -138,7 +153,7 @@ impl Broker {
                 }
             },
             Due::ReviewOverdue => {
-                self.commit(id, move |request| {
+                self.commit(id, move |request, _| {
                     Ok(recorded(request.review_overdue(now), |r| {
                         vec![events::about(r, now, Actor::System, events::REVIEW_OVERDUE)]
                     }))
@@ -146,7 +161,7 @@ impl Broker {
                 .await
             }
             Due::ReviewReminder => {
-                self.commit(id, move |request| {
+                self.commit(id, move |request, _| {
                     Ok(recorded(request.review_reminded(now), |r| {
                         let reminders = r.review().map_or(0, |review| review.reminders);
                         vec![
@@ -159,7 +174,7 @@ impl Broker {
             }
             Due::ApprovalReminder | Due::Expiring | Due::ReviewDueSoon => {
                 let every = self.inner.settings.routing.notices.approval_reminder;
-                self.commit(id, move |mut request| {
+                self.commit(id, move |mut request, _| {
                     // Moving the notice on is what sends it (see `notify::derive`).
                     let notices = &mut request.notices;
                     match due {
@@ -204,7 +219,7 @@ impl Broker {
         match result {
             Ok(()) => {
                 let request = self
-                    .commit(id, move |request| {
+                    .commit(id, move |request, _| {
                         Ok(recorded(request.grant_succeeded(now)?, |r| {
                             vec![
                                 events::about(r, now, Actor::System, events::GRANTED)
@@ -231,7 +246,7 @@ impl Broker {
                 tracing::warn!(%id, attempt = failures, %error, final_attempt = last, "grant failed");
                 let detail = error.clone();
                 let request = self
-                    .commit(id, move |request| {
+                    .commit(id, move |request, _| {
                         Ok(recorded(request.grant_failed(error, retry_at)?, |r| {
                             vec![
                                 events::about(r, now, Actor::System, events::GRANT_FAILED)
@@ -278,7 +293,7 @@ impl Broker {
         match result {
             Ok(()) => {
                 let request = self
-                    .commit(id, move |request| {
+                    .commit(id, move |request, _| {
                         Ok(recorded(request.revoke_succeeded(ending, done)?, |r| {
                             let ending = match r.state {
                                 State::Ended { ending } => ending,
@@ -308,7 +323,7 @@ impl Broker {
                 let retry_at = done.saturating_add(self.inner.settings.backoff.delay(failures));
                 tracing::warn!(%id, attempt = failures, %error, retry_at = %retry_at, "revoke failed; access is still held");
                 let detail = error.clone();
-                self.commit(id, move |request| {
+                self.commit(id, move |request, _| {
                     Ok(recorded(
                         request.revoke_failed(ending, error, retry_at)?,
                         |r| {
