@@ -64,6 +64,19 @@ fn review_state(request: &pb::AccessRequest) -> &'static str {
     elevate::cli::output::review_state_word(request.review.as_ref().unwrap().state)
 }
 
+/// Waits until the review of `id` is overdue; returns the request.
+async fn until_overdue(clients: &elevate::cli::client::Clients, id: &str) -> pb::AccessRequest {
+    until("the review to become overdue", || {
+        let mut clients = clients.clone();
+        let id = id.to_owned();
+        async move {
+            let request = status(&mut clients, &id).await;
+            (review_state(&request) == "overdue").then_some(request)
+        }
+    })
+    .await
+}
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const REMIND: Duration = Duration::from_secs(4 * 3600);
 
@@ -268,15 +281,7 @@ async fn an_overdue_review_escalates_and_is_reminded_until_closed() {
         serde_json::json!(["admin", "manager", "security"])
     );
     env.advance(Duration::from_secs(2 * 3600));
-    let overdue = until("the review to become overdue", || {
-        let mut oncall = oncall.clone();
-        let id = granted.id.clone();
-        async move {
-            let request = status(&mut oncall, &id).await;
-            (review_state(&request) == "overdue").then_some(request)
-        }
-    })
-    .await;
+    let overdue = until_overdue(&oncall, &granted.id).await;
     assert_eq!(
         state(&overdue),
         "expired",
@@ -340,12 +345,7 @@ async fn with_an_overdue_review_the_next_break_glass_waits_for_one_approval() {
         .await
         .unwrap();
     env.advance(DAY);
-    until("the review to become overdue", || {
-        let mut oncall = oncall.clone();
-        let id = first.id.clone();
-        async move { (review_state(&status(&mut oncall, &id).await) == "overdue").then_some(()) }
-    })
-    .await;
+    until_overdue(&oncall, &first.id).await;
 
     let waiting = break_glass(&mut oncall, "prod-db-admin", "30m", "again down", "INC-8")
         .await
@@ -559,12 +559,7 @@ async fn a_justified_verdict_lifts_the_consequence_and_the_consequence_can_be_tu
         .await
         .unwrap();
     env.advance(DAY);
-    until("the review to become overdue", || {
-        let mut oncall = oncall.clone();
-        let id = first.id.clone();
-        async move { (review_state(&status(&mut oncall, &id).await) == "overdue").then_some(()) }
-    })
-    .await;
+    until_overdue(&oncall, &first.id).await;
     review(&mut security, &first.id, "justified", "late but fine")
         .await
         .unwrap();
@@ -585,12 +580,7 @@ async fn a_justified_verdict_lifts_the_consequence_and_the_consequence_can_be_tu
         .await
         .unwrap();
     env.advance(DAY);
-    until("the review to become overdue", || {
-        let mut oncall = oncall.clone();
-        let id = first.id.clone();
-        async move { (review_state(&status(&mut oncall, &id).await) == "overdue").then_some(()) }
-    })
-    .await;
+    until_overdue(&oncall, &first.id).await;
     let next = break_glass(&mut oncall, "prod-db-admin", "30m", "down again", "INC-8")
         .await
         .unwrap();
