@@ -157,7 +157,10 @@ impl Env {
                     notifier: "noop".to_owned(),
                 });
         }
-        options.store_options = StoreOptions { max_batch };
+        options.store_options = StoreOptions {
+            max_batch,
+            ..StoreOptions::default()
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
         let server = Server::build(options).await.unwrap();

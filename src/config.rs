@@ -67,6 +67,46 @@ pub struct Config {
     /// Which events go to which notifiers, and when reminders fall due.
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// The audit key and how often the chain's head is signed.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit key and checkpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 key that signs checkpoints (PKCS#8 PEM, mode 0600), generated on first start
+    /// when missing. Default: `audit.key` next to the store file.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Sign a checkpoint once this many events are not covered by one.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint this often when events were added since the last one.
+    #[serde(
+        default = "default_checkpoint_interval",
+        deserialize_with = "humantime"
+    )]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One notifier.
@@ -336,6 +376,13 @@ impl Config {
         join(&mut self.tls.cert);
         join(&mut self.tls.key);
         join(&mut self.store.path);
+        match &mut self.audit.key {
+            Some(key) => join(key),
+            None => {
+                let dir = self.store.path.parent().unwrap_or(base);
+                self.audit.key = Some(dir.join("audit.key"));
+            }
+        }
         join(&mut self.policy.policy);
         join(&mut self.policy.directory);
         for notifier in self.notifiers.values_mut() {
@@ -398,6 +445,18 @@ impl Config {
             return Err(invalid(
                 "workflow.retry_max: at most 1 day, so that a failing revoke is retried daily at least"
                     .to_owned(),
+            ));
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_every > 1_000_000 {
+            return Err(invalid(
+                "audit.checkpoint_every: must be between 1 and 1000000 events".to_owned(),
+            ));
+        }
+        if self.audit.checkpoint_interval < Duration::from_secs(1)
+            || self.audit.checkpoint_interval > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "audit.checkpoint_interval: must be between 1s and 1h".to_owned(),
             ));
         }
         if self.provisioners.is_empty() {

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::key::{AuditKey, KeyError};
 use crate::broker::{Broker, BrokerError, Recovery, Settings};
 use crate::clock::SharedClock;
 use crate::config::{Config, NotifierConfig, ProvisionerConfig, WebhookFormat};
@@ -28,8 +29,30 @@ use crate::notify::{
 use crate::policy::{Invalid, Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, Provisioners};
-use crate::store::StoreOptions;
+use crate::store::{Signing, StoreOptions};
 use crate::tls::{self, TlsError, TlsFiles};
+
+/// The audit key and how often checkpoints are signed.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// The key file, generated on first start.
+    pub key: PathBuf,
+    /// Sign once this many events are not covered by a checkpoint.
+    pub checkpoint_every: u64,
+    /// Sign this often when events were added.
+    pub checkpoint_interval: Duration,
+}
+
+impl AuditOptions {
+    /// The defaults, with the key at `key`.
+    pub fn with_key(key: PathBuf) -> Self {
+        Self {
+            key,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Everything the daemon needs, from a configuration file or dev mode.
 #[derive(Debug)]
@@ -54,6 +77,8 @@ pub struct Options {
     pub settings: Settings,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
+    /// The audit key and checkpoints.
+    pub audit: AuditOptions,
     /// The clock (the system clock, or a manual one in tests).
     pub clock: SharedClock,
 }
@@ -95,6 +120,7 @@ impl Options {
                 } else {
                     1
                 },
+                signing: None,
             },
             policy: config.policy.policy.clone(),
             directory: config.policy.directory.clone(),
@@ -132,6 +158,15 @@ impl Options {
                 ..Settings::default()
             },
             shutdown_grace: config.shutdown_grace,
+            audit: AuditOptions {
+                key: config
+                    .audit
+                    .key
+                    .clone()
+                    .unwrap_or_else(|| config.store.path.with_file_name("audit.key")),
+                checkpoint_every: config.audit.checkpoint_every,
+                checkpoint_interval: config.audit.checkpoint_interval,
+            },
             clock,
         })
     }
@@ -194,6 +229,9 @@ pub enum BuildError {
     /// A part of the configuration cannot be set up.
     #[error("{0}")]
     Config(String),
+    /// The audit key cannot be loaded or made.
+    #[error("audit key: {0}")]
+    AuditKey(#[from] KeyError),
 }
 
 /// Serving failed.
@@ -232,18 +270,30 @@ impl Server {
                 .into());
             }
         }
+        let (key, generated) = AuditKey::load_or_generate(&options.audit.key)?;
+        if generated {
+            tracing::info!(file = %options.audit.key.display(), key = %key.public(), "generated the audit key");
+        }
+        let mut store_options = options.store_options;
+        store_options.signing = Some(Signing {
+            key: Arc::new(key),
+            every: options.audit.checkpoint_every,
+        });
+        let mut settings = options.settings;
+        settings.checkpoint_interval = options.audit.checkpoint_interval;
         let stop = CancellationToken::new();
         let broker = Broker::start(
             &options.store,
-            options.store_options,
+            store_options,
             Live::new(snapshot),
             options.clock,
             options.provisioners,
             options.notifiers,
-            options.settings,
+            settings,
             stop.clone(),
         )?;
         let recovery = broker.recover().await?;
+        broker.record_start(&recovery).await?;
         Ok(Self {
             broker,
             tls,

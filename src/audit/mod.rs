@@ -1,6 +1,24 @@
 //! Audit events and their hash chain. Every state change is recorded by an event written in
 //! the same store transaction as the change; each event commits to the previous event's hash,
-//! so any edit, removal or reordering of history is detectable.
+//! so any edit, removal or reordering of history is detectable. Signed checkpoints ([`key`])
+//! pin the chain's head, so that even somebody who rewrites the whole chain is caught.
+//!
+//! An event's hash is built in two steps, so that a link of the chain can be checked without
+//! the event's contents (exports filtered to some events carry only the links of the others):
+//!
+//! ```text
+//! content = SHA-256("elevate.audit.content.v1\0" ‖ canonical JSON of the event's fields)
+//! hash    = SHA-256("elevate.audit.link.v1\0" ‖ previous hash ‖ content)
+//! ```
+//!
+//! The canonical JSON is [`Content`] serialized with its fields in declaration order and
+//! details sorted by key.
+
+pub mod export;
+pub mod key;
+pub mod query;
+pub mod report;
+pub mod verify;
 
 use std::collections::BTreeMap;
 
@@ -71,6 +89,54 @@ impl Draft {
 /// The hash that precedes the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 
+/// An event's fields as they are hashed: the canonical form shared by the store, exports and
+/// verifiers. `actor` is `None` for the daemon itself; `request` is the display form
+/// (`req-7`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    /// Position in the log.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: u64,
+    /// The principal who caused it, or `None` for the daemon.
+    pub actor: Option<String>,
+    /// What happened.
+    pub action: String,
+    /// The request it concerns.
+    pub request: Option<String>,
+    /// The resource it concerns.
+    pub resource: Option<String>,
+    /// The principal it concerns.
+    pub principal: Option<String>,
+    /// Details.
+    pub details: BTreeMap<String, String>,
+}
+
+impl Content {
+    /// SHA-256 over the domain tag and the canonical JSON.
+    pub fn digest(&self) -> [u8; 32] {
+        // Strings, integers, options and a BTreeMap always serialize.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"elevate.audit.content.v1\0");
+        context.update(&bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        out
+    }
+}
+
+/// The hash of a link of the chain: the previous hash and this event's content digest.
+pub fn link_hash(prev: &[u8; 32], content: &[u8; 32]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"elevate.audit.link.v1\0");
+    context.update(prev);
+    context.update(content);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// A stored audit event: a draft with its sequence number and chain hashes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -92,7 +158,7 @@ pub struct Event {
     pub details: BTreeMap<String, String>,
     /// Hex SHA-256 of the previous event (zeros for the first).
     pub prev_hash: String,
-    /// Hex SHA-256 over `prev_hash` and this event's other fields.
+    /// Hex [`link_hash`] of `prev_hash` and this event's content.
     pub hash: String,
 }
 
@@ -111,25 +177,48 @@ impl Event {
             prev_hash: hex(prev),
             hash: String::new(),
         };
-        let digest = event.digest();
-        event.hash = hex(&digest);
-        (event, digest)
+        let hash = link_hash(prev, &event.content().digest());
+        event.hash = hex(&hash);
+        (event, hash)
     }
 
-    /// SHA-256 over the previous hash and the event's fields (its `hash` left empty).
-    pub fn digest(&self) -> [u8; 32] {
-        let mut body = self.clone();
-        body.hash = String::new();
-        // Serializing a struct of strings, integers and a BTreeMap cannot fail; its field
-        // order is fixed, so the bytes are canonical.
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        context.update(self.prev_hash.as_bytes());
-        context.update(&bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(context.finish().as_ref());
-        out
+    /// The fields that are hashed, in canonical form.
+    pub fn content(&self) -> Content {
+        Content {
+            seq: self.seq,
+            at: self.at.unix_millis(),
+            actor: match &self.actor {
+                Actor::Principal(principal) => Some(principal.to_string()),
+                Actor::System => None,
+            },
+            action: self.action.clone(),
+            request: self.request.map(|id| id.to_string()),
+            resource: self.resource.as_ref().map(ToString::to_string),
+            principal: self.principal.as_ref().map(ToString::to_string),
+            details: self.details.clone(),
+        }
     }
+
+    /// The hash this event should have given its `prev_hash` and contents; `None` when
+    /// `prev_hash` is not a hash at all.
+    pub fn expected_hash(&self) -> Option<[u8; 32]> {
+        let prev = unhex32(&self.prev_hash)?;
+        Some(link_hash(&prev, &self.content().digest()))
+    }
+}
+
+/// Parses 64 hex digits.
+pub fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (index, pair) in bytes.chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[index] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -142,9 +231,20 @@ mod tests {
         let (first, head) = Event::chain(Draft::new(at, Actor::System, "a"), 1, &GENESIS);
         let (second, _) = Event::chain(Draft::new(at, Actor::System, "b").detail("k", 1), 2, &head);
         assert_eq!(second.prev_hash, first.hash);
-        assert_eq!(hex(&second.digest()), second.hash);
+        assert_eq!(
+            second.expected_hash().map(|h| hex(&h)),
+            Some(second.hash.clone())
+        );
         let mut tampered = second.clone();
         tampered.details.insert("k".into(), "2".into());
-        assert_ne!(hex(&tampered.digest()), second.hash);
+        assert_ne!(tampered.expected_hash().map(|h| hex(&h)), Some(second.hash));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0xab; 32];
+        assert_eq!(unhex32(&hex(&bytes)), Some(bytes));
+        assert_eq!(unhex32("zz"), None);
+        assert_eq!(unhex32(&"g".repeat(64)), None);
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
+use elevate::audit::key::{AuditKey, PublicKey};
 use elevate::clock::SystemClock;
 use elevate::config::Config;
 use elevate::server::{Options, Server};
@@ -54,11 +55,45 @@ enum Command {
         #[command(subcommand)]
         command: Certs,
     },
+    /// The audit key and offline verification of a store.
+    Audit {
+        #[command(subcommand)]
+        command: Audit,
+    },
     /// Validate a configuration with its policy and directory, then exit.
     CheckConfig {
         /// Configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Audit {
+    /// Print the public half of the audit key, for auditors to keep.
+    Pubkey {
+        /// The configuration whose audit key to show.
+        #[arg(long, conflicts_with_all = ["dev", "key"])]
+        config: Option<PathBuf>,
+        /// The dev-mode audit key (in --state-dir).
+        #[arg(long, conflicts_with = "key")]
+        dev: bool,
+        /// Dev-mode state directory.
+        #[arg(long, default_value = ".elevate-dev")]
+        state_dir: PathBuf,
+        /// The key file itself.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Verify the audit trail of a store file offline (stop the daemon, or use a copy).
+    Verify {
+        /// The redb store file.
+        #[arg(long)]
+        db: PathBuf,
+        /// Check signatures with this public key (ed25519:… or a file holding it) instead of
+        /// the key the store recorded on its first start.
+        #[arg(long)]
+        pubkey: Option<String>,
     },
 }
 
@@ -195,6 +230,63 @@ async fn serve(
     Ok(())
 }
 
+fn audit_pubkey(
+    config: Option<PathBuf>,
+    dev_mode: bool,
+    state_dir: &Path,
+    key: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let file = match (config, key) {
+        (_, Some(key)) => key,
+        (Some(config), None) => {
+            let config = Config::load(&config)?;
+            Options::from_config(&config, Arc::new(SystemClock))?
+                .audit
+                .key
+        }
+        (None, None) if dev_mode => dev::Layout::new(state_dir).audit_key,
+        (None, None) => anyhow::bail!("name the key: --config FILE, --dev or --key FILE"),
+    };
+    anyhow::ensure!(
+        file.exists(),
+        "no audit key at {} yet: the daemon generates it on its first start",
+        file.display()
+    );
+    let key = AuditKey::load(&file)?;
+    println!("{}", key.public());
+    Ok(())
+}
+
+/// Exit status 1 on any damage, with one line saying where and what.
+fn audit_verify(db: &Path, pubkey: Option<String>) -> anyhow::Result<()> {
+    let key = match pubkey {
+        None => None,
+        Some(text) => {
+            let text = if Path::new(&text).is_file() {
+                std::fs::read_to_string(&text)
+                    .with_context(|| format!("cannot read the public key file {text}"))?
+            } else {
+                text
+            };
+            Some(text.parse::<PublicKey>()?)
+        }
+    };
+    let verified = elevate::store::offline::verify_store(db, key)
+        .map_err(|error| anyhow::anyhow!("{}: verification failed: {error}", db.display()))?;
+    println!("{}: intact", db.display());
+    println!("  {}", verified.summary);
+    println!(
+        "  signatures checked with {}{}",
+        verified.key,
+        if verified.recorded_key {
+            " (the key the store recorded)"
+        } else {
+            " (given; the store recorded another or none)"
+        }
+    );
+    Ok(())
+}
+
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     elevate::tls::server_config(&config.tls)?;
@@ -252,6 +344,18 @@ async fn main() -> std::process::ExitCode {
             .map(|files| files.iter().for_each(|f| println!("wrote {}", f.display())))
             .map_err(Into::into),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Audit {
+            command:
+                Audit::Pubkey {
+                    config,
+                    dev,
+                    state_dir,
+                    key,
+                },
+        } => audit_pubkey(config, dev, &state_dir, key),
+        Command::Audit {
+            command: Audit::Verify { db, pubkey },
+        } => audit_verify(&db, pubkey),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

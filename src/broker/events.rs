@@ -36,6 +36,38 @@ pub const REVIEW_OVERDUE: &str = "review.overdue";
 pub const REVIEW_REMINDED: &str = "review.reminded";
 /// A reviewer closed a break-glass review with a verdict.
 pub const REVIEW_CLOSED: &str = "review.closed";
+/// The daemon started: the policy and directory versions in force, the audit key.
+pub const STARTED: &str = "daemon.started";
+/// The daemon stopped cleanly.
+pub const STOPPED: &str = "daemon.stopped";
+/// A caller with a valid certificate was refused: unknown to the directory or suspended.
+pub const AUTH_REFUSED: &str = "auth.refused";
+/// A notification was given up on after its retries.
+pub const NOTIFICATION_DROPPED: &str = "notification.dropped";
+
+/// Every action the daemon records, for validating filters.
+pub const ALL: &[&str] = &[
+    SUBMITTED,
+    APPROVAL,
+    APPROVED,
+    DENIED,
+    CANCELLED,
+    TIMED_OUT,
+    GRANTED,
+    GRANT_FAILED,
+    REVOKE_FAILED,
+    EXPIRED,
+    RELEASED,
+    REVOKED,
+    FAILED,
+    REVIEW_OVERDUE,
+    REVIEW_REMINDED,
+    REVIEW_CLOSED,
+    STARTED,
+    STOPPED,
+    AUTH_REFUSED,
+    NOTIFICATION_DROPPED,
+];
 
 /// A draft about `request`, with its id, resource and requester as subjects.
 pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, action: &'static str) -> Draft {

@@ -11,6 +11,7 @@
 //!   comes, [`Broker::drive`] does whatever is due: time out, retry the grant, expire, retry the
 //!   revoke. Startup recovery drives every overdue request before serving.
 
+mod audit;
 mod break_glass;
 mod decide;
 mod error;
@@ -27,6 +28,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use audit::{ByteStream, EventStream};
 pub use error::BrokerError;
 pub use query::Watch;
 
@@ -53,6 +55,8 @@ pub struct Settings {
     pub routing: Routing,
     /// How notifications are retried.
     pub delivery: Delivery,
+    /// How often the audit chain's head is signed when events were added.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             max_concurrent_effects: 256,
             routing: Routing::default(),
             delivery: Delivery::default(),
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +127,8 @@ struct Inner {
     /// Cancelled when shutdown begins: watchers end their streams.
     closing: CancellationToken,
     effect_slots: Arc<Semaphore>,
+    /// Signs checkpoints and exports.
+    audit_key: Option<Arc<crate::audit::key::AuditKey>>,
 }
 
 /// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
@@ -177,6 +184,10 @@ impl Broker {
             changes: changes.clone(),
             outbox: wake.clone(),
         });
+        let audit_key = store_options
+            .signing
+            .as_ref()
+            .map(|signing| signing.key.clone());
         let store = Store::open(path, store_options, notify)?;
         let effects = TaskTracker::new();
         outbox::spawn(
@@ -186,7 +197,7 @@ impl Broker {
             settings.delivery,
             wake,
             &effects,
-            shutdown,
+            shutdown.clone(),
         );
         let settings_slots = settings.max_concurrent_effects.max(1);
         let record = record::Record {
@@ -207,9 +218,11 @@ impl Broker {
                 effects,
                 closing: CancellationToken::new(),
                 effect_slots: Arc::new(Semaphore::new(settings_slots)),
+                audit_key,
             }),
         };
         broker.dispatch(due);
+        broker.spawn_checkpoints(shutdown);
         Ok(broker)
     }
 
@@ -301,6 +314,7 @@ impl Broker {
                 "grants or revokes still running after the grace period; they resume at the next start"
             );
         }
+        self.record_stop().await;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.inner
             .store

@@ -20,7 +20,7 @@ use crate::broker::Settings;
 use crate::clock::SharedClock;
 use crate::notify::{FileNotifier, Notices, Notifiers, Priority, Route, Routing};
 use crate::provision::{FileProvisioner, Provisioners};
-use crate::server::Options;
+use crate::server::{AuditOptions, Options};
 use crate::store::StoreOptions;
 use crate::tls::TlsFiles;
 use crate::tls::issue::{self, CertDir, DEFAULT_TRUST_DOMAIN, IssueError};
@@ -56,6 +56,8 @@ pub struct Layout {
     pub targets: PathBuf,
     /// Every notification, one JSON line each.
     pub notifications: PathBuf,
+    /// The audit key, generated on first start.
+    pub audit_key: PathBuf,
 }
 
 impl Layout {
@@ -69,6 +71,7 @@ impl Layout {
             store: root.join("elevate.redb"),
             targets: root.join("targets"),
             notifications: root.join("notifications.jsonl"),
+            audit_key: root.join("audit.key"),
         }
     }
 }
@@ -170,6 +173,7 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
             ..Settings::default()
         },
         shutdown_grace: Duration::from_secs(10),
+        audit: AuditOptions::with_key(layout.audit_key.clone()),
         clock,
     }
 }

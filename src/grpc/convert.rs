@@ -4,9 +4,12 @@
 use tonic::Status;
 
 use super::status::invalid;
+use crate::audit::Event;
+use crate::audit::query::{ActionFilter, Filter};
+use crate::broker::events;
 use crate::model::{
-    AccessRequest, Comment, LeaseDuration, Reason, RequestId, ResourceName, ReviewState, StateKind,
-    Ticket, Timestamp, Verdict,
+    AccessRequest, Comment, LeaseDuration, Principal, Reason, RequestId, ResourceName, ReviewState,
+    StateKind, Ticket, Timestamp, Verdict,
 };
 use crate::policy::{Approval, Resource};
 use crate::proto::v1 as pb;
@@ -109,6 +112,59 @@ pub fn limit(value: u32) -> Result<usize, Status> {
         0 => Ok(DEFAULT_PAGE as usize),
         n if n > MAX_PAGE => Err(invalid("limit", format!("at most {MAX_PAGE}"))),
         n => Ok(n as usize),
+    }
+}
+
+/// An optional time in unix milliseconds.
+pub fn time(field: &str, value: Option<i64>) -> Result<Option<Timestamp>, Status> {
+    match value {
+        None => Ok(None),
+        Some(ms) => u64::try_from(ms)
+            .map(|ms| Some(Timestamp::from_unix_millis(ms)))
+            .map_err(|_| invalid(field, "a time before 1970")),
+    }
+}
+
+/// An audit filter: principal, resource, action (checked against the known actions) and a
+/// time window.
+pub fn audit_filter(body: &pb::QueryEventsRequest) -> Result<Filter, Status> {
+    let text = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+    let filter = Filter {
+        principal: text(&body.principal)
+            .map(|p| Principal::parse(&p).map_err(|e| invalid("principal", e)))
+            .transpose()?,
+        resource: text(&body.resource).map(|r| resource(&r)).transpose()?,
+        action: text(&body.action)
+            .map(|a| ActionFilter::parse(&a, events::ALL).map_err(|e| invalid("action", e)))
+            .transpose()?,
+        since: time("since_ms", body.since_ms)?,
+        until: time("until_ms", body.until_ms)?,
+    };
+    if let (Some(since), Some(until)) = (filter.since, filter.until) {
+        if since >= until {
+            return Err(invalid(
+                "until_ms",
+                format!("must be after since ({} is not after {})", until, since),
+            ));
+        }
+    }
+    Ok(filter)
+}
+
+/// An audit event on the wire.
+pub fn event_to_proto(event: &Event) -> pb::AuditEvent {
+    let content = event.content();
+    pb::AuditEvent {
+        seq: event.seq,
+        at_ms: millis(event.at),
+        actor: content.actor.unwrap_or_default(),
+        action: content.action,
+        request_id: content.request.unwrap_or_default(),
+        resource: content.resource.unwrap_or_default(),
+        principal: content.principal.unwrap_or_default(),
+        details_json: serde_json::to_string(&content.details).unwrap_or_default(),
+        prev_hash: event.prev_hash.clone(),
+        hash: event.hash.clone(),
     }
 }
 

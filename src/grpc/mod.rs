@@ -5,6 +5,7 @@
 
 mod access;
 mod approval;
+mod audit;
 mod break_glass;
 pub mod convert;
 pub mod health;
@@ -19,6 +20,7 @@ use tonic_health::pb::health_server::HealthServer;
 
 pub use access::Access;
 pub use approval::Approvals;
+pub use audit::Audit;
 pub use break_glass::BreakGlass;
 pub use health::Health;
 pub use later::Later;
@@ -56,6 +58,7 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
         <AccessServiceServer<Access> as NamedService>::NAME,
         <ApprovalServiceServer<Approvals> as NamedService>::NAME,
         <BreakGlassServiceServer<BreakGlass> as NamedService>::NAME,
+        <AuditServiceServer<Audit> as NamedService>::NAME,
     ]);
     let later = Later::new(broker.clone());
     let routes = Routes::new(HealthServer::new(health_service))
@@ -71,7 +74,10 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
             BreakGlassServiceServer::new(BreakGlass::new(broker.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
-        .add_service(AuditServiceServer::new(later.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(
+            AuditServiceServer::new(Audit::new(broker.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE));
     (routes, health)
 }

@@ -67,6 +67,46 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// A point in time as people write it: RFC 3339 (`2026-08-01T09:00:00Z`), a date
+    /// (`2026-08-01`, midnight UTC), or a duration before `now` (`7d`, `2h 30m`, `90m ago`).
+    pub fn parse_when(text: &str, now: Timestamp) -> Result<Self, String> {
+        let text = text.trim();
+        let shown = || crate::model::one_line(&text.chars().take(40).collect::<String>());
+        if text.is_empty() {
+            return Err("a time is required".to_owned());
+        }
+        let is_date = text.len() == 10
+            && text.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if is_date {
+            return Self::parse_rfc3339(&format!("{text}T00:00:00Z"))
+                .map_err(|_| format!("'{}' is not a valid date", shown()));
+        }
+        if text.as_bytes()[0].is_ascii_digit() && text.contains(['-', ':']) {
+            return Self::parse_rfc3339(text).map_err(|_| {
+                format!(
+                    "'{}' is not an RFC 3339 time (like 2026-08-01T09:00:00Z)",
+                    shown()
+                )
+            });
+        }
+        let ago = text.strip_suffix("ago").unwrap_or(text).trim_end();
+        match humantime::parse_duration(ago) {
+            Ok(duration) => Ok(now.saturating_sub(duration)),
+            Err(_) => Err(format!(
+                "'{}' is neither a time (2026-08-01T09:00:00Z, 2026-08-01) nor a duration ago (7d, 2h 30m)",
+                shown()
+            )),
+        }
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.rfc3339())
@@ -76,6 +116,22 @@ impl fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn points_in_time_parse_in_every_accepted_form() {
+        let now = Timestamp::parse_rfc3339("2026-11-22T12:00:00Z").unwrap();
+        let at = |text: &str| Timestamp::parse_when(text, now).map(Timestamp::rfc3339);
+        assert_eq!(
+            at("2026-08-01T09:00:00Z").unwrap(),
+            "2026-08-01T09:00:00.000Z"
+        );
+        assert_eq!(at("2026-08-01").unwrap(), "2026-08-01T00:00:00.000Z");
+        assert_eq!(at("7d").unwrap(), "2026-11-15T12:00:00.000Z");
+        assert_eq!(at("2h 30m ago").unwrap(), "2026-11-22T09:30:00.000Z");
+        assert!(at("2026-13-01").unwrap_err().contains("not a valid date"));
+        assert!(at("yesterday").unwrap_err().contains("neither a time"));
+        assert!(at("").is_err());
+    }
 
     #[test]
     fn formats_and_parses_rfc3339() {

@@ -261,10 +261,14 @@ async fn attempt(notifier: Option<&Arc<dyn Notifier>>, outgoing: &Outgoing) -> R
 
 fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: Timestamp) -> Draft {
     let event: Option<Event> = serde_json::from_value(outgoing.event.clone()).ok();
-    let mut draft = Draft::new(now, Actor::System, "notification.dropped")
-        .detail("notifier", &outgoing.notifier)
-        .detail("attempts", attempts)
-        .detail("error", error);
+    let mut draft = Draft::new(
+        now,
+        Actor::System,
+        crate::broker::events::NOTIFICATION_DROPPED,
+    )
+    .detail("notifier", &outgoing.notifier)
+    .detail("attempts", attempts)
+    .detail("error", error);
     if let Some(event) = event {
         draft.request = event.request.id.parse::<RequestId>().ok();
         draft = draft

@@ -9,6 +9,7 @@
 //! for the writer.
 
 mod codec;
+pub mod offline;
 mod reader;
 mod tables;
 mod writer;
@@ -21,10 +22,11 @@ use std::time::Duration;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-pub use reader::{OutboxDue, Page, Reader};
+pub use reader::{AuditCursor, AuditPage, OutboxDue, Page, Reader};
 pub use tables::View;
 
 use crate::audit::Draft;
+use crate::audit::key::{AuditKey, PublicKey};
 use crate::model::{AccessRequest, Timestamp};
 
 /// A notification waiting in the outbox for one notifier. The store keeps it opaque.
@@ -83,6 +85,20 @@ pub enum StoreError {
     /// A read job panicked.
     #[error("a store read failed unexpectedly")]
     ReadPanicked,
+    /// The store's checkpoints were signed by another audit key.
+    #[error(
+        "store {} records audit key {recorded}, but the daemon's audit key is {given}; \
+         restore the original key file (a new key cannot vouch for the old checkpoints)",
+        file.display()
+    )]
+    AuditKey {
+        /// The file.
+        file: PathBuf,
+        /// The key the store was first used with.
+        recorded: PublicKey,
+        /// The key given now.
+        given: PublicKey,
+    },
 }
 
 macro_rules! from_redb {
@@ -117,6 +133,9 @@ pub struct Changes {
     pub delivered: Vec<u64>,
     /// Outbox entries to try again later, with their new attempt count, time and error.
     pub retried: Vec<(u64, Outgoing)>,
+    /// Sign a checkpoint of the audit chain's head (made at this time) after these changes,
+    /// unless the head is already covered.
+    pub checkpoint: Option<Timestamp>,
 }
 
 impl Changes {
@@ -128,6 +147,7 @@ impl Changes {
         self.outgoing.extend(other.outgoing);
         self.delivered.extend(other.delivered);
         self.retried.extend(other.retried);
+        self.checkpoint = self.checkpoint.max(other.checkpoint);
     }
 
     /// Announces `request` as it is, storing nothing.
@@ -146,16 +166,31 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, requests: &[AccessRequest], queued: usize);
 }
 
-/// How the writer batches.
-#[derive(Clone, Copy, Debug)]
+/// How the audit chain's head is signed.
+#[derive(Clone, Debug)]
+pub struct Signing {
+    /// The daemon's audit key.
+    pub key: Arc<AuditKey>,
+    /// A checkpoint is signed in the same transaction once this many events are not covered
+    /// by one (besides the periodic and shutdown checkpoints the daemon asks for).
+    pub every: u64,
+}
+
+/// How the writer batches and signs.
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Most jobs in one transaction; 1 disables group commit.
     pub max_batch: usize,
+    /// Checkpoint signing; `None` writes no checkpoints.
+    pub signing: Option<Signing>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_batch: 1024 }
+        Self {
+            max_batch: 1024,
+            signing: None,
+        }
     }
 }
 
@@ -201,7 +236,8 @@ impl Store {
             }
             Err(error) => return Err(StoreError::Redb(error.into())),
         };
-        tables::initialize(&db, path)?;
+        let key = options.signing.as_ref().map(|signing| signing.key.public());
+        tables::initialize(&db, path, key)?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
         let jobs = writer::spawn(db.clone(), options, listener, stats.clone())?;
@@ -265,7 +301,7 @@ impl Store {
     {
         let db = self.database()?;
         tokio::task::spawn_blocking(move || {
-            let reader = Reader::begin(&db)?;
+            let reader = Reader::begin(&*db)?;
             query(&reader)
         })
         .await
@@ -305,6 +341,20 @@ impl Store {
             tracing::warn!("a store read did not finish; the file closes when it does");
         }
         drop(db);
+    }
+
+    /// Signs a checkpoint of the audit chain's head unless the head is covered already.
+    pub async fn checkpoint(&self, at: Timestamp) -> Result<(), StoreError> {
+        self.write(move |_| -> Result<_, StoreError> {
+            Ok((
+                Changes {
+                    checkpoint: Some(at),
+                    ..Changes::default()
+                },
+                (),
+            ))
+        })
+        .await
     }
 
     /// Count of committed transactions and answered jobs so far.

@@ -1,15 +1,18 @@
 //! Queries in read transactions. They see a consistent snapshot and never wait for the writer.
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::Outgoing;
 use super::StoreError;
 use super::codec::decode;
 use super::tables::{
-    AUDIT, AUDIT_BY_REQUEST, BY_PRINCIPAL, BY_STATE, DEADLINES, OUTBOX, OUTBOX_DUE, REQUESTS,
-    REVIEWS_BY_STATE, review_code,
+    AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, META, META_AUDIT_KEY, OUTBOX, OUTBOX_DUE,
+    REQUESTS, REVIEWS_BY_STATE, review_code,
 };
 use crate::audit::Event;
+use crate::audit::key::{Checkpoint, PublicKey};
+use crate::audit::query::{ActionFilter, Filter};
 use crate::model::{AccessRequest, Principal, RequestId, ReviewState, StateKind, Timestamp};
 
 /// Which slice of a newest-first listing to return.
@@ -32,13 +35,52 @@ pub struct OutboxDue {
     pub complete: bool,
 }
 
+/// Where the next page of an audit query starts: before this (time, sequence number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// Sequence number.
+    pub seq: u64,
+}
+
+/// One page of an audit query.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// Matching events, newest first.
+    pub events: Vec<Event>,
+    /// Where the next page starts; `None` when the answer is complete.
+    pub next: Option<AuditCursor>,
+}
+
+/// `(at, seq)` keys of audit index rows, newest first.
+type Keys = Box<dyn Iterator<Item = Result<(u64, u64), StoreError>>>;
+
+/// Index rows `(name, at, seq)` for `name` in `[since, upper)`, newest first.
+fn named(
+    index: ReadOnlyTable<(&'static str, u64, u64), ()>,
+    name: &str,
+    since: u64,
+    upper: (u64, u64),
+) -> Result<Keys, StoreError> {
+    let rows = index
+        .range((name, since, 0)..(name, upper.0, upper.1))?
+        .rev()
+        .map(|entry| {
+            let (key, _) = entry?;
+            let (_, at, seq) = key.value();
+            Ok((at, seq))
+        });
+    Ok(Box::new(rows))
+}
+
 /// A read transaction over the store.
 pub struct Reader {
     txn: redb::ReadTransaction,
 }
 
 impl Reader {
-    pub(super) fn begin(db: &Database) -> Result<Self, StoreError> {
+    pub(super) fn begin(db: &impl ReadableDatabase) -> Result<Self, StoreError> {
         Ok(Self {
             txn: db.begin_read()?,
         })
@@ -240,6 +282,31 @@ impl Reader {
         Ok(out)
     }
 
+    /// Audit events stored under keys from `from`, with their keys, at most `limit`, in key
+    /// order (for verification, which checks that each key matches its event).
+    pub fn events_with_keys(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in audit.range(from..)?.take(limit) {
+            let (key, bytes) = entry?;
+            out.push((key.value(), decode("audit", bytes.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The store's recorded audit head (the last entry's hash).
+    pub fn audit_head(&self) -> Result<[u8; 32], StoreError> {
+        let meta = self.txn.open_table(META)?;
+        Ok(meta
+            .get(super::tables::META_AUDIT_HEAD)?
+            .and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+            .unwrap_or(crate::audit::GENESIS))
+    }
+
     /// Audit events with sequence numbers from `from`, at most `limit`, oldest first.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let audit = self.txn.open_table(AUDIT)?;
@@ -247,6 +314,138 @@ impl Reader {
         for entry in audit.range(from..)?.take(limit) {
             let (_, bytes) = entry?;
             out.push(decode("audit", bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One page of the events matching `filter`, newest first (by time, then sequence
+    /// number), strictly before `cursor` when given. Looks at no more than `scan` index rows, so
+    /// a selective filter over a long log answers in bounded time; `next` says where to go on.
+    pub fn audit_page(
+        &self,
+        filter: &Filter,
+        cursor: Option<AuditCursor>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<AuditPage, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        let since = filter.since.map_or(0, |t| t.unix_millis());
+        let upper = cursor.map_or(
+            (filter.until.map_or(u64::MAX, |t| t.unix_millis()), 0),
+            |c| (c.at, c.seq),
+        );
+        let mut page = AuditPage {
+            events: Vec::new(),
+            next: None,
+        };
+        if upper <= (since, 0) {
+            return Ok(page);
+        }
+        // The most selective index the filter allows; the rest of the filter is applied to
+        // each event.
+        let keys: Keys = match (&filter.principal, &filter.resource, &filter.action) {
+            (Some(principal), _, _) => named(
+                self.txn.open_table(AUDIT_BY_PRINCIPAL)?,
+                principal.as_str(),
+                since,
+                upper,
+            )?,
+            (None, Some(resource), _) => named(
+                self.txn.open_table(AUDIT_BY_RESOURCE)?,
+                resource.as_str(),
+                since,
+                upper,
+            )?,
+            (None, None, Some(ActionFilter::Exact(action))) => {
+                named(self.txn.open_table(AUDIT_BY_ACTION)?, action, since, upper)?
+            }
+            _ => {
+                let index = self.txn.open_table(AUDIT_BY_TIME)?;
+                let rows = index.range((since, 0)..upper)?.rev().map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(key.value())
+                });
+                Box::new(rows)
+            }
+        };
+        for (scanned, key) in keys.enumerate() {
+            let (at, seq) = key?;
+            if scanned >= scan || page.events.len() >= limit {
+                page.next = Some(AuditCursor { at, seq: seq + 1 });
+                // Resume at this row: the cursor is exclusive, so step just past it.
+                break;
+            }
+            let Some(bytes) = audit.get(seq)? else {
+                continue;
+            };
+            let event: Event = decode("audit", bytes.value())?;
+            if filter.matches(&event) {
+                page.events.push(event);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Every checkpoint with `from <= seq`, oldest first, at most `limit`.
+    pub fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        let table = self.txn.open_table(CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(from..)?.take(limit) {
+            let (_, bytes) = entry?;
+            out.push(decode("checkpoints", bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The newest checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let table = self.txn.open_table(CHECKPOINTS)?;
+        match table.last()? {
+            Some((_, bytes)) => decode("checkpoints", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The last audit event, if any.
+    pub fn last_event(&self) -> Result<Option<Event>, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        match audit.last()? {
+            Some((_, bytes)) => decode("audit", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The audit key the store was first used with.
+    pub fn audit_key(&self) -> Result<Option<PublicKey>, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        Ok(meta
+            .get(META_AUDIT_KEY)?
+            .and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+            .map(PublicKey::from_bytes))
+    }
+
+    /// The store's audit counter: how many events were ever appended (the next sequence
+    /// number minus one).
+    pub fn audit_count(&self) -> Result<u64, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        Ok(meta
+            .get(super::tables::META_NEXT_SEQ)?
+            .and_then(|v| super::tables::u64_of(v.value()))
+            .unwrap_or(1)
+            .saturating_sub(1))
+    }
+
+    /// Requests with ids above `after`, oldest first, at most `limit`.
+    pub fn requests_after(
+        &self,
+        after: Option<RequestId>,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let from = after.map_or(0, |id| id.raw().saturating_add(1));
+        let mut out = Vec::new();
+        for entry in self.requests_table()?.range(from..)?.take(limit) {
+            let (_, bytes) = entry?;
+            out.push(decode("requests", bytes.value())?);
         }
         Ok(out)
     }

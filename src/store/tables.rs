@@ -11,21 +11,36 @@
 //! | `open_requests` | (principal, resource) → id | one open request per principal and resource |
 //! | `audit` | seq → JSON event | the hash-chained audit log, append-only |
 //! | `audit_by_request` | (id, seq) | one request's history |
+//! | `audit_by_time` | (unix ms, seq) | audit queries by time, newest first |
+//! | `audit_by_principal` | (principal, unix ms, seq) | events about or by a principal |
+//! | `audit_by_resource` | (resource, unix ms, seq) | events about a resource |
+//! | `audit_by_action` | (action, unix ms, seq) | events of one kind |
+//! | `checkpoints` | seq → JSON checkpoint | signed heads of the audit chain |
 //! | `break_glass_by_principal` | (principal, created ms, id) | rate limits and consequences |
 //! | `reviews_by_state` | (review state code, id) | open and overdue reviews |
 //! | `outbox` | seq → JSON notification | notifications not yet delivered |
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
-//! | `meta` | name → bytes | schema version, id and sequence counters, chain head |
+//! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
 
 use std::path::Path;
 
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
-use super::{Changes, Outgoing, StoreError};
-use crate::audit::{Event, GENESIS};
+use super::{Changes, Outgoing, Signing, StoreError};
+use crate::audit::key::{Checkpoint, PublicKey};
+use crate::audit::{Actor, Event, GENESIS};
 use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState};
 
+pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("audit_by_time");
+pub(super) const AUDIT_BY_PRINCIPAL: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("audit_by_principal");
+pub(super) const AUDIT_BY_RESOURCE: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("audit_by_resource");
+pub(super) const AUDIT_BY_ACTION: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("audit_by_action");
+pub(super) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 pub(super) const REQUESTS: TableDefinition<u64, &[u8]> = TableDefinition::new("requests");
 pub(super) const BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("requests_by_state");
@@ -47,13 +62,14 @@ pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
-const SCHEMA: u64 = 1;
+const SCHEMA: u64 = 2;
 
 const META_SCHEMA: &str = "schema";
 const META_NEXT_ID: &str = "next_request_id";
-const META_NEXT_SEQ: &str = "audit_next_seq";
-const META_AUDIT_HEAD: &str = "audit_head";
+pub(super) const META_NEXT_SEQ: &str = "audit_next_seq";
+pub(super) const META_AUDIT_HEAD: &str = "audit_head";
 const META_NEXT_OUTBOX: &str = "outbox_next_seq";
+pub(super) const META_AUDIT_KEY: &str = "audit_key";
 
 /// The by-state index code of a review state.
 pub(super) fn review_code(state: ReviewState) -> u8 {
@@ -65,12 +81,17 @@ pub(super) fn review_code(state: ReviewState) -> u8 {
     }
 }
 
-fn u64_of(bytes: &[u8]) -> Option<u64> {
+pub(super) fn u64_of(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_le_bytes)
 }
 
-/// Creates every table and checks the schema version.
-pub(super) fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
+/// Creates every table, checks the schema version, and records the audit key on first use
+/// (refusing a different one later: checkpoints signed by two keys would not verify).
+pub(super) fn initialize(
+    db: &Database,
+    path: &Path,
+    key: Option<PublicKey>,
+) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
@@ -88,6 +109,25 @@ pub(super) fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
                 });
             }
         }
+        if let Some(key) = key {
+            let recorded = meta
+                .get(META_AUDIT_KEY)?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+                .map(PublicKey::from_bytes);
+            match recorded {
+                None => {
+                    meta.insert(META_AUDIT_KEY, key.bytes().as_slice())?;
+                }
+                Some(recorded) if recorded == key => {}
+                Some(recorded) => {
+                    return Err(StoreError::AuditKey {
+                        file: path.to_path_buf(),
+                        recorded,
+                        given: key,
+                    });
+                }
+            }
+        }
         txn.open_table(REQUESTS)?;
         txn.open_table(BY_STATE)?;
         txn.open_table(BY_PRINCIPAL)?;
@@ -96,6 +136,11 @@ pub(super) fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(OPEN)?;
         txn.open_table(AUDIT)?;
         txn.open_table(AUDIT_BY_REQUEST)?;
+        txn.open_table(AUDIT_BY_TIME)?;
+        txn.open_table(AUDIT_BY_PRINCIPAL)?;
+        txn.open_table(AUDIT_BY_RESOURCE)?;
+        txn.open_table(AUDIT_BY_ACTION)?;
+        txn.open_table(CHECKPOINTS)?;
         txn.open_table(BREAK_GLASS_BY_PRINCIPAL)?;
         txn.open_table(REVIEWS_BY_STATE)?;
         txn.open_table(OUTBOX)?;
@@ -115,16 +160,26 @@ pub(super) struct Tables<'txn> {
     open: Table<'txn, (&'static str, &'static str), u64>,
     audit: Table<'txn, u64, &'static [u8]>,
     audit_by_request: Table<'txn, (u64, u64), ()>,
+    audit_by_time: Table<'txn, (u64, u64), ()>,
+    audit_by_principal: Table<'txn, (&'static str, u64, u64), ()>,
+    audit_by_resource: Table<'txn, (&'static str, u64, u64), ()>,
+    audit_by_action: Table<'txn, (&'static str, u64, u64), ()>,
+    checkpoints: Table<'txn, u64, &'static [u8]>,
     break_glass: Table<'txn, (&'static str, u64, u64), ()>,
     reviews: Table<'txn, (u8, u64), ()>,
     outbox: Table<'txn, u64, &'static [u8]>,
     outbox_due: Table<'txn, (u64, u64), ()>,
     meta: Table<'txn, &'static str, &'static [u8]>,
+    signing: Option<&'txn Signing>,
 }
 
 impl<'txn> Tables<'txn> {
-    pub(super) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+        signing: Option<&'txn Signing>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
+            signing,
             requests: txn.open_table(REQUESTS)?,
             by_state: txn.open_table(BY_STATE)?,
             by_principal: txn.open_table(BY_PRINCIPAL)?,
@@ -133,6 +188,11 @@ impl<'txn> Tables<'txn> {
             open: txn.open_table(OPEN)?,
             audit: txn.open_table(AUDIT)?,
             audit_by_request: txn.open_table(AUDIT_BY_REQUEST)?,
+            audit_by_time: txn.open_table(AUDIT_BY_TIME)?,
+            audit_by_principal: txn.open_table(AUDIT_BY_PRINCIPAL)?,
+            audit_by_resource: txn.open_table(AUDIT_BY_RESOURCE)?,
+            audit_by_action: txn.open_table(AUDIT_BY_ACTION)?,
+            checkpoints: txn.open_table(CHECKPOINTS)?,
             break_glass: txn.open_table(BREAK_GLASS_BY_PRINCIPAL)?,
             reviews: txn.open_table(REVIEWS_BY_STATE)?,
             outbox: txn.open_table(OUTBOX)?,
@@ -164,6 +224,9 @@ impl<'txn> Tables<'txn> {
         }
         if !changes.events.is_empty() {
             self.append_events(changes.events)?;
+        }
+        if let Some(at) = changes.checkpoint {
+            self.checkpoint(at, 1)?;
         }
         committed.extend(changes.touched);
         for outgoing in changes.outgoing {
@@ -261,30 +324,79 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    fn audit_head(&self) -> Result<[u8; 32], StoreError> {
+        match self.meta.get(META_AUDIT_HEAD)? {
+            Some(bytes) => <[u8; 32]>::try_from(bytes.value()).map_err(|_| StoreError::Corrupt {
+                table: "meta",
+                message: "audit head is not 32 bytes".to_owned(),
+            }),
+            None => Ok(GENESIS),
+        }
+    }
+
     fn append_events(&mut self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
         let mut seq = self.meta_u64(META_NEXT_SEQ)?.unwrap_or(1);
-        let mut head = match self.meta.get(META_AUDIT_HEAD)? {
-            Some(bytes) => {
-                <[u8; 32]>::try_from(bytes.value()).map_err(|_| StoreError::Corrupt {
-                    table: "meta",
-                    message: "audit head is not 32 bytes".to_owned(),
-                })?
-            }
-            None => GENESIS,
-        };
+        let mut head = self.audit_head()?;
+        let mut last_at = None;
         for draft in drafts {
-            let request = draft.request;
             let (event, hash) = Event::chain(draft, seq, &head);
             self.audit.insert(seq, encode(&event).as_slice())?;
-            if let Some(request) = request {
-                self.audit_by_request.insert((request.raw(), seq), ())?;
-            }
+            self.index_event(&event)?;
+            last_at = Some(event.at);
             head = hash;
             seq += 1;
         }
         self.meta
             .insert(META_NEXT_SEQ, seq.to_le_bytes().as_slice())?;
         self.meta.insert(META_AUDIT_HEAD, head.as_slice())?;
+        if let (Some(at), Some(signing)) = (last_at, self.signing) {
+            self.checkpoint(at, signing.every)?;
+        }
+        Ok(())
+    }
+
+    fn index_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        let (at, seq) = (event.at.unix_millis(), event.seq);
+        if let Some(request) = event.request {
+            self.audit_by_request.insert((request.raw(), seq), ())?;
+        }
+        self.audit_by_time.insert((at, seq), ())?;
+        self.audit_by_action
+            .insert((event.action.as_str(), at, seq), ())?;
+        if let Some(resource) = &event.resource {
+            self.audit_by_resource
+                .insert((resource.as_str(), at, seq), ())?;
+        }
+        if let Some(principal) = &event.principal {
+            self.audit_by_principal
+                .insert((principal.as_str(), at, seq), ())?;
+        }
+        if let Actor::Principal(actor) = &event.actor {
+            if event.principal.as_ref() != Some(actor) {
+                self.audit_by_principal
+                    .insert((actor.as_str(), at, seq), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs the chain's head as of now when at least `after` events are not yet covered by a
+    /// checkpoint (and a signing key is configured).
+    fn checkpoint(&mut self, at: crate::model::Timestamp, after: u64) -> Result<(), StoreError> {
+        let Some(signing) = self.signing else {
+            return Ok(());
+        };
+        let last = self.meta_u64(META_NEXT_SEQ)?.unwrap_or(1) - 1;
+        let covered = match self.checkpoints.last()? {
+            Some((seq, _)) => seq.value(),
+            None => 0,
+        };
+        if last == 0 || last < covered.saturating_add(after.max(1)) {
+            return Ok(());
+        }
+        let checkpoint: Checkpoint = signing.key.checkpoint(last, &self.audit_head()?, at);
+        self.checkpoints
+            .insert(last, encode(&checkpoint).as_slice())?;
         Ok(())
     }
 }

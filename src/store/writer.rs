@@ -11,7 +11,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::tables::{Tables, View};
-use super::{Changes, CommitListener, StoreError, StoreOptions, StoreStats};
+use super::{Changes, CommitListener, Signing, StoreError, StoreOptions, StoreStats};
 use crate::model::AccessRequest;
 
 /// Sends a job's answer once the commit outcome is known.
@@ -85,6 +85,7 @@ fn run(
     stats: &StoreStats,
 ) {
     let max_batch = options.max_batch.max(1);
+    let signing = options.signing.as_ref();
     let mut close = None;
     while close.is_none() {
         let mut batch = Vec::new();
@@ -104,7 +105,7 @@ fn run(
         }
         if !batch.is_empty() {
             let jobs = batch.len() as u64;
-            commit_batch(db, batch, listener);
+            commit_batch(db, batch, listener, signing);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.jobs.fetch_add(jobs, Ordering::Relaxed);
         }
@@ -117,14 +118,19 @@ fn run(
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Job>, listener: &dyn CommitListener) {
+fn commit_batch(
+    db: &Database,
+    batch: Vec<Job>,
+    listener: &dyn CommitListener,
+    signing: Option<&Signing>,
+) {
     let mut responders = Vec::with_capacity(batch.len());
     let mut committed: Vec<AccessRequest> = Vec::new();
     let mut queued = 0;
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = Tables::open(&txn, signing)?;
             let mut jobs = batch.into_iter();
             for job in jobs.by_ref() {
                 let view = View { tables: &tables };

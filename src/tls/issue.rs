@@ -46,7 +46,12 @@ fn io(file: &Path) -> impl FnOnce(std::io::Error) -> IssueError + '_ {
     }
 }
 
-fn write_file(file: &Path, contents: &str, mode: u32, force: bool) -> Result<(), IssueError> {
+pub(crate) fn write_file(
+    file: &Path,
+    contents: &str,
+    mode: u32,
+    force: bool,
+) -> Result<(), IssueError> {
     if !force && file.exists() {
         return Err(IssueError::Exists(file.to_path_buf()));
     }
