@@ -8,6 +8,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use super::CliError;
 use crate::proto::v1::access_service_client::AccessServiceClient;
 use crate::proto::v1::approval_service_client::ApprovalServiceClient;
+use crate::proto::v1::audit_service_client::AuditServiceClient;
 use crate::proto::v1::break_glass_service_client::BreakGlassServiceClient;
 
 /// The files a client presents and trusts.
@@ -39,6 +40,8 @@ pub struct Clients {
     pub approval: ApprovalServiceClient<Channel>,
     /// Break-glass and reviews.
     pub break_glass: BreakGlassServiceClient<Channel>,
+    /// The audit trail.
+    pub audit: AuditServiceClient<Channel>,
 }
 
 /// Connects to `endpoint` presenting `files`' certificate.
@@ -66,7 +69,8 @@ pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, Cli
     Ok(Clients {
         access: AccessServiceClient::new(channel.clone()),
         approval: ApprovalServiceClient::new(channel.clone()),
-        break_glass: BreakGlassServiceClient::new(channel),
+        break_glass: BreakGlassServiceClient::new(channel.clone()),
+        audit: AuditServiceClient::new(channel),
     })
 }
 

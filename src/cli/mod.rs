@@ -1,8 +1,10 @@
 //! The `elevate` command-line client. It talks only to the generated gRPC clients.
 //!
-//! Exit status: 0 on success; 1 when a call fails (one line on stderr says why); 2 for usage
-//! errors; 3 when `request --wait` ends without access (denied, cancelled, timed out, failed).
+//! Exit status: 0 on success; 1 when a call fails or `audit verify` finds damage (one line on
+//! stderr says why); 2 for usage errors; 3 when `request --wait` ends without access (denied,
+//! cancelled, timed out, failed).
 
+pub mod audit;
 pub mod client;
 pub mod output;
 
@@ -159,6 +161,22 @@ pub enum Command {
         #[arg(long)]
         notes: Option<String>,
     },
+    /// Query the audit trail (auditors), or export or verify it.
+    Audit(audit::AuditArgs),
+    /// One request's whole story: every event, every approver, the grant and its end.
+    History {
+        /// The request id.
+        id: String,
+    },
+    /// Access report per resource and per approver (auditors).
+    Report {
+        /// Requests submitted at or after: RFC 3339, a date, or a duration ago (90d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Requests submitted before.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
     /// Resources you may request.
     Resources,
     /// Who the daemon takes you to be.
@@ -197,6 +215,9 @@ pub enum CliError {
     /// The daemon stopped sending updates before the wait ended.
     #[error("{0}")]
     Interrupted(String),
+    /// An audit export failed verification.
+    #[error("{0}")]
+    Verify(String),
 }
 
 fn describe(status: &tonic::Status) -> String {
@@ -255,9 +276,10 @@ impl CliError {
         match self {
             CliError::Usage(_) => ExitCode::from(2),
             CliError::Ended(_) => ExitCode::from(3),
-            CliError::Connect { .. } | CliError::Call(_) | CliError::Interrupted(_) => {
-                ExitCode::from(1)
-            }
+            CliError::Connect { .. }
+            | CliError::Call(_)
+            | CliError::Interrupted(_)
+            | CliError::Verify(_) => ExitCode::from(1),
         }
     }
 }
@@ -314,6 +336,14 @@ impl Cli {
 
     /// Runs the command.
     pub async fn run(&self) -> Result<(), CliError> {
+        // Verifying an export needs no daemon and no certificate.
+        if let Command::Audit(audit::AuditArgs {
+            command: Some(audit::AuditCommand::Verify { file, pubkey }),
+            ..
+        }) = &self.command
+        {
+            return audit::verify_file(file, pubkey, self.output);
+        }
         let files = self.files()?;
         let mut clients = client::connect(&self.endpoint, &files).await?;
         match &self.command {
@@ -509,6 +539,19 @@ impl Cli {
                     .await?
                     .into_inner();
                 self.print_request(&returned(answer.request)?);
+            }
+            Command::Audit(args) => match &args.command {
+                None => audit::query(&mut clients, args, self.output).await?,
+                Some(audit::AuditCommand::Export { filter, format }) => {
+                    audit::export(&mut clients, filter, *format).await?;
+                }
+                Some(audit::AuditCommand::Verify { file, pubkey }) => {
+                    audit::verify_file(file, pubkey, self.output)?;
+                }
+            },
+            Command::History { id } => audit::history(&mut clients, id, self.output).await?,
+            Command::Report { since, until } => {
+                audit::report(&mut clients, since, until, self.output).await?;
             }
             Command::Resources => {
                 let resources = clients
