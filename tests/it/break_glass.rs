@@ -8,42 +8,6 @@ use tonic::Code;
 
 use super::harness::*;
 
-async fn break_glass(
-    clients: &mut elevate::cli::client::Clients,
-    resource: &str,
-    duration: &str,
-    reason: &str,
-    incident: &str,
-) -> Result<pb::AccessRequest, tonic::Status> {
-    clients
-        .break_glass
-        .break_glass(pb::BreakGlassRequest {
-            resource: resource.into(),
-            duration: duration.into(),
-            reason: reason.into(),
-            incident: incident.into(),
-        })
-        .await
-        .map(|r| r.into_inner().request.unwrap())
-}
-
-async fn review(
-    clients: &mut elevate::cli::client::Clients,
-    id: &str,
-    verdict: &str,
-    notes: &str,
-) -> Result<pb::AccessRequest, tonic::Status> {
-    clients
-        .break_glass
-        .submit_review(pb::SubmitReviewRequest {
-            id: id.into(),
-            verdict: verdict.into(),
-            notes: notes.into(),
-        })
-        .await
-        .map(|r| r.into_inner().request.unwrap())
-}
-
 async fn reviews(
     clients: &mut elevate::cli::client::Clients,
     overdue_only: bool,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::harness::*;
 
-async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
+pub async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
         .args(args)
         .env("ELEVATE_ENDPOINT", daemon.endpoint())
@@ -20,7 +20,7 @@ async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json(output: &Output) -> Value {
+pub fn json(output: &Output) -> Value {
     assert!(
         output.status.success(),
         "{}",

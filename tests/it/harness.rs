@@ -197,6 +197,8 @@ impl Env {
                 });
         }
         options.shutdown_grace = Duration::from_secs(5);
+        // Small, so that tests see several checkpoints.
+        options.audit.checkpoint_every = 5;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::build(options).await.unwrap();
@@ -335,6 +337,44 @@ pub async fn channel(
         .connect()
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Breaks glass as the client's principal.
+pub async fn break_glass(
+    clients: &mut elevate::cli::client::Clients,
+    resource: &str,
+    duration: &str,
+    reason: &str,
+    incident: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .break_glass
+        .break_glass(pb::BreakGlassRequest {
+            resource: resource.into(),
+            duration: duration.into(),
+            reason: reason.into(),
+            incident: incident.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+/// Closes a break-glass review.
+pub async fn review(
+    clients: &mut elevate::cli::client::Clients,
+    id: &str,
+    verdict: &str,
+    notes: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .break_glass
+        .submit_review(pb::SubmitReviewRequest {
+            id: id.into(),
+            verdict: verdict.into(),
+            notes: notes.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
 }
 
 /// Submits a request and returns it.

@@ -1,4 +1,5 @@
 mod approvals;
+mod audit;
 mod audit_trail;
 mod bad_input;
 mod break_glass;
