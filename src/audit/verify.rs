@@ -410,6 +410,9 @@ pub struct Verified {
 
 /// Verifies an export (JSON lines or CSV, told apart by the first byte) against `key`.
 pub fn verify_export(bytes: &[u8], key: &PublicKey) -> Result<Verified, Broken> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(broken(None, Damage::Truncated, "the file is empty"));
+    }
     let records = if bytes.first() == Some(&b'{') {
         split_jsonl(bytes)?
     } else {
@@ -651,5 +654,189 @@ fn seq_of(record: &Record) -> Option<u64> {
         Record::Link(link) => Some(link.seq),
         Record::Checkpoint(checkpoint) => Some(checkpoint.seq),
         Record::Header(_) | Record::End(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::export::{Encoder, ExportedEvent, Format, Header, Link, Record};
+    use crate::audit::key::AuditKey;
+    use crate::audit::query::Filter;
+    use crate::audit::{Actor, Draft, Event};
+    use crate::model::fixtures::t;
+
+    /// Ten chained events with a checkpoint after the fifth and the tenth.
+    fn log(key: &AuditKey) -> (Vec<Event>, Vec<Checkpoint>) {
+        let mut head = GENESIS;
+        let mut events = Vec::new();
+        let mut checkpoints = Vec::new();
+        for seq in 1..=10 {
+            let draft = Draft::new(t(seq), Actor::System, "lease.expired").detail("n", seq);
+            let (event, hash) = Event::chain(draft, seq, &head);
+            head = hash;
+            events.push(event);
+            if seq % 5 == 0 {
+                checkpoints.push(key.checkpoint(seq, &head, t(seq)));
+            }
+        }
+        (events, checkpoints)
+    }
+
+    fn header(key: &AuditKey, complete: bool) -> Header {
+        Header {
+            format: crate::audit::export::FORMAT.to_owned(),
+            version: crate::audit::export::VERSION,
+            exported_at: t(20),
+            exported_by: "auditor".to_owned(),
+            filter: Filter::default(),
+            complete,
+            head_seq: 10,
+            key: key.public(),
+        }
+    }
+
+    fn encode(key: &AuditKey, records: &[Record], format: Format) -> Vec<u8> {
+        let mut encoder = Encoder::new(format);
+        let mut out = Vec::new();
+        for record in records {
+            out.extend(encoder.record(record));
+        }
+        out.extend(encoder.finish(key));
+        out
+    }
+
+    fn complete(key: &AuditKey) -> Vec<Record> {
+        let (events, checkpoints) = log(key);
+        let mut records = vec![Record::Header(header(key, true))];
+        for event in &events {
+            records.push(Record::Event(ExportedEvent::of(event)));
+            if let Some(c) = checkpoints.iter().find(|c| c.seq == event.seq) {
+                records.push(Record::Checkpoint(c.clone()));
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn an_intact_export_verifies_in_both_formats() {
+        let key = AuditKey::ephemeral().unwrap();
+        for format in [Format::Jsonl, Format::Csv] {
+            let bytes = encode(&key, &complete(&key), format);
+            let verified = verify_export(&bytes, &key.public()).unwrap();
+            assert_eq!(verified.summary.events, 10);
+            assert_eq!(verified.summary.checkpoints, 2);
+            assert_eq!(verified.summary.signed_through, Some(10));
+        }
+    }
+
+    #[test]
+    fn a_filtered_export_is_checked_through_its_links() {
+        let key = AuditKey::ephemeral().unwrap();
+        let (events, checkpoints) = log(&key);
+        let mut records = vec![Record::Header(header(&key, false))];
+        // Entry 7 with its contents, 8–10 as links, then the checkpoint of 10.
+        records.push(Record::Event(ExportedEvent::of(&events[6])));
+        for event in &events[7..] {
+            records.push(Record::Link(Link::of(event)));
+        }
+        records.push(Record::Checkpoint(checkpoints[1].clone()));
+        let verified =
+            verify_export(&encode(&key, &records, Format::Jsonl), &key.public()).unwrap();
+        assert_eq!((verified.summary.events, verified.summary.links), (1, 3));
+
+        // A forged link breaks the chain up to the signature.
+        let mut forged = records.clone();
+        if let Record::Link(link) = &mut forged[2] {
+            link.content = crate::hash::hex(&[7; 32]);
+        }
+        let error =
+            verify_export(&encode(&key, &forged, Format::Jsonl), &key.public()).unwrap_err();
+        assert_eq!((error.seq, error.damage), (Some(8), Damage::Altered));
+
+        // A run may not start with a link: the entry before it is missing.
+        let mut headless = records.clone();
+        headless.remove(1);
+        let error =
+            verify_export(&encode(&key, &headless, Format::Jsonl), &key.public()).unwrap_err();
+        assert_eq!((error.seq, error.damage), (Some(7), Damage::Missing));
+
+        // An entry edited and rehashed no longer matches what the checkpoint signed.
+        let mut rehashed = records.clone();
+        let mut edited = events[9].clone();
+        edited.details.insert("n".into(), "99".into());
+        let prev = crate::audit::unhex32(&edited.prev_hash).unwrap();
+        edited.hash = crate::hash::hex(&crate::audit::link_hash(&prev, &edited.content().digest()));
+        rehashed[4] = Record::Event(ExportedEvent::of(&edited));
+        let error =
+            verify_export(&encode(&key, &rehashed, Format::Jsonl), &key.public()).unwrap_err();
+        assert_eq!((error.seq, error.damage), (Some(10), Damage::Altered));
+        assert!(error.message.contains("checkpoint signed hash"), "{error}");
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_named_with_its_entry() {
+        let key = AuditKey::ephemeral().unwrap();
+        let records = complete(&key);
+        let check = |records: &[Record]| {
+            verify_export(&encode(&key, records, Format::Jsonl), &key.public()).unwrap_err()
+        };
+        // Entry 3 (index 3: the header comes first) removed.
+        let mut missing = records.clone();
+        missing.remove(3);
+        let error = check(&missing);
+        assert_eq!((error.seq, error.damage), (Some(3), Damage::Missing));
+        // Entries 2 and 3 swapped.
+        let mut swapped = records.clone();
+        swapped.swap(2, 3);
+        let error = check(&swapped);
+        assert_eq!((error.seq, error.damage), (Some(2), Damage::Reordered));
+        // The first checkpoint re-signed by another key.
+        let other = AuditKey::ephemeral().unwrap();
+        let mut resigned = records.clone();
+        resigned[6] = Record::Checkpoint(other.checkpoint(5, &[0; 32], t(5)));
+        let error = check(&resigned);
+        assert_eq!((error.seq, error.damage), (Some(5), Damage::BadSignature));
+        // The first entry does not start from the genesis hash.
+        let (events, _) = log(&key);
+        let mut moved = records.clone();
+        moved.remove(1);
+        moved.insert(1, Record::Event(ExportedEvent::of(&events[0])));
+        if let Record::Event(event) = &mut moved[1] {
+            event.time = t(999).rfc3339();
+        }
+        assert_eq!(check(&moved).damage, Damage::Altered);
+    }
+
+    #[test]
+    fn cut_padded_or_empty_files_fail() {
+        let key = AuditKey::ephemeral().unwrap();
+        let bytes = encode(&key, &complete(&key), Format::Jsonl);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let cut = lines[..lines.len() - 1].join("\n");
+        let error = verify_export(cut.as_bytes(), &key.public()).unwrap_err();
+        assert_eq!(error.damage, Damage::Truncated);
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(lines[1].as_bytes());
+        padded.push(b'\n');
+        assert_eq!(
+            verify_export(&padded, &key.public()).unwrap_err().damage,
+            Damage::Malformed
+        );
+        assert_eq!(
+            verify_export(b"", &key.public()).unwrap_err().damage,
+            Damage::Truncated
+        );
+        assert_eq!(
+            verify_export(b"{\"type\":\"end\"", &key.public())
+                .unwrap_err()
+                .damage,
+            Damage::Malformed
+        );
+        assert_eq!(
+            verify_export(b"garbage", &key.public()).unwrap_err().damage,
+            Damage::Malformed
+        );
     }
 }
