@@ -69,7 +69,7 @@ impl Broker {
     }
 
     /// Writes one entry that concerns no request.
-    async fn record(&self, draft: Draft) -> Result<(), BrokerError> {
+    pub(super) async fn record(&self, draft: Draft) -> Result<(), BrokerError> {
         self.inner
             .store
             .write(move |_| -> Result<_, BrokerError> {

@@ -129,6 +129,9 @@ struct Inner {
     effect_slots: Arc<Semaphore>,
     /// Signs checkpoints and exports.
     audit_key: Option<Arc<crate::audit::key::AuditKey>>,
+    /// When each refused principal was last recorded, so a client retrying in a loop does
+    /// not flood the audit log.
+    refusals: std::sync::Mutex<std::collections::HashMap<Principal, crate::model::Timestamp>>,
 }
 
 /// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
@@ -219,6 +222,7 @@ impl Broker {
                 closing: CancellationToken::new(),
                 effect_slots: Arc::new(Semaphore::new(settings_slots)),
                 audit_key,
+                refusals: Default::default(),
             }),
         };
         broker.dispatch(due);
@@ -326,9 +330,11 @@ impl Broker {
     pub fn authenticate(&self, principal: Principal) -> Result<Caller, BrokerError> {
         let snapshot = self.inner.rules.current();
         let Some(person) = snapshot.directory.person(&principal) else {
+            self.record_refusal(&principal, "not in the directory");
             return Err(BrokerError::UnknownPrincipal(principal));
         };
         if !person.is_active() {
+            self.record_refusal(&principal, "suspended");
             return Err(BrokerError::Suspended(principal));
         }
         Ok(Caller {
@@ -338,6 +344,44 @@ impl Broker {
             admin: snapshot.is_admin(&principal),
             principal,
         })
+    }
+
+    /// Records that a caller with a valid certificate was refused, at most once a minute per
+    /// principal.
+    fn record_refusal(&self, principal: &Principal, why: &'static str) {
+        let now = self.inner.clock.now();
+        {
+            let mut seen = match self.inner.refusals.lock() {
+                Ok(seen) => seen,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if seen
+                .get(principal)
+                .is_some_and(|last| now.saturating_duration_since(*last) < Duration::from_secs(60))
+            {
+                return;
+            }
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+            seen.insert(principal.clone(), now);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut draft = crate::audit::Draft::new(
+            now,
+            crate::audit::Actor::Principal(principal.clone()),
+            events::AUTH_REFUSED,
+        )
+        .detail("reason", why);
+        draft.principal = Some(principal.clone());
+        let broker = self.clone();
+        runtime.spawn(async move {
+            if let Err(error) = broker.record(draft).await {
+                tracing::warn!(%error, "could not record a refused caller");
+            }
+        });
     }
 
     /// The store (for inspection by tools and tests).

@@ -121,6 +121,23 @@ async fn a_valid_certificate_grants_no_role_without_the_directory() {
     .unwrap();
     assert_eq!(me.principal, "oncall");
     assert_eq!(me.groups, ["sre"]);
+
+    // The refused stranger is in the audit trail once, however often they retry.
+    for _ in 0..3 {
+        let _ = request(&mut stranger, "staging-db", "1h", "", "").await;
+    }
+    let refused = until("the refusal to be audited", || async {
+        let events = daemon.all_events().await;
+        let refused: Vec<_> = events
+            .into_iter()
+            .filter(|e| e.action == "auth.refused")
+            .collect();
+        (!refused.is_empty()).then_some(refused)
+    })
+    .await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].principal.as_ref().unwrap().as_str(), "stranger");
+    assert_eq!(refused[0].details["reason"], "not in the directory");
     daemon.stop().await;
 }
 
