@@ -8,7 +8,7 @@
 //! (the CLI). Dependencies point one way, from the edge inwards:
 //!
 //! ```text
-//! grpc ──▶ broker ──▶ { policy, store, provision, expiry } ──▶ model
+//! grpc ──▶ broker ──▶ { policy, store, provision, expiry, audit } ──▶ model
 //!  │                                                           ▲
 //!  └─▶ tls (mTLS, identity from the client certificate)        │ clock
 //! cli ──▶ proto client (never the broker)
@@ -21,7 +21,8 @@
 //! - [`policy`]: policy and directory files, and route evaluation.
 //! - [`store`]: redb tables, and the writer task that group-commits transitions with their
 //!   audit events.
-//! - [`audit`]: audit events and their hash chain.
+//! - [`audit`]: audit events and their hash chain, signed checkpoints, filters, the export
+//!   format, the offline verifier and the access report.
 //! - [`process`]: running configured programs safely (hooks, notifiers).
 //! - [`provision`]: the `Provisioner` trait and the `exec` and `file` targets.
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
