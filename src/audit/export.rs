@@ -132,6 +132,7 @@ impl ExportedEvent {
 
 /// An entry of the chain without its contents: enough to recompute its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Link {
     /// Position in the log.
     pub seq: u64,
@@ -165,6 +166,7 @@ impl Link {
 
 /// The signed end of an export.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct End {
     /// Records before this one (the header included).
     pub records: u64,
@@ -344,6 +346,12 @@ pub fn parse_csv_row(row: &csv::StringRecord) -> Result<Record, String> {
             }))
         }
         "header" | "link" | "checkpoint" | "end" => {
+            if (2..12).any(|index| !field(index).is_empty()) {
+                return Err(format!(
+                    "a {} row must leave the entry columns empty",
+                    field(0)
+                ));
+            }
             let record: Record = serde_json::from_str(field(12))
                 .map_err(|error| format!("the record column does not parse: {error}"))?;
             let kind = match &record {

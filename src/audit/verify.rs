@@ -67,6 +67,12 @@ impl fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
+/// Sequence numbers above this are refused, so that arithmetic on them cannot overflow.
+const MAX_SEQ: u64 = 1 << 62;
+
+/// Times after 9999-12-31 are refused (they cannot be written as RFC 3339).
+const MAX_AT: u64 = 253_402_300_799_999;
+
 fn broken(seq: impl Into<Option<u64>>, damage: Damage, message: impl Into<String>) -> Broken {
     Broken {
         seq: seq.into(),
@@ -188,6 +194,13 @@ impl Chain {
     }
 
     fn hashes(seq: u64, prev_hash: &str, hash: &str) -> Result<([u8; 32], [u8; 32]), Broken> {
+        if seq == 0 || seq > MAX_SEQ {
+            return Err(broken(
+                seq,
+                Damage::Malformed,
+                "the sequence number is out of range",
+            ));
+        }
         let prev = unhex32(prev_hash).ok_or_else(|| {
             broken(
                 seq,
@@ -284,6 +297,13 @@ impl Chain {
     /// A checkpoint, which must verify with the key and name the hash of the entry before it.
     pub fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), Broken> {
         let seq = checkpoint.seq;
+        if seq == 0 || seq > MAX_SEQ {
+            return Err(broken(
+                seq,
+                Damage::Malformed,
+                "the checkpoint's sequence number is out of range",
+            ));
+        }
         if !checkpoint.signed_by(&self.key) {
             let whose = if checkpoint.key == self.key {
                 "its signature does not match its contents".to_owned()
@@ -467,6 +487,13 @@ pub fn verify_export(bytes: &[u8], key: &PublicKey) -> Result<Verified, Broken> 
         }
         match record {
             Record::Event(event) => {
+                if event.at > MAX_AT {
+                    return Err(broken(
+                        event.seq,
+                        Damage::Altered,
+                        "its timestamp is after the year 9999",
+                    ));
+                }
                 let at_text = crate::model::Timestamp::from_unix_millis(event.at).rfc3339();
                 if event.time != at_text {
                     return Err(broken(
@@ -575,7 +602,7 @@ fn split_jsonl(bytes: &[u8]) -> Result<Vec<(usize, Record)>, Broken> {
         if !text.is_empty() {
             let record: Record = serde_json::from_slice(text).map_err(|error| {
                 broken(
-                    last_seq.map(|s: u64| s + 1),
+                    last_seq.map(|s: u64| s.saturating_add(1)),
                     Damage::Malformed,
                     format!("line {} is not a valid record: {error}", index + 1),
                 )
@@ -621,7 +648,7 @@ fn split_csv(bytes: &[u8]) -> Result<Vec<(usize, Record)>, Broken> {
             Ok(true) => {
                 let record = parse_csv_row(&row).map_err(|message| {
                     broken(
-                        last_seq.map(|s: u64| s + 1),
+                        last_seq.map(|s: u64| s.saturating_add(1)),
                         Damage::Malformed,
                         format!("line {line}: {message}"),
                     )
@@ -631,7 +658,7 @@ fn split_csv(bytes: &[u8]) -> Result<Vec<(usize, Record)>, Broken> {
             }
             Err(error) => {
                 return Err(broken(
-                    last_seq.map(|s| s + 1),
+                    last_seq.map(|s: u64| s.saturating_add(1)),
                     Damage::Malformed,
                     format!("line {line}: {error}"),
                 ));

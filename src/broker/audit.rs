@@ -34,7 +34,8 @@ pub type EventStream = mpsc::Receiver<Result<Event, BrokerError>>;
 pub type ByteStream = mpsc::Receiver<Result<Vec<u8>, BrokerError>>;
 
 impl Broker {
-    fn require_auditor(caller: &Caller, what: &str) -> Result<(), BrokerError> {
+    /// Refuses callers outside the auditor groups; checked before any argument is looked at.
+    pub fn require_auditor(caller: &Caller, what: &str) -> Result<(), BrokerError> {
         if caller.auditor {
             Ok(())
         } else {
@@ -269,20 +270,22 @@ async fn export_records(
     let mut from = 1;
     // Inside a run: from a matching entry up to the checkpoint that covers it.
     let mut open = false;
-    while from <= head {
-        let page = store.read(move |r| r.events(from, PAGE)).await?;
+    // Pages advance by the store's keys, so even a store whose entries were tampered with
+    // cannot make the export loop; the verifier then reports what is wrong.
+    'pages: while from <= head {
+        let page = store.read(move |r| r.events_with_keys(from, PAGE)).await?;
         if page.is_empty() {
             break;
         }
-        for event in page {
-            if event.seq > head {
-                break;
+        for (key, event) in page {
+            if key > head {
+                break 'pages;
             }
-            from = event.seq + 1;
+            from = key.saturating_add(1);
             if checkpoints.is_empty() && next_checkpoint_from <= event.seq {
                 let start = next_checkpoint_from.max(event.seq);
                 let found = store.read(move |r| r.checkpoints(start, PAGE)).await?;
-                next_checkpoint_from = found.last().map_or(u64::MAX, |c| c.seq + 1);
+                next_checkpoint_from = found.last().map_or(u64::MAX, |c| c.seq.saturating_add(1));
                 checkpoints.extend(found);
             }
             let matching = complete || filter.matches(&event);

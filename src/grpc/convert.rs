@@ -144,7 +144,11 @@ pub fn audit_filter(body: &pb::QueryEventsRequest) -> Result<Filter, Status> {
         if since >= until {
             return Err(invalid(
                 "until_ms",
-                format!("must be after since ({} is not after {})", until, since),
+                format!(
+                    "must be after since ({} ms is not after {} ms)",
+                    until.unix_millis(),
+                    since.unix_millis()
+                ),
             ));
         }
     }

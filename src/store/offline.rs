@@ -86,12 +86,22 @@ pub fn verify_store(path: &Path, key: Option<PublicKey>) -> Result<StoreVerified
             }
             if checkpoints.is_empty() && next_checkpoints != u64::MAX {
                 let found = reader.checkpoints(next_checkpoints, PAGE)?;
-                next_checkpoints = found.last().map_or(u64::MAX, |c| c.seq + 1);
+                next_checkpoints = found.last().map_or(u64::MAX, |c| c.seq.saturating_add(1));
                 checkpoints.extend(found);
             }
             while let Some(checkpoint) = checkpoints.front().filter(|c| c.seq < event.seq) {
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
+            }
+            if event.action == crate::broker::events::STOPPED
+                && reader.checkpoint_at(event.seq)?.is_none()
+            {
+                return Err(Broken {
+                    seq: Some(event.seq),
+                    damage: Damage::Truncated,
+                    message: "the checkpoint signed with this clean stop was removed".to_owned(),
+                }
+                .into());
             }
             chain.event(
                 event.seq,

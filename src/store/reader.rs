@@ -397,6 +397,15 @@ impl Reader {
         Ok(out)
     }
 
+    /// The checkpoint of entry `seq`, if one was signed.
+    pub fn checkpoint_at(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
+        let table = self.txn.open_table(CHECKPOINTS)?;
+        match table.get(seq)? {
+            Some(bytes) => decode("checkpoints", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The newest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let table = self.txn.open_table(CHECKPOINTS)?;

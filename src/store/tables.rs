@@ -386,7 +386,7 @@ impl<'txn> Tables<'txn> {
         let Some(signing) = self.signing else {
             return Ok(());
         };
-        let last = self.meta_u64(META_NEXT_SEQ)?.unwrap_or(1) - 1;
+        let last = self.meta_u64(META_NEXT_SEQ)?.unwrap_or(1).saturating_sub(1);
         let covered = match self.checkpoints.last()? {
             Some((seq, _)) => seq.value(),
             None => 0,
