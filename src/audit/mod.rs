@@ -209,16 +209,7 @@ impl Event {
 
 /// Parses 64 hex digits.
 pub fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (index, pair) in bytes.chunks(2).enumerate() {
-        let digit = |b: u8| (b as char).to_digit(16);
-        out[index] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
+    key::unhex(text)?.try_into().ok()
 }
 
 #[cfg(test)]

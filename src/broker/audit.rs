@@ -71,12 +71,23 @@ impl Broker {
 
     /// Writes one entry that concerns no request.
     pub(super) async fn record(&self, draft: Draft) -> Result<(), BrokerError> {
+        self.record_with(draft, None).await
+    }
+
+    /// Writes one entry that concerns no request, signing a checkpoint after it when
+    /// `checkpoint` names the time.
+    async fn record_with(
+        &self,
+        draft: Draft,
+        checkpoint: Option<crate::model::Timestamp>,
+    ) -> Result<(), BrokerError> {
         self.inner
             .store
             .write(move |_| -> Result<_, BrokerError> {
                 Ok((
                     Changes {
                         events: vec![draft],
+                        checkpoint,
                         ..Changes::default()
                     },
                     (),
@@ -89,21 +100,7 @@ impl Broker {
     pub(super) async fn record_stop(&self) {
         let now = self.inner.clock.now();
         let draft = Draft::new(now, Actor::System, events::STOPPED);
-        let written = self
-            .inner
-            .store
-            .write(move |_| -> Result<_, BrokerError> {
-                Ok((
-                    Changes {
-                        events: vec![draft],
-                        checkpoint: Some(now),
-                        ..Changes::default()
-                    },
-                    (),
-                ))
-            })
-            .await;
-        if let Err(error) = written {
+        if let Err(error) = self.record_with(draft, Some(now)).await {
             tracing::warn!(%error, "could not record the stop and its checkpoint");
         }
     }

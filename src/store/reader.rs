@@ -309,13 +309,11 @@ impl Reader {
 
     /// Audit events with sequence numbers from `from`, at most `limit`, oldest first.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let audit = self.txn.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for entry in audit.range(from..)?.take(limit) {
-            let (_, bytes) = entry?;
-            out.push(decode("audit", bytes.value())?);
-        }
-        Ok(out)
+        Ok(self
+            .events_with_keys(from, limit)?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
     }
 
     /// One page of the events matching `filter`, newest first (by time, then sequence
