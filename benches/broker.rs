@@ -38,8 +38,11 @@ impl elevate::notify::Notifier for Noop {
 }
 
 impl Provisioner for Noop {
-    fn grant<'a>(&'a self, _: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async { Ok(()) })
+    fn grant<'a>(
+        &'a self,
+        _: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<elevate::provision::Granted, ProvisionError>> {
+        Box::pin(async { Ok(Default::default()) })
     }
     fn revoke<'a>(&'a self, _: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async { Ok(()) })

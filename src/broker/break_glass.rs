@@ -107,6 +107,7 @@ impl Broker {
                     route,
                     policy_version: plan.policy_version.clone(),
                     provisioner: plan.provisioner.clone(),
+                    account: Some(plan.account.clone()),
                     decisions: Vec::new(),
                     state: if needs_approval {
                         State::Pending { stage: 0 }

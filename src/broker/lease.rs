@@ -7,7 +7,7 @@ use crate::audit::{Actor, Draft};
 use crate::model::{
     AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition, TransitionError,
 };
-use crate::provision::{LeaseTarget, ProvisionError};
+use crate::provision::{LeaseTarget, ProvisionError, default_account};
 use crate::store::Changes;
 
 /// What a commit closure returns: the transition and, if it changed the record, the events.
@@ -192,12 +192,16 @@ impl Broker {
         }
     }
 
-    fn target(request: &AccessRequest, expires_at: Timestamp) -> LeaseTarget {
+    pub(super) fn target(request: &AccessRequest, expires_at: Timestamp) -> LeaseTarget {
         LeaseTarget {
             lease: request.id,
             principal: request.requester.clone(),
             resource: request.resource.clone(),
             expires_at,
+            account: request
+                .account
+                .clone()
+                .unwrap_or_else(|| default_account(&request.requester)),
         }
     }
 
@@ -217,18 +221,27 @@ impl Broker {
         };
         let provisioner = request.provisioner.clone();
         match result {
-            Ok(()) => {
+            Ok(granted) => {
+                let issued = granted.credentials.is_some();
+                if let Some(credentials) = granted.credentials {
+                    // Waiting for the holder before the commit makes the lease active, so
+                    // whoever sees it active can collect them.
+                    self.inner.credentials.put(id, credentials);
+                }
                 let request = self
                     .commit(id, move |request, _| {
                         Ok(recorded(request.grant_succeeded(now)?, |r| {
-                            vec![
-                                events::about(r, now, Actor::System, events::GRANTED)
-                                    .detail("provisioner", &provisioner)
-                                    .detail(
-                                        "expires_at",
-                                        r.expires_at.map(|t| t.rfc3339()).unwrap_or_default(),
-                                    ),
-                            ]
+                            let mut draft = events::about(r, now, Actor::System, events::GRANTED)
+                                .detail("provisioner", &provisioner)
+                                .detail(
+                                    "expires_at",
+                                    r.expires_at.map(|t| t.rfc3339()).unwrap_or_default(),
+                                );
+                            if issued {
+                                // That credentials exist is audited; they themselves never are.
+                                draft = draft.detail("credentials", "issued");
+                            }
+                            vec![draft]
                         }))
                     })
                     .await?;

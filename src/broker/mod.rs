@@ -13,6 +13,7 @@
 
 mod audit;
 mod break_glass;
+mod credentials;
 mod decide;
 mod error;
 pub mod events;
@@ -132,6 +133,11 @@ struct Inner {
     /// When each refused principal was last recorded, so a client retrying in a loop does
     /// not flood the audit log.
     refusals: std::sync::Mutex<std::collections::HashMap<Principal, crate::model::Timestamp>>,
+    /// Credentials waiting for their holders.
+    credentials: credentials::Vault,
+    /// Held around every change of a grant on a target, by provisioner and grant key, so that
+    /// leases sharing a grant decide one at a time whether it stays.
+    grants: KeyedLocks<(String, String)>,
 }
 
 /// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
@@ -223,6 +229,8 @@ impl Broker {
                 effect_slots: Arc::new(Semaphore::new(settings_slots)),
                 audit_key,
                 refusals: Default::default(),
+                credentials: Default::default(),
+                grants: KeyedLocks::default(),
             }),
         };
         broker.dispatch(due);

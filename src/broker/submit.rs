@@ -26,6 +26,7 @@ impl Broker {
             route: evaluation.route,
             policy_version: evaluation.policy_version,
             provisioner: evaluation.provisioner,
+            account: Some(evaluation.account),
             decisions: Vec::new(),
             state: if auto {
                 State::Approved {

@@ -147,6 +147,11 @@ pub struct AccessRequest {
     /// The provisioner that grants and revokes this lease, fixed at submission so that a
     /// policy change never strands a grant.
     pub provisioner: String,
+    /// The requester's account on the provisioner's target, fixed at submission so that a
+    /// directory change never makes a revoke miss the account that was granted. `None` in
+    /// records written before accounts existed: the requester's name.
+    #[serde(default)]
+    pub account: Option<String>,
     /// Every decision, in order.
     pub decisions: Vec<Decision>,
     /// Where the request is now.

@@ -37,6 +37,8 @@ pub struct BreakGlassPlan {
     pub policy_version: String,
     /// The provisioner of the resource.
     pub provisioner: String,
+    /// The requester's account on that provisioner's target.
+    pub account: String,
     /// Who reviews.
     pub review_group: GroupName,
     /// When the review is due after the grant.
@@ -138,6 +140,7 @@ impl Snapshot {
             request_ttl: resource.request_ttl.get(),
             policy_version: self.policy.version().to_owned(),
             provisioner: resource.provisioner.clone(),
+            account: self.directory.account(requester, &resource.provisioner),
             review_group: rule.review_group.clone(),
             review_within: rule.review_within,
             remind_every: rule.remind_every,

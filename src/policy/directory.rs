@@ -28,6 +28,9 @@ pub struct Person {
     pub manager: Option<Principal>,
     /// Active or suspended.
     pub status: Status,
+    /// The principal's account on the targets of some provisioners (provisioner name →
+    /// account, e.g. a PostgreSQL login); the principal's own name elsewhere.
+    pub accounts: BTreeMap<String, String>,
 }
 
 impl Person {
@@ -65,6 +68,29 @@ struct RawPerson {
     manager: Option<String>,
     #[serde(default = "default_status")]
     status: String,
+    #[serde(default)]
+    accounts: BTreeMap<String, String>,
+}
+
+/// The longest account name: PostgreSQL's identifier limit, the tightest of the targets.
+const MAX_ACCOUNT_BYTES: usize = 63;
+
+/// Checks an account name: not empty, at most 63 bytes, no control characters. Anything else
+/// (quotes, semicolons, spaces, non-ASCII letters) is allowed, because targets quote names.
+fn check_account(account: &str) -> Result<(), String> {
+    if account.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if account.len() > MAX_ACCOUNT_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_ACCOUNT_BYTES} are allowed",
+            account.len()
+        ));
+    }
+    if account.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(())
 }
 
 fn default_status() -> String {
@@ -124,12 +150,17 @@ impl Directory {
                         .into());
                 }
             };
+            for (provisioner, account) in &raw_person.accounts {
+                check_account(account)
+                    .map_err(|error| at.invalid(format!("accounts.{provisioner}"), error))?;
+            }
             people.insert(
                 principal,
                 Person {
                     groups,
                     manager,
                     status,
+                    accounts: raw_person.accounts.clone(),
                 },
             );
         }
@@ -167,6 +198,16 @@ impl Directory {
     /// Whether any principal belongs to `group`.
     pub fn has_group(&self, group: &GroupName) -> bool {
         self.members.contains_key(group)
+    }
+
+    /// The account of `principal` on the targets of `provisioner`: the mapped one, or the
+    /// principal's name.
+    pub fn account(&self, principal: &Principal, provisioner: &str) -> String {
+        self.people
+            .get(principal)
+            .and_then(|person| person.accounts.get(provisioner))
+            .cloned()
+            .unwrap_or_else(|| crate::provision::default_account(principal))
     }
 
     /// Every principal, in name order.
@@ -220,6 +261,19 @@ mod tests {
             error.to_string().contains("principals.a.groups[0]"),
             "{error}"
         );
+        let error = parse("[principals.a]\naccounts = { pg = \"\" }\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "directory.toml: principals.a.accounts.pg: must not be empty"
+        );
+        let long = "x".repeat(64);
+        let error = parse(&format!(
+            "[principals.a]\naccounts = {{ pg = \"{long}\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("64 bytes"), "{error}");
+        let error = parse("[principals.a]\naccounts = { pg = \"a\\nb\" }\n").unwrap_err();
+        assert!(error.to_string().contains("control"), "{error}");
         let error = parse("[principals.a]\ncolour = \"red\"\n").unwrap_err();
         assert!(error.to_string().contains("unknown field"), "{error}");
     }

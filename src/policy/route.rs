@@ -34,6 +34,8 @@ pub struct Evaluation {
     pub policy_version: String,
     /// Name of the provisioner that grants the resource.
     pub provisioner: String,
+    /// The requester's account on that provisioner's target.
+    pub account: String,
 }
 
 /// Why the policy refused a request.
@@ -134,6 +136,7 @@ impl Snapshot {
             route,
             policy_version: self.policy.version().to_owned(),
             provisioner: resource.provisioner.clone(),
+            account: self.directory.account(requester, &resource.provisioner),
         })
     }
 }

@@ -2,8 +2,9 @@
 //! revoke. The program gets the action and the lease as arguments and in its environment, and
 //! must be idempotent: exit status 0 means done (granted, or confirmed gone).
 //!
-//! Invocation: `PROGRAM [ARGS...] <grant|revoke> <principal> <resource> <lease-id> <expires-at>`
-//! with `ELEVATE_ACTION`, `ELEVATE_PRINCIPAL`, `ELEVATE_RESOURCE`, `ELEVATE_LEASE_ID`,
+//! Invocation: `PROGRAM [ARGS...] <grant|revoke> <principal> <resource> <lease-id>
+//! <expires-at>` with `ELEVATE_ACTION`, `ELEVATE_PRINCIPAL`, `ELEVATE_ACCOUNT` (the directory's
+//! account for the principal, or its name), `ELEVATE_RESOURCE`, `ELEVATE_LEASE_ID`,
 //! `ELEVATE_EXPIRES_AT` (RFC 3339) and `ELEVATE_EXPIRES_AT_UNIX_MS` set, the way
 //! [`crate::process`] runs programs: cleared environment, own process group killed when done or
 //! timed out. Calls are serialized per resource, so a hook never races another hook of this
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
+use super::{BoxFuture, Granted, LeaseTarget, ProvisionError, Provisioner};
 use crate::keyed::KeyedLocks;
 use crate::model::ResourceName;
 use crate::process::Program;
@@ -70,6 +71,7 @@ impl ExecProvisioner {
                 &[
                     ("ELEVATE_ACTION", action),
                     ("ELEVATE_PRINCIPAL", target.principal.as_str()),
+                    ("ELEVATE_ACCOUNT", &target.account),
                     ("ELEVATE_RESOURCE", target.resource.as_str()),
                     ("ELEVATE_LEASE_ID", &lease),
                     ("ELEVATE_EXPIRES_AT", &expires),
@@ -83,8 +85,14 @@ impl ExecProvisioner {
 }
 
 impl Provisioner for ExecProvisioner {
-    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(self.run("grant", target))
+    fn grant<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
+        Box::pin(async move {
+            self.run("grant", target).await?;
+            Ok(Granted::default())
+        })
     }
 
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
@@ -103,6 +111,7 @@ mod tests {
             principal: Principal::parse("alice").unwrap(),
             resource: ResourceName::parse("db").unwrap(),
             expires_at: Timestamp::from_unix_millis(1_800_000_000_000),
+            account: "alice".to_owned(),
         }
     }
 
@@ -174,7 +183,7 @@ mod tests {
                     if n % 2 == 0 {
                         hook.revoke(&target).await
                     } else {
-                        hook.grant(&target).await
+                        hook.grant(&target).await.map(drop)
                     }
                 })
             })

@@ -1,5 +1,7 @@
-//! The `file` provisioner: one holders file per resource, one principal per line. It is the
-//! dev-mode target, and a real one for systems that read an allow-list file.
+//! The `file` provisioner: one holders file per resource, one account (by default the
+//! principal's name) per line. It is the dev-mode target, and a real one for systems that read
+//! an allow-list file. Every line of a holders file is elevate's: reconciliation removes lines
+//! no lease covers.
 //!
 //! Writes are atomic (temporary file, fsync, rename, fsync of the directory) and serialized per
 //! file within the daemon. After every change the file is read back, so `Ok` means the file on
@@ -8,8 +10,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{BoxFuture, LeaseTarget, ProvisionError, Provisioner};
+use super::{BoxFuture, Granted, Holding, LeaseTarget, ProvisionError, Provisioner};
 use crate::keyed::KeyedLocks;
+use crate::model::ResourceName;
 
 /// Keeps `DIR/<resource>` holding one line per principal with access.
 #[derive(Debug)]
@@ -38,12 +41,17 @@ impl FileProvisioner {
         read_holders(&self.holders_file(resource))
     }
 
-    async fn change(&self, target: &LeaseTarget, present: bool) -> Result<(), ProvisionError> {
-        let path = self.holders_file(target.resource.as_str());
+    async fn change(
+        &self,
+        resource: &ResourceName,
+        account: &str,
+        present: bool,
+    ) -> Result<(), ProvisionError> {
+        let path = self.holders_file(resource.as_str());
         let _held = self.files.lock(path.clone()).await;
         let dir = self.dir.clone();
-        let principal = target.principal.as_str().to_owned();
-        tokio::task::spawn_blocking(move || update(&dir, &path, &principal, present))
+        let account = account.to_owned();
+        tokio::task::spawn_blocking(move || update(&dir, &path, &account, present))
             .await
             .map_err(|_| ProvisionError("holders file update was interrupted".to_owned()))?
     }
@@ -106,12 +114,47 @@ fn update(dir: &Path, path: &Path, principal: &str, present: bool) -> Result<(),
 }
 
 impl Provisioner for FileProvisioner {
-    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(self.change(target, true))
+    fn grant<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
+        Box::pin(async move {
+            self.change(&target.resource, &target.account, true).await?;
+            Ok(Granted::default())
+        })
     }
 
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(self.change(target, false))
+        Box::pin(self.change(&target.resource, &target.account, false))
+    }
+
+    fn list<'a>(
+        &'a self,
+        resources: &'a [ResourceName],
+    ) -> BoxFuture<'a, Result<Option<Vec<Holding>>, ProvisionError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for resource in resources {
+                for account in self.holders(resource.as_str())? {
+                    out.push(Holding {
+                        key: format!("{resource}/{account}"),
+                        account,
+                        resource: Some(resource.clone()),
+                    });
+                }
+            }
+            Ok(Some(out))
+        })
+    }
+
+    fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            let resource = holding
+                .resource
+                .as_ref()
+                .ok_or_else(|| ProvisionError(format!("{} names no holders file", holding.key)))?;
+            self.change(resource, &holding.account, false).await
+        })
     }
 }
 
@@ -126,6 +169,7 @@ mod tests {
             principal: Principal::parse(principal).unwrap(),
             resource: ResourceName::parse("db").unwrap(),
             expires_at: Timestamp::from_unix_millis(0),
+            account: principal.to_owned(),
         }
     }
 
@@ -141,5 +185,20 @@ mod tests {
         files.revoke(&target("alice")).await.unwrap();
         assert_eq!(files.holders("db").unwrap(), ["bob"]);
         files.revoke(&target("carol")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lists_and_removes_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileProvisioner::new(dir.path().join("targets"));
+        files.grant(&target("alice")).await.unwrap();
+        let db = ResourceName::parse("db").unwrap();
+        let other = ResourceName::parse("other").unwrap();
+        let listed = files.list(&[db, other]).await.unwrap().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "db/alice");
+        assert_eq!(listed[0].key, files.grant_key(&target("alice")));
+        files.remove(&listed[0]).await.unwrap();
+        assert!(files.holders("db").unwrap().is_empty());
     }
 }

@@ -3,7 +3,14 @@
 //! A [`Provisioner`] grants and revokes one lease's access. Both calls must be idempotent
 //! (granting twice = granted; revoking what is gone = revoked), because the timer, an RPC and
 //! startup recovery may all call them for the same lease. `Ok` from `revoke` means the target
-//! confirmed the access is gone; the broker marks a lease ended only then.
+//! was asked afterwards and confirmed the access is gone (read-back); the broker marks a lease
+//! ended only then.
+//!
+//! Every lease holds one *grant* on its target, named by [`Provisioner::grant_key`]. Leases
+//! whose grants have the same key share it (the same login in the same role, the same line in
+//! the same holders file): the broker removes a shared grant only when no other live lease
+//! holds the same key (see `broker::lease`). Provisioners that can list what their target
+//! grants ([`Provisioner::list`]) take part in drift reconciliation.
 
 mod exec;
 mod file;
@@ -19,6 +26,12 @@ pub use file::FileProvisioner;
 
 use crate::model::{Principal, RequestId, ResourceName, Timestamp};
 
+/// The account a lease's access is given to when the directory maps none: the principal's
+/// own name.
+pub fn default_account(principal: &Principal) -> String {
+    principal.as_str().to_owned()
+}
+
 /// A boxed future, for object-safe async trait methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -31,8 +44,59 @@ pub struct LeaseTarget {
     pub principal: Principal,
     /// To what.
     pub resource: ResourceName,
-    /// When the lease ends (targets that can enforce it themselves should).
+    /// When the lease ends (targets that can enforce it themselves should). For
+    /// [`Provisioner::extend`], the new end.
     pub expires_at: Timestamp,
+    /// The account on the target that gets the access: the directory's mapping of the
+    /// principal for this provisioner, or the principal's name.
+    pub account: String,
+}
+
+/// Secrets a grant created for the holder alone (an ephemeral login and its password). They
+/// are handed to the holder once and never logged, audited or stored: `Debug` shows only
+/// the names of the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials(BTreeMap<String, String>);
+
+impl Credentials {
+    /// Credentials made of `pairs`.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// The values by name.
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// The values by name, consumed.
+    pub fn into_pairs(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// What a successful grant produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    /// Credentials for the holder, when the grant made some.
+    pub credentials: Option<Credentials>,
+}
+
+/// One grant a target holds, as listed for drift reconciliation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holding {
+    /// The grant's key, comparable with [`Provisioner::grant_key`] of the lease holding it.
+    pub key: String,
+    /// The account on the target.
+    pub account: String,
+    /// The resource, for targets whose grants are per resource.
+    pub resource: Option<ResourceName>,
 }
 
 /// A target refused or failed. The message is shown to the holder and operators as the
@@ -43,11 +107,61 @@ pub struct ProvisionError(pub String);
 
 /// Grants and revokes access on one kind of target.
 pub trait Provisioner: Send + Sync + fmt::Debug + 'static {
-    /// Gives `target.principal` access to `target.resource`. Idempotent.
-    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>>;
+    /// Gives `target.account` access to `target.resource` until `target.expires_at`.
+    /// Idempotent. Provisioners that make credentials make fresh ones on every call, so a grant
+    /// retried after a crash still hands the holder a working secret.
+    fn grant<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>>;
 
-    /// Takes the access away and confirms it is gone. Idempotent.
+    /// Takes the access away and confirms by asking the target again that it is gone.
+    /// Idempotent: access already gone is success.
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>>;
+
+    /// Moves the end of an active lease to `target.expires_at` on targets that enforce it
+    /// themselves. Nothing to do by default.
+    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        let _ = target;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Puts back the access of an active lease that disappeared from the target (drift). By
+    /// default a grant; provisioners with credentials keep the ones the holder has where they
+    /// still exist.
+    fn restore<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
+        self.grant(target)
+    }
+
+    /// The key of the grant `target` holds on the target system; leases with equal keys share
+    /// one grant. By default the account within the resource.
+    fn grant_key(&self, target: &LeaseTarget) -> String {
+        format!("{}/{}", target.resource, target.account)
+    }
+
+    /// Every grant the target holds that this provisioner manages, for the given resources;
+    /// `None` when the target cannot be asked.
+    fn list<'a>(
+        &'a self,
+        resources: &'a [ResourceName],
+    ) -> BoxFuture<'a, Result<Option<Vec<Holding>>, ProvisionError>> {
+        let _ = resources;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Removes a grant no lease covers (drift), confirming it is gone. Only called for
+    /// holdings [`Provisioner::list`] returned.
+    fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            Err(ProvisionError(format!(
+                "this target cannot remove {} by itself",
+                holding.account
+            )))
+        })
+    }
 }
 
 /// The configured provisioners, by name.

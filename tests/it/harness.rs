@@ -14,9 +14,12 @@ use elevate::cli::client::{self, ClientFiles, Clients};
 use elevate::clock::ManualClock;
 use elevate::dev::{self, Layout};
 use elevate::expiry::Backoff;
+use elevate::model::ResourceName;
 use elevate::model::{RequestId, Timestamp};
 use elevate::proto::v1 as pb;
-use elevate::provision::{BoxFuture, FileProvisioner, LeaseTarget, ProvisionError, Provisioner};
+use elevate::provision::{
+    BoxFuture, FileProvisioner, Granted, Holding, LeaseTarget, ProvisionError, Provisioner,
+};
 use elevate::server::Server;
 use tokio::sync::oneshot;
 
@@ -52,7 +55,10 @@ impl Recording {
 }
 
 impl Provisioner for Recording {
-    fn grant<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+    fn grant<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
         Box::pin(async move {
             self.grants.fetch_add(1, Ordering::SeqCst);
             let delay = self.grant_delay_ms.load(Ordering::SeqCst);
@@ -74,6 +80,17 @@ impl Provisioner for Recording {
             }
             self.files.revoke(target).await
         })
+    }
+
+    fn list<'a>(
+        &'a self,
+        resources: &'a [ResourceName],
+    ) -> BoxFuture<'a, Result<Option<Vec<Holding>>, ProvisionError>> {
+        self.files.list(resources)
+    }
+
+    fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        self.files.remove(holding)
     }
 }
 
