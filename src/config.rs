@@ -286,6 +286,14 @@ pub struct WorkflowConfig {
     /// Longest retry delay (revokes retry at this interval forever).
     #[serde(default = "default_retry_max", deserialize_with = "humantime")]
     pub retry_max: Duration,
+    /// How often targets are compared with the leases and drift corrected; `0s` turns the
+    /// periodic run off (`elevate admin reconcile` still works).
+    #[serde(default = "default_reconcile_every", deserialize_with = "humantime")]
+    pub reconcile_every: Duration,
+}
+
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for WorkflowConfig {
@@ -294,6 +302,7 @@ impl Default for WorkflowConfig {
             grant_attempts: default_grant_attempts(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
+            reconcile_every: default_reconcile_every(),
         }
     }
 }

@@ -128,6 +128,8 @@ impl Options {
             notifiers,
             settings: Settings {
                 grant_attempts: config.workflow.grant_attempts,
+                reconcile_every: Some(config.workflow.reconcile_every)
+                    .filter(|every| !every.is_zero()),
                 backoff: Backoff {
                     initial: config.workflow.retry_initial,
                     max: config.workflow.retry_max,

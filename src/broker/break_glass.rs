@@ -37,15 +37,19 @@ impl Broker {
             .write(move |view| -> Result<_, BrokerError> {
                 let now = clock.now();
                 let mut superseded = None;
-                if let Some(open) = view.open_request(&requester, &ask.resource)? {
-                    let existing = view.request(open)?.ok_or(BrokerError::NotFound(open))?;
-                    if existing.kind() != StateKind::Pending {
-                        return Err(BrokerError::AlreadyOpen {
-                            id: open,
-                            state: existing.kind(),
-                        });
+                // A pending request is superseded; an active lease blocks unless the policy
+                // allows overlapping leases.
+                for existing in view.open_requests(&requester, &ask.resource)? {
+                    match existing.kind() {
+                        StateKind::Pending => superseded = Some(existing),
+                        StateKind::Active | StateKind::RevokeFailing if plan.allow_overlap => {}
+                        state => {
+                            return Err(BrokerError::AlreadyOpen {
+                                id: existing.id,
+                                state,
+                            });
+                        }
                     }
-                    superseded = Some(existing);
                 }
                 let history = view.break_glass_of(&requester)?;
                 let window_start = now.saturating_sub(plan.rate_window.get());
@@ -108,6 +112,7 @@ impl Broker {
                     policy_version: plan.policy_version.clone(),
                     provisioner: plan.provisioner.clone(),
                     account: Some(plan.account.clone()),
+                    extensions: Vec::new(),
                     decisions: Vec::new(),
                     state: if needs_approval {
                         State::Pending { stage: 0 }

@@ -1,4 +1,5 @@
-//! Decisions: approve, deny, cancel. Each is checked against the state and the stored route
+//! Decisions: approve, deny, cancel. On an active lease whose extension waits for approvals,
+//! approve and deny decide the extension (see `extend`). Each is checked against the state and the stored route
 //! inside the write transaction (see [`Broker::commit`]), so concurrent calls are linearized
 //! and a quorum is reached exactly once: only the call whose transition produced `approved`
 //! starts the grant.
@@ -17,6 +18,9 @@ impl Broker {
         id: RequestId,
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
+        if self.extension_waits(id).await? {
+            return self.approve_extension(caller, id, comment).await;
+        }
         let approver = caller.principal.clone();
         let (request, changed) = self
             .commit_changed(id, move |request, now| {
@@ -58,6 +62,9 @@ impl Broker {
         id: RequestId,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
+        if self.extension_waits(id).await? {
+            return self.deny_extension(caller, id, reason).await;
+        }
         let approver = caller.principal.clone();
         self.commit(id, move |request, now| {
             let (index, name) = request
@@ -76,6 +83,14 @@ impl Broker {
         })
         .await
         .inspect_err(|error| self.nudge_if_past_deadline(id, error))
+    }
+
+    /// Whether a decision on `id` is about the extension of its active lease.
+    async fn extension_waits(&self, id: RequestId) -> Result<bool, BrokerError> {
+        Ok(self
+            .read_request(id)
+            .await?
+            .is_some_and(|request| request.extension_pending()))
     }
 
     /// A decision refused because the deadline passed: record the time-out now rather than

@@ -32,13 +32,21 @@ pub enum BrokerError {
     #[error(transparent)]
     Transition(#[from] TransitionError),
     /// The caller already has an open request for the resource.
-    #[error("you already have {id} for this resource ({state}); release or cancel it first")]
+    #[error(
+        "you already have {id} for this resource ({state}); release or cancel it first, or extend it"
+    )]
     AlreadyOpen {
         /// The open request.
         id: RequestId,
         /// Its state.
         state: StateKind,
     },
+    /// No credentials wait for the lease.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// A target could not be asked (reconciliation's listing).
+    #[error("target unavailable: {0}")]
+    Target(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -28,6 +28,22 @@ pub const EXPIRED: &str = "lease.expired";
 pub const RELEASED: &str = "lease.released";
 /// An administrator revoked the lease and the target confirmed it.
 pub const REVOKED: &str = "lease.revoked";
+/// The holder asked to extend an active lease.
+pub const EXTENSION_REQUESTED: &str = "lease.extension_requested";
+/// One approval of an extension.
+pub const EXTENSION_APPROVAL: &str = "lease.extension_approval";
+/// An approver refused an extension.
+pub const EXTENSION_DENIED: &str = "lease.extension_denied";
+/// The target accepted the new end and the lease's expiry moved.
+pub const EXTENDED: &str = "lease.extended";
+/// The target refused an extension's new end; the lease keeps its end.
+pub const EXTENSION_FAILED: &str = "lease.extension_failed";
+/// Reconciliation removed a grant on a target that no live lease holds.
+pub const DRIFT_REVOKED: &str = "drift.revoked";
+/// Reconciliation put back the grant of an active lease that had disappeared from its target.
+pub const DRIFT_RESTORED: &str = "drift.restored";
+/// Reconciliation could not correct a difference (the target failed); it is retried.
+pub const DRIFT_FAILED: &str = "drift.failed";
 /// The grant failed for good and its leftovers were revoked.
 pub const FAILED: &str = "request.failed";
 /// A break-glass review's deadline passed without a verdict: escalated.
@@ -59,6 +75,14 @@ pub const ALL: &[&str] = &[
     EXPIRED,
     RELEASED,
     REVOKED,
+    EXTENSION_REQUESTED,
+    EXTENSION_APPROVAL,
+    EXTENSION_DENIED,
+    EXTENDED,
+    EXTENSION_FAILED,
+    DRIFT_REVOKED,
+    DRIFT_RESTORED,
+    DRIFT_FAILED,
     FAILED,
     REVIEW_OVERDUE,
     REVIEW_REMINDED,

@@ -7,7 +7,9 @@ use crate::audit::{Actor, Draft};
 use crate::model::{
     AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition, TransitionError,
 };
-use crate::provision::{LeaseTarget, ProvisionError, default_account};
+use std::sync::Arc;
+
+use crate::provision::{LeaseTarget, ProvisionError, Provisioner, default_account};
 use crate::store::Changes;
 
 /// What a commit closure returns: the transition and, if it changed the record, the events.
@@ -141,12 +143,16 @@ impl Broker {
                 State::Approved { attempts }
                     if attempts.count >= self.inner.settings.grant_attempts =>
                 {
-                    self.revoke(request, Ending::Failed, Actor::System).await
+                    self.revoke(request, Ending::Failed, Actor::System, None)
+                        .await
                 }
                 State::Approved { attempts } => self.grant(request, attempts.count).await,
-                State::Active => self.revoke(request, Ending::Expired, Actor::System).await,
+                State::Active => {
+                    self.revoke(request, Ending::Expired, Actor::System, None)
+                        .await
+                }
                 State::RevokeFailing { ending, .. } => {
-                    self.revoke(request, ending, Actor::System).await
+                    self.revoke(request, ending, Actor::System, None).await
                 }
                 State::Denied | State::Cancelled | State::TimedOut | State::Ended { .. } => {
                     Ok(request)
@@ -215,7 +221,17 @@ impl Broker {
         let id = request.id;
         let now = self.inner.clock.now();
         let target = Self::target(&request, now.saturating_add(request.duration.get()));
-        let result = match self.inner.provisioners.get(&request.provisioner) {
+        let provisioner = self.inner.provisioners.get(&request.provisioner);
+        // Held until the outcome is committed: a lease sharing this grant decides whether to
+        // keep it only after seeing this one active (or not).
+        let grant_lock = match &provisioner {
+            Ok(provisioner) => Some(
+                self.lock_grant(&request.provisioner, provisioner.grant_key(&target))
+                    .await,
+            ),
+            Err(_) => None,
+        };
+        let result = match provisioner {
             Ok(provisioner) => provisioner.grant(&target).await,
             Err(error) => Err(error),
         };
@@ -279,8 +295,11 @@ impl Broker {
                     .await?;
                 if last {
                     // Whatever the failed attempts left on the target is removed before the
-                    // request ends as failed.
-                    return self.revoke(request, Ending::Failed, Actor::System).await;
+                    // request ends as failed (the revoke takes the grant's lock itself).
+                    drop(grant_lock);
+                    return self
+                        .revoke(request, Ending::Failed, Actor::System, None)
+                        .await;
                 }
                 Ok(request)
             }
@@ -288,31 +307,61 @@ impl Broker {
     }
 
     /// One revoke attempt, ending the lease as `ending` once the target confirms. A failure
-    /// leaves it `revoke_failing` with a retry scheduled, without limit.
+    /// leaves it `revoke_failing` with a retry scheduled, without limit. `why`, when given
+    /// (an administrator's reason), is recorded as the end reason and in the events.
     async fn revoke(
         &self,
         request: AccessRequest,
         ending: Ending,
         actor: Actor,
+        why: Option<String>,
     ) -> Result<AccessRequest, BrokerError> {
         let id = request.id;
         let now = self.inner.clock.now();
         let target = Self::target(&request, request.expires_at.unwrap_or(now));
-        let result = match self.inner.provisioners.get(&request.provisioner) {
-            Ok(provisioner) => provisioner.revoke(&target).await,
+        let provisioner = self.inner.provisioners.get(&request.provisioner);
+        let mut kept_for = None;
+        // Held until the outcome is committed, like a grant's.
+        let mut _grant = None;
+        let result = match provisioner {
+            Ok(provisioner) => {
+                let key = provisioner.grant_key(&target);
+                _grant = Some(self.lock_grant(&request.provisioner, key.clone()).await);
+                kept_for = self.covering_lease(&request, provisioner, &key).await?;
+                match kept_for {
+                    // Another live lease holds the same grant: it stays for that lease.
+                    Some(_) => Ok(()),
+                    None => provisioner.revoke(&target).await,
+                }
+            }
             Err(error) => Err(error),
         };
         let done = self.inner.clock.now();
         match result {
             Ok(()) => {
+                // Credentials nobody collected die with the lease.
+                drop(self.inner.credentials.take(id));
+                if let Some(other) = kept_for {
+                    tracing::info!(%id, %other, "grant kept on the target for an overlapping lease");
+                }
+                let why_detail = why.clone();
                 let request = self
-                    .commit(id, move |request, _| {
+                    .commit(id, move |mut request, _| {
+                        if why.is_some() && request.end_reason.is_none() {
+                            request.end_reason = why;
+                        }
                         Ok(recorded(request.revoke_succeeded(ending, done)?, |r| {
                             let ending = match r.state {
                                 State::Ended { ending } => ending,
                                 _ => ending,
                             };
                             let mut draft = events::about(r, done, actor, events::ended(ending));
+                            if let Some(other) = kept_for {
+                                draft = draft.detail("grant_kept_for", other);
+                            }
+                            if let Some(why) = &why_detail {
+                                draft = draft.detail("reason", why);
+                            }
                             if let Some(expires_at) = r.expires_at {
                                 if ending == Ending::Expired {
                                     draft = draft.detail(
@@ -336,22 +385,65 @@ impl Broker {
                 let retry_at = done.saturating_add(self.inner.settings.backoff.delay(failures));
                 tracing::warn!(%id, attempt = failures, %error, retry_at = %retry_at, "revoke failed; access is still held");
                 let detail = error.clone();
-                self.commit(id, move |request, _| {
+                self.commit(id, move |mut request, _| {
+                    if why.is_some() && request.end_reason.is_none() {
+                        request.end_reason = why.clone();
+                    }
                     Ok(recorded(
                         request.revoke_failed(ending, error, retry_at)?,
                         |r| {
-                            vec![
-                                events::about(r, done, actor, events::REVOKE_FAILED)
-                                    .detail("attempt", failures)
-                                    .detail("error", &detail)
-                                    .detail("retry_at", retry_at),
-                            ]
+                            let mut draft = events::about(r, done, actor, events::REVOKE_FAILED)
+                                .detail("attempt", failures)
+                                .detail("error", &detail)
+                                .detail("retry_at", retry_at);
+                            if let Some(why) = &why {
+                                draft = draft.detail("reason", why);
+                            }
+                            vec![draft]
                         },
                     ))
                 })
                 .await
             }
         }
+    }
+
+    /// Locks the grant `key` of `provisioner` until the returned guard is dropped.
+    pub(super) async fn lock_grant(
+        &self,
+        provisioner: &str,
+        key: String,
+    ) -> crate::keyed::Held<(String, String)> {
+        self.inner.grants.lock((provisioner.to_owned(), key)).await
+    }
+
+    /// Another live lease holding the same grant as `request` (same provisioner and grant
+    /// key), if any. Live means active, or approved with its grant in progress or due: such a
+    /// lease is about to rely on the grant. Call with the grant's lock held.
+    ///
+    /// The rule: a grant on a target is removed only when no live lease holds it, so
+    /// overlapping leases never cut each other short.
+    pub(super) async fn covering_lease(
+        &self,
+        request: &AccessRequest,
+        provisioner: &Arc<dyn Provisioner>,
+        key: &str,
+    ) -> Result<Option<RequestId>, BrokerError> {
+        let principal = request.requester.clone();
+        let others = self
+            .inner
+            .store
+            .read(move |reader| reader.open_of(&principal))
+            .await?;
+        Ok(others
+            .iter()
+            .filter(|other| other.id != request.id && other.provisioner == request.provisioner)
+            .filter(|other| matches!(other.state, State::Active | State::Approved { .. }))
+            .find(|other| {
+                let target = Self::target(other, other.expires_at.unwrap_or(other.created_at));
+                provisioner.grant_key(&target) == key
+            })
+            .map(|other| other.id))
     }
 
     /// The holder ends their lease early. Answers once the target confirmed the revoke (state
@@ -370,7 +462,7 @@ impl Broker {
                 Ok(true)
             }
         };
-        self.end_lease(id, Ending::Released, Actor::Principal(holder), check)
+        self.end_lease(id, Ending::Released, Actor::Principal(holder), None, check)
             .await
     }
 
@@ -381,6 +473,7 @@ impl Broker {
         id: RequestId,
         ending: Ending,
         actor: Actor,
+        why: Option<String>,
         check: F,
     ) -> Result<AccessRequest, BrokerError>
     where
@@ -394,7 +487,7 @@ impl Broker {
                 .await?
                 .ok_or(BrokerError::NotFound(id))?;
             match (check(&request)?, &request.state) {
-                (true, State::Active) => broker.revoke(request, ending, actor).await,
+                (true, State::Active) => broker.revoke(request, ending, actor, why).await,
                 _ => Ok(request),
             }
         });

@@ -11,12 +11,14 @@
 //!   comes, [`Broker::drive`] does whatever is due: time out, retry the grant, expire, retry the
 //!   revoke. Startup recovery drives every overdue request before serving.
 
+mod admin;
 mod audit;
 mod break_glass;
 mod credentials;
 mod decide;
 mod error;
 pub mod events;
+mod extend;
 mod lease;
 mod query;
 mod record;
@@ -29,6 +31,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::Correction;
 pub use audit::{ByteStream, EventStream};
 pub use error::BrokerError;
 pub use query::Watch;
@@ -58,6 +61,8 @@ pub struct Settings {
     pub delivery: Delivery,
     /// How often the audit chain's head is signed when events were added.
     pub checkpoint_interval: Duration,
+    /// How often targets are reconciled with the leases (`None`: only on demand).
+    pub reconcile_every: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -69,6 +74,7 @@ impl Default for Settings {
             routing: Routing::default(),
             delivery: Delivery::default(),
             checkpoint_interval: Duration::from_secs(60),
+            reconcile_every: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -234,6 +240,9 @@ impl Broker {
             }),
         };
         broker.dispatch(due);
+        if let Some(every) = broker.inner.settings.reconcile_every {
+            broker.spawn_reconciliation(every, shutdown.clone());
+        }
         broker.spawn_checkpoints(shutdown);
         Ok(broker)
     }

@@ -28,6 +28,59 @@ impl Broker {
         Ok(request)
     }
 
+    /// Takes the credentials waiting for the holder of `request`, when `caller` is the holder.
+    /// They are given out once: the next call finds none.
+    pub fn collect_credentials(
+        &self,
+        caller: &Caller,
+        request: &AccessRequest,
+    ) -> Option<crate::provision::Credentials> {
+        if request.requester != caller.principal {
+            return None;
+        }
+        let taken = self.inner.credentials.take(request.id);
+        if taken.is_some() {
+            tracing::info!(id = %request.id, holder = %caller.principal, "credentials delivered");
+        }
+        taken
+    }
+
+    /// Whether credentials of lease `id` wait for its holder.
+    pub fn credentials_waiting(&self, id: RequestId) -> bool {
+        self.inner.credentials.waiting(id)
+    }
+
+    /// The credentials of lease `id`, for its holder, once.
+    pub async fn credentials(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+    ) -> Result<crate::provision::Credentials, BrokerError> {
+        let request = self.read_visible(caller, id).await?;
+        if request.requester != caller.principal {
+            return Err(BrokerError::Forbidden(format!(
+                "only the holder of {id} can collect its credentials"
+            )));
+        }
+        if let Some(credentials) = self.collect_credentials(caller, &request) {
+            return Ok(credentials);
+        }
+        let why = match request.kind() {
+            StateKind::Active => format!(
+                "no credentials wait for {id}: they are given out once and were collected already (or lost when elevated restarted, or {} issues none); release the lease and request again for new ones",
+                request.provisioner
+            ),
+            StateKind::Pending | StateKind::Approved => {
+                format!(
+                    "{id} is {}: credentials come with the grant",
+                    request.kind()
+                )
+            }
+            kind => format!("{id} is {kind}: its credentials are gone with the lease"),
+        };
+        Err(BrokerError::NoCredentials(why))
+    }
+
     async fn read_visible(
         &self,
         caller: &Caller,
@@ -85,6 +138,7 @@ impl Broker {
             .store
             .read(move |reader| {
                 let mut pending = reader.requests_in_state(StateKind::Pending)?;
+                pending.extend(reader.extensions_pending()?);
                 pending.retain(|request| request.awaits_decision_from(&principal));
                 Ok(pending)
             })

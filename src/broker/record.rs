@@ -27,6 +27,8 @@ impl Record {
         drafts: Vec<Draft>,
         now: Timestamp,
     ) -> (Changes, AccessRequest) {
+        // An extension still undecided when the lease ends lapses with it.
+        new.lapse_extension(now);
         derive::refresh_notices(old, &mut new, &self.routing.notices, now);
         // Without routes no event can go anywhere: skip deriving them.
         let outgoing = if self.routing.routes.is_empty() {

@@ -1,10 +1,10 @@
-//! Submitting a request: policy evaluation, then one transaction that checks for an open
-//! request of the same principal and resource, allocates the id and stores the request with
+//! Submitting a request: policy evaluation, then one transaction that checks for open
+//! requests of the same principal and resource, allocates the id and stores the request with
 //! its audit events. Auto-approved requests are granted before the call returns.
 
 use super::{Broker, BrokerError, Caller, events};
 use crate::audit::Actor;
-use crate::model::{AccessRequest, Attempts, RequestId, State};
+use crate::model::{AccessRequest, Attempts, RequestId, State, StateKind};
 use crate::policy::Ask;
 
 impl Broker {
@@ -14,6 +14,7 @@ impl Broker {
         let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
         let now = self.inner.clock.now();
         let auto = evaluation.route.stages.is_empty();
+        let allow_overlap = evaluation.allow_overlap;
         let draft = AccessRequest {
             id: RequestId::FIRST,
             requester: caller.principal.clone(),
@@ -27,6 +28,7 @@ impl Broker {
             policy_version: evaluation.policy_version,
             provisioner: evaluation.provisioner,
             account: Some(evaluation.account),
+            extensions: Vec::new(),
             decisions: Vec::new(),
             state: if auto {
                 State::Approved {
@@ -48,12 +50,16 @@ impl Broker {
             .inner
             .store
             .write(move |view| {
-                if let Some(open) = view.open_request(&draft.requester, &draft.resource)? {
-                    let state = view
-                        .request(open)?
-                        .map(|r| r.kind())
-                        .ok_or(BrokerError::NotFound(open))?;
-                    return Err(BrokerError::AlreadyOpen { id: open, state });
+                // One undecided request per principal and resource; a second lease beside an
+                // active one only where the policy allows overlapping leases.
+                for open in view.open_requests(&draft.requester, &draft.resource)? {
+                    let held = matches!(open.kind(), StateKind::Active | StateKind::RevokeFailing);
+                    if !(held && allow_overlap) {
+                        return Err(BrokerError::AlreadyOpen {
+                            id: open.id,
+                            state: open.kind(),
+                        });
+                    }
                 }
                 let mut request = draft;
                 request.id = view.next_request_id()?;

@@ -7,6 +7,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::CliError;
 use crate::proto::v1::access_service_client::AccessServiceClient;
+use crate::proto::v1::admin_service_client::AdminServiceClient;
 use crate::proto::v1::approval_service_client::ApprovalServiceClient;
 use crate::proto::v1::audit_service_client::AuditServiceClient;
 use crate::proto::v1::break_glass_service_client::BreakGlassServiceClient;
@@ -42,6 +43,8 @@ pub struct Clients {
     pub break_glass: BreakGlassServiceClient<Channel>,
     /// The audit trail.
     pub audit: AuditServiceClient<Channel>,
+    /// Administration.
+    pub admin: AdminServiceClient<Channel>,
 }
 
 /// Connects to `endpoint` presenting `files`' certificate.
@@ -70,7 +73,8 @@ pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, Cli
         access: AccessServiceClient::new(channel.clone()),
         approval: ApprovalServiceClient::new(channel.clone()),
         break_glass: BreakGlassServiceClient::new(channel.clone()),
-        audit: AuditServiceClient::new(channel),
+        audit: AuditServiceClient::new(channel.clone()),
+        admin: AdminServiceClient::new(channel),
     })
 }
 

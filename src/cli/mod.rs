@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client;
 pub mod output;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -124,6 +125,26 @@ pub enum Command {
         /// The request id.
         id: String,
     },
+    /// Ask for more time on your active lease (within the resource's limits).
+    Extend {
+        /// The lease id.
+        id: String,
+        /// How much longer (30m, 1h).
+        #[arg(long, value_name = "DURATION")]
+        by: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Collect the credentials your lease's grant made (an ephemeral database login); they
+    /// are given out once.
+    Credentials {
+        /// The lease id.
+        id: String,
+    },
+    /// Administration (admin group).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Break glass: access at once during an incident, reviewed afterwards.
     BreakGlass {
         /// The resource.
@@ -181,6 +202,25 @@ pub enum Command {
     Resources,
     /// Who the daemon takes you to be.
     Whoami,
+}
+
+/// Administrative commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// End an active lease at once.
+    Revoke {
+        /// The lease id.
+        id: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Compare what targets grant with the active leases and correct the drift.
+    Reconcile {
+        /// Only the target this resource is granted on.
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 /// A review verdict.
@@ -318,9 +358,26 @@ impl Cli {
     }
 
     fn print_request(&self, request: &pb::AccessRequest) {
+        self.print_delivered(request, &HashMap::new());
+    }
+
+    /// A request, with the credentials the daemon handed over with it (shown once: the daemon
+    /// keeps no copy).
+    fn print_delivered(&self, request: &pb::AccessRequest, credentials: &HashMap<String, String>) {
         match self.output {
-            Format::Json => println!("{}", output::request_json(request)),
-            Format::Table => println!("{}", output::request_table(request)),
+            Format::Json => {
+                let mut json = output::request_json(request);
+                if !credentials.is_empty() {
+                    json["credentials"] = output::credentials_json(credentials);
+                }
+                println!("{json}");
+            }
+            Format::Table => {
+                println!("{}", output::request_table(request));
+                if !credentials.is_empty() {
+                    println!("{}", output::credentials_table(credentials));
+                }
+            }
         }
     }
 
@@ -354,36 +411,96 @@ impl Cli {
                 ticket,
                 wait,
             } => {
-                let submitted = returned(
+                let answer = clients
+                    .access
+                    .submit_request(pb::SubmitRequestRequest {
+                        resource: resource.clone(),
+                        duration: duration.clone().unwrap_or_default(),
+                        reason: reason.clone().unwrap_or_default(),
+                        ticket: ticket.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                let submitted = returned(answer.request)?;
+                let mut credentials = answer.credentials;
+                if *wait {
+                    let settled = self.wait(&mut clients, submitted, &mut credentials).await?;
+                    self.print_delivered(&settled, &credentials);
+                    return ended(&settled);
+                }
+                self.print_delivered(&submitted, &credentials);
+            }
+            Command::Status { id } => {
+                let answer = clients
+                    .access
+                    .get_request(pb::GetRequestRequest { id: id.clone() })
+                    .await?
+                    .into_inner();
+                self.print_delivered(&returned(answer.request)?, &answer.credentials);
+            }
+            Command::Extend { id, by, reason } => {
+                let extended = returned(
                     clients
                         .access
-                        .submit_request(pb::SubmitRequestRequest {
-                            resource: resource.clone(),
-                            duration: duration.clone().unwrap_or_default(),
-                            reason: reason.clone().unwrap_or_default(),
-                            ticket: ticket.clone().unwrap_or_default(),
+                        .extend_lease(pb::ExtendLeaseRequest {
+                            id: id.clone(),
+                            by: by.clone(),
+                            reason: reason.clone(),
                         })
                         .await?
                         .into_inner()
                         .request,
                 )?;
-                if *wait {
-                    let settled = self.wait(&mut clients, submitted).await?;
-                    self.print_request(&settled);
-                    return ended(&settled);
-                }
-                self.print_request(&submitted);
+                self.print_request(&extended);
             }
-            Command::Status { id } => {
-                let found = returned(
+            Command::Credentials { id } => {
+                let credentials = clients
+                    .access
+                    .get_credentials(pb::GetCredentialsRequest { id: id.clone() })
+                    .await?
+                    .into_inner()
+                    .credentials;
+                match self.output {
+                    Format::Json => println!("{}", output::credentials_json(&credentials)),
+                    Format::Table => println!("{}", output::credentials_table(&credentials)),
+                }
+            }
+            Command::Admin(AdminCommand::Revoke { id, reason }) => {
+                let revoked = returned(
                     clients
-                        .access
-                        .get_request(pb::GetRequestRequest { id: id.clone() })
+                        .admin
+                        .revoke_lease(pb::RevokeLeaseRequest {
+                            id: id.clone(),
+                            reason: reason.clone(),
+                        })
                         .await?
                         .into_inner()
                         .request,
                 )?;
-                self.print_request(&found);
+                self.print_request(&revoked);
+            }
+            Command::Admin(AdminCommand::Reconcile { resource }) => {
+                let corrections = clients
+                    .admin
+                    .reconcile(pb::ReconcileRequest {
+                        resource: resource.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner()
+                    .corrections;
+                match self.output {
+                    Format::Json => {
+                        println!("{}", serde_json::json!({ "corrections": corrections }))
+                    }
+                    Format::Table if corrections.is_empty() => {
+                        println!("no drift: every target grants exactly what the leases hold");
+                    }
+                    Format::Table => {
+                        for correction in &corrections {
+                            println!("{correction}");
+                        }
+                    }
+                }
             }
             Command::List {
                 state,
@@ -500,8 +617,9 @@ impl Cli {
                     );
                 }
                 if *wait {
-                    let settled = self.wait(&mut clients, requested).await?;
-                    self.print_request(&settled);
+                    let mut credentials = HashMap::new();
+                    let settled = self.wait(&mut clients, requested, &mut credentials).await?;
+                    self.print_delivered(&settled, &credentials);
                     return ended(&settled);
                 }
                 self.print_request(&requested);
@@ -645,10 +763,12 @@ impl Cli {
     }
 
     /// Follows a request until it is active or ended, showing each change on stderr.
+    /// Follows `submitted` until it settles, keeping the credentials that come with it.
     async fn wait(
         &self,
         clients: &mut Clients,
         submitted: pb::AccessRequest,
+        credentials: &mut HashMap<String, String>,
     ) -> Result<pb::AccessRequest, CliError> {
         let mut last = submitted;
         eprintln!(
@@ -668,7 +788,11 @@ impl Cli {
             .await?
             .into_inner();
         while let Some(update) = updates.next().await {
-            let Some(request) = update?.request else {
+            let update = update?;
+            if !update.credentials.is_empty() {
+                *credentials = update.credentials;
+            }
+            let Some(request) = update.request else {
                 continue;
             };
             if request.state != last.state || request.decisions.len() != last.decisions.len() {

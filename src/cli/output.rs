@@ -101,7 +101,39 @@ pub fn request_json(request: &pb::AccessRequest) -> Value {
         "incident": text_or_null(&request.incident),
         "break_glass_needed_approval": request.break_glass_needed_approval,
         "review": request.review.as_ref().map_or(Value::Null, review_json),
+        "account": text_or_null(&request.account),
+        "credentials_waiting": request.credentials_waiting,
+        "extensions": request.extensions.iter().map(|e| json!({
+            "by": e.by,
+            "reason": e.reason,
+            "asked_at": time(e.asked_at_ms),
+            "from": time(e.from_ms),
+            "until": time(e.until_ms),
+            "state": e.state,
+            "stage": text_or_null(&e.stage),
+            "approvers": e.approvers,
+            "approved_by": e.approved_by,
+            "detail": text_or_null(&e.detail),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// Credentials as a JSON object.
+pub fn credentials_json(credentials: &std::collections::HashMap<String, String>) -> Value {
+    let sorted: std::collections::BTreeMap<&String, &String> = credentials.iter().collect();
+    json!(sorted)
+}
+
+/// Credentials as `key: value` lines, under a warning that they are shown once.
+pub fn credentials_table(credentials: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<&String, &String> = credentials.iter().collect();
+    let mut lines = vec!["credentials (shown once; elevate keeps no copy):".to_owned()];
+    lines.extend(
+        sorted
+            .iter()
+            .map(|(key, value)| format!("  {key:<10} {value}")),
+    );
+    lines.join("\n")
 }
 
 /// The review state word.
@@ -322,6 +354,39 @@ pub fn request_table(request: &pb::AccessRequest) -> String {
                 stage.approved_by.join(", ")
             ),
         ));
+    }
+    if !request.account.is_empty() {
+        lines.push(("account", request.account.clone()));
+    }
+    if request.credentials_waiting {
+        lines.push((
+            "credentials",
+            format!(
+                "waiting; collect them once with: elevate credentials {}",
+                request.id
+            ),
+        ));
+    }
+    for extension in &request.extensions {
+        let mut line = format!(
+            "+{} to {}: {} ({})",
+            extension.by,
+            time(extension.until_ms),
+            extension.state,
+            one_line(&extension.reason)
+        );
+        if !extension.stage.is_empty() {
+            line.push_str(&format!(
+                "; stage {} [{}], approved by [{}]",
+                extension.stage,
+                extension.approvers.join(", "),
+                extension.approved_by.join(", ")
+            ));
+        }
+        if !extension.detail.is_empty() {
+            line.push_str(&format!("; {}", one_line(&extension.detail)));
+        }
+        lines.push(("extension", line));
     }
     for decision in &request.decisions {
         let comment = if decision.comment.is_empty() {

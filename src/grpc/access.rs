@@ -5,9 +5,12 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use super::status::from_broker;
+use super::status::{from_broker, invalid};
 use super::{caller, convert};
-use crate::broker::Broker;
+use std::collections::HashMap;
+
+use crate::broker::{Broker, Caller};
+use crate::model::AccessRequest;
 use crate::policy::Ask;
 use crate::proto::v1 as pb;
 use crate::proto::v1::access_service_server::AccessService;
@@ -24,6 +27,23 @@ impl Access {
     pub fn new(broker: Broker) -> Self {
         Self { broker }
     }
+}
+
+/// `request` on the wire for `caller`, with the credentials waiting for them when they are its
+/// holder (taken: given out once).
+fn delivered(
+    broker: &Broker,
+    caller: &Caller,
+    request: &AccessRequest,
+) -> (pb::AccessRequest, HashMap<String, String>) {
+    let mut wire = convert::request_to_proto(request);
+    let credentials = broker
+        .collect_credentials(caller, request)
+        .map(|c| c.into_pairs().into_iter().collect())
+        .unwrap_or_default();
+    wire.credentials_waiting =
+        request.requester == caller.principal && broker.credentials_waiting(request.id);
+    (wire, credentials)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRequestResponse, Status>> + Send>>;
@@ -79,8 +99,10 @@ impl AccessService for Access {
             .submit(&caller, ask)
             .await
             .map_err(from_broker)?;
+        let (wire, credentials) = delivered(&self.broker, &caller, &submitted);
         Ok(Response::new(pb::SubmitRequestResponse {
-            request: Some(convert::request_to_proto(&submitted)),
+            request: Some(wire),
+            credentials,
         }))
     }
 
@@ -95,8 +117,10 @@ impl AccessService for Access {
             .request(&caller, id)
             .await
             .map_err(from_broker)?;
+        let (wire, credentials) = delivered(&self.broker, &caller, &found);
         Ok(Response::new(pb::GetRequestResponse {
-            request: Some(convert::request_to_proto(&found)),
+            request: Some(wire),
+            credentials,
         }))
     }
 
@@ -137,10 +161,15 @@ impl AccessService for Access {
         let caller = caller(&self.broker, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let updates = self.broker.watch(&caller, id).await.map_err(from_broker)?;
-        let stream = ReceiverStream::new(updates).map(|update| {
+        let broker = self.broker.clone();
+        let stream = ReceiverStream::new(updates).map(move |update| {
             update
-                .map(|request| pb::WatchRequestResponse {
-                    request: Some(convert::request_to_proto(&request)),
+                .map(|request| {
+                    let (wire, credentials) = delivered(&broker, &caller, &request);
+                    pb::WatchRequestResponse {
+                        request: Some(wire),
+                        credentials,
+                    }
                 })
                 .map_err(from_broker)
         });
@@ -179,19 +208,36 @@ impl AccessService for Access {
         &self,
         request: Request<pb::ExtendLeaseRequest>,
     ) -> Result<Response<pb::ExtendLeaseResponse>, Status> {
-        caller(&self.broker, &request)?;
-        Err(Status::unimplemented(
-            "extending leases is not available in this version of elevated",
-        ))
+        let caller = caller(&self.broker, &request)?;
+        let body = request.into_inner();
+        let id = convert::request_id("id", &body.id)?;
+        let by = convert::duration("by", &body.by)?
+            .ok_or_else(|| invalid("by", "say how much longer, e.g. 30m"))?;
+        let reason = convert::reason("reason", &body.reason)?
+            .ok_or_else(|| invalid("reason", "a reason is required to extend"))?;
+        let extended = self
+            .broker
+            .extend(&caller, id, by, reason)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::ExtendLeaseResponse {
+            request: Some(convert::request_to_proto(&extended)),
+        }))
     }
 
     async fn get_credentials(
         &self,
         request: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
-        caller(&self.broker, &request)?;
-        Err(Status::unimplemented(
-            "no provisioner of this version of elevated issues credentials",
-        ))
+        let caller = caller(&self.broker, &request)?;
+        let id = convert::request_id("id", &request.get_ref().id)?;
+        let credentials = self
+            .broker
+            .credentials(&caller, id)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::GetCredentialsResponse {
+            credentials: credentials.into_pairs().into_iter().collect(),
+        }))
     }
 }

@@ -8,8 +8,8 @@ use crate::audit::Event;
 use crate::audit::query::{ActionFilter, Filter};
 use crate::broker::events;
 use crate::model::{
-    AccessRequest, Comment, LeaseDuration, Principal, Reason, RequestId, ResourceName, ReviewState,
-    StateKind, Ticket, Timestamp, Verdict,
+    AccessRequest, Comment, Extension, ExtensionState, LeaseDuration, Principal, Reason, RequestId,
+    ResourceName, ReviewState, StateKind, Ticket, Timestamp, Verdict,
 };
 use crate::policy::{Approval, Resource};
 use crate::proto::v1 as pb;
@@ -249,6 +249,45 @@ pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
             .break_glass
             .as_ref()
             .is_some_and(|b| b.needed_approval),
+        extensions: request.extensions.iter().map(extension_to_proto).collect(),
+        account: request
+            .account
+            .clone()
+            .filter(|account| account != request.requester.as_str())
+            .unwrap_or_default(),
+        credentials_waiting: false,
+    }
+}
+
+fn extension_to_proto(extension: &Extension) -> pb::Extension {
+    let detail = match &extension.state {
+        ExtensionState::Denied { by, reason, .. } => format!("denied by {by}: {reason}"),
+        ExtensionState::Failed { error, .. } => error.clone(),
+        _ => String::new(),
+    };
+    pb::Extension {
+        by: extension.by.to_string(),
+        reason: extension.reason.to_string(),
+        asked_at_ms: millis(extension.asked_at),
+        from_ms: millis(extension.from),
+        until_ms: millis(extension.until()),
+        state: extension.state.as_str().to_owned(),
+        stage: extension
+            .stage
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        approvers: extension
+            .stage
+            .iter()
+            .flat_map(|s| s.approvers.iter().map(ToString::to_string))
+            .collect(),
+        approved_by: extension
+            .approvals
+            .iter()
+            .map(|(who, _)| who.to_string())
+            .collect(),
+        detail,
     }
 }
 

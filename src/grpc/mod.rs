@@ -4,12 +4,12 @@
 //! that happens). Also serves the standard `grpc.health.v1` service ([`health`]).
 
 mod access;
+mod admin;
 mod approval;
 mod audit;
 mod break_glass;
 pub mod convert;
 pub mod health;
-mod later;
 pub mod status;
 pub mod transport;
 
@@ -19,11 +19,11 @@ use tonic::{Request, Status};
 use tonic_health::pb::health_server::HealthServer;
 
 pub use access::Access;
+pub use admin::Admin;
 pub use approval::Approvals;
 pub use audit::Audit;
 pub use break_glass::BreakGlass;
 pub use health::Health;
-pub use later::Later;
 
 use crate::broker::{Broker, Caller};
 use crate::proto::v1::access_service_server::AccessServiceServer;
@@ -60,7 +60,7 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
         <BreakGlassServiceServer<BreakGlass> as NamedService>::NAME,
         <AuditServiceServer<Audit> as NamedService>::NAME,
     ]);
-    let later = Later::new(broker.clone());
+    let admin = Admin::new(broker.clone());
     let routes = Routes::new(HealthServer::new(health_service))
         .add_service(
             AccessServiceServer::new(Access::new(broker.clone()))
@@ -78,6 +78,6 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
             AuditServiceServer::new(Audit::new(broker.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
-        .add_service(AdminServiceServer::new(later).max_decoding_message_size(MAX_MESSAGE));
+        .add_service(AdminServiceServer::new(admin).max_decoding_message_size(MAX_MESSAGE));
     (routes, health)
 }

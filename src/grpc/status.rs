@@ -43,6 +43,8 @@ pub fn from_broker(error: BrokerError) -> Status {
             | TransitionError::SelfReview { .. } => Status::permission_denied(message),
         },
         BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
+        BrokerError::Target(_) => Status::unavailable(message),
+        BrokerError::NoCredentials(_) => Status::failed_precondition(message),
         BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
             Status::unavailable("elevated is shutting down; retry shortly")
         }

@@ -58,6 +58,7 @@ pub fn two_stage() -> AccessRequest {
         break_glass: None,
         notices: Default::default(),
         account: None,
+        extensions: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! these types once, at the edge; nothing here depends on the rest of the crate.
 
 mod duration;
+mod extension;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod ids;
@@ -14,6 +15,7 @@ mod text;
 mod time;
 
 pub use duration::{DurationError, LeaseDuration};
+pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
 pub use request::{AccessRequest, Decision, Due, Notices, Route, RouteStage, Verdict};

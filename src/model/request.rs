@@ -147,6 +147,9 @@ pub struct AccessRequest {
     /// The provisioner that grants and revokes this lease, fixed at submission so that a
     /// policy change never strands a grant.
     pub provisioner: String,
+    /// Extensions of the lease, in the order asked.
+    #[serde(default)]
+    pub extensions: Vec<super::Extension>,
     /// The requester's account on the provisioner's target, fixed at submission so that a
     /// directory change never makes a revoke miss the account that was granted. `None` in
     /// records written before accounts existed: the requester's name.
@@ -231,18 +234,30 @@ impl AccessRequest {
     /// Whether `principal` may decide now: eligible at the current stage, not the requester,
     /// and not already counted.
     pub fn awaits_decision_from(&self, principal: &Principal) -> bool {
-        *principal != self.requester
-            && self
-                .current_stage()
-                .is_some_and(|(_, stage)| stage.approvers.contains(principal))
+        if *principal == self.requester {
+            return false;
+        }
+        if self.extension_pending() {
+            return self.open_extension().is_some_and(|extension| {
+                extension
+                    .stage
+                    .as_ref()
+                    .is_some_and(|stage| stage.approvers.contains(principal))
+                    && !extension.approvals.iter().any(|(who, _)| who == principal)
+            });
+        }
+        self.current_stage()
+            .is_some_and(|(_, stage)| stage.approvers.contains(principal))
             && !self.decisions.iter().any(|d| d.approver == *principal)
     }
 
-    /// Whether `principal` appears anywhere in the route.
+    /// Whether `principal` appears anywhere in the route, or among the approvers of an
+    /// extension.
     pub fn is_approver(&self, principal: &Principal) -> bool {
         self.route
             .stages
             .iter()
+            .chain(self.extensions.iter().filter_map(|e| e.stage.as_ref()))
             .any(|stage| stage.approvers.contains(principal))
     }
 

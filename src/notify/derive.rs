@@ -25,7 +25,12 @@ pub fn refresh_notices(
         _ => None,
     };
     new.notices.expiring_at = match (new.kind(), old.map(AccessRequest::kind)) {
-        (StateKind::Active, Some(StateKind::Active)) => new.notices.expiring_at,
+        // An extension moved the end: the warning moves with it.
+        (StateKind::Active, Some(StateKind::Active))
+            if old.is_some_and(|o| o.expires_at == new.expires_at) =>
+        {
+            new.notices.expiring_at
+        }
         (StateKind::Active, _) => match (new.expires_at, notices.expiring_soon) {
             (Some(expires_at), Some(lead)) => {
                 Some(expires_at.saturating_sub(lead)).filter(|at| *at > now)

@@ -39,6 +39,8 @@ pub struct BreakGlassPlan {
     pub provisioner: String,
     /// The requester's account on that provisioner's target.
     pub account: String,
+    /// Whether the break-glass may overlap an active lease of the same resource.
+    pub allow_overlap: bool,
     /// Who reviews.
     pub review_group: GroupName,
     /// When the review is due after the grant.
@@ -141,6 +143,7 @@ impl Snapshot {
             policy_version: self.policy.version().to_owned(),
             provisioner: resource.provisioner.clone(),
             account: self.directory.account(requester, &resource.provisioner),
+            allow_overlap: resource.allow_overlap,
             review_group: rule.review_group.clone(),
             review_within: rule.review_within,
             remind_every: rule.remind_every,

@@ -14,8 +14,11 @@ use std::sync::{Arc, RwLock};
 pub use break_glass::{BreakGlassAsk, BreakGlassPlan};
 pub use directory::{Directory, Person, Status};
 pub use error::{Invalid, LoadError};
-pub use route::{Ask, Evaluation, Refusal};
-pub use rules::{Approval, ApproverRef, BreakGlassRule, Policy, Resource, StageRule};
+pub use route::{Ask, Evaluation, ExtensionPlan, Refusal};
+pub use rules::{
+    Approval, ApproverRef, BreakGlassRule, ExtensionApproval, ExtensionRule, Policy, Resource,
+    StageRule,
+};
 
 use crate::model::Principal;
 

@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::rules::{Approval, ApproverRef, Resource};
+use super::rules::{Approval, ApproverRef, ExtensionApproval, Resource};
 use super::{Directory, Snapshot};
-use crate::model::{LeaseDuration, Principal, Reason, ResourceName, Route, RouteStage, Ticket};
+use crate::model::{
+    ExtensionLimits, LeaseDuration, Principal, Reason, ResourceName, Route, RouteStage, Ticket,
+};
 
 /// What a requester asks for, already parsed.
 #[derive(Clone, Debug)]
@@ -36,6 +38,8 @@ pub struct Evaluation {
     pub provisioner: String,
     /// The requester's account on that provisioner's target.
     pub account: String,
+    /// Whether the request may overlap an active lease of the same resource.
+    pub allow_overlap: bool,
 }
 
 /// Why the policy refused a request.
@@ -137,6 +141,7 @@ impl Snapshot {
             policy_version: self.policy.version().to_owned(),
             provisioner: resource.provisioner.clone(),
             account: self.directory.account(requester, &resource.provisioner),
+            allow_overlap: resource.allow_overlap,
         })
     }
 }
@@ -183,6 +188,57 @@ fn check_fields(resource: &Resource, ask: &Ask) -> Result<LeaseDuration, Refusal
         _ => {}
     }
     Ok(duration)
+}
+
+/// How an extension of a lease on a resource is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtensionPlan {
+    /// The limits.
+    pub limits: ExtensionLimits,
+    /// The stage whose quorum must approve; `None` for auto-approval.
+    pub stage: Option<RouteStage>,
+}
+
+impl Snapshot {
+    /// Whether and how `holder` may extend a lease on `resource`, by the policy in force now.
+    pub fn plan_extension(
+        &self,
+        holder: &Principal,
+        resource: &ResourceName,
+    ) -> Result<ExtensionPlan, Refusal> {
+        let found = self
+            .policy
+            .resource(resource)
+            .ok_or_else(|| Refusal::UnknownResource(resource.clone()))?;
+        let rule = found
+            .extensions
+            .ok_or_else(|| Refusal::Invalid(format!("{resource} does not allow extensions")))?;
+        let limits = ExtensionLimits {
+            max_count: rule.max_count,
+            max_total: rule.max_total,
+        };
+        let stage = match (rule.approval, &found.approval) {
+            (ExtensionApproval::FirstStage, Approval::Stages(stages)) => {
+                let first = &stages[0];
+                let approvers = resolve(&self.directory, found, holder, &first.approvers);
+                if approvers.len() < first.quorum as usize {
+                    return Err(Refusal::Unroutable(format!(
+                        "an extension on {resource} needs {} approval(s) at stage '{}' but it has {} eligible approver(s) other than {holder}",
+                        first.quorum,
+                        first.name,
+                        approvers.len()
+                    )));
+                }
+                Some(RouteStage {
+                    name: first.name.clone(),
+                    quorum: first.quorum,
+                    approvers,
+                })
+            }
+            _ => None,
+        };
+        Ok(ExtensionPlan { limits, stage })
+    }
 }
 
 /// Active principals named by `refs`, never the requester.

@@ -89,6 +89,36 @@ pub struct BreakGlassRule {
     pub revoke_on_unjustified: bool,
 }
 
+/// Who approves an extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtensionApproval {
+    /// Within the limits, extensions apply at once.
+    Auto,
+    /// An extension waits for the quorum of the resource's first approval stage.
+    FirstStage,
+}
+
+impl ExtensionApproval {
+    /// The policy's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::FirstStage => "first_stage",
+        }
+    }
+}
+
+/// Whether and how far active leases of a resource may be extended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionRule {
+    /// Most extensions per lease.
+    pub max_count: u32,
+    /// Longest lifetime of a lease, from its grant to its end after every extension.
+    pub max_total: LeaseDuration,
+    /// Who approves.
+    pub approval: ExtensionApproval,
+}
+
 /// One resource of the policy.
 #[derive(Clone, Debug)]
 pub struct Resource {
@@ -120,6 +150,11 @@ pub struct Resource {
     pub approval: Approval,
     /// Break-glass settings, when break-glass is allowed.
     pub break_glass: Option<BreakGlassRule>,
+    /// Extension limits, when extensions are allowed.
+    pub extensions: Option<ExtensionRule>,
+    /// Whether a principal holding an active lease may get another one on the resource (to
+    /// run longer when extensions are off, or to break glass while holding a normal lease).
+    pub allow_overlap: bool,
 }
 
 /// The loaded policy.
@@ -175,6 +210,17 @@ struct RawResource {
     #[serde(default)]
     stages: Vec<RawStage>,
     break_glass: Option<RawBreakGlass>,
+    extensions: Option<RawExtensions>,
+    #[serde(default)]
+    allow_overlap: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtensions {
+    max_count: u32,
+    max_total: String,
+    approval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +394,15 @@ impl Policy {
                 !owners.is_empty(),
             )?),
         };
+        let extensions = match &raw.extensions {
+            None => None,
+            Some(raw_extensions) => Some(Self::extensions(
+                at,
+                raw_extensions,
+                min_duration,
+                &approval,
+            )?),
+        };
         Ok(Resource {
             name,
             description: raw.description.trim().to_owned(),
@@ -363,6 +418,52 @@ impl Policy {
             ticket_pattern,
             approval,
             break_glass,
+            extensions,
+            allow_overlap: raw.allow_overlap,
+        })
+    }
+
+    fn extensions(
+        at: &At<'_>,
+        raw: &RawExtensions,
+        min_duration: LeaseDuration,
+        approval: &Approval,
+    ) -> Result<ExtensionRule, Invalid> {
+        if raw.max_count == 0 {
+            return Err(at.invalid(
+                "extensions.max_count",
+                "must be at least 1 (leave [extensions] out to forbid extensions)",
+            ));
+        }
+        let max_total = duration(at, "extensions.max_total", &raw.max_total)?;
+        if max_total <= min_duration {
+            return Err(at.invalid(
+                "extensions.max_total",
+                format!("{max_total} leaves no room beyond min_duration {min_duration}"),
+            ));
+        }
+        let has_stages = matches!(approval, Approval::Stages(_));
+        let approval = match raw.approval.as_deref() {
+            None if has_stages => ExtensionApproval::FirstStage,
+            None | Some("auto") => ExtensionApproval::Auto,
+            Some("first_stage") if has_stages => ExtensionApproval::FirstStage,
+            Some("first_stage") => {
+                return Err(at.invalid(
+                    "extensions.approval",
+                    "first_stage needs approval stages, and the resource is auto-approved",
+                ));
+            }
+            Some(other) => {
+                return Err(at.invalid(
+                    "extensions.approval",
+                    format!("unknown approval '{other}': expected auto or first_stage"),
+                ));
+            }
+        };
+        Ok(ExtensionRule {
+            max_count: raw.max_count,
+            max_total,
+            approval,
         })
     }
 

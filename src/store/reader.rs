@@ -7,8 +7,8 @@ use super::StoreError;
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
-    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, META, META_AUDIT_KEY, OUTBOX, OUTBOX_DUE,
-    REQUESTS, REVIEWS_BY_STATE, review_code,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY, OPEN,
+    OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
 };
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
@@ -185,6 +185,38 @@ impl Reader {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// Active leases whose extension waits for approvals, oldest first.
+    pub fn extensions_pending(&self) -> Result<Vec<AccessRequest>, StoreError> {
+        let index = self.txn.open_table(EXTENSIONS_PENDING)?;
+        let requests = self.requests_table()?;
+        let mut out = Vec::new();
+        for entry in index.iter()? {
+            let (key, _) = entry?;
+            if let Some(request) = Self::decode_request(&requests, key.value())? {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every open request of `principal`, whatever the resource, oldest first per resource.
+    pub fn open_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
+        let index = self.txn.open_table(OPEN)?;
+        let requests = self.requests_table()?;
+        let mut out = Vec::new();
+        for entry in index.range((principal.as_str(), "", 0)..)? {
+            let (key, _) = entry?;
+            let (who, _, id) = key.value();
+            if who != principal.as_str() {
+                break;
+            }
+            if let Some(request) = Self::decode_request(&requests, id)? {
+                out.push(request);
+            }
+        }
+        Ok(out)
     }
 
     /// Every scheduled deadline, soonest first: what the timer wheel must hold.

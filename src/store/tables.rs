@@ -8,7 +8,7 @@
 //! | `requests_by_principal` | (principal, id) | "my requests", history by principal |
 //! | `requests_by_resource` | (resource, id) | history by resource |
 //! | `deadlines` | (unix ms, id) | rebuilding the timer wheel at startup, soonest first |
-//! | `open_requests` | (principal, resource) → id | one open request per principal and resource |
+//! | `open_requests` | (principal, resource, id) | open requests of a principal: duplicates, overlapping leases |
 //! | `audit` | seq → JSON event | the hash-chained audit log, append-only |
 //! | `audit_by_request` | (id, seq) | one request's history |
 //! | `audit_by_time` | (unix ms, seq) | audit queries by time, newest first |
@@ -18,6 +18,7 @@
 //! | `checkpoints` | seq → JSON checkpoint | signed heads of the audit chain |
 //! | `break_glass_by_principal` | (principal, created ms, id) | rate limits and consequences |
 //! | `reviews_by_state` | (review state code, id) | open and overdue reviews |
+//! | `extensions_pending` | id | active leases whose extension waits for approvals |
 //! | `outbox` | seq → JSON notification | notifications not yet delivered |
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
@@ -49,7 +50,8 @@ pub(super) const BY_PRINCIPAL: TableDefinition<(&str, u64), ()> =
 pub(super) const BY_RESOURCE: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("requests_by_resource");
 pub(super) const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("deadlines");
-pub(super) const OPEN: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_requests");
+pub(super) const OPEN: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("open_requests");
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(super) const AUDIT_BY_REQUEST: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("audit_by_request");
@@ -57,12 +59,14 @@ pub(super) const BREAK_GLASS_BY_PRINCIPAL: TableDefinition<(&str, u64, u64), ()>
     TableDefinition::new("break_glass_by_principal");
 pub(super) const REVIEWS_BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("reviews_by_state");
+pub(super) const EXTENSIONS_PENDING: TableDefinition<u64, ()> =
+    TableDefinition::new("extensions_pending");
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
-const SCHEMA: u64 = 2;
+const SCHEMA: u64 = 3;
 
 const META_SCHEMA: &str = "schema";
 const META_NEXT_ID: &str = "next_request_id";
@@ -145,6 +149,7 @@ pub(super) fn initialize(
         txn.open_table(REVIEWS_BY_STATE)?;
         txn.open_table(OUTBOX)?;
         txn.open_table(OUTBOX_DUE)?;
+        txn.open_table(EXTENSIONS_PENDING)?;
     }
     txn.commit()?;
     Ok(())
@@ -157,7 +162,7 @@ pub(super) struct Tables<'txn> {
     by_principal: Table<'txn, (&'static str, u64), ()>,
     by_resource: Table<'txn, (&'static str, u64), ()>,
     deadlines: Table<'txn, (u64, u64), ()>,
-    open: Table<'txn, (&'static str, &'static str), u64>,
+    open: Table<'txn, (&'static str, &'static str, u64), ()>,
     audit: Table<'txn, u64, &'static [u8]>,
     audit_by_request: Table<'txn, (u64, u64), ()>,
     audit_by_time: Table<'txn, (u64, u64), ()>,
@@ -168,6 +173,7 @@ pub(super) struct Tables<'txn> {
     break_glass: Table<'txn, (&'static str, u64, u64), ()>,
     reviews: Table<'txn, (u8, u64), ()>,
     outbox: Table<'txn, u64, &'static [u8]>,
+    extensions: Table<'txn, u64, ()>,
     outbox_due: Table<'txn, (u64, u64), ()>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     signing: Option<&'txn Signing>,
@@ -196,6 +202,7 @@ impl<'txn> Tables<'txn> {
             break_glass: txn.open_table(BREAK_GLASS_BY_PRINCIPAL)?,
             reviews: txn.open_table(REVIEWS_BY_STATE)?,
             outbox: txn.open_table(OUTBOX)?,
+            extensions: txn.open_table(EXTENSIONS_PENDING)?,
             outbox_due: txn.open_table(OUTBOX_DUE)?,
             meta: txn.open_table(META)?,
         })
@@ -275,13 +282,17 @@ impl<'txn> Tables<'txn> {
                     self.deadlines.remove((deadline.unix_millis(), id))?;
                 }
                 if kind.is_open() && !request.kind().is_open() {
-                    let key = (previous.requester.as_str(), previous.resource.as_str());
-                    if self.open.get(key)?.map(|v| v.value()) == Some(id) {
-                        self.open.remove(key)?;
-                    }
+                    self.open.remove((
+                        previous.requester.as_str(),
+                        previous.resource.as_str(),
+                        id,
+                    ))?;
                 }
                 if let Some(review) = previous.review() {
                     self.reviews.remove((review_code(review.state), id))?;
+                }
+                if previous.extension_pending() {
+                    self.extensions.remove(id)?;
                 }
             }
             None => {
@@ -314,11 +325,16 @@ impl<'txn> Tables<'txn> {
             self.deadlines.insert((deadline.unix_millis(), id), ())?;
         }
         if kind.is_open() {
-            self.open
-                .insert((request.requester.as_str(), request.resource.as_str()), id)?;
+            self.open.insert(
+                (request.requester.as_str(), request.resource.as_str(), id),
+                (),
+            )?;
         }
         if let Some(review) = request.review() {
             self.reviews.insert((review_code(review.state), id), ())?;
+        }
+        if request.extension_pending() {
+            self.extensions.insert(id, ())?;
         }
         self.requests.insert(id, encode(request).as_slice())?;
         Ok(())
@@ -413,18 +429,26 @@ impl View<'_, '_> {
         self.tables.request(id)
     }
 
-    /// The open (pending, approved, active or revoke-failing) request of `principal` for
-    /// `resource`, if any.
-    pub fn open_request(
+    /// The open (pending, approved, active or revoke-failing) requests of `principal` for
+    /// `resource`, oldest first.
+    pub fn open_requests(
         &self,
         principal: &Principal,
         resource: &ResourceName,
-    ) -> Result<Option<RequestId>, StoreError> {
-        Ok(self
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut out = Vec::new();
+        let key = (principal.as_str(), resource.as_str());
+        for entry in self
             .tables
             .open
-            .get((principal.as_str(), resource.as_str()))?
-            .map(|v| RequestId::from_raw(v.value())))
+            .range((key.0, key.1, 0)..=(key.0, key.1, u64::MAX))?
+        {
+            let (key, _) = entry?;
+            if let Some(request) = self.tables.request(RequestId::from_raw(key.value().2))? {
+                out.push(request);
+            }
+        }
+        Ok(out)
     }
 
     /// Every break-glass request of `principal`, newest first.

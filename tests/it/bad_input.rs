@@ -294,18 +294,45 @@ async fn bad_decisions_are_refused_with_the_right_code() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
+    for (by, reason, code, message) in [
+        (
+            "1h",
+            "",
+            Code::InvalidArgument,
+            "reason: a reason is required",
+        ),
+        ("", "more", Code::InvalidArgument, "by: say how much longer"),
+        ("soon", "more", Code::InvalidArgument, "by:"),
+        ("30d", "more", Code::InvalidArgument, "allows at most"),
+    ] {
+        let error = engineer
+            .access
+            .extend_lease(pb::ExtendLeaseRequest {
+                id: active.id.clone(),
+                by: by.into(),
+                reason: reason.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), code, "{by} {reason}: {}", error.message());
+        assert!(
+            error.message().contains(message),
+            "{by} {reason}: {}",
+            error.message()
+        );
+    }
     let error = engineer
         .access
         .extend_lease(pb::ExtendLeaseRequest {
-            id: active.id.clone(),
-            by: "1h".into(),
+            id: pending.id.clone(),
+            by: "10m".into(),
             reason: "more".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::Unimplemented);
-    assert!(
-        error.message().contains("not available in this version"),
+    assert_eq!(
+        error.code(),
+        Code::FailedPrecondition,
         "{}",
         error.message()
     );

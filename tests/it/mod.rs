@@ -10,6 +10,7 @@ mod crash;
 mod expiry;
 mod harness;
 mod http;
+mod leases;
 mod lifecycle;
 mod notifications;
 mod restart;

@@ -1,0 +1,222 @@
+//! Extending an active lease: the ask is checked against the policy in force and committed;
+//! an approved extension (at once, or once the first stage's quorum approved it) is applied
+//! under the request's lock: the target is told the new end first, then the expiry moves in
+//! the record and so in the timer wheel. A target that refuses leaves the earlier end.
+
+use super::lease::recorded;
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::Actor;
+use crate::model::{
+    AccessRequest, Comment, ExtensionState, LeaseDuration, Reason, RequestId, StateKind,
+    TransitionError,
+};
+
+impl Broker {
+    /// The holder asks to extend lease `id` by `by`. Answers with the lease as it is after the
+    /// extension applied, or with the extension waiting for approvals.
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        by: LeaseDuration,
+        reason: Reason,
+    ) -> Result<AccessRequest, BrokerError> {
+        let current = self
+            .read_request(id)
+            .await?
+            .ok_or(BrokerError::NotFound(id))?;
+        if current.requester != caller.principal && !caller.sees_all() {
+            return Err(BrokerError::NotVisible(id));
+        }
+        if current.kind() != StateKind::Active {
+            // Said before what the policy allows: the state is what the holder must fix.
+            return Err(TransitionError::Illegal {
+                id,
+                action: "extend",
+                state: current.kind(),
+                hint: " (only an active lease can be extended)",
+            }
+            .into());
+        }
+        let plan = self
+            .inner
+            .rules
+            .current()
+            .plan_extension(&caller.principal, &current.resource)?;
+        let holder = caller.principal.clone();
+        let request = self
+            .commit(id, move |request, now| {
+                let transition = request
+                    .ask_extension(
+                        &holder,
+                        by,
+                        reason.clone(),
+                        plan.limits,
+                        plan.stage.clone(),
+                        now,
+                    )?
+                    .map_err(|refused| BrokerError::Invalid(refused.to_string()))?;
+                Ok(recorded(transition, |r| {
+                    let extension = r.open_extension();
+                    vec![
+                        events::about(
+                            r,
+                            now,
+                            Actor::Principal(holder.clone()),
+                            events::EXTENSION_REQUESTED,
+                        )
+                        .detail("by", by)
+                        .detail("reason", &reason)
+                        .detail(
+                            "until",
+                            extension.map(|e| e.until().rfc3339()).unwrap_or_default(),
+                        )
+                        .detail(
+                            "approval",
+                            match extension.and_then(|e| e.stage.as_ref()) {
+                                Some(stage) => format!("stage {}", stage.name),
+                                None => "auto".to_owned(),
+                            },
+                        ),
+                    ]
+                }))
+            })
+            .await?;
+        tracing::info!(%id, holder = %caller.principal, %by, "extension asked");
+        self.apply_extension_if_approved(request).await
+    }
+
+    /// Records `caller`'s approval of the extension waiting on `id`.
+    pub(super) async fn approve_extension(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        comment: Option<Comment>,
+    ) -> Result<AccessRequest, BrokerError> {
+        let approver = caller.principal.clone();
+        let (request, changed) = self
+            .commit_changed(id, move |request, now| {
+                let transition = request.approve_extension(&approver, comment.clone(), now)?;
+                Ok(recorded(transition, |r| {
+                    vec![
+                        events::about(
+                            r,
+                            now,
+                            Actor::Principal(approver.clone()),
+                            events::EXTENSION_APPROVAL,
+                        )
+                        .detail(
+                            "comment",
+                            comment.as_ref().map(Comment::as_str).unwrap_or(""),
+                        ),
+                    ]
+                }))
+            })
+            .await?;
+        if !changed {
+            return Ok(request);
+        }
+        self.apply_extension_if_approved(request).await
+    }
+
+    /// Records `caller`'s refusal of the extension waiting on `id`.
+    pub(super) async fn deny_extension(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        reason: Reason,
+    ) -> Result<AccessRequest, BrokerError> {
+        let approver = caller.principal.clone();
+        self.commit(id, move |request, now| {
+            let transition = request.deny_extension(&approver, reason.clone(), now)?;
+            Ok(recorded(transition, |r| {
+                vec![
+                    events::about(
+                        r,
+                        now,
+                        Actor::Principal(approver.clone()),
+                        events::EXTENSION_DENIED,
+                    )
+                    .detail("reason", &reason),
+                ]
+            }))
+        })
+        .await
+    }
+
+    async fn apply_extension_if_approved(
+        &self,
+        request: AccessRequest,
+    ) -> Result<AccessRequest, BrokerError> {
+        let approved = request.kind() == StateKind::Active
+            && request
+                .open_extension()
+                .is_some_and(|e| e.state == ExtensionState::Approved);
+        if !approved {
+            return Ok(request);
+        }
+        let broker = self.clone();
+        let id = request.id;
+        let task = self
+            .inner
+            .effects
+            .spawn(async move { broker.apply_extension(id).await });
+        task.await.map_err(|_| BrokerError::ShuttingDown)?
+    }
+
+    /// Tells the target the approved extension's end, then moves the expiry. Under the
+    /// request's lock, so expiry, release and this never interleave.
+    async fn apply_extension(&self, id: RequestId) -> Result<AccessRequest, BrokerError> {
+        let _held = self.inner.locks.lock(id).await;
+        let request = self
+            .read_request(id)
+            .await?
+            .ok_or(BrokerError::NotFound(id))?;
+        let until = match request.open_extension() {
+            Some(extension)
+                if request.kind() == StateKind::Active
+                    && extension.state == ExtensionState::Approved =>
+            {
+                extension.until()
+            }
+            _ => return Ok(request),
+        };
+        let target = Self::target(&request, until);
+        let result = match self.inner.provisioners.get(&request.provisioner) {
+            Ok(provisioner) => provisioner.extend(&target).await,
+            Err(error) => Err(error),
+        };
+        let now = self.inner.clock.now();
+        match result {
+            Ok(()) => {
+                let request = self
+                    .commit(id, move |request, _| {
+                        let from = request.expires_at;
+                        Ok(recorded(request.extension_applied(now), |r| {
+                            vec![
+                                events::about(r, now, Actor::System, events::EXTENDED)
+                                    .detail("from", from.map(|t| t.rfc3339()).unwrap_or_default())
+                                    .detail("until", until.rfc3339()),
+                            ]
+                        }))
+                    })
+                    .await?;
+                tracing::info!(%id, until = %until, "lease extended");
+                Ok(request)
+            }
+            Err(error) => {
+                tracing::warn!(%id, %error, "the target refused an extension; the lease keeps its end");
+                let detail = error.0.clone();
+                self.commit(id, move |request, _| {
+                    Ok(recorded(request.extension_failed(error.0, now), |r| {
+                        vec![
+                            events::about(r, now, Actor::System, events::EXTENSION_FAILED)
+                                .detail("error", &detail),
+                        ]
+                    }))
+                })
+                .await
+            }
+        }
+    }
+}
