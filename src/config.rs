@@ -468,6 +468,13 @@ impl Config {
                 "audit.checkpoint_interval: must be between 1s and 1h".to_owned(),
             ));
         }
+        let every = self.workflow.reconcile_every;
+        if !every.is_zero() && every < Duration::from_secs(10) {
+            return Err(invalid(format!(
+                "workflow.reconcile_every: {} is too often; at least 10s, or 0s to turn it off",
+                humantime::format_duration(every)
+            )));
+        }
         if self.provisioners.is_empty() {
             return Err(invalid("provisioners: configure at least one".to_owned()));
         }
