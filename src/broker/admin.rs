@@ -54,6 +54,17 @@ impl fmt::Display for Correction {
     }
 }
 
+/// What a reconciliation run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Corrections made or attempted.
+    pub corrections: Vec<Correction>,
+    /// Provisioners whose targets were compared.
+    pub checked: Vec<String>,
+    /// Provisioners that could not be compared, with why.
+    pub skipped: Vec<String>,
+}
+
 /// Live leases of one provisioner by grant key.
 type Held = BTreeMap<String, Vec<AccessRequest>>;
 
@@ -104,7 +115,7 @@ impl Broker {
         &self,
         caller: &Caller,
         resource: Option<ResourceName>,
-    ) -> Result<Vec<Correction>, BrokerError> {
+    ) -> Result<Reconciliation, BrokerError> {
         Self::require_admin(caller, "reconciling targets")?;
         self.reconcile(resource, Actor::Principal(caller.principal.clone()))
             .await
@@ -116,7 +127,7 @@ impl Broker {
         &self,
         resource: Option<ResourceName>,
         actor: Actor,
-    ) -> Result<Vec<Correction>, BrokerError> {
+    ) -> Result<Reconciliation, BrokerError> {
         let snapshot = self.inner.rules.current();
         let mut scope: BTreeMap<String, BTreeSet<ResourceName>> = BTreeMap::new();
         match &resource {
@@ -145,9 +156,12 @@ impl Broker {
                 }
             }
         }
-        let mut corrections = Vec::new();
+        let mut run = Reconciliation::default();
+        let corrections = &mut run.corrections;
         for (name, resources) in scope {
             let Ok(provisioner) = self.inner.provisioners.get(&name) else {
+                run.skipped
+                    .push(format!("{name}: not configured in this daemon"));
                 continue;
             };
             let provisioner = provisioner.clone();
@@ -156,7 +170,18 @@ impl Broker {
                 .reconcile_one(&name, &provisioner, &resources, &actor)
                 .await
             {
-                Ok(found) => corrections.extend(found),
+                Ok(None) if resource.is_some() => {
+                    return Err(BrokerError::Target(format!(
+                        "provisioner {name} cannot list what its target grants, so there is nothing to compare"
+                    )));
+                }
+                Ok(None) => run
+                    .skipped
+                    .push(format!("{name}: cannot list what its target grants")),
+                Ok(Some(found)) => {
+                    run.checked.push(name.clone());
+                    corrections.extend(found);
+                }
                 Err(BrokerError::Target(error)) => {
                     tracing::warn!(provisioner = %name, %error, "reconciliation could not list the target");
                     self.record(
@@ -177,7 +202,7 @@ impl Broker {
                 Err(error) => return Err(error),
             }
         }
-        Ok(corrections)
+        Ok(run)
     }
 
     async fn live_leases(&self) -> Result<Vec<AccessRequest>, BrokerError> {
@@ -233,9 +258,9 @@ impl Broker {
         provisioner: &Arc<dyn Provisioner>,
         resources: &[ResourceName],
         actor: &Actor,
-    ) -> Result<Vec<Correction>, BrokerError> {
+    ) -> Result<Option<Vec<Correction>>, BrokerError> {
         let Some(holdings) = Self::listed(provisioner, resources).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let held = self.held(name, provisioner).await?;
         let extra: Vec<&Holding> = holdings
@@ -250,23 +275,44 @@ impl Broker {
             .map(|lease| lease.id)
             .collect();
         let mut corrections = Vec::new();
+        // A target failing half-way fails the items it touches, not the ones done before.
+        let failed = |key: &str, lease: Option<RequestId>, error: String| Correction {
+            action: if lease.is_some() {
+                events::DRIFT_RESTORED
+            } else {
+                events::DRIFT_REVOKED
+            },
+            provisioner: name.to_owned(),
+            account: String::new(),
+            key: key.to_owned(),
+            lease,
+            error: Some(error),
+        };
         for holding in extra {
-            if let Some(correction) = self
+            match self
                 .remove_drift(name, provisioner, resources, holding, actor)
-                .await?
+                .await
             {
-                corrections.push(correction);
+                Ok(found) => corrections.extend(found),
+                Err(BrokerError::Target(error)) => {
+                    corrections.push(failed(&holding.key, None, error));
+                }
+                Err(error) => return Err(error),
             }
         }
         for id in missing {
-            if let Some(correction) = self
+            match self
                 .restore_drift(name, provisioner, resources, id, actor)
-                .await?
+                .await
             {
-                corrections.push(correction);
+                Ok(found) => corrections.extend(found),
+                Err(BrokerError::Target(error)) => {
+                    corrections.push(failed(&id.to_string(), Some(id), error));
+                }
+                Err(error) => return Err(error),
             }
         }
-        Ok(corrections)
+        Ok(Some(corrections))
     }
 
     /// Removes `holding` if, under its lock, no live lease holds it and the target still has it.
@@ -400,15 +446,19 @@ impl Broker {
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let broker = self.clone();
-        tokio::spawn(async move {
+        // Tracked, so shutdown waits for a run in progress to record what it changed.
+        self.inner.effects.spawn(async move {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
                 }
                 match broker.reconcile(None, Actor::System).await {
-                    Ok(corrections) if !corrections.is_empty() => {
-                        tracing::warn!(count = corrections.len(), "reconciliation corrected drift");
+                    Ok(run) if !run.corrections.is_empty() => {
+                        tracing::warn!(
+                            count = run.corrections.len(),
+                            "reconciliation corrected drift"
+                        );
                     }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "reconciliation failed; retried next run"),

@@ -164,14 +164,25 @@ impl Broker {
         task.await.map_err(|_| BrokerError::ShuttingDown)?
     }
 
-    /// Tells the target the approved extension's end, then moves the expiry. Under the
-    /// request's lock, so expiry, release and this never interleave.
+    /// Takes the request's lock and applies its approved extension, if it has one.
     async fn apply_extension(&self, id: RequestId) -> Result<AccessRequest, BrokerError> {
         let _held = self.inner.locks.lock(id).await;
         let request = self
             .read_request(id)
             .await?
             .ok_or(BrokerError::NotFound(id))?;
+        self.apply_extension_locked(request).await
+    }
+
+    /// Tells the target the approved extension's end, then moves the expiry. Call under the
+    /// request's lock, so expiry, release and this never interleave; the grant's lock is
+    /// taken too, so a grant of the same key never runs meanwhile. An extension whose lease
+    /// reached its end first lapses: a lease is never revived.
+    pub(super) async fn apply_extension_locked(
+        &self,
+        request: AccessRequest,
+    ) -> Result<AccessRequest, BrokerError> {
+        let id = request.id;
         let until = match request.open_extension() {
             Some(extension)
                 if request.kind() == StateKind::Active
@@ -181,9 +192,21 @@ impl Broker {
             }
             _ => return Ok(request),
         };
+        if request
+            .expires_at
+            .is_some_and(|end| end <= self.inner.clock.now())
+        {
+            // The expiry is due and comes first (see `Due`); it lapses the extension.
+            return Ok(request);
+        }
         let target = Self::target(&request, until);
         let result = match self.inner.provisioners.get(&request.provisioner) {
-            Ok(provisioner) => provisioner.extend(&target).await,
+            Ok(provisioner) => {
+                let _grant = self
+                    .lock_grant(&request.provisioner, provisioner.grant_key(&target))
+                    .await;
+                provisioner.extend(&target).await
+            }
             Err(error) => Err(error),
         };
         let now = self.inner.clock.now();

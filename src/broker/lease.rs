@@ -158,6 +158,7 @@ impl Broker {
                     Ok(request)
                 }
             },
+            Due::Extension => self.apply_extension_locked(request).await,
             Due::ReviewOverdue => {
                 self.commit(id, move |request, _| {
                     Ok(recorded(request.review_overdue(now), |r| {
@@ -320,6 +321,8 @@ impl Broker {
         let now = self.inner.clock.now();
         let target = Self::target(&request, request.expires_at.unwrap_or(now));
         let provisioner = self.inner.provisioners.get(&request.provisioner);
+        // Credentials nobody collected die with the lease, even while its revoke is retried.
+        drop(self.inner.credentials.take(id));
         let mut kept_for = None;
         // Held until the outcome is committed, like a grant's.
         let mut _grant = None;
@@ -339,8 +342,6 @@ impl Broker {
         let done = self.inner.clock.now();
         match result {
             Ok(()) => {
-                // Credentials nobody collected die with the lease.
-                drop(self.inner.credentials.take(id));
                 if let Some(other) = kept_for {
                     tracing::info!(%id, %other, "grant kept on the target for an overlapping lease");
                 }

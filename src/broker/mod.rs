@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admin::Correction;
+pub use admin::{Correction, Reconciliation};
 pub use audit::{ByteStream, EventStream};
 pub use error::BrokerError;
 pub use query::Watch;

@@ -480,24 +480,36 @@ impl Cli {
                 self.print_request(&revoked);
             }
             Command::Admin(AdminCommand::Reconcile { resource }) => {
-                let corrections = clients
+                let run = clients
                     .admin
                     .reconcile(pb::ReconcileRequest {
                         resource: resource.clone().unwrap_or_default(),
                     })
                     .await?
-                    .into_inner()
-                    .corrections;
+                    .into_inner();
                 match self.output {
-                    Format::Json => {
-                        println!("{}", serde_json::json!({ "corrections": corrections }))
-                    }
-                    Format::Table if corrections.is_empty() => {
-                        println!("no drift: every target grants exactly what the leases hold");
-                    }
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "corrections": run.corrections,
+                            "checked": run.checked,
+                            "skipped": run.skipped,
+                        })
+                    ),
                     Format::Table => {
-                        for correction in &corrections {
+                        for correction in &run.corrections {
                             println!("{correction}");
+                        }
+                        if run.corrections.is_empty() {
+                            let checked = if run.checked.is_empty() {
+                                "any target (none could be compared)".to_owned()
+                            } else {
+                                run.checked.join(", ")
+                            };
+                            println!("no drift on {checked}");
+                        }
+                        for skipped in &run.skipped {
+                            eprintln!("not compared: {skipped}");
                         }
                     }
                 }

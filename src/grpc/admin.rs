@@ -78,13 +78,15 @@ impl AdminService for Admin {
         } else {
             Some(convert::resource(&body.resource)?)
         };
-        let corrections = self
+        let run = self
             .broker
             .admin_reconcile(&caller, resource)
             .await
             .map_err(from_broker)?;
         Ok(Response::new(pb::ReconcileResponse {
-            corrections: corrections.iter().map(ToString::to_string).collect(),
+            corrections: run.corrections.iter().map(ToString::to_string).collect(),
+            checked: run.checked,
+            skipped: run.skipped,
         }))
     }
 }

@@ -192,6 +192,14 @@ impl AccessRequest {
                 hint: " (only an active lease can be extended)",
             });
         };
+        if from <= now {
+            return Err(TransitionError::Illegal {
+                id: self.id,
+                action: "extend",
+                state: self.kind(),
+                hint: " (its end has passed; it is being revoked)",
+            });
+        }
         if self.open_extension().is_some() {
             return Ok(Err(ExtensionError::AlreadyAsked {
                 id: self.id.to_string(),
@@ -251,11 +259,22 @@ impl AccessRequest {
             return Err(TransitionError::SelfDecision);
         }
         let id = self.id;
-        let Some(extension) = self.open_extension_mut() else {
-            return Ok(Transition::Unchanged(self));
+        let repeated = self
+            .extensions
+            .last()
+            .is_some_and(|e| e.approvals.iter().any(|(who, _)| who == approver));
+        let state = self.kind();
+        let Some(extension) = self
+            .open_extension_mut()
+            .filter(|e| e.state == ExtensionState::Pending)
+        else {
+            if repeated {
+                return Ok(Transition::Unchanged(self));
+            }
+            return Err(decided(id, state));
         };
         let Some(stage) = extension.stage.clone() else {
-            return Ok(Transition::Unchanged(self));
+            return Err(decided(id, state));
         };
         if !stage.approvers.contains(approver) {
             return Err(TransitionError::NotEligible {
@@ -264,9 +283,7 @@ impl AccessRequest {
                 approvers: join(&stage.approvers),
             });
         }
-        if extension.approvals.iter().any(|(who, _)| who == approver)
-            || extension.state != ExtensionState::Pending
-        {
+        if repeated {
             return Ok(Transition::Unchanged(self));
         }
         extension.approvals.push((approver.clone(), now));
@@ -287,11 +304,21 @@ impl AccessRequest {
             return Err(TransitionError::SelfDecision);
         }
         let id = self.id;
-        let Some(extension) = self.open_extension_mut() else {
-            return Ok(Transition::Unchanged(self));
+        let repeated = self.extensions.last().is_some_and(
+            |e| matches!(&e.state, ExtensionState::Denied { by, .. } if by == approver),
+        );
+        let state = self.kind();
+        let Some(extension) = self
+            .open_extension_mut()
+            .filter(|e| e.state == ExtensionState::Pending)
+        else {
+            if repeated {
+                return Ok(Transition::Unchanged(self));
+            }
+            return Err(decided(id, state));
         };
         let Some(stage) = extension.stage.clone() else {
-            return Ok(Transition::Unchanged(self));
+            return Err(decided(id, state));
         };
         if !stage.approvers.contains(approver) {
             return Err(TransitionError::NotEligible {
@@ -299,9 +326,6 @@ impl AccessRequest {
                 stage: stage.name.clone(),
                 approvers: join(&stage.approvers),
             });
-        }
-        if extension.state != ExtensionState::Pending {
-            return Ok(Transition::Unchanged(self));
         }
         extension.state = ExtensionState::Denied {
             by: approver.clone(),
@@ -349,6 +373,16 @@ impl AccessRequest {
             }
             None => false,
         }
+    }
+}
+
+/// A decision on an extension that is no longer waiting for one.
+fn decided(id: super::RequestId, state: StateKind) -> TransitionError {
+    TransitionError::Illegal {
+        id,
+        action: "decide the extension of",
+        state,
+        hint: " (no extension of it waits for a decision any more)",
     }
 }
 

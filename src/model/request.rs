@@ -193,6 +193,9 @@ pub struct Notices {
 pub enum Due {
     /// The state's own deadline: time-out, grant or revoke attempt, expiry.
     State,
+    /// An approved extension waits to be applied on the target (at once; this makes it
+    /// survive a restart between approval and application).
+    Extension,
     /// The review's deadline passed.
     ReviewOverdue,
     /// An overdue review's reminder.
@@ -282,10 +285,19 @@ impl AccessRequest {
     }
 
     /// Everything that falls due for this request, with its instant, in handling order.
-    fn deadlines(&self) -> [(Due, Option<Timestamp>); 6] {
+    fn deadlines(&self) -> [(Due, Option<Timestamp>); 7] {
         let review = self.review();
         [
             (Due::State, self.state_deadline()),
+            (
+                Due::Extension,
+                self.open_extension()
+                    .filter(|e| {
+                        self.kind() == StateKind::Active
+                            && e.state == super::ExtensionState::Approved
+                    })
+                    .map(|e| e.asked_at),
+            ),
             (
                 Due::ReviewOverdue,
                 review

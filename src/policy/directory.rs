@@ -72,6 +72,43 @@ struct RawPerson {
     accounts: BTreeMap<String, String>,
 }
 
+/// Two principals sharing an account on a target would share its grants, and one's lease
+/// ending could take away the other's access: every provisioner's accounts (mapped, or the
+/// principal's name) must be distinct.
+fn check_distinct_accounts(
+    people: &BTreeMap<Principal, Person>,
+    file: &Path,
+) -> Result<(), LoadError> {
+    let provisioners: BTreeSet<&String> = people
+        .values()
+        .flat_map(|person| person.accounts.keys())
+        .collect();
+    for provisioner in provisioners {
+        let mut owners: BTreeMap<&str, &Principal> = BTreeMap::new();
+        for (principal, person) in people {
+            let account = person
+                .accounts
+                .get(provisioner)
+                .map_or(principal.as_str(), String::as_str);
+            if let Some(other) = owners.insert(account, principal) {
+                let at = At {
+                    file,
+                    entry: format!("principals.{principal}"),
+                };
+                return Err(at
+                    .invalid(
+                        format!("accounts.{provisioner}"),
+                        format!(
+                            "account '{account}' is also {other}'s; each principal needs its own account so that one lease never removes another's access"
+                        ),
+                    )
+                    .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The longest account name: PostgreSQL's identifier limit, the tightest of the targets.
 const MAX_ACCOUNT_BYTES: usize = 63;
 
@@ -164,6 +201,7 @@ impl Directory {
                 },
             );
         }
+        check_distinct_accounts(&people, file)?;
         let mut members: BTreeMap<GroupName, BTreeSet<Principal>> = BTreeMap::new();
         for (principal, person) in &people {
             for group in &person.groups {
@@ -274,6 +312,14 @@ mod tests {
         assert!(error.to_string().contains("64 bytes"), "{error}");
         let error = parse("[principals.a]\naccounts = { pg = \"a\\nb\" }\n").unwrap_err();
         assert!(error.to_string().contains("control"), "{error}");
+        let error = parse(
+            "[principals.a]\naccounts = { pg = \"dba\" }\n[principals.b]\naccounts = { pg = \"dba\" }\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("also a's"), "{error}");
+        let error =
+            parse("[principals.a]\naccounts = { pg = \"b\" }\n[principals.b]\n").unwrap_err();
+        assert!(error.to_string().contains("account 'b'"), "{error}");
         let error = parse("[principals.a]\ncolour = \"red\"\n").unwrap_err();
         assert!(error.to_string().contains("unknown field"), "{error}");
     }

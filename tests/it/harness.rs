@@ -100,6 +100,8 @@ pub struct Env {
     pub webhook: std::sync::Mutex<Option<(String, Option<PathBuf>)>>,
     /// Overrides how long undelivered notifications are kept.
     pub give_up_after: std::sync::Mutex<Option<Duration>>,
+    /// Provisioners added to the daemon's `files` (from the next start on).
+    pub provisioners: std::sync::Mutex<Vec<(String, Arc<dyn Provisioner>)>>,
     /// Kept for its Drop: the state directory lives as long as the environment.
     _dir: tempfile::TempDir,
     pub layout: Layout,
@@ -119,6 +121,7 @@ impl Env {
         Self {
             webhook: std::sync::Mutex::new(None),
             give_up_after: std::sync::Mutex::new(None),
+            provisioners: std::sync::Mutex::new(Vec::new()),
             _dir: dir,
             layout,
             clock: ManualClock::starting_now(),
@@ -178,6 +181,11 @@ impl Env {
     pub async fn start(&self) -> Daemon {
         let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
         options.provisioners.insert("files", self.targets.clone());
+        for (name, provisioner) in self.provisioners.lock().unwrap().iter() {
+            options
+                .provisioners
+                .insert(name.clone(), provisioner.clone());
+        }
         options.settings = Settings {
             grant_attempts: 3,
             backoff: Backoff {

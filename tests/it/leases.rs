@@ -398,7 +398,7 @@ async fn extend_revoke_and_reconcile_through_the_cli() {
     );
     let output = elevate(&daemon, &["--as", "admin", "admin", "reconcile"]).await;
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("no drift"),
+        String::from_utf8_lossy(&output.stdout).contains("no drift on files"),
         "{output:?}"
     );
 
