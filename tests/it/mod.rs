@@ -12,6 +12,8 @@ mod harness;
 mod http;
 mod lifecycle;
 mod notifications;
+pub mod pg;
+mod postgres;
 mod restart;
 mod shutdown;
 mod tls;
