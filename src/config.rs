@@ -1,5 +1,8 @@
 //! The daemon's configuration file (TOML). Unknown fields are errors; relative paths are
-//! resolved against the file's directory; every error names the file and the field.
+//! resolved against the file's directory; every error names the file and the field. The
+//! `postgres` provisioner's section lives in [`postgres`].
+
+mod postgres;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::notify::Priority;
 use crate::tls::TlsFiles;
+
+pub use postgres::{DEFAULT_ROLE_PREFIX, PostgresConfig, PostgresMode, PostgresTls};
 
 /// The configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +357,8 @@ pub enum ProvisionerConfig {
         #[serde(default)]
         working_dir: PathBuf,
     },
+    /// Roles on a PostgreSQL server.
+    Postgres(PostgresConfig),
 }
 
 fn default_exec_timeout() -> Duration {
@@ -423,6 +430,19 @@ impl Config {
                     join(program);
                     join(working_dir);
                 }
+                ProvisionerConfig::Postgres(postgres) => {
+                    for file in [
+                        &mut postgres.password_file,
+                        &mut postgres.ca,
+                        &mut postgres.client_cert,
+                        &mut postgres.client_key,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        join(file);
+                    }
+                }
             }
         }
     }
@@ -488,19 +508,36 @@ impl Config {
                     "provisioners.{name}: names are letters, digits, '-' and '_'"
                 )));
             }
-            if let ProvisionerConfig::Exec {
-                program, timeout, ..
-            } = provisioner
-            {
-                if !program.is_file() {
-                    return Err(invalid(format!(
-                        "provisioners.{name}.program: {} does not exist",
-                        program.display()
-                    )));
+            match provisioner {
+                ProvisionerConfig::Exec {
+                    program, timeout, ..
+                } => {
+                    if !program.is_file() {
+                        return Err(invalid(format!(
+                            "provisioners.{name}.program: {} does not exist",
+                            program.display()
+                        )));
+                    }
+                    if timeout.is_zero() {
+                        return Err(invalid(format!(
+                            "provisioners.{name}.timeout: must be above zero"
+                        )));
+                    }
                 }
-                if timeout.is_zero() {
+                ProvisionerConfig::Postgres(postgres) => postgres
+                    .check()
+                    .map_err(|message| invalid(format!("provisioners.{name}.{message}")))?,
+                ProvisionerConfig::File { .. } => {}
+            }
+        }
+        let mut target_roles = BTreeMap::new();
+        for (name, provisioner) in &self.provisioners {
+            if let ProvisionerConfig::Postgres(postgres) = provisioner {
+                let key = (&postgres.host, postgres.port, &postgres.target_role);
+                if let Some(first) = target_roles.insert(key, name) {
                     return Err(invalid(format!(
-                        "provisioners.{name}.timeout: must be above zero"
+                        "provisioners.{name}.target_role: provisioner '{first}' already grants role '{}' on {}:{}; one provisioner per role, or each would remove the other's grants",
+                        postgres.target_role, postgres.host, postgres.port
                     )));
                 }
             }
@@ -666,6 +703,18 @@ mod tests {
             (
                 "[notifications]\nretry_initial = \"0s\"\n",
                 "notifications.retry_initial",
+            ),
+            (
+                "[provisioners.pg]\nkind = \"postgres\"\nhost = \"db\"\ndatabase = \"app\"\nadmin_role = \"elevate\"\nmode = \"membership\"\ntarget_role = \"rw\"\n[provisioners.pg2]\nkind = \"postgres\"\nhost = \"db\"\ndatabase = \"other\"\nadmin_role = \"elevate\"\nmode = \"ephemeral\"\ntarget_role = \"rw\"\n",
+                "provisioners.pg2.target_role: provisioner 'pg' already grants role 'rw' on db:5432",
+            ),
+            (
+                "[provisioners.pg]\nkind = \"postgres\"\nhost = \"db\"\ndatabase = \"app\"\nadmin_role = \"elevate\"\nmode = \"membership\"\ntarget_role = \"\"\n",
+                "provisioners.pg.target_role: must not be empty",
+            ),
+            (
+                "[provisioners.pg]\nkind = \"postgres\"\nhost = \"db\"\ndatabase = \"app\"\nadmin_role = \"elevate\"\nmode = \"membership\"\ntarget_role = \"rw\"\npassword_file = \"pg.password\"\n",
+                "provisioners.pg.password_file: /",
             ),
         ] {
             let error = load(&format!("{MINIMAL}\n{extra}")).unwrap_err();

@@ -24,7 +24,7 @@
 //! - [`audit`]: audit events and their hash chain, signed checkpoints, filters, the export
 //!   format, the offline verifier and the access report.
 //! - [`process`]: running configured programs safely (hooks, notifiers).
-//! - [`provision`]: the `Provisioner` trait and the `exec` and `file` targets.
+//! - [`provision`]: the `Provisioner` trait and the `exec`, `file` and `postgres` targets.
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
 //! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.

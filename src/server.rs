@@ -28,7 +28,7 @@ use crate::notify::{
 };
 use crate::policy::{Invalid, Live, LoadError, Snapshot};
 use crate::process::Program;
-use crate::provision::{ExecProvisioner, FileProvisioner, Provisioners};
+use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
 use crate::store::{Signing, StoreOptions};
 use crate::tls::{self, TlsError, TlsFiles};
 
@@ -84,8 +84,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options from a loaded configuration file. Fails when a notifier cannot be set up (an
-    /// unreadable CA file, an invalid header).
+    /// Options from a loaded configuration file. Fails when a notifier or provisioner cannot be
+    /// set up (an unreadable CA or password file, an invalid header).
     pub fn from_config(config: &Config, clock: SharedClock) -> Result<Self, BuildError> {
         let mut provisioners = Provisioners::default();
         for (name, provisioner) in &config.provisioners {
@@ -105,6 +105,12 @@ impl Options {
                         ExecProvisioner::new(program.clone(), args.clone(), env.clone(), *timeout)
                             .in_dir(working_dir.clone()),
                     ),
+                ),
+                ProvisionerConfig::Postgres(postgres) => provisioners.insert(
+                    name.clone(),
+                    Arc::new(PostgresProvisioner::new(postgres).map_err(|error| {
+                        BuildError::Config(format!("provisioners.{name}: {error}"))
+                    })?),
                 ),
             }
         }

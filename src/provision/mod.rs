@@ -14,6 +14,7 @@
 
 mod exec;
 mod file;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use exec::ExecProvisioner;
 pub use file::FileProvisioner;
+pub use postgres::PostgresProvisioner;
 
 use crate::model::{Principal, RequestId, ResourceName, Timestamp};
 

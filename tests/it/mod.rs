@@ -13,6 +13,8 @@ mod http;
 mod leases;
 mod lifecycle;
 mod notifications;
+pub mod pg;
+mod postgres;
 mod restart;
 mod shutdown;
 mod tls;
