@@ -14,6 +14,7 @@ mod leases;
 mod lifecycle;
 mod notifications;
 pub mod pg;
+mod pg_daemon;
 mod postgres;
 mod restart;
 mod shutdown;
