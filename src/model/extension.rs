@@ -246,6 +246,42 @@ impl AccessRequest {
         Ok(Ok(Transition::Changed(self)))
     }
 
+    /// The index of the extension waiting for `approver`'s decision; `None` when there is
+    /// none and `repeated` (the approver repeats a decision already recorded) makes the call
+    /// a no-op.
+    fn extension_to_decide(
+        &self,
+        approver: &Principal,
+        repeated: bool,
+    ) -> Result<Option<usize>, TransitionError> {
+        if *approver == self.requester {
+            return Err(TransitionError::SelfDecision);
+        }
+        let waiting = self
+            .extensions
+            .iter()
+            .rposition(|e| e.state == ExtensionState::Pending)
+            .filter(|_| self.kind() == StateKind::Active);
+        let Some(index) = waiting else {
+            return if repeated {
+                Ok(None)
+            } else {
+                Err(decided(self.id, self.kind()))
+            };
+        };
+        let Some(stage) = &self.extensions[index].stage else {
+            return Err(decided(self.id, self.kind()));
+        };
+        if !stage.approvers.contains(approver) {
+            return Err(TransitionError::NotEligible {
+                id: self.id,
+                stage: stage.name.clone(),
+                approvers: join(&stage.approvers),
+            });
+        }
+        Ok(Some(index))
+    }
+
     /// An approver approves the pending extension; its stage's quorum approves it.
     /// Repeating an approval changes nothing.
     pub fn approve_extension(
@@ -255,79 +291,40 @@ impl AccessRequest {
         now: Timestamp,
     ) -> Result<Transition, TransitionError> {
         let _ = comment;
-        if *approver == self.requester {
-            return Err(TransitionError::SelfDecision);
-        }
-        let id = self.id;
         let repeated = self
             .extensions
             .last()
             .is_some_and(|e| e.approvals.iter().any(|(who, _)| who == approver));
-        let state = self.kind();
-        let Some(extension) = self
-            .open_extension_mut()
-            .filter(|e| e.state == ExtensionState::Pending)
-        else {
-            if repeated {
-                return Ok(Transition::Unchanged(self));
-            }
-            return Err(decided(id, state));
+        let Some(index) = self.extension_to_decide(approver, repeated)? else {
+            return Ok(Transition::Unchanged(self));
         };
-        let Some(stage) = extension.stage.clone() else {
-            return Err(decided(id, state));
-        };
-        if !stage.approvers.contains(approver) {
-            return Err(TransitionError::NotEligible {
-                id,
-                stage: stage.name.clone(),
-                approvers: join(&stage.approvers),
-            });
-        }
         if repeated {
             return Ok(Transition::Unchanged(self));
         }
+        let extension = &mut self.extensions[index];
         extension.approvals.push((approver.clone(), now));
-        if extension.approvals.len() >= stage.quorum as usize {
+        let quorum = extension.stage.as_ref().map_or(1, |s| s.quorum as usize);
+        if extension.approvals.len() >= quorum {
             extension.state = ExtensionState::Approved;
         }
         Ok(Transition::Changed(self))
     }
 
-    /// An approver denies the pending extension; the lease keeps its end.
+    /// An approver denies the pending extension; the lease keeps its end. Repeating a
+    /// denial changes nothing.
     pub fn deny_extension(
         mut self,
         approver: &Principal,
         reason: Reason,
         now: Timestamp,
     ) -> Result<Transition, TransitionError> {
-        if *approver == self.requester {
-            return Err(TransitionError::SelfDecision);
-        }
-        let id = self.id;
         let repeated = self.extensions.last().is_some_and(
             |e| matches!(&e.state, ExtensionState::Denied { by, .. } if by == approver),
         );
-        let state = self.kind();
-        let Some(extension) = self
-            .open_extension_mut()
-            .filter(|e| e.state == ExtensionState::Pending)
-        else {
-            if repeated {
-                return Ok(Transition::Unchanged(self));
-            }
-            return Err(decided(id, state));
+        let Some(index) = self.extension_to_decide(approver, repeated)? else {
+            return Ok(Transition::Unchanged(self));
         };
-        let Some(stage) = extension.stage.clone() else {
-            return Err(decided(id, state));
-        };
-        if !stage.approvers.contains(approver) {
-            return Err(TransitionError::NotEligible {
-                id,
-                stage: stage.name.clone(),
-                approvers: join(&stage.approvers),
-            });
-        }
-        extension.state = ExtensionState::Denied {
+        self.extensions[index].state = ExtensionState::Denied {
             by: approver.clone(),
             reason: reason.to_string(),
             at: now,
