@@ -431,10 +431,13 @@ impl Broker {
         key: &str,
     ) -> Result<Option<RequestId>, BrokerError> {
         let principal = request.requester.clone();
+        // Only the leases that can hold the key are read: the principal's on this resource,
+        // or on every resource when the provisioner's keys span resources.
+        let resource = (!provisioner.keys_span_resources()).then(|| request.resource.clone());
         let others = self
             .inner
             .store
-            .read(move |reader| reader.open_of(&principal))
+            .read(move |reader| reader.open_of(&principal, resource.as_ref()))
             .await?;
         Ok(others
             .iter()

@@ -144,6 +144,12 @@ pub trait Provisioner: Send + Sync + fmt::Debug + 'static {
         format!("{}/{}", target.resource, target.account)
     }
 
+    /// Whether leases of different resources can hold the same grant key (one role granted
+    /// for several resources); when not, only leases of the same resource are compared.
+    fn keys_span_resources(&self) -> bool {
+        false
+    }
+
     /// Every grant the target holds that this provisioner manages, for the given resources;
     /// `None` when the target cannot be asked.
     fn list<'a>(

@@ -569,6 +569,11 @@ impl Provisioner for PostgresProvisioner {
         })
     }
 
+    fn keys_span_resources(&self) -> bool {
+        // A membership's key is the login: every resource using this provisioner shares it.
+        matches!(self.mode, Mode::Membership { .. })
+    }
+
     fn grant_key(&self, target: &LeaseTarget) -> String {
         match &self.mode {
             Mode::Membership { .. } => target.account.clone(),

@@ -13,7 +13,9 @@ use super::tables::{
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::query::{ActionFilter, Filter};
-use crate::model::{AccessRequest, Principal, RequestId, ReviewState, StateKind, Timestamp};
+use crate::model::{
+    AccessRequest, Principal, RequestId, ResourceName, ReviewState, StateKind, Timestamp,
+};
 
 /// Which slice of a newest-first listing to return.
 #[derive(Clone, Copy, Debug)]
@@ -201,15 +203,21 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every open request of `principal`, whatever the resource, oldest first per resource.
-    pub fn open_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
+    /// Every open request of `principal` for `resource`, or for any resource when `None`;
+    /// oldest first per resource.
+    pub fn open_of(
+        &self,
+        principal: &Principal,
+        resource: Option<&ResourceName>,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
         let index = self.txn.open_table(OPEN)?;
         let requests = self.requests_table()?;
         let mut out = Vec::new();
-        for entry in index.range((principal.as_str(), "", 0)..)? {
+        let from = resource.map_or("", ResourceName::as_str);
+        for entry in index.range((principal.as_str(), from, 0)..)? {
             let (key, _) = entry?;
-            let (who, _, id) = key.value();
-            if who != principal.as_str() {
+            let (who, on, id) = key.value();
+            if who != principal.as_str() || resource.is_some_and(|r| r.as_str() != on) {
                 break;
             }
             if let Some(request) = Self::decode_request(&requests, id)? {
