@@ -345,6 +345,7 @@ mod tests {
     fn decide(who: &str, verdict: Verdict, stage: u32, at: u64, why: Option<&str>) -> Decision {
         let (approver, at, comment) = (p(who), t(at), why.map(str::to_owned));
         Decision {
+            void: None,
             approver,
             verdict,
             comment,

@@ -57,6 +57,7 @@ pub fn two_stage() -> AccessRequest {
         end_reason: None,
         break_glass: None,
         notices: Default::default(),
+        flagged: None,
         account: None,
         extensions: Vec::new(),
     }

@@ -18,7 +18,7 @@ pub use duration::{DurationError, LeaseDuration};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
-pub use request::{AccessRequest, Decision, Due, Notices, Route, RouteStage, Verdict};
+pub use request::{AccessRequest, Decision, Due, Notices, Offboarding, Route, RouteStage, Verdict};
 pub use review::{BreakGlass, Review, ReviewState, ReviewVerdict};
 pub use state::{Action, Attempts, Ending, State, StateKind, Transition, TransitionError};
 pub use text::{Comment, Reason, TextError, Ticket, is_format, one_line};

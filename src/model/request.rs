@@ -106,6 +106,20 @@ impl Verdict {
     }
 }
 
+/// An administrator offboarded a principal: they can make no call, and the broker treats them
+/// as a leaver whatever the directory says, until an administrator reinstates them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offboarding {
+    /// Who was offboarded.
+    pub principal: Principal,
+    /// When.
+    pub at: Timestamp,
+    /// The administrator.
+    pub by: Principal,
+    /// Why.
+    pub reason: String,
+}
+
 /// One approver's decision at one stage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -119,6 +133,17 @@ pub struct Decision {
     pub at: Timestamp,
     /// Index of the stage the decision was made at.
     pub stage: u32,
+    /// Why an approval no longer counts toward its stage's quorum (the approver left before
+    /// the quorum was reached); `None` while it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub void: Option<String>,
+}
+
+impl Decision {
+    /// Whether this is an approval that counts.
+    pub fn counts(&self) -> bool {
+        self.verdict == Verdict::Approve && self.void.is_none()
+    }
 }
 
 /// An access request and, once granted, its lease. One id for its whole life.
@@ -175,6 +200,10 @@ pub struct AccessRequest {
     /// When notifications that depend on time are due.
     #[serde(default)]
     pub notices: Notices,
+    /// Why the lease was flagged for review instead of revoked when its holder stopped being
+    /// eligible for the resource (a policy or directory change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<String>,
 }
 
 /// Times at which notifications fall due; each is cleared (or moved on) once sent.
@@ -251,7 +280,10 @@ impl AccessRequest {
         }
         self.current_stage()
             .is_some_and(|(_, stage)| stage.approvers.contains(principal))
-            && !self.decisions.iter().any(|d| d.approver == *principal)
+            && !self
+                .decisions
+                .iter()
+                .any(|d| d.approver == *principal && d.void.is_none())
     }
 
     /// Whether `principal` appears anywhere in the route, or among the approvers of an
@@ -264,11 +296,11 @@ impl AccessRequest {
             .any(|stage| stage.approvers.contains(principal))
     }
 
-    /// Approvals recorded at stage `index`.
+    /// Approvals that count at stage `index` (voided ones do not).
     pub fn approvals_at(&self, index: u32) -> impl Iterator<Item = &Decision> {
         self.decisions
             .iter()
-            .filter(move |d| d.stage == index && d.verdict == Verdict::Approve)
+            .filter(move |d| d.stage == index && d.counts())
     }
 
     /// The state's own deadline: the time-out of a pending request, the next grant or revoke

@@ -452,7 +452,7 @@ impl AccessRequest {
         let earlier = self
             .decisions
             .iter()
-            .find(|d| d.approver == *approver && d.verdict == Verdict::Approve)
+            .find(|d| d.approver == *approver && d.counts())
             .map(|d| d.stage);
         if let Some(earlier) = earlier {
             return match self.state {
@@ -476,12 +476,13 @@ impl AccessRequest {
             comment: comment.map(String::from),
             at: now,
             stage,
+            void: None,
         });
         let counted = self.approvals_at(stage).count();
         let used: BTreeSet<&Principal> = self
             .decisions
             .iter()
-            .filter(|d| d.verdict == Verdict::Approve)
+            .filter(|d| d.counts())
             .map(|d| &d.approver)
             .collect();
         if let Some((needed, available)) = self.route.shortfall(stage as usize, counted, &used) {
@@ -535,6 +536,7 @@ impl AccessRequest {
             comment: Some(reason.into()),
             at: now,
             stage,
+            void: None,
         });
         self.state = State::Denied;
         self.ended_at = Some(now);
@@ -558,6 +560,42 @@ impl AccessRequest {
                 Ok(Transition::Changed(self))
             }
             _ => Err(self.illegal(Action::Cancel)),
+        }
+    }
+
+    /// Withdraws a pending request on the broker's own authority (its requester left, or is no
+    /// longer eligible), with `why` as its end reason. Anything already decided is unchanged:
+    /// a lease is ended by a revoke instead.
+    pub fn withdraw(mut self, why: String, now: Timestamp) -> Transition {
+        match self.state {
+            State::Pending { .. } => {
+                self.state = State::Cancelled;
+                self.ended_at = Some(now);
+                self.end_reason = Some(why);
+                Transition::Changed(self)
+            }
+            _ => Transition::Unchanged(self),
+        }
+    }
+
+    /// Stops counting the approvals `approver` gave at the current stage of a pending request
+    /// (they left before its quorum was reached), recording `why`. Approvals at stages already
+    /// passed stay: those quorums were reached while the approver could decide.
+    pub fn void_approvals(mut self, approver: &Principal, why: &str) -> Transition {
+        let State::Pending { stage } = self.state else {
+            return Transition::Unchanged(self);
+        };
+        let mut changed = false;
+        for decision in &mut self.decisions {
+            if decision.stage == stage && decision.approver == *approver && decision.counts() {
+                decision.void = Some(why.to_owned());
+                changed = true;
+            }
+        }
+        if changed {
+            Transition::Changed(self)
+        } else {
+            Transition::Unchanged(self)
         }
     }
 
@@ -658,7 +696,7 @@ impl AccessRequest {
     ) -> Result<Transition, TransitionError> {
         let ending = match &self.state {
             State::Active => ending,
-            State::Approved { .. } if ending == Ending::Failed => ending,
+            State::Approved { .. } if matches!(ending, Ending::Failed | Ending::Revoked) => ending,
             State::RevokeFailing { ending, .. } => *ending,
             State::Ended { .. } => return Ok(Transition::Unchanged(self)),
             _ => return Err(self.illegal(Action::Revoke)),
@@ -689,9 +727,11 @@ impl AccessRequest {
                     },
                 };
             }
-            State::Approved { attempts } if ending == Ending::Failed => {
-                let grant_error = attempts.last_error.clone();
-                self.end_reason = grant_error.map(|e| format!("grant failed: {e}"));
+            State::Approved { attempts } if matches!(ending, Ending::Failed | Ending::Revoked) => {
+                if ending == Ending::Failed {
+                    let grant_error = attempts.last_error.clone();
+                    self.end_reason = grant_error.map(|e| format!("grant failed: {e}"));
+                }
                 self.state = State::RevokeFailing {
                     ending,
                     attempts: Attempts {
@@ -754,6 +794,74 @@ mod tests {
         let r = changed(r.revoke_succeeded(Ending::Expired, t(1803)));
         assert_eq!(r.kind(), StateKind::Expired);
         assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_voided_approval_stops_counting_only_at_the_undecided_stage() {
+        let mut request = two_stage();
+        request.route.stages[1].quorum = 2;
+        request.route.stages[1].approvers.insert(p("lead"));
+        request.route.stages[1].approvers.insert(p("ciso"));
+        let r = changed(request.approve(&p("manager"), None, t(1)));
+        let r = changed(r.approve(&p("security"), None, t(2)));
+        assert_eq!(r.approvals_at(1).count(), 1);
+        // The manager's approval passed stage 0 already: it stays.
+        let r = match r.void_approvals(&p("manager"), "left") {
+            Transition::Unchanged(r) => r,
+            Transition::Changed(_) => panic!("a passed stage's approval was voided"),
+        };
+        let r = match r.void_approvals(&p("security"), "security left") {
+            Transition::Changed(r) => r,
+            Transition::Unchanged(_) => panic!("nothing voided"),
+        };
+        assert_eq!(r.approvals_at(1).count(), 0);
+        assert_eq!(r.decisions[1].void.as_deref(), Some("security left"));
+        // Two more approvals are needed now.
+        let r = changed(r.approve(&p("lead"), None, t(3)));
+        assert_eq!(r.state, State::Pending { stage: 1 });
+        let r = changed(r.approve(&p("ciso"), None, t(4)));
+        assert_eq!(r.kind(), StateKind::Approved);
+    }
+
+    #[test]
+    fn withdraw_ends_only_a_pending_request() {
+        let r = match two_stage().withdraw("engineer left".to_owned(), t(5)) {
+            Transition::Changed(r) => r,
+            Transition::Unchanged(_) => panic!("not withdrawn"),
+        };
+        assert_eq!(r.kind(), StateKind::Cancelled);
+        assert_eq!(r.end_reason.as_deref(), Some("engineer left"));
+        assert_eq!(r.ended_at, Some(t(5)));
+        let active = changed(
+            changed(
+                changed(two_stage().approve(&p("manager"), None, t(1))).approve(
+                    &p("security"),
+                    None,
+                    t(2),
+                ),
+            )
+            .grant_succeeded(t(3)),
+        );
+        assert!(matches!(
+            active.withdraw("x".to_owned(), t(4)),
+            Transition::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn an_approved_request_can_be_revoked_before_its_grant_lands() {
+        let approved = changed(
+            changed(two_stage().approve(&p("manager"), None, t(1))).approve(
+                &p("security"),
+                None,
+                t(2),
+            ),
+        );
+        let r = changed(approved.clone().revoke_succeeded(Ending::Revoked, t(3)));
+        assert_eq!(r.kind(), StateKind::Revoked);
+        let r = changed(approved.revoke_failed(Ending::Revoked, "down".to_owned(), t(9)));
+        assert_eq!(r.kind(), StateKind::RevokeFailing);
+        assert!(two_stage().revoke_succeeded(Ending::Revoked, t(3)).is_err());
     }
 
     #[test]

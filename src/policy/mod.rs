@@ -8,6 +8,7 @@ mod error;
 mod route;
 mod rules;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -16,11 +17,11 @@ pub use directory::{Directory, Person, Status};
 pub use error::{Invalid, LoadError};
 pub use route::{Ask, Evaluation, ExtensionPlan, Refusal};
 pub use rules::{
-    Approval, ApproverRef, BreakGlassRule, ExtensionApproval, ExtensionRule, Policy, Resource,
-    StageRule,
+    Approval, ApproverRef, BreakGlassRule, ExtensionApproval, ExtensionRule, OnIneligible, Policy,
+    Resource, StageRule,
 };
 
-use crate::model::Principal;
+use crate::model::{Principal, ResourceName};
 
 /// A policy together with the directory it is evaluated against.
 #[derive(Debug)]
@@ -66,6 +67,70 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// Checks that every resource names a configured provisioner (`configured` holds their
+    /// names): a policy that does not is refused at start and on reload.
+    pub fn check_provisioners(
+        &self,
+        policy_file: &Path,
+        configured: &BTreeSet<&str>,
+    ) -> Result<(), Invalid> {
+        for resource in self.policy.resources() {
+            if !configured.contains(resource.provisioner.as_str()) {
+                let known: Vec<&str> = configured.iter().copied().collect();
+                return Err(Invalid {
+                    file: policy_file.to_path_buf(),
+                    entry: format!("resources.{}", resource.name),
+                    field: "provisioner".to_owned(),
+                    message: format!(
+                        "'{}' is not a configured provisioner (configured: {})",
+                        resource.provisioner,
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Why `holder` counts as a leaver here (removed from the directory, or suspended), or
+    /// `None` while they are active.
+    pub fn leaving(&self, holder: &Principal) -> Option<&'static str> {
+        match self.directory.person(holder) {
+            None => Some("removed from the directory"),
+            Some(person) if !person.is_active() => Some("suspended in the directory"),
+            Some(_) => None,
+        }
+    }
+
+    /// Why `holder` may no longer hold a lease on `resource` (got by break-glass when
+    /// `break_glass`), or `None` while they may: the resource is still in the policy and the
+    /// holder is in one of its eligible groups (or, for break-glass, in a group that may break
+    /// glass on it).
+    pub fn ineligibility(
+        &self,
+        holder: &Principal,
+        resource: &ResourceName,
+        break_glass: bool,
+    ) -> Option<String> {
+        let Some(found) = self.policy.resource(resource) else {
+            return Some(format!("{resource} is no longer in the policy"));
+        };
+        let person = self.directory.person(holder)?;
+        let by_break_glass = break_glass
+            && found
+                .break_glass
+                .as_ref()
+                .is_some_and(|rule| person.in_any(&rule.groups));
+        if person.in_any(&found.eligible_groups) || by_break_glass {
+            return None;
+        }
+        let groups: Vec<&str> = found.eligible_groups.iter().map(|g| g.as_str()).collect();
+        Some(format!(
+            "{holder} is no longer in a group eligible for {resource} ({})",
+            groups.join(", ")
+        ))
     }
 
     /// Whether `principal` is an active member of an auditor group.

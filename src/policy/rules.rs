@@ -89,6 +89,27 @@ pub struct BreakGlassRule {
     pub revoke_on_unjustified: bool,
 }
 
+/// What happens to an active lease whose holder is no longer eligible for its resource after
+/// a policy or directory reload (a mover; leavers always lose their leases).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnIneligible {
+    /// The lease is revoked at once (the default).
+    #[default]
+    Revoke,
+    /// The lease runs to its end but is flagged, audited and announced for review.
+    Flag,
+}
+
+impl OnIneligible {
+    /// The policy's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Flag => "flag",
+        }
+    }
+}
+
 /// Who approves an extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExtensionApproval {
@@ -155,6 +176,8 @@ pub struct Resource {
     /// Whether a principal holding an active lease may get another one on the resource (to
     /// run longer when extensions are off, or to break glass while holding a normal lease).
     pub allow_overlap: bool,
+    /// What becomes of an active lease whose holder stops being eligible.
+    pub on_ineligible: OnIneligible,
 }
 
 /// The loaded policy.
@@ -213,6 +236,7 @@ struct RawResource {
     extensions: Option<RawExtensions>,
     #[serde(default)]
     allow_overlap: bool,
+    on_ineligible: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -403,6 +427,16 @@ impl Policy {
                 &approval,
             )?),
         };
+        let on_ineligible = match raw.on_ineligible.as_deref() {
+            None | Some("revoke") => OnIneligible::Revoke,
+            Some("flag") => OnIneligible::Flag,
+            Some(other) => {
+                return Err(at.invalid(
+                    "on_ineligible",
+                    format!("unknown action '{other}': expected revoke or flag"),
+                ));
+            }
+        };
         Ok(Resource {
             name,
             description: raw.description.trim().to_owned(),
@@ -420,6 +454,7 @@ impl Policy {
             break_glass,
             extensions,
             allow_overlap: raw.allow_overlap,
+            on_ineligible,
         })
     }
 
@@ -716,6 +751,38 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("resources.db.break_glass.rate_limit: must be at least 1")
+        );
+    }
+
+    #[test]
+    fn on_ineligible_defaults_to_revoke_and_rejects_unknown_actions() {
+        let db = |text: &str| {
+            parse(text).map(|policy| {
+                policy
+                    .resource(&ResourceName::parse("db").unwrap())
+                    .unwrap()
+                    .on_ineligible
+            })
+        };
+        assert_eq!(
+            db(&format!("{BASE}auto_approve = true\n")).unwrap(),
+            OnIneligible::Revoke
+        );
+        assert_eq!(
+            db(&format!(
+                "{BASE}auto_approve = true\non_ineligible = \"flag\"\n"
+            ))
+            .unwrap(),
+            OnIneligible::Flag
+        );
+        let error = db(&format!(
+            "{BASE}auto_approve = true\non_ineligible = \"warn\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("resources.db.on_ineligible: unknown action 'warn'"),
+            "{error}"
         );
     }
 

@@ -27,7 +27,7 @@ pub use tables::View;
 
 use crate::audit::Draft;
 use crate::audit::key::{AuditKey, PublicKey};
-use crate::model::{AccessRequest, Timestamp};
+use crate::model::{AccessRequest, Offboarding, Principal, Timestamp};
 
 /// A notification waiting in the outbox for one notifier. The store keeps it opaque.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,6 +136,10 @@ pub struct Changes {
     /// Sign a checkpoint of the audit chain's head (made at this time) after these changes,
     /// unless the head is already covered.
     pub checkpoint: Option<Timestamp>,
+    /// Principals offboarded by an administrator.
+    pub offboarded: Vec<Offboarding>,
+    /// Principals reinstated: their offboarding is removed.
+    pub reinstated: Vec<Principal>,
 }
 
 impl Changes {
@@ -148,6 +152,8 @@ impl Changes {
         self.delivered.extend(other.delivered);
         self.retried.extend(other.retried);
         self.checkpoint = self.checkpoint.max(other.checkpoint);
+        self.offboarded.extend(other.offboarded);
+        self.reinstated.extend(other.reinstated);
     }
 
     /// Announces `request` as it is, storing nothing.

@@ -7,14 +7,15 @@ use super::StoreError;
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
-    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY, OPEN,
-    OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY,
+    OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
 };
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::query::{ActionFilter, Filter};
 use crate::model::{
-    AccessRequest, Principal, RequestId, ResourceName, ReviewState, StateKind, Timestamp,
+    AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
+    Timestamp,
 };
 
 /// Which slice of a newest-first listing to return.
@@ -299,6 +300,17 @@ impl Reader {
             if found.due.len() >= limit {
                 break;
             }
+        }
+        Ok(found)
+    }
+
+    /// Every principal an administrator offboarded (and has not reinstated).
+    pub fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError> {
+        let table = self.txn.open_table(OFFBOARDED)?;
+        let mut found = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            found.push(decode("offboarded", value.value())?);
         }
         Ok(found)
     }

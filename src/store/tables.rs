@@ -21,6 +21,7 @@
 //! | `extensions_pending` | id | active leases whose extension waits for approvals |
 //! | `outbox` | seq → JSON notification | notifications not yet delivered |
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
+//! | `offboarded` | principal → JSON offboarding | principals an administrator offboarded |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
 
 use std::path::Path;
@@ -63,6 +64,7 @@ pub(super) const EXTENSIONS_PENDING: TableDefinition<u64, ()> =
     TableDefinition::new("extensions_pending");
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
+pub(super) const OFFBOARDED: TableDefinition<&str, &[u8]> = TableDefinition::new("offboarded");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
@@ -150,6 +152,7 @@ pub(super) fn initialize(
         txn.open_table(OUTBOX)?;
         txn.open_table(OUTBOX_DUE)?;
         txn.open_table(EXTENSIONS_PENDING)?;
+        txn.open_table(OFFBOARDED)?;
     }
     txn.commit()?;
     Ok(())
@@ -175,6 +178,7 @@ pub(super) struct Tables<'txn> {
     outbox: Table<'txn, u64, &'static [u8]>,
     extensions: Table<'txn, u64, ()>,
     outbox_due: Table<'txn, (u64, u64), ()>,
+    offboarded: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     signing: Option<&'txn Signing>,
 }
@@ -204,6 +208,7 @@ impl<'txn> Tables<'txn> {
             outbox: txn.open_table(OUTBOX)?,
             extensions: txn.open_table(EXTENSIONS_PENDING)?,
             outbox_due: txn.open_table(OUTBOX_DUE)?,
+            offboarded: txn.open_table(OFFBOARDED)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -249,6 +254,15 @@ impl<'txn> Tables<'txn> {
         }
         for seq in changes.delivered {
             self.remove_outgoing(seq)?;
+        }
+        for offboarding in changes.offboarded {
+            self.offboarded.insert(
+                offboarding.principal.as_str(),
+                encode(&offboarding).as_slice(),
+            )?;
+        }
+        for principal in changes.reinstated {
+            self.offboarded.remove(principal.as_str())?;
         }
         Ok(())
     }
