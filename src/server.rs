@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Actor;
 use crate::audit::key::{AuditKey, KeyError};
-use crate::broker::{Broker, BrokerError, Recovery, Settings};
+use crate::broker::{Broker, BrokerError, Recovery, RuleFiles, Settings};
 use crate::clock::SharedClock;
 use crate::config::{Config, NotifierConfig, ProvisionerConfig, WebhookFormat};
 use crate::expiry::Backoff;
@@ -26,7 +27,7 @@ use crate::notify::{
     ExecNotifier, FileNotifier, Format, Notices, Notifier, Notifiers, Route, Routing,
     WebhookNotifier,
 };
-use crate::policy::{Invalid, Live, LoadError, Snapshot};
+use crate::policy::{Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
 use crate::store::{Signing, StoreOptions};
@@ -262,22 +263,9 @@ impl Server {
     pub async fn build(options: Options) -> Result<Self, BuildError> {
         let tls = tls::server_config(&options.tls)?;
         let snapshot = Snapshot::load(&options.policy, &options.directory)?;
-        for resource in snapshot.policy.resources() {
-            if !options.provisioners.contains(&resource.provisioner) {
-                let known: Vec<&str> = options.provisioners.names().collect();
-                return Err(LoadError::Invalid(Invalid {
-                    file: options.policy.clone(),
-                    entry: format!("resources.{}", resource.name),
-                    field: "provisioner".to_owned(),
-                    message: format!(
-                        "'{}' is not a configured provisioner (configured: {})",
-                        resource.provisioner,
-                        known.join(", ")
-                    ),
-                })
-                .into());
-            }
-        }
+        snapshot
+            .check_provisioners(&options.policy, &options.provisioners.names().collect())
+            .map_err(LoadError::Invalid)?;
         let (key, generated) = AuditKey::load_or_generate(&options.audit.key)?;
         if generated {
             tracing::info!(file = %options.audit.key.display(), key = %key.public(), "generated the audit key");
@@ -289,6 +277,10 @@ impl Server {
         });
         let mut settings = options.settings;
         settings.checkpoint_interval = options.audit.checkpoint_interval;
+        settings.rule_files = Some(RuleFiles {
+            policy: options.policy.clone(),
+            directory: options.directory.clone(),
+        });
         let stop = CancellationToken::new();
         let broker = Broker::start(
             &options.store,
@@ -302,6 +294,16 @@ impl Server {
         )?;
         let recovery = broker.recover().await?;
         broker.record_start(&recovery).await?;
+        // The directory may have changed while the daemon was down: leavers and movers lose
+        // their access now, not at the next reload.
+        let enforced = broker.enforce(Actor::System).await?;
+        if !enforced.revoked.is_empty() || !enforced.cancelled.is_empty() {
+            tracing::warn!(
+                revoked = enforced.revoked.len(),
+                cancelled = enforced.cancelled.len(),
+                "leavers and movers lost their access at start"
+            );
+        }
         Ok(Self {
             broker,
             tls,

@@ -161,6 +161,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// Reloads the policy and directory on every SIGHUP. A file that fails validation is logged
+/// and audited, and the files loaded before stay in force.
+fn reload_on_hangup(broker: elevate::broker::Broker) {
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGHUP; reload with `elevate admin reload`");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy and directory");
+            match broker.reload(elevate::audit::Actor::System).await {
+                Ok(reloaded) => tracing::info!(
+                    policy = %reloaded.policy_version,
+                    directory = %reloaded.directory_version,
+                    revoked = reloaded.enforced.revoked.len(),
+                    cancelled = reloaded.enforced.cancelled.len(),
+                    flagged = reloaded.enforced.flagged.len(),
+                    "reload applied"
+                ),
+                Err(error) => tracing::error!(%error, "reload failed"),
+            }
+        }
+    });
+}
+
 /// Tells the operator where the daemon listens. Written to stdout without panicking: a closed
 /// stdout (a supervisor that stopped reading) must not take the daemon down.
 fn announce(address: SocketAddr, state_dir: Option<&Path>) {
@@ -226,6 +256,7 @@ async fn serve(
         "ready"
     );
     announce(address, state_dir.as_deref());
+    reload_on_hangup(server.broker().clone());
     server.run(listener, shutdown_signal()).await?;
     Ok(())
 }
@@ -291,15 +322,10 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     elevate::tls::server_config(&config.tls)?;
     let snapshot = policy::Snapshot::load(&config.policy.policy, &config.policy.directory)?;
-    for resource in snapshot.policy.resources() {
-        anyhow::ensure!(
-            config.provisioners.contains_key(&resource.provisioner),
-            "{}: resources.{}.provisioner: '{}' is not a configured provisioner",
-            config.policy.policy.display(),
-            resource.name,
-            resource.provisioner
-        );
-    }
+    snapshot.check_provisioners(
+        &config.policy.policy,
+        &config.provisioners.keys().map(String::as_str).collect(),
+    )?;
     println!(
         "{}: ok ({} resources, policy {}, directory {})",
         file.display(),

@@ -31,10 +31,13 @@ impl Broker {
         let record = self.inner.record.clone();
         let clock = self.inner.clock.clone();
         let requester = caller.principal.clone();
+        let standing = self.inner.standing.clone();
         let request = self
             .inner
             .store
             .write(move |view| -> Result<_, BrokerError> {
+                // Ordered against offboardings and reloads (see `standing`).
+                standing.check(&requester)?;
                 let now = clock.now();
                 let mut superseded = None;
                 // A pending request is superseded; an active lease blocks unless the policy
@@ -137,6 +140,7 @@ impl Broker {
                         review: None,
                     }),
                     notices: Default::default(),
+                    flagged: None,
                 };
                 let mut submitted = events::submitted(&request);
                 let mut drafts = Vec::new();

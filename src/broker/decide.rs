@@ -22,8 +22,11 @@ impl Broker {
             return self.approve_extension(caller, id, comment).await;
         }
         let approver = caller.principal.clone();
+        let standing = self.inner.standing.clone();
         let (request, changed) = self
             .commit_changed(id, move |request, now| {
+                // An approver offboarded meanwhile no longer counts (see `standing`).
+                standing.check(&approver)?;
                 let (index, name) = request
                     .current_stage()
                     .map(|(index, s)| (index, s.name.clone()))

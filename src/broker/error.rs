@@ -13,6 +13,20 @@ pub enum BrokerError {
     /// The caller is suspended in the directory.
     #[error("principal '{0}' is suspended")]
     Suspended(Principal),
+    /// An administrator offboarded the caller.
+    #[error("principal '{principal}' was offboarded by {by}: {reason}")]
+    Offboarded {
+        /// Who.
+        principal: Principal,
+        /// The administrator.
+        by: Principal,
+        /// Why.
+        reason: String,
+    },
+    /// A reload was refused: a file failed validation, and the files loaded before stay in
+    /// force.
+    #[error("reload refused, the policy and directory in force are unchanged: {0}")]
+    ReloadRejected(String),
     /// No such request.
     #[error("no request {0}")]
     NotFound(RequestId),

@@ -60,6 +60,19 @@ pub const STOPPED: &str = "daemon.stopped";
 pub const AUTH_REFUSED: &str = "auth.refused";
 /// A notification was given up on after its retries.
 pub const NOTIFICATION_DROPPED: &str = "notification.dropped";
+/// The policy and directory were reloaded: old and new version hashes.
+pub const POLICY_RELOADED: &str = "policy.reloaded";
+/// A reload was refused because a file failed validation; the old files stay in force.
+pub const POLICY_RELOAD_REJECTED: &str = "policy.reload_rejected";
+/// An administrator offboarded a principal.
+pub const PRINCIPAL_OFFBOARDED: &str = "principal.offboarded";
+/// An administrator reinstated an offboarded principal.
+pub const PRINCIPAL_REINSTATED: &str = "principal.reinstated";
+/// An approval stopped counting toward its stage's quorum: the approver left.
+pub const APPROVAL_VOIDED: &str = "request.approval_voided";
+/// An active lease's holder stopped being eligible and the policy keeps such leases running,
+/// flagged for review.
+pub const FLAGGED: &str = "lease.flagged";
 
 /// Every action the daemon records, for validating filters.
 pub const ALL: &[&str] = &[
@@ -91,6 +104,12 @@ pub const ALL: &[&str] = &[
     STOPPED,
     AUTH_REFUSED,
     NOTIFICATION_DROPPED,
+    POLICY_RELOADED,
+    POLICY_RELOAD_REJECTED,
+    PRINCIPAL_OFFBOARDED,
+    PRINCIPAL_REINSTATED,
+    APPROVAL_VOIDED,
+    FLAGGED,
 ];
 
 /// A draft about `request`, with its id, resource and requester as subjects.

@@ -492,6 +492,11 @@ impl Broker {
                 .ok_or(BrokerError::NotFound(id))?;
             match (check(&request)?, &request.state) {
                 (true, State::Active) => broker.revoke(request, ending, actor, why).await,
+                // A leaver's or mover's lease whose grant is still being retried: whatever the
+                // attempts left on the target is removed and the request ends as revoked.
+                (true, State::Approved { .. }) if ending == Ending::Revoked => {
+                    broker.revoke(request, ending, actor, why).await
+                }
                 _ => Ok(request),
             }
         });

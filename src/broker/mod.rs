@@ -20,8 +20,10 @@ mod error;
 pub mod events;
 mod extend;
 mod lease;
+mod lifecycle;
 mod query;
 mod record;
+mod standing;
 mod submit;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use tokio_util::task::TaskTracker;
 pub use admin::{Correction, Reconciliation};
 pub use audit::{ByteStream, EventStream};
 pub use error::BrokerError;
+pub use lifecycle::{Enforcement, Reloaded};
 pub use query::Watch;
 
 use crate::clock::SharedClock;
@@ -63,6 +66,17 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// How often targets are reconciled with the leases (`None`: only on demand).
     pub reconcile_every: Option<Duration>,
+    /// The files a reload reads again (`None`: reloads are refused).
+    pub rule_files: Option<RuleFiles>,
+}
+
+/// The policy and directory files the rules in force came from.
+#[derive(Clone, Debug)]
+pub struct RuleFiles {
+    /// The policy file.
+    pub policy: std::path::PathBuf,
+    /// The directory file.
+    pub directory: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -75,6 +89,7 @@ impl Default for Settings {
             delivery: Delivery::default(),
             checkpoint_interval: Duration::from_secs(60),
             reconcile_every: Some(Duration::from_secs(300)),
+            rule_files: None,
         }
     }
 }
@@ -144,6 +159,10 @@ struct Inner {
     /// Held around every change of a grant on a target, by provisioner and grant key, so that
     /// leases sharing a grant decide one at a time whether it stays.
     grants: KeyedLocks<(String, String)>,
+    /// The directory in force and the offboarded principals.
+    standing: standing::Standing,
+    /// Held by reloads, offboardings and the sweeps after them, one at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
@@ -219,6 +238,7 @@ impl Broker {
             routing: Arc::new(settings.routing.clone()),
             rules: rules.clone(),
         };
+        let standing = standing::Standing::new(rules.clone());
         let broker = Self {
             inner: Arc::new(Inner {
                 store,
@@ -237,6 +257,8 @@ impl Broker {
                 refusals: Default::default(),
                 credentials: Default::default(),
                 grants: KeyedLocks::default(),
+                standing,
+                reloading: tokio::sync::Mutex::new(()),
             }),
         };
         broker.dispatch(due);
@@ -281,6 +303,7 @@ impl Broker {
     /// was down (expired leases above all) are driven now, before this returns; the rest are
     /// scheduled.
     pub async fn recover(&self) -> Result<Recovery, BrokerError> {
+        self.load_offboarded().await?;
         let deadlines = self.inner.store.read(|reader| reader.deadlines()).await?;
         let now = self.inner.clock.now();
         let split = deadlines.partition_point(|(deadline, _)| *deadline <= now);
@@ -346,14 +369,18 @@ impl Broker {
     /// Checks the caller against the directory in force and returns their roles.
     pub fn authenticate(&self, principal: Principal) -> Result<Caller, BrokerError> {
         let snapshot = self.inner.rules.current();
+        if let Err(error) = self.inner.standing.check(&principal) {
+            let why = match &error {
+                BrokerError::UnknownPrincipal(_) => "not in the directory",
+                BrokerError::Offboarded { .. } => "offboarded",
+                _ => "suspended",
+            };
+            self.record_refusal(&principal, why);
+            return Err(error);
+        }
         let Some(person) = snapshot.directory.person(&principal) else {
-            self.record_refusal(&principal, "not in the directory");
             return Err(BrokerError::UnknownPrincipal(principal));
         };
-        if !person.is_active() {
-            self.record_refusal(&principal, "suspended");
-            return Err(BrokerError::Suspended(principal));
-        }
         Ok(Caller {
             groups: person.groups.iter().cloned().collect(),
             manager: person.manager.clone(),

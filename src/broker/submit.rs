@@ -44,12 +44,16 @@ impl Broker {
             end_reason: None,
             break_glass: None,
             notices: Default::default(),
+            flagged: None,
         };
         let record = self.inner.record.clone();
+        let standing = self.inner.standing.clone();
         let request = self
             .inner
             .store
             .write(move |view| {
+                // Ordered against offboardings and reloads (see `standing`).
+                standing.check(&draft.requester)?;
                 // One undecided request per principal and resource; a second lease beside an
                 // active one only where the policy allows overlapping leases.
                 for open in view.open_requests(&draft.requester, &draft.resource)? {

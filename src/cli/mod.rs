@@ -221,6 +221,28 @@ pub enum AdminCommand {
         #[arg(long)]
         resource: Option<String>,
     },
+    /// Reload the daemon's policy and directory files (like SIGHUP); a file that fails
+    /// validation is refused and the old ones stay in force.
+    Reload,
+    /// Offboard a leaver: revoke every lease of theirs, withdraw their pending requests, void
+    /// their approvals of undecided stages, and refuse every call of theirs from now on.
+    Offboard {
+        /// The principal.
+        principal: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift an offboarding: the directory decides again. Nothing revoked comes back.
+    Reinstate {
+        /// The principal.
+        principal: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the offboarded principals.
+    Offboarded,
 }
 
 /// A review verdict.
@@ -512,6 +534,68 @@ impl Cli {
                             eprintln!("not compared: {skipped}");
                         }
                     }
+                }
+            }
+            Command::Admin(AdminCommand::Reload) => {
+                let reloaded = clients
+                    .admin
+                    .reload(pb::ReloadRequest {})
+                    .await?
+                    .into_inner();
+                match self.output {
+                    Format::Json => println!("{}", output::reloaded_json(&reloaded)),
+                    Format::Table => print!("{}", output::reloaded_table(&reloaded)),
+                }
+            }
+            Command::Admin(AdminCommand::Offboard { principal, reason }) => {
+                let done = clients
+                    .admin
+                    .offboard(pb::OffboardRequest {
+                        principal: principal.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                let enforced = pb::Enforcement {
+                    revoked: done.revoked,
+                    cancelled: done.cancelled,
+                    flagged: Vec::new(),
+                    voided: done.voided,
+                    failed: done.failed,
+                };
+                match self.output {
+                    Format::Json => println!("{}", output::enforcement_json(&enforced)),
+                    Format::Table => {
+                        println!("offboarded {principal}");
+                        print!("{}", output::enforcement_table(&enforced));
+                    }
+                }
+            }
+            Command::Admin(AdminCommand::Reinstate { principal, reason }) => {
+                clients
+                    .admin
+                    .reinstate(pb::ReinstateRequest {
+                        principal: principal.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await?;
+                match self.output {
+                    Format::Json => {
+                        println!("{}", serde_json::json!({ "reinstated": principal }));
+                    }
+                    Format::Table => println!("reinstated {principal}"),
+                }
+            }
+            Command::Admin(AdminCommand::Offboarded) => {
+                let listed = clients
+                    .admin
+                    .list_offboarded(pb::ListOffboardedRequest {})
+                    .await?
+                    .into_inner()
+                    .offboarded;
+                match self.output {
+                    Format::Json => println!("{}", output::offboarded_json(&listed)),
+                    Format::Table => print!("{}", output::offboarded_table(&listed)),
                 }
             }
             Command::List {

@@ -91,6 +91,7 @@ pub fn request_json(request: &pb::AccessRequest) -> Value {
             "comment": text_or_null(&d.comment),
             "at": time(d.at_ms),
             "stage": d.stage_name,
+            "void": text_or_null(&d.void),
         })).collect::<Vec<_>>(),
         "policy_version": request.policy_version,
         "attempts": request.attempts,
@@ -103,6 +104,7 @@ pub fn request_json(request: &pb::AccessRequest) -> Value {
         "review": request.review.as_ref().map_or(Value::Null, review_json),
         "account": text_or_null(&request.account),
         "credentials_waiting": request.credentials_waiting,
+        "flagged": text_or_null(&request.flagged),
         "extensions": request.extensions.iter().map(|e| json!({
             "by": e.by,
             "reason": e.reason,
@@ -134,6 +136,101 @@ pub fn credentials_table(credentials: &std::collections::HashMap<String, String>
             .map(|(key, value)| format!("  {key:<10} {value}")),
     );
     lines.join("\n")
+}
+
+/// What holding open requests against the directory did, as JSON.
+pub fn enforcement_json(enforced: &pb::Enforcement) -> Value {
+    json!({
+        "revoked": enforced.revoked,
+        "cancelled": enforced.cancelled,
+        "flagged": enforced.flagged,
+        "voided": enforced.voided,
+        "failed": enforced.failed,
+    })
+}
+
+/// What holding open requests against the directory did, a line per kind of action taken.
+pub fn enforcement_table(enforced: &pb::Enforcement) -> String {
+    let mut out = String::new();
+    for (what, ids) in [
+        ("revoked", &enforced.revoked),
+        ("cancelled", &enforced.cancelled),
+        ("flagged", &enforced.flagged),
+        ("approvals voided on", &enforced.voided),
+    ] {
+        if !ids.is_empty() {
+            out.push_str(&format!("{what}: {}\n", ids.join(", ")));
+        }
+    }
+    for failed in &enforced.failed {
+        out.push_str(&format!("FAILED: {failed}\n"));
+    }
+    out
+}
+
+/// A reload's outcome as JSON.
+pub fn reloaded_json(reloaded: &pb::ReloadResponse) -> Value {
+    let empty = pb::Enforcement::default();
+    json!({
+        "policy_version": reloaded.policy_version,
+        "directory_version": reloaded.directory_version,
+        "changed": reloaded.changed,
+        "enforced": enforcement_json(reloaded.enforced.as_ref().unwrap_or(&empty)),
+    })
+}
+
+/// A reload's outcome: the versions in force, then what changed for open requests.
+pub fn reloaded_table(reloaded: &pb::ReloadResponse) -> String {
+    let mut out = format!(
+        "{} policy {} and directory {}\n",
+        if reloaded.changed {
+            "reloaded:"
+        } else {
+            "reloaded (unchanged):"
+        },
+        reloaded.policy_version,
+        reloaded.directory_version
+    );
+    if let Some(enforced) = &reloaded.enforced {
+        out.push_str(&enforcement_table(enforced));
+    }
+    out
+}
+
+/// Offboarded principals as JSON.
+pub fn offboarded_json(listed: &[pb::Offboarded]) -> Value {
+    Value::Array(
+        listed
+            .iter()
+            .map(|o| {
+                json!({
+                    "principal": o.principal,
+                    "at": time(o.at_ms),
+                    "by": o.by,
+                    "reason": o.reason,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Offboarded principals, a line each.
+pub fn offboarded_table(listed: &[pb::Offboarded]) -> String {
+    if listed.is_empty() {
+        return "nobody is offboarded\n".to_owned();
+    }
+    listed
+        .iter()
+        .map(|o| {
+            format!(
+                "{}  offboarded {} by {}: {}\n",
+                o.principal,
+                time(o.at_ms),
+                o.by,
+                o.reason
+            )
+        })
+        .collect()
 }
 
 /// The review state word.
@@ -354,6 +451,20 @@ pub fn request_table(request: &pb::AccessRequest) -> String {
                 stage.approved_by.join(", ")
             ),
         ));
+    }
+    for decision in request.decisions.iter().filter(|d| !d.void.is_empty()) {
+        lines.push((
+            "voided",
+            format!(
+                "{}'s approval at {} no longer counts: {}",
+                decision.approver,
+                decision.stage_name,
+                one_line(&decision.void)
+            ),
+        ));
+    }
+    if !request.flagged.is_empty() {
+        lines.push(("flagged", one_line(&request.flagged)));
     }
     if !request.account.is_empty() {
         lines.push(("account", request.account.clone()));

@@ -1,12 +1,12 @@
-//! `AdminService`: ending leases at once and reconciling targets (admin group only). Reloading
-//! and offboarding over gRPC are not served yet: they authenticate the caller, then answer
-//! `UNIMPLEMENTED` saying so.
+//! `AdminService` (admin group only): ending leases at once, reconciling targets, reloading the
+//! policy and directory, offboarding and reinstating principals.
 
 use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
-use crate::broker::Broker;
+use crate::broker::{Broker, Enforcement};
+use crate::model::Principal;
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_service_server::AdminService;
 
@@ -21,12 +21,27 @@ impl Admin {
     pub fn new(broker: Broker) -> Self {
         Self { broker }
     }
+}
 
-    fn refuse<T, R>(&self, request: &Request<T>, what: &str) -> Result<R, Status> {
-        caller(&self.broker, request)?;
-        Err(Status::unimplemented(format!(
-            "{what} is not available in this version of elevated"
-        )))
+/// A principal field; required.
+fn principal(text: &str) -> Result<Principal, Status> {
+    if text.trim().is_empty() {
+        return Err(invalid("principal", "a principal is required"));
+    }
+    Principal::parse(text.trim()).map_err(|e| invalid("principal", e))
+}
+
+fn ids(ids: &[crate::model::RequestId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+fn enforcement(enforced: &Enforcement) -> pb::Enforcement {
+    pb::Enforcement {
+        revoked: ids(&enforced.revoked),
+        cancelled: ids(&enforced.cancelled),
+        flagged: ids(&enforced.flagged),
+        voided: ids(&enforced.voided),
+        failed: enforced.failed.clone(),
     }
 }
 
@@ -56,14 +71,79 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
-        self.refuse(&request, "reloading over gRPC")
+        let caller = caller(&self.broker, &request)?;
+        let reloaded = self
+            .broker
+            .admin_reload(&caller)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::ReloadResponse {
+            policy_version: reloaded.policy_version,
+            directory_version: reloaded.directory_version,
+            changed: reloaded.changed,
+            enforced: Some(enforcement(&reloaded.enforced)),
+        }))
     }
 
     async fn offboard(
         &self,
         request: Request<pb::OffboardRequest>,
     ) -> Result<Response<pb::OffboardResponse>, Status> {
-        self.refuse(&request, "offboarding")
+        let caller = caller(&self.broker, &request)?;
+        Broker::require_admin(&caller, "offboarding").map_err(from_broker)?;
+        let body = request.into_inner();
+        let principal = principal(&body.principal)?;
+        let reason = convert::reason("reason", &body.reason)?
+            .ok_or_else(|| invalid("reason", "a reason is required to offboard someone"))?;
+        let enforced = self
+            .broker
+            .offboard(&caller, principal, reason)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::OffboardResponse {
+            revoked: ids(&enforced.revoked),
+            cancelled: ids(&enforced.cancelled),
+            voided: ids(&enforced.voided),
+            failed: enforced.failed,
+        }))
+    }
+
+    async fn reinstate(
+        &self,
+        request: Request<pb::ReinstateRequest>,
+    ) -> Result<Response<pb::ReinstateResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        Broker::require_admin(&caller, "reinstating").map_err(from_broker)?;
+        let body = request.into_inner();
+        let principal = principal(&body.principal)?;
+        let reason = convert::reason("reason", &body.reason)?
+            .ok_or_else(|| invalid("reason", "a reason is required to reinstate someone"))?;
+        self.broker
+            .reinstate(&caller, principal, reason)
+            .await
+            .map_err(from_broker)?;
+        Ok(Response::new(pb::ReinstateResponse {}))
+    }
+
+    async fn list_offboarded(
+        &self,
+        request: Request<pb::ListOffboardedRequest>,
+    ) -> Result<Response<pb::ListOffboardedResponse>, Status> {
+        let caller = caller(&self.broker, &request)?;
+        Broker::require_admin(&caller, "listing offboarded principals").map_err(from_broker)?;
+        Ok(Response::new(pb::ListOffboardedResponse {
+            offboarded: self
+                .broker
+                .offboarded()
+                .into_iter()
+                .map(|o| pb::Offboarded {
+                    principal: o.principal.to_string(),
+                    at_ms: i64::try_from(o.at.unix_millis()).unwrap_or(i64::MAX),
+                    by: o.by.to_string(),
+                    reason: o.reason,
+                })
+                .collect(),
+        }))
     }
 
     async fn reconcile(

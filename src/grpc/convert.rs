@@ -231,6 +231,7 @@ pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
                 at_ms: millis(d.at),
                 stage: d.stage,
                 stage_name: request.stage_name(d.stage).to_owned(),
+                void: d.void.clone().unwrap_or_default(),
             })
             .collect(),
         policy_version: request.policy_version.clone(),
@@ -256,6 +257,7 @@ pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
             .filter(|account| account != request.requester.as_str())
             .unwrap_or_default(),
         credentials_waiting: false,
+        flagged: request.flagged.clone().unwrap_or_default(),
     }
 }
 

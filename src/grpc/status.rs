@@ -15,6 +15,7 @@ pub fn from_broker(error: BrokerError) -> Status {
     match error {
         BrokerError::UnknownPrincipal(_)
         | BrokerError::Suspended(_)
+        | BrokerError::Offboarded { .. }
         | BrokerError::NotVisible(_)
         | BrokerError::Forbidden(_) => Status::permission_denied(message),
         BrokerError::NotFound(_) => Status::not_found(message),
@@ -44,7 +45,9 @@ pub fn from_broker(error: BrokerError) -> Status {
         },
         BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
         BrokerError::Target(_) => Status::unavailable(message),
-        BrokerError::NoCredentials(_) => Status::failed_precondition(message),
+        BrokerError::NoCredentials(_) | BrokerError::ReloadRejected(_) => {
+            Status::failed_precondition(message)
+        }
         BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
             Status::unavailable("elevated is shutting down; retry shortly")
         }

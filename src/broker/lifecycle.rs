@@ -1,0 +1,509 @@
+//! Reloads, leavers and movers.
+//!
+//! - A reload reads the policy and directory files again. A file that fails validation is
+//!   refused with its reason (audited as `policy.reload_rejected`) and the snapshot in force
+//!   stays; a good one is put in force and audited with the old and new version hashes
+//!   (`policy.reloaded`).
+//! - After every reload, after an offboarding, and at start, the open requests are held
+//!   against the standing of their people ([`Broker::enforce`]):
+//!   - a **leaver** (removed from the directory, suspended, or offboarded by an administrator)
+//!     loses every lease at once (revoked, also while its grant is still being retried), their
+//!     pending requests are withdrawn, and approvals they gave at a stage whose quorum is not
+//!     reached yet stop counting (`request.approval_voided`);
+//!   - a **mover** (still active, but no longer in a group eligible for the resource, or the
+//!     resource is gone from the policy) loses the leases they are no longer eligible for —
+//!     or, where the resource says `on_ineligible = "flag"`, keeps them to their end, flagged
+//!     (`lease.flagged`) — and their pending requests for it are withdrawn.
+//!
+//!   Every action carries its reason in the record and its audit event. Revokes run
+//!   concurrently, each under its request's lock like any other revoke.
+//! - Offboarding is recorded in the store (it outlives restarts and reloads) until an
+//!   administrator reinstates the principal; the directory still decides after that.
+
+use std::collections::BTreeSet;
+
+use tokio::task::JoinSet;
+
+use super::lease::recorded;
+use super::{Broker, BrokerError, Caller, events};
+use crate::audit::{Actor, Draft};
+use crate::model::{
+    AccessRequest, Ending, Offboarding, Principal, Reason, RequestId, State, StateKind, Transition,
+};
+use crate::policy::{OnIneligible, Snapshot};
+use crate::store::Changes;
+
+/// What a reload put in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The policy's version hash.
+    pub policy_version: String,
+    /// The directory's version hash.
+    pub directory_version: String,
+    /// Whether either file changed.
+    pub changed: bool,
+    /// What holding the open requests against the new files did.
+    pub enforced: Enforcement,
+}
+
+/// What holding the open requests against the standing of their people did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Enforcement {
+    /// Leases revoked (or whose revoke is being retried).
+    pub revoked: Vec<RequestId>,
+    /// Pending requests withdrawn.
+    pub cancelled: Vec<RequestId>,
+    /// Leases kept but flagged.
+    pub flagged: Vec<RequestId>,
+    /// Pending requests with approvals that stopped counting.
+    pub voided: Vec<RequestId>,
+    /// Actions that failed, with why; the next reload or start tries again.
+    pub failed: Vec<String>,
+}
+
+/// One thing to do about an open request.
+enum Step {
+    Revoke(String),
+    Withdraw(String),
+    Flag(String),
+    Void(Vec<(Principal, String)>),
+}
+
+impl Broker {
+    /// Reloads the policy and directory as `caller`, an administrator.
+    pub async fn admin_reload(&self, caller: &Caller) -> Result<Reloaded, BrokerError> {
+        Self::require_admin(caller, "reloading the policy and directory")?;
+        self.reload(Actor::Principal(caller.principal.clone()))
+            .await
+    }
+
+    /// Reads the policy and directory files again and puts them in force if they are valid;
+    /// then holds the open requests against them. See the module notes.
+    pub async fn reload(&self, actor: Actor) -> Result<Reloaded, BrokerError> {
+        let Some(files) = self.inner.settings.rule_files.clone() else {
+            return Err(BrokerError::ReloadRejected(
+                "this daemon was not started from policy and directory files".to_owned(),
+            ));
+        };
+        let _one = self.inner.reloading.lock().await;
+        let configured: BTreeSet<&str> = self.inner.provisioners.names().collect();
+        let loaded = Snapshot::load(&files.policy, &files.directory).and_then(|snapshot| {
+            snapshot
+                .check_provisioners(&files.policy, &configured)
+                .map_err(crate::policy::LoadError::Invalid)?;
+            Ok(snapshot)
+        });
+        let old = self.inner.rules.current();
+        let now = self.inner.clock.now();
+        let snapshot = match loaded {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let message = error.to_string();
+                tracing::error!(error = %message, "reload refused; the policy and directory in force stay");
+                let draft = Draft::new(now, actor, events::POLICY_RELOAD_REJECTED)
+                    .detail("error", &message)
+                    .detail("policy_version", old.policy.version())
+                    .detail("directory_version", old.directory.version());
+                self.record(draft).await?;
+                return Err(BrokerError::ReloadRejected(message));
+            }
+        };
+        let policy_version = snapshot.policy.version().to_owned();
+        let directory_version = snapshot.directory.version().to_owned();
+        let changed =
+            policy_version != old.policy.version() || directory_version != old.directory.version();
+        let draft = Draft::new(now, actor.clone(), events::POLICY_RELOADED)
+            .detail("old_policy_version", old.policy.version())
+            .detail("new_policy_version", &policy_version)
+            .detail("old_directory_version", old.directory.version())
+            .detail("new_directory_version", &directory_version)
+            .detail("changed", changed);
+        // Put in force inside the transaction that records it, so that every request or
+        // decision committed after it was checked against the new files.
+        let rules = self.inner.rules.clone();
+        self.inner
+            .store
+            .write(move |_| -> Result<_, BrokerError> {
+                rules.replace(snapshot);
+                Ok((
+                    Changes {
+                        events: vec![draft],
+                        ..Changes::default()
+                    },
+                    (),
+                ))
+            })
+            .await?;
+        tracing::info!(policy = %policy_version, directory = %directory_version, changed, "policy and directory reloaded");
+        let enforced = self.enforce_locked(actor, None).await?;
+        Ok(Reloaded {
+            policy_version,
+            directory_version,
+            changed,
+            enforced,
+        })
+    }
+
+    /// Offboards `principal` as `caller`, an administrator: they can make no call from now on,
+    /// their leases are revoked, their pending requests withdrawn and their approvals of
+    /// undecided stages voided.
+    pub async fn offboard(
+        &self,
+        caller: &Caller,
+        principal: Principal,
+        reason: Reason,
+    ) -> Result<Enforcement, BrokerError> {
+        Self::require_admin(caller, "offboarding")?;
+        if principal == caller.principal {
+            return Err(BrokerError::Invalid(
+                "you cannot offboard yourself; ask another administrator".to_owned(),
+            ));
+        }
+        self.require_known(&principal).await?;
+        let _one = self.inner.reloading.lock().await;
+        let offboarding = Offboarding {
+            principal: principal.clone(),
+            at: self.inner.clock.now(),
+            by: caller.principal.clone(),
+            reason: reason.to_string(),
+        };
+        let mut draft = Draft::new(
+            offboarding.at,
+            Actor::Principal(caller.principal.clone()),
+            events::PRINCIPAL_OFFBOARDED,
+        )
+        .detail("reason", &reason);
+        draft.principal = Some(principal.clone());
+        let standing = self.inner.standing.clone();
+        self.inner
+            .store
+            .write(move |_| -> Result<_, BrokerError> {
+                standing.offboard(offboarding.clone());
+                Ok((
+                    Changes {
+                        events: vec![draft],
+                        offboarded: vec![offboarding],
+                        ..Changes::default()
+                    },
+                    (),
+                ))
+            })
+            .await?;
+        tracing::warn!(%principal, by = %caller.principal, "principal offboarded");
+        self.enforce_locked(Actor::Principal(caller.principal.clone()), Some(&principal))
+            .await
+    }
+
+    /// Lifts an offboarding, as `caller`, an administrator. What the principal may do is then
+    /// up to the directory again; nothing that was revoked comes back.
+    pub async fn reinstate(
+        &self,
+        caller: &Caller,
+        principal: Principal,
+        reason: Reason,
+    ) -> Result<(), BrokerError> {
+        Self::require_admin(caller, "reinstating")?;
+        let _one = self.inner.reloading.lock().await;
+        if self.inner.standing.offboarding(&principal).is_none() {
+            return Err(BrokerError::Invalid(format!(
+                "{principal} is not offboarded"
+            )));
+        }
+        let mut draft = Draft::new(
+            self.inner.clock.now(),
+            Actor::Principal(caller.principal.clone()),
+            events::PRINCIPAL_REINSTATED,
+        )
+        .detail("reason", &reason);
+        draft.principal = Some(principal.clone());
+        let standing = self.inner.standing.clone();
+        self.inner
+            .store
+            .write(move |_| -> Result<_, BrokerError> {
+                standing.reinstate(&principal);
+                Ok((
+                    Changes {
+                        events: vec![draft],
+                        reinstated: vec![principal],
+                        ..Changes::default()
+                    },
+                    (),
+                ))
+            })
+            .await
+    }
+
+    /// Every offboarded principal.
+    pub fn offboarded(&self) -> Vec<Offboarding> {
+        self.inner.standing.all()
+    }
+
+    /// Loads the offboardings from the store (at start).
+    pub(super) async fn load_offboarded(&self) -> Result<(), BrokerError> {
+        let loaded = self.inner.store.read(|reader| reader.offboarded()).await?;
+        self.inner.standing.load(loaded);
+        Ok(())
+    }
+
+    /// Fails unless `principal` is in the directory or has requests: offboarding a misspelt
+    /// name would otherwise succeed and do nothing.
+    async fn require_known(&self, principal: &Principal) -> Result<(), BrokerError> {
+        if self
+            .inner
+            .rules
+            .current()
+            .directory
+            .person(principal)
+            .is_some()
+        {
+            return Ok(());
+        }
+        let who = principal.clone();
+        let page = crate::store::Page {
+            before: None,
+            limit: 1,
+        };
+        let any = self
+            .inner
+            .store
+            .read(move |reader| reader.requests_of(&who, None, page))
+            .await?;
+        if any.is_empty() {
+            return Err(BrokerError::Invalid(format!(
+                "unknown principal '{principal}': not in the directory and never made a request"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Holds every open request against the standing of its people, as `actor`. See the
+    /// module notes.
+    pub async fn enforce(&self, actor: Actor) -> Result<Enforcement, BrokerError> {
+        let _one = self.inner.reloading.lock().await;
+        self.enforce_locked(actor, None).await
+    }
+
+    /// [`Broker::enforce`] with the reload lock held; with `only`, just that principal's
+    /// requests and approvals.
+    async fn enforce_locked(
+        &self,
+        actor: Actor,
+        only: Option<&Principal>,
+    ) -> Result<Enforcement, BrokerError> {
+        let open = self
+            .inner
+            .store
+            .read(|reader| {
+                let mut open = Vec::new();
+                for kind in [StateKind::Pending, StateKind::Approved, StateKind::Active] {
+                    open.extend(reader.requests_in_state(kind)?);
+                }
+                Ok(open)
+            })
+            .await?;
+        let snapshot = self.inner.rules.current();
+        let mut running = JoinSet::new();
+        for request in open {
+            let Some(step) = self.step(&snapshot, &request, only) else {
+                continue;
+            };
+            let broker = self.clone();
+            let actor = actor.clone();
+            running.spawn(async move {
+                let id = request.id;
+                let outcome = broker.take(request, step, actor).await;
+                (id, outcome)
+            });
+        }
+        let mut enforced = Enforcement::default();
+        while let Some(joined) = running.join_next().await {
+            let Ok((id, outcome)) = joined else {
+                continue;
+            };
+            match outcome {
+                Ok(Some(list)) => match list {
+                    Taken::Revoked => enforced.revoked.push(id),
+                    Taken::Cancelled => enforced.cancelled.push(id),
+                    Taken::Flagged => enforced.flagged.push(id),
+                    Taken::Voided => enforced.voided.push(id),
+                },
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%id, %error, "could not act on a leaver's or mover's request");
+                    enforced.failed.push(format!("{id}: {error}"));
+                }
+            }
+        }
+        for list in [
+            &mut enforced.revoked,
+            &mut enforced.cancelled,
+            &mut enforced.flagged,
+            &mut enforced.voided,
+        ] {
+            list.sort();
+        }
+        Ok(enforced)
+    }
+
+    /// What to do about `request` now, if anything.
+    fn step(
+        &self,
+        snapshot: &Snapshot,
+        request: &AccessRequest,
+        only: Option<&Principal>,
+    ) -> Option<Step> {
+        let standing = &self.inner.standing;
+        let holder = &request.requester;
+        let concerned = only.is_none_or(|only| only == holder);
+        if concerned {
+            if let Some(why) = standing.leaving(snapshot, holder) {
+                let why = format!("{holder} left: {why}");
+                return Some(match request.kind() {
+                    StateKind::Pending => Step::Withdraw(why),
+                    _ => Step::Revoke(why),
+                });
+            }
+            if let Some(why) =
+                snapshot.ineligibility(holder, &request.resource, request.is_break_glass())
+            {
+                let flag = snapshot
+                    .policy
+                    .resource(&request.resource)
+                    .is_some_and(|r| r.on_ineligible == OnIneligible::Flag);
+                return match request.kind() {
+                    StateKind::Pending => Some(Step::Withdraw(why)),
+                    StateKind::Active if flag => {
+                        request.flagged.is_none().then_some(Step::Flag(why))
+                    }
+                    _ => Some(Step::Revoke(why)),
+                };
+            }
+        }
+        let State::Pending { stage } = request.state else {
+            return None;
+        };
+        let voids: Vec<(Principal, String)> = request
+            .approvals_at(stage)
+            .filter(|d| only.is_none_or(|only| *only == d.approver))
+            .filter_map(|d| {
+                standing
+                    .leaving(snapshot, &d.approver)
+                    .map(|why| (d.approver.clone(), format!("{} left: {why}", d.approver)))
+            })
+            .collect();
+        (!voids.is_empty()).then_some(Step::Void(voids))
+    }
+
+    /// Carries out `step` on `request`; `None` when it turned out to be unnecessary.
+    async fn take(
+        &self,
+        request: AccessRequest,
+        step: Step,
+        actor: Actor,
+    ) -> Result<Option<Taken>, BrokerError> {
+        let id = request.id;
+        match step {
+            Step::Revoke(why) => {
+                let ended = self
+                    .end_lease(
+                        id,
+                        Ending::Revoked,
+                        actor,
+                        Some(why),
+                        |request: &AccessRequest| {
+                            Ok(matches!(
+                                request.state,
+                                State::Active | State::Approved { .. }
+                            ))
+                        },
+                    )
+                    .await?;
+                Ok(matches!(
+                    ended.state,
+                    State::Ended {
+                        ending: Ending::Revoked
+                    } | State::RevokeFailing {
+                        ending: Ending::Revoked,
+                        ..
+                    }
+                )
+                .then_some(Taken::Revoked))
+            }
+            Step::Withdraw(why) => {
+                let (_, changed) = self
+                    .commit_changed(id, move |request, now| {
+                        let detail = why.clone();
+                        Ok(recorded(request.withdraw(why, now), |r| {
+                            vec![
+                                events::about(r, now, actor, events::CANCELLED)
+                                    .detail("reason", detail),
+                            ]
+                        }))
+                    })
+                    .await?;
+                Ok(changed.then_some(Taken::Cancelled))
+            }
+            Step::Flag(why) => {
+                let (_, changed) = self
+                    .commit_changed(id, move |mut request, now| {
+                        let transition =
+                            if request.kind() == StateKind::Active && request.flagged.is_none() {
+                                request.flagged = Some(why.clone());
+                                Transition::Changed(request)
+                            } else {
+                                Transition::Unchanged(request)
+                            };
+                        Ok(recorded(transition, |r| {
+                            vec![
+                                events::about(r, now, actor, events::FLAGGED).detail("reason", why),
+                            ]
+                        }))
+                    })
+                    .await?;
+                Ok(changed.then_some(Taken::Flagged))
+            }
+            Step::Void(voids) => {
+                let (_, changed) = self
+                    .commit_changed(id, move |mut request, now| {
+                        let mut drafts = Vec::new();
+                        let mut changed = false;
+                        for (approver, why) in voids {
+                            match request.void_approvals(&approver, &why) {
+                                Transition::Changed(next) => {
+                                    changed = true;
+                                    drafts.push(
+                                        events::about(
+                                            &next,
+                                            now,
+                                            actor.clone(),
+                                            events::APPROVAL_VOIDED,
+                                        )
+                                        .detail("approver", &approver)
+                                        .detail("reason", &why),
+                                    );
+                                    request = next;
+                                }
+                                Transition::Unchanged(same) => request = same,
+                            }
+                        }
+                        let transition = if changed {
+                            Transition::Changed(request)
+                        } else {
+                            Transition::Unchanged(request)
+                        };
+                        Ok(recorded(transition, |_| drafts))
+                    })
+                    .await?;
+                Ok(changed.then_some(Taken::Voided))
+            }
+        }
+    }
+}
+
+/// What [`Broker::take`] did.
+enum Taken {
+    Revoked,
+    Cancelled,
+    Flagged,
+    Voided,
+}
