@@ -101,7 +101,8 @@ impl Env {
         std::fs::create_dir_all("target/bench-tmp").unwrap();
         let dir = tempfile::tempdir_in("target/bench-tmp").unwrap();
         let layout = dev::prepare(dir.path()).unwrap();
-        let mut policy = String::from("auditor_groups = [\"auditors\"]\n");
+        let mut policy =
+            String::from("auditor_groups = [\"auditors\"]\nadmin_groups = [\"admins\"]\n");
         for r in 0..resources {
             write!(
                 policy,
@@ -495,6 +496,42 @@ async fn main() {
             &format!("expiry_burst_{}k_s", leases / 1000),
             started.elapsed().as_secs_f64(),
         );
+        daemon.stop().await;
+    }
+
+    // Offboarding: a leaver holding 100 leases loses them all (revoked and committed) within
+    // one `admin offboard` call. Five leavers; the median and the slowest.
+    {
+        const LEAVERS: usize = 5;
+        const LEASES: usize = 100;
+        let env = Env::new(LEAVERS, LEASES);
+        let daemon = env.start(StoreOptions::default().max_batch).await;
+        let mut admin = daemon.client("admin").await;
+        let mut samples = Vec::new();
+        for n in 0..LEAVERS {
+            let mut leaver = daemon.client(&principal(n)).await;
+            for r in 0..LEASES {
+                submit(&mut leaver, &format!("auto-{r}")).await;
+            }
+            let started = Instant::now();
+            let done = admin
+                .admin
+                .offboard(pb::OffboardRequest {
+                    principal: principal(n),
+                    reason: "bench".to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            samples.push(started.elapsed());
+            assert_eq!(done.revoked.len(), LEASES);
+        }
+        assert_eq!(
+            daemon.count(StateKind::Revoked).await,
+            (LEAVERS * LEASES) as u64
+        );
+        put("offboard_100_leases_ms", percentile(&mut samples, 0.50));
+        put("offboard_100_leases_max_ms", percentile(&mut samples, 1.0));
         daemon.stop().await;
     }
 

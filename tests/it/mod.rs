@@ -11,6 +11,7 @@ mod expiry;
 mod harness;
 mod http;
 mod leases;
+mod leavers;
 mod lifecycle;
 mod notifications;
 pub mod pg;
