@@ -39,12 +39,12 @@ pub use query::Watch;
 use crate::clock::SharedClock;
 use crate::expiry::{Backoff, Expiry};
 use crate::keyed::KeyedLocks;
-use crate::model::{AccessRequest, GroupName, Principal, RequestId};
+use crate::model::{GroupName, Principal, RequestId};
 use crate::notify::outbox::{self, Delivery, Wake};
 use crate::notify::{Notifiers, Routing};
 use crate::policy::Live;
 use crate::provision::Provisioners;
-use crate::store::{CommitListener, Store, StoreOptions};
+use crate::store::{Commit, CommitListener, Store, StoreOptions};
 
 /// Tunables of the workflow.
 #[derive(Clone, Debug)]
@@ -155,11 +155,11 @@ struct Notify {
 }
 
 impl CommitListener for Notify {
-    fn committed(&self, requests: &[AccessRequest], queued: usize) {
-        if queued > 0 {
+    fn committed(&self, commit: &Commit<'_>) {
+        if commit.queued > 0 {
             self.outbox.queued();
         }
-        for request in requests {
+        for request in commit.requests {
             match request.next_deadline() {
                 Some(deadline) => self.expiry.schedule(request.id, deadline),
                 None => self.expiry.cancel(request.id),
