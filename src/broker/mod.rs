@@ -146,12 +146,13 @@ struct Inner {
     grants: KeyedLocks<(String, String)>,
 }
 
-/// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
-/// outbox when notifications were queued.
+/// Tells the timer wheel and watchers about every commit, in commit order, wakes the outbox
+/// when notifications were queued, and passes the commit on to the observer (the metrics).
 struct Notify {
     expiry: Expiry,
     changes: broadcast::Sender<RequestId>,
     outbox: Wake,
+    observer: Arc<dyn CommitListener>,
 }
 
 impl CommitListener for Notify {
@@ -166,6 +167,7 @@ impl CommitListener for Notify {
             }
             let _ = self.changes.send(request.id);
         }
+        self.observer.committed(commit);
     }
 }
 
@@ -179,7 +181,8 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Opens the store at `path`, starts the timer task and the notification outbox;
-    /// `shutdown` stops both. Call [`Broker::recover`] before serving.
+    /// `shutdown` stops both. `observer` is told about every commit too. Call
+    /// [`Broker::recover`] before serving.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         path: &std::path::Path,
@@ -189,6 +192,7 @@ impl Broker {
         provisioners: Provisioners,
         notifiers: Notifiers,
         settings: Settings,
+        observer: Arc<dyn CommitListener>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let (expiry, due) = Expiry::spawn(clock.clone(), shutdown.clone());
@@ -198,6 +202,7 @@ impl Broker {
             expiry: expiry.clone(),
             changes: changes.clone(),
             outbox: wake.clone(),
+            observer,
         });
         let audit_key = store_options
             .signing

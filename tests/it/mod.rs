@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod leases;
 mod lifecycle;
+mod metrics;
 mod notifications;
 pub mod pg;
 mod pg_daemon;
