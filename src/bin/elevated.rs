@@ -174,7 +174,8 @@ fn announce(address: SocketAddr, metrics: Option<SocketAddr>, state_dir: Option<
         format!("metrics on http://{metrics}/metrics\n")
     });
     let text = match state_dir {
-        None => format!("elevated: listening on {endpoint}\n{metrics}"),
+        None if metrics.is_empty() => format!("elevated: listening on {endpoint}\n"),
+        None => format!("elevated: listening on {endpoint}\nelevated: {metrics}"),
         Some(state_dir) => {
             let certs = state_dir.join("certs");
             format!(

@@ -373,3 +373,37 @@ async fn only_get_metrics_is_served() {
     assert_eq!(http(daemon.metrics, "GET", "/metrics").await.0, 200);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_binary_announces_its_metrics_address_and_serves_it() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let address: SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("metrics on http://") {
+                return url.strip_suffix("/metrics").unwrap().parse().unwrap();
+            }
+        }
+        panic!("elevated exited without announcing its metrics address");
+    })
+    .await
+    .unwrap();
+    let (status, _, body) = http(address, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.lines().any(|line| line == "elevate_leases_active 0"),
+        "{body}"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
