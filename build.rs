@@ -1,4 +1,5 @@
-//! Compiles the wire API in `proto/` with protox (pure Rust, no `protoc` needed).
+//! Compiles the wire API in `proto/` with protox (pure Rust, no `protoc` needed), and lists
+//! the paths of its methods for the RPC metrics (`$OUT_DIR/grpc_methods.rs`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -11,9 +12,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(files, ["proto"])?;
+    let mut methods = Vec::new();
+    for file in &descriptors.file {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    write_methods(methods)?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Writes `METHODS`: the HTTP/2 path of every method, sorted.
+fn write_methods(mut paths: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    paths.sort();
+    let mut text = String::from("/// The path of every method of the wire API, sorted.\n");
+    text.push_str("pub const METHODS: &[&str] = &[\n");
+    for path in paths {
+        text.push_str(&format!("    {path:?},\n"));
+    }
+    text.push_str("];\n");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("grpc_methods.rs");
+    std::fs::write(out, text)?;
     Ok(())
 }

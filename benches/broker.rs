@@ -289,7 +289,7 @@ fn raw_commits_per_s(n: usize) -> f64 {
 struct Quiet;
 
 impl elevate::store::CommitListener for Quiet {
-    fn committed(&self, _: &[elevate::model::AccessRequest], _: usize) {}
+    fn committed(&self, _: &elevate::store::Commit<'_>) {}
 }
 
 /// Fills a store with `events` audit entries about 1,000 principals (signed every 1000, as the

@@ -49,6 +49,10 @@ fn humantime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::
 pub struct Config {
     /// Address to listen on for gRPC over mTLS.
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, over plain HTTP (`GET /metrics`); none when
+    /// absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Trust domain of client SPIFFE ids (`spiffe://<trust_domain>/user/<name>`).
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
@@ -458,6 +462,12 @@ impl Config {
                 self.trust_domain
             )));
         }
+        if self.metrics_listen == Some(self.listen) {
+            return Err(invalid(format!(
+                "metrics_listen: {} is the gRPC address (listen); metrics need an address of their own",
+                self.listen
+            )));
+        }
         if self.workflow.grant_attempts == 0 {
             return Err(invalid(
                 "workflow.grant_attempts: must be at least 1".to_owned(),
@@ -656,6 +666,25 @@ mod tests {
         assert!(config.store.group_commit);
         assert_eq!(config.trust_domain, "elevate.local");
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.metrics_listen, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_of_its_own() {
+        let config = load(&format!("metrics_listen = \"127.0.0.1:9464\"\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let error = load(&format!("metrics_listen = \"127.0.0.1:7443\"\n{MINIMAL}")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("metrics_listen: 127.0.0.1:7443 is the gRPC address"),
+            "{error}"
+        );
+        let error = load(&format!("metrics_listen = \"localhost\"\n{MINIMAL}")).unwrap_err();
+        assert!(error.to_string().contains("metrics_listen"), "{error}");
     }
 
     #[test]

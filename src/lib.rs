@@ -29,6 +29,7 @@
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
 //! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.
 //! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
+//! - [`metrics`]: Prometheus metrics from commits, calls and the store, on their own listener.
 //! - [`server`]: build everything from a configuration, then run it on a bound listener.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
 //! - [`cli`]: the `elevate` command-line client.
@@ -44,6 +45,7 @@ pub mod expiry;
 pub mod grpc;
 pub mod hash;
 pub mod keyed;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;

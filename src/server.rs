@@ -3,7 +3,8 @@
 //! that will not open) and recovers the timer wheel, revoking leases that expired while the
 //! daemon was down. [`Server::run`] serves on an already-bound listener until the shutdown
 //! future completes, then drains in-flight calls and effects within the grace period and
-//! closes the store.
+//! closes the store. Metrics are served on a second listener when one is given
+//! ([`Server::with_metrics`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use crate::clock::SharedClock;
 use crate::config::{Config, NotifierConfig, ProvisionerConfig, WebhookFormat};
 use crate::expiry::Backoff;
 use crate::grpc;
+use crate::metrics::Metrics;
+use crate::metrics::rpc::RpcLayer;
 use crate::notify::outbox::Delivery;
 use crate::notify::{
     ExecNotifier, FileNotifier, Format, Notices, Notifier, Notifiers, Route, Routing,
@@ -256,6 +259,9 @@ pub struct Server {
     grace: Duration,
     stop: CancellationToken,
     recovery: Recovery,
+    metrics: Metrics,
+    /// Where metrics are served, if anywhere.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -282,6 +288,7 @@ impl Server {
             directory: options.directory.clone(),
         });
         let stop = CancellationToken::new();
+        let metrics = Metrics::new();
         let broker = Broker::start(
             &options.store,
             store_options,
@@ -290,6 +297,7 @@ impl Server {
             options.provisioners,
             options.notifiers,
             settings,
+            Arc::new(metrics.clone()),
             stop.clone(),
         )?;
         let recovery = broker.recover().await?;
@@ -311,7 +319,21 @@ impl Server {
             grace: options.shutdown_grace,
             stop,
             recovery,
+            metrics,
+            metrics_listener: None,
         })
+    }
+
+    /// Also serves Prometheus metrics on `listener` (plain HTTP, `GET /metrics`), from when
+    /// [`Server::run`] starts until shutdown begins.
+    pub fn with_metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The workflow behind the server.
@@ -328,11 +350,21 @@ impl Server {
     /// serving, ends watch streams, lets in-flight calls and grants/revokes finish, stops the
     /// timer and closes the store — all within one grace period.
     pub async fn run(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let accepting = CancellationToken::new();
+        // Stops with the gRPC listener, or when serving failed.
+        let metrics_stop = accepting.child_token();
+        let metrics = self.metrics_listener.take().map(|metrics_listener| {
+            tokio::spawn(crate::metrics::http::serve(
+                metrics_listener,
+                self.metrics.clone(),
+                self.broker.store().clone(),
+                metrics_stop.clone(),
+            ))
+        });
         let incoming = grpc::transport::incoming(
             listener,
             self.tls.clone(),
@@ -357,6 +389,7 @@ impl Server {
             }
         };
         let serve = tonic::transport::Server::builder()
+            .layer(RpcLayer::new(self.metrics.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
@@ -371,6 +404,11 @@ impl Server {
             }
         };
         self.stop.cancel();
+        metrics_stop.cancel();
+        if let Some(metrics) = metrics {
+            // It closes its connections within moments.
+            let _ = metrics.await;
+        }
         let left = deadline.get().map_or(grace, |deadline| {
             deadline.saturating_duration_since(Instant::now())
         });

@@ -49,6 +49,10 @@ enum Command {
         /// Listen address (overrides the configuration; dev mode default 127.0.0.1:7443).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Address for Prometheus metrics over plain HTTP (overrides metrics_listen of the
+        /// configuration; dev mode default 127.0.0.1:7444).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Make certificates for the daemon and its users.
     Certs {
@@ -193,15 +197,20 @@ fn reload_on_hangup(broker: elevate::broker::Broker) {
 
 /// Tells the operator where the daemon listens. Written to stdout without panicking: a closed
 /// stdout (a supervisor that stopped reading) must not take the daemon down.
-fn announce(address: SocketAddr, state_dir: Option<&Path>) {
+fn announce(address: SocketAddr, metrics: Option<SocketAddr>, state_dir: Option<&Path>) {
     use std::io::Write;
     let endpoint = format!("https://{address}");
+    let metrics = metrics.map_or(String::new(), |metrics| {
+        format!("metrics on http://{metrics}/metrics\n")
+    });
     let text = match state_dir {
-        None => format!("elevated: listening on {endpoint}\n"),
+        None if metrics.is_empty() => format!("elevated: listening on {endpoint}\n"),
+        None => format!("elevated: listening on {endpoint}\nelevated: {metrics}"),
         Some(state_dir) => {
             let certs = state_dir.join("certs");
             format!(
                 "elevated dev mode: listening on {endpoint}\n\
+                 {metrics}\
                  state, certificates, policy and directory are in {state}\n\n\
                  Point the CLI at it (demo identities: {identities}):\n  \
                  export ELEVATE_ENDPOINT={endpoint} ELEVATE_CERT_DIR={certs}\n  \
@@ -227,27 +236,58 @@ async fn serve(
     state_dir: PathBuf,
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
-    let (options, address, state_dir) = if dev_mode {
+    let (options, address, metrics_address, state_dir) = if dev_mode {
         let layout = dev::prepare(&state_dir).context("preparing the dev-mode state directory")?;
         let address = match listen {
             Some(address) => address,
             None => dev::DEFAULT_LISTEN.parse()?,
         };
+        let metrics = match metrics_listen {
+            Some(address) => address,
+            None => dev::DEFAULT_METRICS_LISTEN.parse()?,
+        };
         let root = std::fs::canonicalize(&layout.root).unwrap_or(layout.root.clone());
-        (dev::options(&layout, clock), address, Some(root))
+        (
+            dev::options(&layout, clock),
+            address,
+            Some(metrics),
+            Some(root),
+        )
     } else {
         let file = config.context("--config is required without --dev")?;
         let config = Config::load(&file)?;
         let address = listen.unwrap_or(config.listen);
-        (Options::from_config(&config, clock)?, address, None)
+        let metrics = metrics_listen.or(config.metrics_listen);
+        (
+            Options::from_config(&config, clock)?,
+            address,
+            metrics,
+            None,
+        )
     };
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let address = listener.local_addr()?;
-    let server = Server::build(options).await?;
+    let metrics_listener = match metrics_address {
+        Some(metrics) => Some(
+            TcpListener::bind(metrics)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics}"))?,
+        ),
+        None => None,
+    };
+    let metrics_address = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let mut server = Server::build(options).await?;
+    if let Some(metrics_listener) = metrics_listener {
+        server = server.with_metrics(metrics_listener);
+    }
     let recovery = server.recovery();
     tracing::info!(
         overdue = recovery.overdue,
@@ -255,7 +295,7 @@ async fn serve(
         %address,
         "ready"
     );
-    announce(address, state_dir.as_deref());
+    announce(address, metrics_address, state_dir.as_deref());
     reload_on_hangup(server.broker().clone());
     server.run(listener, shutdown_signal()).await?;
     Ok(())
@@ -346,7 +386,8 @@ async fn main() -> std::process::ExitCode {
             state_dir,
             config,
             listen,
-        } => serve(dev, state_dir, config, listen).await,
+            metrics_listen,
+        } => serve(dev, state_dir, config, listen, metrics_listen).await,
         Command::Certs {
             command:
                 Certs::Init {

@@ -42,12 +42,12 @@ pub use query::Watch;
 use crate::clock::SharedClock;
 use crate::expiry::{Backoff, Expiry};
 use crate::keyed::KeyedLocks;
-use crate::model::{AccessRequest, GroupName, Principal, RequestId};
+use crate::model::{GroupName, Principal, RequestId};
 use crate::notify::outbox::{self, Delivery, Wake};
 use crate::notify::{Notifiers, Routing};
 use crate::policy::Live;
 use crate::provision::Provisioners;
-use crate::store::{CommitListener, Store, StoreOptions};
+use crate::store::{Commit, CommitListener, Store, StoreOptions};
 
 /// Tunables of the workflow.
 #[derive(Clone, Debug)]
@@ -165,26 +165,28 @@ struct Inner {
     reloading: tokio::sync::Mutex<()>,
 }
 
-/// Tells the timer wheel and watchers about every commit, in commit order, and wakes the
-/// outbox when notifications were queued.
+/// Tells the timer wheel and watchers about every commit, in commit order, wakes the outbox
+/// when notifications were queued, and passes the commit on to the observer (the metrics).
 struct Notify {
     expiry: Expiry,
     changes: broadcast::Sender<RequestId>,
     outbox: Wake,
+    observer: Arc<dyn CommitListener>,
 }
 
 impl CommitListener for Notify {
-    fn committed(&self, requests: &[AccessRequest], queued: usize) {
-        if queued > 0 {
+    fn committed(&self, commit: &Commit<'_>) {
+        if commit.queued > 0 {
             self.outbox.queued();
         }
-        for request in requests {
+        for request in commit.requests {
             match request.next_deadline() {
                 Some(deadline) => self.expiry.schedule(request.id, deadline),
                 None => self.expiry.cancel(request.id),
             }
             let _ = self.changes.send(request.id);
         }
+        self.observer.committed(commit);
     }
 }
 
@@ -198,7 +200,8 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Opens the store at `path`, starts the timer task and the notification outbox;
-    /// `shutdown` stops both. Call [`Broker::recover`] before serving.
+    /// `shutdown` stops both. `observer` is told about every commit too. Call
+    /// [`Broker::recover`] before serving.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         path: &std::path::Path,
@@ -208,6 +211,7 @@ impl Broker {
         provisioners: Provisioners,
         notifiers: Notifiers,
         settings: Settings,
+        observer: Arc<dyn CommitListener>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let (expiry, due) = Expiry::spawn(clock.clone(), shutdown.clone());
@@ -217,6 +221,7 @@ impl Broker {
             expiry: expiry.clone(),
             changes: changes.clone(),
             outbox: wake.clone(),
+            observer,
         });
         let audit_key = store_options
             .signing

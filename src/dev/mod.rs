@@ -33,6 +33,9 @@ pub const IDENTITIES: [&str; 6] = [
 /// Where dev mode listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
 
+/// Where dev mode serves Prometheus metrics unless told otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:7444";
+
 /// The demo policy.
 pub const POLICY: &str = include_str!("policy.toml");
 

@@ -165,11 +165,45 @@ impl Changes {
     }
 }
 
+/// One durably committed write transaction, as the commit listener sees it.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// Requests stored (or announced again unchanged), in commit order.
+    pub requests: &'a [AccessRequest],
+    /// The audit events recorded, in order.
+    pub events: &'a [Recorded],
+    /// Notifications added to the outbox.
+    pub queued: usize,
+    /// Write jobs in the transaction, refused ones included.
+    pub jobs: usize,
+    /// From the start of the transaction to its durable commit.
+    pub took: Duration,
+}
+
+impl Commit<'_> {
+    /// The request `event` is about, as stored together with it.
+    pub fn request_of(&self, event: &Recorded) -> Option<&AccessRequest> {
+        event.request.and_then(|index| self.requests.get(index))
+    }
+}
+
+/// An audit event of a commit in brief: what happened, when, and to which of its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The action ("request.approved").
+    pub action: &'static str,
+    /// When it happened.
+    pub at: Timestamp,
+    /// Caused by the daemon itself (timers, retries, automatic approval), not by a principal.
+    pub automatic: bool,
+    /// Where the request it concerns is in [`Commit::requests`], when the same job stored it.
+    pub request: Option<usize>,
+}
+
 /// Told about every committed batch, in commit order, on the writer thread. Must not block.
 pub trait CommitListener: Send + Sync + 'static {
-    /// `requests` were durably committed, in this order; `queued` notifications were added to
-    /// the outbox.
-    fn committed(&self, requests: &[AccessRequest], queued: usize);
+    /// `commit` is durable.
+    fn committed(&self, commit: &Commit<'_>);
 }
 
 /// How the audit chain's head is signed.

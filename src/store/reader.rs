@@ -261,6 +261,18 @@ impl Reader {
         Ok(out)
     }
 
+    /// How many break-glass reviews are in `state`, without reading them.
+    pub fn count_reviews(&self, state: ReviewState) -> Result<u64, StoreError> {
+        let index = self.txn.open_table(REVIEWS_BY_STATE)?;
+        let code = review_code(state);
+        let mut count = 0;
+        for entry in index.range((code, 0)..=(code, u64::MAX))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Outbox entries due at `now` for notifiers not in `skip`, soonest first, at most
     /// `limit`; and when the next entry for such a notifier falls due. Looks at no more than
     /// `scan` entries (then the next time is unknown and `complete` is false).

@@ -29,7 +29,7 @@ use std::path::Path;
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
-use super::{Changes, Outgoing, Signing, StoreError};
+use super::{Changes, Outgoing, Recorded, Signing, StoreError};
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
 use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState};
@@ -224,23 +224,37 @@ impl<'txn> Tables<'txn> {
         }
     }
 
-    /// Stores `changes`, appending each stored request to `committed`.
+    /// Stores `changes`, appending each stored (or touched) request to `committed` and each
+    /// audit event, in brief, to `recorded`.
     pub(super) fn apply(
         &mut self,
         changes: Changes,
         committed: &mut Vec<AccessRequest>,
+        recorded: &mut Vec<Recorded>,
     ) -> Result<(), StoreError> {
+        let first = committed.len();
         for request in changes.requests {
             self.put_request(&request)?;
             committed.push(request);
         }
+        committed.extend(changes.touched);
+        recorded.extend(changes.events.iter().map(|draft| Recorded {
+            action: draft.action,
+            at: draft.at,
+            automatic: draft.actor == Actor::System,
+            request: draft.request.and_then(|id| {
+                committed[first..]
+                    .iter()
+                    .rposition(|request| request.id == id)
+                    .map(|index| first + index)
+            }),
+        }));
         if !changes.events.is_empty() {
             self.append_events(changes.events)?;
         }
         if let Some(at) = changes.checkpoint {
             self.checkpoint(at, 1)?;
         }
-        committed.extend(changes.touched);
         for outgoing in changes.outgoing {
             let seq = self.meta_u64(META_NEXT_OUTBOX)?.unwrap_or(1);
             self.meta

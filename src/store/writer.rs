@@ -6,12 +6,15 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::tables::{Tables, View};
-use super::{Changes, CommitListener, Signing, StoreError, StoreOptions, StoreStats};
+use super::{
+    Changes, Commit, CommitListener, Recorded, Signing, StoreError, StoreOptions, StoreStats,
+};
 use crate::model::AccessRequest;
 
 /// Sends a job's answer once the commit outcome is known.
@@ -124,8 +127,11 @@ fn commit_batch(
     listener: &dyn CommitListener,
     signing: Option<&Signing>,
 ) {
-    let mut responders = Vec::with_capacity(batch.len());
+    let started = Instant::now();
+    let jobs = batch.len();
+    let mut responders = Vec::with_capacity(jobs);
     let mut committed: Vec<AccessRequest> = Vec::new();
+    let mut recorded: Vec<Recorded> = Vec::new();
     let mut queued = 0;
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
@@ -141,7 +147,7 @@ fn commit_batch(
                             // On failure the remaining jobs are dropped (their callers see
                             // Closed) and the transaction is aborted for everybody.
                             queued += changes.outgoing.len();
-                            tables.apply(changes, &mut committed)?;
+                            tables.apply(changes, &mut committed, &mut recorded)?;
                         }
                     }
                     Err(_) => {
@@ -154,7 +160,13 @@ fn commit_batch(
         Ok(())
     })();
     match &outcome {
-        Ok(()) => listener.committed(&committed, queued),
+        Ok(()) => listener.committed(&Commit {
+            requests: &committed,
+            events: &recorded,
+            queued,
+            jobs,
+            took: started.elapsed(),
+        }),
         Err(error) => tracing::error!(%error, "store commit failed"),
     }
     for respond in responders {

@@ -12,7 +12,8 @@ use super::harness::*;
 
 async fn spawn(state: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_elevated"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--state-dir"])
         .arg(state)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -226,7 +226,12 @@ impl Env {
         options.audit.checkpoint_every = 5;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::build(options).await.unwrap();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = metrics_listener.local_addr().unwrap();
+        let server = Server::build(options)
+            .await
+            .unwrap()
+            .with_metrics(metrics_listener);
         let broker = server.broker().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
@@ -234,6 +239,7 @@ impl Env {
         }));
         Daemon {
             addr,
+            metrics,
             broker,
             stop: Some(stop),
             task: Some(task),
@@ -260,6 +266,8 @@ impl Env {
 
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// Where it serves Prometheus metrics (plain HTTP).
+    pub metrics: SocketAddr,
     pub broker: Broker,
     pub certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,

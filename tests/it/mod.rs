@@ -13,6 +13,7 @@ mod http;
 mod leases;
 mod leavers;
 mod lifecycle;
+mod metrics;
 mod notifications;
 pub mod pg;
 mod pg_daemon;

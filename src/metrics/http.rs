@@ -1,0 +1,138 @@
+//! The metrics listener: plain HTTP/1.1 on an address of its own, apart from the gRPC port and
+//! its mutual TLS. `GET /metrics` answers the exposition; every other path is `404`, every other
+//! method on `/metrics` is `405`. It serves until its stop token is cancelled, then closes open
+//! connections after the request in progress.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Metrics;
+use super::text;
+use crate::store::Store;
+
+/// The one path served.
+pub const PATH: &str = "/metrics";
+
+/// Most connections served at once; a scraper needs one.
+const CONNECTIONS: usize = 32;
+
+/// A client must send its request headers within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open connections may take to finish once the listener stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the metrics of `metrics` and `store` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Metrics, store: Store, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = async {
+                let slot = slots.clone().acquire_owned().await;
+                (slot, listener.accept().await)
+            } => accepted,
+        };
+        let (stream, slot) = match accepted {
+            (Ok(slot), Ok((stream, _))) => (stream, slot),
+            (_, Err(error)) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(%error, "metrics listener cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            // The semaphore is never closed.
+            (Err(_), Ok(_)) => continue,
+        };
+        let (metrics, store, stop) = (metrics.clone(), store.clone(), stop.clone());
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let (metrics, store) = (metrics.clone(), store.clone());
+                async move { Ok::<_, Infallible>(respond(&request, &metrics, &store).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(CLOSE_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("metrics connections still open after the listener stopped");
+    }
+}
+
+/// The answer to one request.
+async fn respond(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    store: &Store,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: metrics are at /metrics\n",
+        );
+    }
+    if request.method() != Method::GET {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    match metrics.scrape(store).await {
+        Ok(exposition) => {
+            let mut response = Response::new(Full::new(Bytes::from(exposition)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(text::CONTENT_TYPE));
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the store for metrics");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n")
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

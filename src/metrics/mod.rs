@@ -1,0 +1,333 @@
+//! Prometheus metrics, served over plain HTTP on a listener of their own ([`http`]).
+//!
+//! Three sources, each observed in one place:
+//!
+//! - **Commits.** [`Metrics`] is a [`CommitListener`]: the store's writer tells it about every
+//!   durable transaction, with the requests and the audit events it stored. Counters of the
+//!   workflow and its histograms are derived from those events, so they count exactly what the
+//!   audit log records, once, after it is durable. The commit's duration and size feed the
+//!   store histograms.
+//! - **RPCs.** A tower layer on the gRPC server ([`rpc`]) times every call.
+//! - **The store, at scrape time.** Gauges of current state (open requests by state, leases,
+//!   reviews, the outbox) are counted in a read transaction when scraped ([`census`]), so they
+//!   are right after a restart and never drift from the records.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `elevate_requests_total` | counter | `resource`, `outcome` | steps requests reached (below) |
+//! | `elevate_time_to_decision_seconds` | histogram | `decision` | submission to `approved` or `denied` by an approver |
+//! | `elevate_revocation_lag_seconds` | histogram | | a lease's expiry time to the target's confirmed revoke |
+//! | `elevate_revoke_failures_total` | counter | `resource` | failed revoke attempts |
+//! | `elevate_break_glass_grants_total` | counter | `resource` | break-glass leases granted |
+//! | `elevate_requests_open` | gauge | `state` | requests in `pending`, `approved`, `active`, `revoke_failing` |
+//! | `elevate_leases_active` | gauge | | leases in force (`active`) |
+//! | `elevate_leases_revoke_failing` | gauge | | leases whose revoke is being retried; they still hold access |
+//! | `elevate_reviews_open` | gauge | | break-glass reviews waiting for a verdict, overdue ones included |
+//! | `elevate_reviews_overdue` | gauge | | break-glass reviews past their deadline |
+//! | `elevate_notification_outbox_depth` | gauge | | notifications not yet delivered |
+//! | `elevate_store_commit_duration_seconds` | histogram | | a write transaction, from its start to its durable commit |
+//! | `elevate_store_commit_batch_jobs` | histogram | | write jobs per transaction (group commit) |
+//! | `elevate_rpc_duration_seconds` | histogram | `method`, `code` | gRPC calls, by method and status code |
+//!
+//! The `outcome` of `elevate_requests_total` is one of `submitted`, `auto_approved`,
+//! `approved`, `denied`, `cancelled`, `timed_out`, `granted`, `failed`, `expired`,
+//! `released`, `revoked`: each request counts once as `submitted` and once for every later
+//! step it reaches, as the audit log records them (`request.submitted`, `request.approved`
+//! by the daemon or by an approver, …, `lease.expired`). Asks refused before anything is
+//! stored (by the policy, a rate limit, a duplicate) are not requests; they show as error
+//! codes of `SubmitRequest` and `BreakGlass` in `elevate_rpc_duration_seconds`.
+//! Durations of the workflow (decision, revocation lag) are measured on the daemon's clock;
+//! those of commits and calls on a monotonic one. Counters and histograms start from zero
+//! when the daemon starts.
+//!
+//! The text is the Prometheus 0.0.4 format, written by hand ([`text`]) rather than with the
+//! `prometheus-client` crate: that crate writes OpenMetrics text, where a counter's family is
+//! named without `_total` (`# TYPE elevate_requests counter`) and only its samples carry the
+//! suffix. `promtool check metrics`, which reads the 0.0.4 format, then sees samples of a
+//! family it has no help for and fails (`elevate_requests_total no help text`, with
+//! prometheus-client 0.25 and promtool 2.42). The format needed here is small: counters,
+//! gauges and histograms with labels.
+
+pub mod census;
+pub mod http;
+pub mod rpc;
+pub mod text;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::events;
+use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
+use text::{Counter, Exposition, Histogram};
+
+/// Bounds of the decision histogram: ten seconds to a day.
+const DECISION_SECONDS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+/// Bounds of the revocation lag: a timer fires within moments; minutes mean a failing target
+/// or a daemon that was down.
+const LAG_SECONDS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+];
+/// Bounds of commit latency: an fsync is a fraction of a millisecond to tens of milliseconds.
+const COMMIT_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Bounds of the batch size, up to the writer's largest batch.
+const COMMIT_JOBS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+/// Bounds of call latency.
+const RPC_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The daemon's metrics: a cheap, cloneable handle; every family takes a short lock to update.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    families: Arc<Families>,
+}
+
+#[derive(Debug)]
+struct Families {
+    requests: Counter<2>,
+    decisions: Histogram<1>,
+    revocation_lag: Histogram<0>,
+    revoke_failures: Counter<1>,
+    break_glass_grants: Counter<1>,
+    commit_duration: Histogram<0>,
+    commit_jobs: Histogram<0>,
+    rpc: Histogram<2>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, with nothing counted yet.
+    pub fn new() -> Self {
+        let families = Families {
+            requests: Counter::new(
+                "elevate_requests_total",
+                "Steps requests reached, by resource: submitted, auto_approved, approved, denied, cancelled, timed_out, granted, failed, expired, released, revoked.",
+                ["resource", "outcome"],
+            ),
+            decisions: Histogram::new(
+                "elevate_time_to_decision_seconds",
+                "Time from submission to an approver's final approval or denial.",
+                ["decision"],
+                DECISION_SECONDS,
+            ),
+            revocation_lag: Histogram::new(
+                "elevate_revocation_lag_seconds",
+                "Time from a lease's expiry time to the target's confirmed revoke.",
+                [],
+                LAG_SECONDS,
+            ),
+            revoke_failures: Counter::new(
+                "elevate_revoke_failures_total",
+                "Revoke attempts that failed, by resource; each is retried.",
+                ["resource"],
+            ),
+            break_glass_grants: Counter::new(
+                "elevate_break_glass_grants_total",
+                "Break-glass leases granted, by resource.",
+                ["resource"],
+            ),
+            commit_duration: Histogram::new(
+                "elevate_store_commit_duration_seconds",
+                "Store write transactions, from their start to their durable commit.",
+                [],
+                COMMIT_SECONDS,
+            ),
+            commit_jobs: Histogram::new(
+                "elevate_store_commit_batch_jobs",
+                "Write jobs committed together in one store transaction.",
+                [],
+                COMMIT_JOBS,
+            ),
+            rpc: Histogram::new(
+                "elevate_rpc_duration_seconds",
+                "gRPC calls by method and status code; streaming calls until their response headers.",
+                ["method", "code"],
+                RPC_SECONDS,
+            ),
+        };
+        Self {
+            families: Arc::new(families),
+        }
+    }
+
+    /// Records one gRPC call.
+    pub fn observe_rpc(&self, method: &str, code: &str, took: Duration) {
+        self.families
+            .rpc
+            .observe([method, code], took.as_secs_f64());
+    }
+
+    /// The value of `elevate_requests_total` for `resource` and `outcome`.
+    pub fn requests(&self, resource: &str, outcome: &str) -> u64 {
+        self.families.requests.value([resource, outcome])
+    }
+
+    /// Writes every metric, reading the gauges from `store`.
+    pub async fn scrape(&self, store: &Store) -> Result<String, StoreError> {
+        let census = store.read(census::Census::read).await?;
+        let families = &self.families;
+        let mut out = Exposition::default();
+        families.requests.encode(&mut out);
+        families.decisions.encode(&mut out);
+        families.revocation_lag.encode(&mut out);
+        families.revoke_failures.encode(&mut out);
+        families.break_glass_grants.encode(&mut out);
+        census.encode(&mut out);
+        families.commit_duration.encode(&mut out);
+        families.commit_jobs.encode(&mut out);
+        families.rpc.encode(&mut out);
+        Ok(out.finish())
+    }
+}
+
+/// The `outcome` an audit action counts as, if it is a step of a request.
+fn outcome(event: &Recorded) -> Option<&'static str> {
+    Some(match event.action {
+        events::SUBMITTED => "submitted",
+        events::APPROVED if event.automatic => "auto_approved",
+        events::APPROVED => "approved",
+        events::DENIED => "denied",
+        events::CANCELLED => "cancelled",
+        events::TIMED_OUT => "timed_out",
+        events::GRANTED => "granted",
+        events::FAILED => "failed",
+        events::EXPIRED => "expired",
+        events::RELEASED => "released",
+        events::REVOKED => "revoked",
+        _ => return None,
+    })
+}
+
+impl CommitListener for Metrics {
+    fn committed(&self, commit: &Commit<'_>) {
+        let families = &self.families;
+        families
+            .commit_duration
+            .observe([], commit.took.as_secs_f64());
+        families.commit_jobs.observe([], commit.jobs as f64);
+        for event in commit.events {
+            let Some(request) = commit.request_of(event) else {
+                continue;
+            };
+            let resource = request.resource.as_str();
+            if let Some(outcome) = outcome(event) {
+                families.requests.increment([resource, outcome]);
+            }
+            let waited = || {
+                event
+                    .at
+                    .saturating_duration_since(request.created_at)
+                    .as_secs_f64()
+            };
+            match event.action {
+                events::APPROVED if !event.automatic => {
+                    families.decisions.observe(["approved"], waited());
+                }
+                events::DENIED => families.decisions.observe(["denied"], waited()),
+                events::GRANTED if request.is_break_glass() => {
+                    families.break_glass_grants.increment([resource]);
+                }
+                events::REVOKE_FAILED => families.revoke_failures.increment([resource]),
+                events::EXPIRED => {
+                    if let Some(expires_at) = request.expires_at {
+                        let lag = event.at.saturating_duration_since(expires_at);
+                        families.revocation_lag.observe([], lag.as_secs_f64());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures;
+    use crate::model::{Ending, State, Timestamp};
+
+    fn event(action: &'static str, at: Timestamp, automatic: bool) -> Recorded {
+        Recorded {
+            action,
+            at,
+            automatic,
+            request: Some(0),
+        }
+    }
+
+    #[test]
+    fn commits_count_steps_decisions_and_revocation_lag() {
+        let metrics = Metrics::new();
+        let mut request = fixtures::two_stage();
+        let created = request.created_at;
+        let decided = created.saturating_add(Duration::from_secs(90));
+        let commit = |request: &crate::model::AccessRequest, events: &[Recorded]| {
+            metrics.committed(&Commit {
+                requests: std::slice::from_ref(request),
+                events,
+                queued: 0,
+                jobs: 2,
+                took: Duration::from_millis(3),
+            });
+        };
+        commit(&request, &[event(events::SUBMITTED, created, false)]);
+        commit(&request, &[event(events::APPROVED, decided, false)]);
+        let expires = decided.saturating_add(Duration::from_secs(600));
+        request.expires_at = Some(expires);
+        request.state = State::Ended {
+            ending: Ending::Expired,
+        };
+        let revoked = expires.saturating_add(Duration::from_secs(4));
+        commit(&request, &[event(events::EXPIRED, revoked, true)]);
+        // An event about no stored request counts for nothing.
+        metrics.committed(&Commit {
+            requests: &[],
+            events: &[event(events::DENIED, decided, false)],
+            queued: 0,
+            jobs: 1,
+            took: Duration::ZERO,
+        });
+
+        let resource = request.resource.as_str();
+        assert_eq!(metrics.requests(resource, "submitted"), 1);
+        assert_eq!(metrics.requests(resource, "approved"), 1);
+        assert_eq!(metrics.requests(resource, "auto_approved"), 0);
+        assert_eq!(metrics.requests(resource, "expired"), 1);
+        assert_eq!(metrics.requests(resource, "denied"), 0);
+        let decisions = metrics.families.decisions.series(["approved"]);
+        assert_eq!((decisions.count, decisions.sum), (1, 90.0));
+        let lag = metrics.families.revocation_lag.series([]);
+        assert_eq!((lag.count, lag.sum), (1, 4.0));
+        let jobs = metrics.families.commit_jobs.series([]);
+        assert_eq!((jobs.count, jobs.sum), (4, 7.0));
+    }
+
+    #[test]
+    fn automatic_approvals_are_not_decisions() {
+        let metrics = Metrics::new();
+        let request = fixtures::two_stage();
+        metrics.committed(&Commit {
+            requests: std::slice::from_ref(&request),
+            events: &[event(events::APPROVED, request.created_at, true)],
+            queued: 0,
+            jobs: 1,
+            took: Duration::ZERO,
+        });
+        assert_eq!(
+            metrics.requests(request.resource.as_str(), "auto_approved"),
+            1
+        );
+        assert_eq!(metrics.families.decisions.series(["approved"]).count, 0);
+    }
+}
