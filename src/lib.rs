@@ -27,6 +27,7 @@
 //! - [`provision`]: the `Provisioner` trait and the `exec`, `file` and `postgres` targets.
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
+//! - [`private_file`]: the permission rule for keys and passwords.
 //! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.
 //! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
 //! - [`server`]: build everything from a configuration, then run it on a bound listener.
@@ -47,6 +48,7 @@ pub mod keyed;
 pub mod model;
 pub mod notify;
 pub mod policy;
+pub mod private_file;
 pub mod process;
 pub mod provision;
 pub mod server;

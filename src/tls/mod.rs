@@ -6,7 +6,6 @@ pub mod identity;
 pub mod issue;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 pub use identity::{PeerIdentity, identify};
+
+use crate::private_file::{self, PrivateFileError};
 
 /// A certificate or key file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +37,9 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
-    /// A private key file is readable by other users.
-    #[error(
-        "{}: private key is readable by group or others (mode {mode:o}); run: chmod 600 {}",
-        file.display(),
-        file.display()
-    )]
-    KeyPermissions {
-        /// The file.
-        file: PathBuf,
-        /// Its mode bits.
-        mode: u32,
-    },
+    /// A private key file is open to other users (see [`crate::private_file`]).
+    #[error(transparent)]
+    KeyPermissions(#[from] PrivateFileError),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
@@ -82,19 +74,12 @@ pub fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The private key in a PEM file, refusing files that group or others can read.
+/// The private key in a PEM file, refusing files open to others ([`crate::private_file`]).
 pub fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let metadata = std::fs::metadata(file).map_err(|source| TlsError::Read {
-        file: file.to_path_buf(),
-        source,
+    private_file::check(file, "private key").map_err(|error| match error {
+        PrivateFileError::Read { file, source } => TlsError::Read { file, source },
+        exposed => TlsError::KeyPermissions(exposed),
     })?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyPermissions {
-            file: file.to_path_buf(),
-            mode,
-        });
-    }
     let bytes = read(file)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Content {
         file: file.to_path_buf(),
@@ -110,7 +95,7 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     /// The server's certificate chain.
     pub cert: PathBuf,
-    /// The server's private key (mode 0600).
+    /// The server's private key (mode 0600, or 0640 for the daemon's group).
     pub key: PathBuf,
 }
 
