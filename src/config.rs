@@ -391,6 +391,9 @@ impl Config {
         join(&mut self.tls.ca);
         join(&mut self.tls.cert);
         join(&mut self.tls.key);
+        if let Some(revoked) = &mut self.tls.revoked {
+            join(revoked);
+        }
         join(&mut self.store.path);
         match &mut self.audit.key {
             Some(key) => join(key),

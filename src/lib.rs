@@ -28,9 +28,11 @@
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
 //! - [`private_file`]: the permission rule for keys and passwords.
-//! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.
+//! - [`tls`]: rustls configuration (swapped whole on reload), client identity, the certificate
+//!   deny list, certificates made with rcgen.
 //! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
 //! - [`server`]: build everything from a configuration, then run it on a bound listener.
+//! - [`reload`]: what `SIGHUP` re-reads while the daemon serves.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
 //! - [`cli`]: the `elevate` command-line client.
 //! - [`proto`]: generated wire types and stubs.
@@ -51,6 +53,7 @@ pub mod policy;
 pub mod private_file;
 pub mod process;
 pub mod provision;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod tls;

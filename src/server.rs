@@ -29,8 +29,10 @@ use crate::notify::{
 use crate::policy::{Invalid, Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
+use crate::reload::Reloader;
 use crate::store::{Signing, StoreOptions};
-use crate::tls::{self, TlsError, TlsFiles};
+use crate::tls::revoked::DenyList;
+use crate::tls::{LiveTls, TlsError, TlsFiles};
 
 /// The audit key and how often checkpoints are signed.
 #[derive(Clone, Debug)]
@@ -59,7 +61,7 @@ impl AuditOptions {
 pub struct Options {
     /// Trust domain of client SPIFFE ids.
     pub trust_domain: String,
-    /// Server TLS files.
+    /// Server TLS files and the certificate deny list.
     pub tls: TlsFiles,
     /// The redb file.
     pub store: PathBuf,
@@ -250,7 +252,8 @@ pub struct ServeError(#[from] tonic::transport::Error);
 /// A built daemon, ready to run.
 pub struct Server {
     broker: Broker,
-    tls: Arc<rustls::ServerConfig>,
+    tls: LiveTls,
+    revoked: DenyList,
     trust_domain: String,
     grace: Duration,
     stop: CancellationToken,
@@ -260,7 +263,9 @@ pub struct Server {
 impl Server {
     /// Loads and checks everything, opens the store and recovers the timer wheel.
     pub async fn build(options: Options) -> Result<Self, BuildError> {
-        let tls = tls::server_config(&options.tls)?;
+        let tls = LiveTls::load(options.tls.clone())?;
+        let revoked = DenyList::open(options.tls.revoked_list())
+            .map_err(|error| TlsError::Config(format!("certificate deny list: {error}")))?;
         let snapshot = Snapshot::load(&options.policy, &options.directory)?;
         for resource in snapshot.policy.resources() {
             if !options.provisioners.contains(&resource.provisioner) {
@@ -305,6 +310,7 @@ impl Server {
         Ok(Self {
             broker,
             tls,
+            revoked,
             trust_domain: options.trust_domain,
             grace: options.shutdown_grace,
             stop,
@@ -322,6 +328,11 @@ impl Server {
         self.recovery
     }
 
+    /// A handle that re-reads what can change while the daemon serves (for `SIGHUP`).
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.tls.clone())
+    }
+
     /// Serves on `listener` until `shutdown` completes; then stops accepting, reports not
     /// serving, ends watch streams, lets in-flight calls and grants/revokes finish, stops the
     /// timer and closes the store — all within one grace period.
@@ -331,12 +342,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let accepting = CancellationToken::new();
-        let incoming = grpc::transport::incoming(
-            listener,
-            self.tls.clone(),
-            self.trust_domain.clone(),
-            accepting.clone(),
-        );
+        let admission = grpc::transport::Admission {
+            tls: self.tls.clone(),
+            trust_domain: self.trust_domain.clone(),
+            revoked: self.revoked.clone(),
+            broker: self.broker.clone(),
+        };
+        let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
         let (routes, health) = grpc::routes(&self.broker);
         let grace = self.grace;
         let deadline = Arc::new(OnceLock::new());

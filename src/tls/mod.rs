@@ -1,9 +1,13 @@
 //! Mutual TLS. Client certificates are mandatory and verified against the configured CA; the
-//! caller's principal comes only from its verified certificate ([`identity`]). Certificates for
-//! the daemon and its users are made by the daemon itself with rcgen ([`issue`]).
+//! caller's principal comes only from its verified certificate ([`identity`]), and certificates
+//! on the deny list are refused ([`revoked`]). Certificates for the daemon and its users are
+//! made by the daemon itself with rcgen ([`issue`]). The configuration in force is swapped
+//! whole when the files are re-read ([`live`]).
 
 pub mod identity;
 pub mod issue;
+pub mod live;
+pub mod revoked;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 pub use identity::{PeerIdentity, identify};
+pub use live::LiveTls;
 
 use crate::private_file::{self, PrivateFileError};
 
@@ -97,6 +102,18 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The server's private key (mode 0600, or 0640 for the daemon's group).
     pub key: PathBuf,
+    /// The deny list of client certificates (default: `revoked.toml` beside `ca`).
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The deny list in force: `revoked`, else `revoked.toml` beside the CA file.
+    pub fn revoked_list(&self) -> PathBuf {
+        self.revoked
+            .clone()
+            .unwrap_or_else(|| self.ca.with_file_name(revoked::FILE_NAME))
+    }
 }
 
 /// A rustls server configuration: TLS 1.3 and 1.2, client certificates required and verified

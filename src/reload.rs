@@ -1,0 +1,23 @@
+//! What `SIGHUP` re-reads while the daemon serves. Each part is reloaded on its own and keeps
+//! what it had when its new files are unusable; the caller logs the outcome.
+
+use crate::tls::{LiveTls, TlsError};
+
+/// A cheap handle to the reloadable parts of a running daemon, from [`crate::server::Server::reloader`].
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    tls: LiveTls,
+}
+
+impl Reloader {
+    /// A reloader of `tls`.
+    pub fn new(tls: LiveTls) -> Self {
+        Self { tls }
+    }
+
+    /// Re-reads the server certificate, its key and the CA. New connections use them from now
+    /// on; on failure (unreadable, mismatched, a key open to others) nothing changes.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.reload()
+    }
+}
