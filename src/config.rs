@@ -75,6 +75,9 @@ pub struct Config {
     /// The audit key and how often the chain's head is signed.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Let the daemon run as root (effective uid 0); it refuses to otherwise.
+    #[serde(default)]
+    pub allow_root: bool,
 }
 
 /// The audit key and checkpoints.

@@ -33,6 +33,7 @@
 //! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
 //! - [`server`]: build everything from a configuration, then run it on a bound listener.
 //! - [`reload`]: what `SIGHUP` re-reads while the daemon serves.
+//! - [`service`]: running under systemd: readiness, watchdog, checks before serving.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
 //! - [`cli`]: the `elevate` command-line client.
 //! - [`proto`]: generated wire types and stubs.
@@ -55,6 +56,7 @@ pub mod process;
 pub mod provision;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tls;
 
