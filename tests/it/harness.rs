@@ -228,6 +228,7 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let server = Server::build(options).await.unwrap();
         let broker = server.broker().clone();
+        let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
@@ -235,6 +236,7 @@ impl Env {
         Daemon {
             addr,
             broker,
+            reloader,
             stop: Some(stop),
             task: Some(task),
             certs: self.layout.certs.0.clone(),
@@ -261,6 +263,8 @@ impl Env {
 pub struct Daemon {
     pub addr: SocketAddr,
     pub broker: Broker,
+    /// Re-reads the TLS files, as SIGHUP does.
+    pub reloader: elevate::reload::Reloader,
     pub certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), elevate::server::ServeError>>>,

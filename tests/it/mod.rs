@@ -17,5 +17,6 @@ pub mod pg;
 mod pg_daemon;
 mod postgres;
 mod restart;
+mod service;
 mod shutdown;
 mod tls;
