@@ -79,6 +79,9 @@ pub struct Config {
     /// The audit key and how often the chain's head is signed.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Let the daemon run as root (effective uid 0); it refuses to otherwise.
+    #[serde(default)]
+    pub allow_root: bool,
 }
 
 /// The audit key and checkpoints.
@@ -395,6 +398,9 @@ impl Config {
         join(&mut self.tls.ca);
         join(&mut self.tls.cert);
         join(&mut self.tls.key);
+        if let Some(revoked) = &mut self.tls.revoked {
+            join(revoked);
+        }
         join(&mut self.store.path);
         match &mut self.audit.key {
             Some(key) => join(key),

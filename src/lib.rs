@@ -27,10 +27,14 @@
 //! - [`provision`]: the `Provisioner` trait and the `exec`, `file` and `postgres` targets.
 //! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
 //! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
-//! - [`tls`]: rustls configuration, client identity, certificates made with rcgen.
+//! - [`private_file`]: the permission rule for keys and passwords.
+//! - [`tls`]: rustls configuration (swapped whole on reload), client identity, the certificate
+//!   deny list, certificates made with rcgen.
 //! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
 //! - [`metrics`]: Prometheus metrics from commits, calls and the store, on their own listener.
 //! - [`server`]: build everything from a configuration, then run it on a bound listener.
+//! - [`reload`]: what `SIGHUP` re-reads while the daemon serves.
+//! - [`service`]: running under systemd: readiness, watchdog, checks before serving.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
 //! - [`cli`]: the `elevate` command-line client.
 //! - [`proto`]: generated wire types and stubs.
@@ -49,9 +53,12 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
+pub mod private_file;
 pub mod process;
 pub mod provision;
+pub mod reload;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tls;
 

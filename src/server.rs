@@ -33,8 +33,10 @@ use crate::notify::{
 use crate::policy::{Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
+use crate::reload::Reloader;
 use crate::store::{Signing, StoreOptions};
-use crate::tls::{self, TlsError, TlsFiles};
+use crate::tls::revoked::DenyList;
+use crate::tls::{LiveTls, TlsError, TlsFiles};
 
 /// The audit key and how often checkpoints are signed.
 #[derive(Clone, Debug)]
@@ -63,7 +65,7 @@ impl AuditOptions {
 pub struct Options {
     /// Trust domain of client SPIFFE ids.
     pub trust_domain: String,
-    /// Server TLS files.
+    /// Server TLS files and the certificate deny list.
     pub tls: TlsFiles,
     /// The redb file.
     pub store: PathBuf,
@@ -254,7 +256,8 @@ pub struct ServeError(#[from] tonic::transport::Error);
 /// A built daemon, ready to run.
 pub struct Server {
     broker: Broker,
-    tls: Arc<rustls::ServerConfig>,
+    tls: LiveTls,
+    revoked: DenyList,
     trust_domain: String,
     grace: Duration,
     stop: CancellationToken,
@@ -267,7 +270,9 @@ pub struct Server {
 impl Server {
     /// Loads and checks everything, opens the store and recovers the timer wheel.
     pub async fn build(options: Options) -> Result<Self, BuildError> {
-        let tls = tls::server_config(&options.tls)?;
+        let tls = LiveTls::load(options.tls.clone())?;
+        let revoked = DenyList::open(options.tls.revoked_list())
+            .map_err(|error| TlsError::Config(format!("certificate deny list: {error}")))?;
         let snapshot = Snapshot::load(&options.policy, &options.directory)?;
         snapshot
             .check_provisioners(&options.policy, &options.provisioners.names().collect())
@@ -315,6 +320,7 @@ impl Server {
         Ok(Self {
             broker,
             tls,
+            revoked,
             trust_domain: options.trust_domain,
             grace: options.shutdown_grace,
             stop,
@@ -346,6 +352,11 @@ impl Server {
         self.recovery
     }
 
+    /// A handle that re-reads what can change while the daemon serves (for `SIGHUP`).
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.tls.clone(), self.broker.clone())
+    }
+
     /// Serves on `listener` until `shutdown` completes; then stops accepting, reports not
     /// serving, ends watch streams, lets in-flight calls and grants/revokes finish, stops the
     /// timer and closes the store — all within one grace period.
@@ -365,12 +376,13 @@ impl Server {
                 metrics_stop.clone(),
             ))
         });
-        let incoming = grpc::transport::incoming(
-            listener,
-            self.tls.clone(),
-            self.trust_domain.clone(),
-            accepting.clone(),
-        );
+        let admission = grpc::transport::Admission {
+            tls: self.tls.clone(),
+            trust_domain: self.trust_domain.clone(),
+            revoked: self.revoked.clone(),
+            broker: self.broker.clone(),
+        };
+        let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
         let (routes, health) = grpc::routes(&self.broker);
         let grace = self.grace;
         let deadline = Arc::new(OnceLock::new());

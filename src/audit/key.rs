@@ -118,7 +118,7 @@ impl fmt::Debug for AuditKey {
 }
 
 impl AuditKey {
-    /// Loads the key at `file`, refusing a file that group or others can read.
+    /// Loads the key at `file`, refusing a file open to others ([`crate::private_file`]).
     pub fn load(file: &Path) -> Result<Self, KeyError> {
         let der = crate::tls::load_key(file)?;
         Self::from_pkcs8(der.secret_der()).ok_or_else(|| KeyError::NotEd25519(file.to_path_buf()))

@@ -7,12 +7,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use elevate::audit::key::{AuditKey, PublicKey};
-use elevate::clock::SystemClock;
+use elevate::clock::{Clock, SystemClock};
 use elevate::config::Config;
+use elevate::reload::Reloader;
 use elevate::server::{Options, Server};
+use elevate::service::preflight::{self, Mode};
+use elevate::service::{Notifier, watchdog};
 use elevate::tls::issue::{self, DEFAULT_TRUST_DOMAIN};
+use elevate::tls::revoked::{self, Revoked, Target};
 use elevate::{dev, policy};
 
 /// The elevate just-in-time privileged access broker.
@@ -53,6 +58,9 @@ enum Command {
         /// configuration; dev mode default 127.0.0.1:7444).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Run as root (effective uid 0), which a configured daemon refuses otherwise.
+        #[arg(long)]
+        allow_root: bool,
     },
     /// Make certificates for the daemon and its users.
     Certs {
@@ -133,6 +141,39 @@ enum Certs {
         #[arg(long)]
         force: bool,
     },
+    /// Replace server.crt and server.key in DIR with a new pair signed by the CA there; a
+    /// running daemon uses them after SIGHUP (systemctl reload elevated).
+    RenewServer {
+        /// The directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// More names the server certificate is valid for (besides localhost and 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+    },
+    /// Add a client certificate to the deny list DIR/revoked.toml; the daemon refuses it from
+    /// the next connection on.
+    #[command(group(clap::ArgGroup::new("certificate").required(true).args(["serial", "name"])))]
+    Revoke {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's serial number, as `openssl x509 -noout -serial` prints it.
+        #[arg(long)]
+        serial: Option<String>,
+        /// The principal whose current certificate (DIR/NAME.crt) to revoke.
+        #[arg(long)]
+        name: Option<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print the deny list DIR/revoked.toml.
+    ListRevoked {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -147,52 +188,62 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+/// Completes at SIGTERM (registered before the daemon reports ready, so that the default
+/// action never kills it) or SIGINT.
+async fn shutdown_signal(mut terminate: Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        _ = terminate.recv() => {}
     }
 }
 
-/// Reloads the policy and directory on every SIGHUP. A file that fails validation is logged
-/// and audited, and the files loaded before stay in force.
-fn reload_on_hangup(broker: elevate::broker::Broker) {
-    tokio::spawn(async move {
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGHUP; reload with `elevate admin reload`");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy and directory");
-            match broker.reload(elevate::audit::Actor::System).await {
-                Ok(reloaded) => tracing::info!(
-                    policy = %reloaded.policy_version,
-                    directory = %reloaded.directory_version,
-                    revoked = reloaded.enforced.revoked.len(),
-                    cancelled = reloaded.enforced.cancelled.len(),
-                    flagged = reloaded.enforced.flagged.len(),
-                    "reload applied"
-                ),
-                Err(error) => tracing::error!(%error, "reload failed"),
-            }
+/// Re-reads everything `SIGHUP` reloads. Returns what could not be reloaded (the old stays in
+/// force), one line each.
+async fn on_reload(reloader: &Reloader) -> Vec<String> {
+    let mut problems = Vec::new();
+    match reloader.reload_tls() {
+        Ok(()) => tracing::info!("reloaded the TLS certificate, key and CA"),
+        Err(error) => {
+            tracing::error!(%error, "TLS reload failed; the previous certificate, key and CA stay in force");
+            problems.push(format!("TLS: {error}"));
         }
-    });
+    }
+    // Refusals are logged and audited by the broker.
+    match reloader.reload_rules().await {
+        Ok(reloaded) => tracing::info!(
+            policy = %reloaded.policy_version,
+            directory = %reloaded.directory_version,
+            changed = reloaded.changed,
+            revoked = reloaded.enforced.revoked.len(),
+            cancelled = reloaded.enforced.cancelled.len(),
+            flagged = reloaded.enforced.flagged.len(),
+            "reloaded the policy and directory"
+        ),
+        Err(error) => problems.push(format!("policy and directory: {error}")),
+    }
+    problems
+}
+
+/// Runs [`on_reload`] at every `SIGHUP`, telling the service manager.
+async fn reload_on_hangup(
+    mut hangup: Signal,
+    reloader: Reloader,
+    notifier: Notifier,
+    serving: String,
+) {
+    while hangup.recv().await.is_some() {
+        notifier.reloading("reloading");
+        let problems = on_reload(&reloader).await;
+        let status = if problems.is_empty() {
+            format!("{serving}; reloaded")
+        } else {
+            format!(
+                "{serving}; reload failed, previous files in force: {}",
+                problems.join("; ")
+            )
+        };
+        notifier.ready(&status);
+    }
 }
 
 /// Tells the operator where the daemon listens. Written to stdout without panicking: a closed
@@ -237,9 +288,21 @@ async fn serve(
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    allow_root: bool,
 ) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env().unwrap_or_else(|error| {
+        tracing::warn!(%error, "not notifying the service manager");
+        Notifier::disabled()
+    });
+    // Before anything can report ready: these signals must never meet their default action.
+    let terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let clock = Arc::new(SystemClock);
+    let as_root = preflight::running_as_root();
     let (options, address, metrics_address, state_dir) = if dev_mode {
+        if let Some(warning) = preflight::check_root(as_root, Mode::Dev, allow_root)? {
+            tracing::warn!("{warning}");
+        }
         let layout = dev::prepare(&state_dir).context("preparing the dev-mode state directory")?;
         let address = match listen {
             Some(address) => address,
@@ -259,6 +322,11 @@ async fn serve(
     } else {
         let file = config.context("--config is required without --dev")?;
         let config = Config::load(&file)?;
+        let allowed = allow_root || config.allow_root;
+        if let Some(warning) = preflight::check_root(as_root, Mode::Config, allowed)? {
+            tracing::warn!("{warning}");
+        }
+        preflight::check_private_files(&config)?;
         let address = listen.unwrap_or(config.listen);
         let metrics = metrics_listen.or(config.metrics_listen);
         (
@@ -289,6 +357,13 @@ async fn serve(
         server = server.with_metrics(metrics_listener);
     }
     let recovery = server.recovery();
+    if let Some(interval) = watchdog::interval_from_env() {
+        let expiry = server.broker().expiry().clone();
+        watchdog::spawn(notifier.clone(), interval, move || {
+            let expiry = expiry.clone();
+            async move { expiry.is_running().await }
+        });
+    }
     tracing::info!(
         overdue = recovery.overdue,
         scheduled = recovery.scheduled,
@@ -296,8 +371,22 @@ async fn serve(
         "ready"
     );
     announce(address, metrics_address, state_dir.as_deref());
-    reload_on_hangup(server.broker().clone());
-    server.run(listener, shutdown_signal()).await?;
+    let serving = format!("serving on {address}");
+    notifier.ready(&format!(
+        "{serving}; recovery revoked or retried {} overdue, scheduled {}",
+        recovery.overdue, recovery.scheduled
+    ));
+    tokio::spawn(reload_on_hangup(
+        hangup,
+        server.reloader(),
+        notifier.clone(),
+        serving,
+    ));
+    let shutdown = async move {
+        shutdown_signal(terminate).await;
+        notifier.stopping("stopping: draining calls, grants and revokes");
+    };
+    server.run(listener, shutdown).await?;
     Ok(())
 }
 
@@ -358,21 +447,120 @@ fn audit_verify(db: &Path, pubkey: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Everything that can be checked without serving, every problem reported.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    elevate::tls::server_config(&config.tls)?;
-    let snapshot = policy::Snapshot::load(&config.policy.policy, &config.policy.directory)?;
-    snapshot.check_provisioners(
-        &config.policy.policy,
-        &config.provisioners.keys().map(String::as_str).collect(),
-    )?;
-    println!(
-        "{}: ok ({} resources, policy {}, directory {})",
-        file.display(),
-        snapshot.policy.resources().count(),
-        snapshot.policy.version(),
-        snapshot.directory.version()
-    );
+    let mut problems = Vec::new();
+    let private = preflight::check_private_files(&config);
+    if let Err(exposed) = &private {
+        problems.extend(exposed.0.iter().cloned());
+    }
+    if let Err(error) = revoked::DenyList::open(config.tls.revoked_list()) {
+        problems.push(format!("tls.revoked: {error}"));
+    }
+    // These read the private files again; their permission problems are reported above.
+    if private.is_ok() {
+        if let Err(error) = elevate::tls::server_config(&config.tls) {
+            problems.push(format!("tls: {error}"));
+        }
+        if let Err(error) = Options::from_config(&config, Arc::new(SystemClock)) {
+            problems.push(error.to_string());
+        }
+    }
+    let snapshot = match policy::Snapshot::load(&config.policy.policy, &config.policy.directory) {
+        Ok(snapshot) => Some(snapshot),
+        Err(error) => {
+            problems.push(error.to_string());
+            None
+        }
+    };
+    if let Some(snapshot) = &snapshot {
+        let configured = config.provisioners.keys().map(String::as_str).collect();
+        if let Err(invalid) = snapshot.check_provisioners(&config.policy.policy, &configured) {
+            problems.push(invalid.to_string());
+        }
+    }
+    if preflight::running_as_root() && !config.allow_root {
+        eprintln!(
+            "note: running as root; `elevated serve` refuses to unless allow_root = true or --allow-root"
+        );
+    }
+    match (problems.as_slice(), snapshot) {
+        ([], Some(snapshot)) => {
+            println!(
+                "{}: ok ({} resources, policy {}, directory {})",
+                file.display(),
+                snapshot.policy.resources().count(),
+                snapshot.policy.version(),
+                snapshot.directory.version()
+            );
+            Ok(())
+        }
+        ([one], _) => anyhow::bail!("{one}"),
+        (many, _) => anyhow::bail!(
+            "{}: {} problems:\n  {}",
+            file.display(),
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
+}
+
+/// Adds a certificate to the deny list and says what happened.
+fn certs_revoke(
+    dir: &Path,
+    serial: Option<String>,
+    name: Option<String>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let target = match (serial, name) {
+        (Some(serial), _) => Target::Serial(serial.parse()?),
+        (None, Some(name)) => Target::Name(name),
+        (None, None) => anyhow::bail!("name the certificate: --serial S or --name NAME"),
+    };
+    let file = dir.join(revoked::FILE_NAME);
+    let shown = |entry: &revoked::Revocation| {
+        if entry.name.is_empty() {
+            entry.serial.to_string()
+        } else {
+            format!("{} ({})", entry.serial, entry.name)
+        }
+    };
+    match revoked::revoke(dir, &target, reason, SystemClock.now())? {
+        Revoked::Added(entry) => println!(
+            "revoked {} in {}; the daemon refuses it from the next connection on",
+            shown(&entry),
+            file.display()
+        ),
+        Revoked::Already(entry) => println!(
+            "{} was revoked already, at {}; {} is unchanged",
+            shown(&entry),
+            entry.revoked_at,
+            file.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Prints the deny list, one certificate a line.
+fn certs_list_revoked(dir: &Path) -> anyhow::Result<()> {
+    let entries = revoked::load(&dir.join(revoked::FILE_NAME))?;
+    if entries.is_empty() {
+        println!("no revoked certificates");
+    }
+    for entry in entries {
+        println!(
+            "{}\t{}\t{}\t{}",
+            entry.serial,
+            if entry.name.is_empty() {
+                "-"
+            } else {
+                &entry.name
+            },
+            entry.revoked_at,
+            elevate::model::one_line(&entry.reason)
+        );
+    }
     Ok(())
 }
 
@@ -387,7 +575,8 @@ async fn main() -> std::process::ExitCode {
             config,
             listen,
             metrics_listen,
-        } => serve(dev, state_dir, config, listen, metrics_listen).await,
+            allow_root,
+        } => serve(dev, state_dir, config, listen, metrics_listen, allow_root).await,
         Command::Certs {
             command:
                 Certs::Init {
@@ -410,6 +599,23 @@ async fn main() -> std::process::ExitCode {
         } => issue::issue(&dir, &name, &trust_domain, days, force)
             .map(|files| files.iter().for_each(|f| println!("wrote {}", f.display())))
             .map_err(Into::into),
+        Command::Certs {
+            command: Certs::RenewServer { dir, server_names },
+        } => issue::renew_server(&dir, &server_names)
+            .map(|files| files.iter().for_each(|f| println!("wrote {}", f.display())))
+            .map_err(Into::into),
+        Command::Certs {
+            command:
+                Certs::Revoke {
+                    dir,
+                    serial,
+                    name,
+                    reason,
+                },
+        } => certs_revoke(&dir, serial, name, &reason),
+        Command::Certs {
+            command: Certs::ListRevoked { dir },
+        } => certs_list_revoked(&dir),
         Command::CheckConfig { config } => check_config(&config),
         Command::Audit {
             command:

@@ -397,7 +397,7 @@ impl Broker {
 
     /// Records that a caller with a valid certificate was refused, at most once a minute per
     /// principal.
-    fn record_refusal(&self, principal: &Principal, why: &'static str) {
+    pub(crate) fn record_refusal(&self, principal: &Principal, why: &'static str) {
         let now = self.inner.clock.now();
         {
             let mut seen = match self.inner.refusals.lock() {

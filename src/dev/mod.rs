@@ -153,6 +153,7 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
             ca: layout.certs.ca_cert(),
             cert: layout.certs.server_cert(),
             key: layout.certs.server_key(),
+            revoked: None,
         },
         store: layout.store.clone(),
         store_options: StoreOptions::default(),

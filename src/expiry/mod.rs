@@ -58,6 +58,15 @@ impl Expiry {
         }
         answered.await.unwrap_or((0, None))
     }
+
+    /// Whether the wheel's task is running and answering (for the service watchdog).
+    pub async fn is_running(&self) -> bool {
+        let (answer, answered) = oneshot::channel();
+        self.commands
+            .send(Command::Inspect(RequestId::FIRST, answer))
+            .is_ok()
+            && answered.await.is_ok()
+    }
 }
 
 async fn run(

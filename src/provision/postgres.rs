@@ -25,7 +25,6 @@ mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -608,17 +607,11 @@ impl Provisioner for PostgresProvisioner {
     }
 }
 
-/// Reads a password file: its contents without one trailing newline. Refuses files that group
-/// or others can read, and empty passwords.
+/// Reads a password file: its contents without one trailing newline. Refuses files open to
+/// others ([`crate::private_file`]), and empty passwords.
 fn read_password(file: &Path) -> Result<String, String> {
     let shown = file.display();
-    let metadata = std::fs::metadata(file).map_err(|error| format!("{shown}: {error}"))?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown}: password file is readable by group or others (mode {mode:o}); run: chmod 600 {shown}"
-        ));
-    }
+    crate::private_file::check(file, "password file").map_err(|error| error.to_string())?;
     let text = std::fs::read_to_string(file).map_err(|error| format!("{shown}: {error}"))?;
     let password = text
         .strip_suffix('\n')
@@ -809,6 +802,8 @@ async fn end_sessions(session: &Session, login: &str) -> Result<(), ProvisionErr
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

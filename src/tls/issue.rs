@@ -141,10 +141,29 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Vec<PathB
     validity(&mut ca, 3650);
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
+    let (server_cert, server_key) = server_certificate(&issuer, extra_names)?;
 
+    write_file(&files.ca_key(), &issuer.key().serialize_pem(), 0o600, force)?;
+    write_file(&files.ca_cert(), &ca_cert.pem(), 0o644, force)?;
+    write_file(&files.server_key(), &server_key, 0o600, force)?;
+    write_file(&files.server_cert(), &server_cert, 0o644, force)?;
+    Ok(vec![
+        files.ca_cert(),
+        files.ca_key(),
+        files.server_cert(),
+        files.server_key(),
+    ])
+}
+
+/// A server certificate (PEM) valid for `localhost`, `127.0.0.1` and `extra_names`, signed by
+/// `issuer`, and its key (PEM).
+fn server_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    extra_names: &[String],
+) -> Result<(String, String), IssueError> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     names.extend(extra_names.iter().cloned());
-    let server_key = KeyPair::generate()?;
+    let key = KeyPair::generate()?;
     let mut server = CertificateParams::new(names)?;
     server
         .distinguished_name
@@ -153,23 +172,30 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Vec<PathB
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server.serial_number = Some(random_serial());
     validity(&mut server, 825);
-    let server_cert = server.signed_by(&server_key, &issuer)?;
+    let cert = server.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
 
-    write_file(&files.ca_key(), &issuer.key().serialize_pem(), 0o600, force)?;
-    write_file(&files.ca_cert(), &ca_cert.pem(), 0o644, force)?;
-    write_file(
-        &files.server_key(),
-        &server_key.serialize_pem(),
-        0o600,
-        force,
-    )?;
-    write_file(&files.server_cert(), &server_cert.pem(), 0o644, force)?;
-    Ok(vec![
-        files.ca_cert(),
-        files.ca_key(),
-        files.server_cert(),
-        files.server_key(),
-    ])
+/// The CA of `dir`, to sign with.
+fn issuer(files: &CertDir) -> Result<Issuer<'static, KeyPair>, IssueError> {
+    let ca_key_pem = std::fs::read_to_string(files.ca_key()).map_err(io(&files.ca_key()))?;
+    let ca_cert_pem = std::fs::read_to_string(files.ca_cert()).map_err(io(&files.ca_cert()))?;
+    Ok(Issuer::from_ca_cert_pem(
+        &ca_cert_pem,
+        KeyPair::from_pem(&ca_key_pem)?,
+    )?)
+}
+
+/// Replaces `server.crt` and `server.key` in `dir` with a new pair signed by the CA there, valid
+/// for `localhost`, `127.0.0.1` and `extra_names`: rotation of the server certificate, which a
+/// running daemon picks up on `SIGHUP`. The key is written first, then the certificate, each
+/// atomically.
+pub fn renew_server(dir: &Path, extra_names: &[String]) -> Result<Vec<PathBuf>, IssueError> {
+    let files = CertDir(dir.to_path_buf());
+    let (cert, key) = server_certificate(&issuer(&files)?, extra_names)?;
+    write_file(&files.server_key(), &key, 0o600, true)?;
+    write_file(&files.server_cert(), &cert, 0o644, true)?;
+    Ok(vec![files.server_cert(), files.server_key()])
 }
 
 /// Writes `NAME.crt` and `NAME.key` into `dir`, signed by the CA there, for principal `name`.
@@ -198,9 +224,7 @@ pub fn issue(
             return Err(IssueError::Exists(file.clone()));
         }
     }
-    let ca_key_pem = std::fs::read_to_string(files.ca_key()).map_err(io(&files.ca_key()))?;
-    let ca_cert_pem = std::fs::read_to_string(files.ca_cert()).map_err(io(&files.ca_cert()))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, KeyPair::from_pem(&ca_key_pem)?)?;
+    let issuer = issuer(&files)?;
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();

@@ -1,12 +1,15 @@
 //! Mutual TLS. Client certificates are mandatory and verified against the configured CA; the
-//! caller's principal comes only from its verified certificate ([`identity`]). Certificates for
-//! the daemon and its users are made by the daemon itself with rcgen ([`issue`]).
+//! caller's principal comes only from its verified certificate ([`identity`]), and certificates
+//! on the deny list are refused ([`revoked`]). Certificates for the daemon and its users are
+//! made by the daemon itself with rcgen ([`issue`]). The configuration in force is swapped
+//! whole when the files are re-read ([`live`]).
 
 pub mod identity;
 pub mod issue;
+pub mod live;
+pub mod revoked;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +19,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 pub use identity::{PeerIdentity, identify};
+pub use live::LiveTls;
+
+use crate::private_file::{self, PrivateFileError};
 
 /// A certificate or key file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +42,9 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
-    /// A private key file is readable by other users.
-    #[error(
-        "{}: private key is readable by group or others (mode {mode:o}); run: chmod 600 {}",
-        file.display(),
-        file.display()
-    )]
-    KeyPermissions {
-        /// The file.
-        file: PathBuf,
-        /// Its mode bits.
-        mode: u32,
-    },
+    /// A private key file is open to other users (see [`crate::private_file`]).
+    #[error(transparent)]
+    KeyPermissions(#[from] PrivateFileError),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
@@ -82,19 +79,12 @@ pub fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The private key in a PEM file, refusing files that group or others can read.
+/// The private key in a PEM file, refusing files open to others ([`crate::private_file`]).
 pub fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let metadata = std::fs::metadata(file).map_err(|source| TlsError::Read {
-        file: file.to_path_buf(),
-        source,
+    private_file::check(file, "private key").map_err(|error| match error {
+        PrivateFileError::Read { file, source } => TlsError::Read { file, source },
+        exposed => TlsError::KeyPermissions(exposed),
     })?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyPermissions {
-            file: file.to_path_buf(),
-            mode,
-        });
-    }
     let bytes = read(file)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Content {
         file: file.to_path_buf(),
@@ -110,8 +100,20 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     /// The server's certificate chain.
     pub cert: PathBuf,
-    /// The server's private key (mode 0600).
+    /// The server's private key (mode 0600, or 0640 for the daemon's group).
     pub key: PathBuf,
+    /// The deny list of client certificates (default: `revoked.toml` beside `ca`).
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The deny list in force: `revoked`, else `revoked.toml` beside the CA file.
+    pub fn revoked_list(&self) -> PathBuf {
+        self.revoked
+            .clone()
+            .unwrap_or_else(|| self.ca.with_file_name(revoked::FILE_NAME))
+    }
 }
 
 /// A rustls server configuration: TLS 1.3 and 1.2, client certificates required and verified

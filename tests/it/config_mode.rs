@@ -141,7 +141,12 @@ fn a_broken_policy_stops_the_daemon_before_it_serves_naming_the_field() {
     let config = dir.path().join("elevated.toml");
     for args in [
         vec!["check-config", "--config", config.to_str().unwrap()],
-        vec!["serve", "--config", config.to_str().unwrap()],
+        vec![
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--allow-root",
+        ],
     ] {
         let output = elevated(&args);
         assert!(!output.status.success());

@@ -233,6 +233,7 @@ impl Env {
             .unwrap()
             .with_metrics(metrics_listener);
         let broker = server.broker().clone();
+        let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
@@ -241,6 +242,7 @@ impl Env {
             addr,
             metrics,
             broker,
+            reloader,
             stop: Some(stop),
             task: Some(task),
             certs: self.layout.certs.0.clone(),
@@ -269,6 +271,8 @@ pub struct Daemon {
     /// Where it serves Prometheus metrics (plain HTTP).
     pub metrics: SocketAddr,
     pub broker: Broker,
+    /// Re-reads the TLS files, as SIGHUP does.
+    pub reloader: elevate::reload::Reloader,
     pub certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), elevate::server::ServeError>>>,

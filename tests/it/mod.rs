@@ -19,5 +19,6 @@ pub mod pg;
 mod pg_daemon;
 mod postgres;
 mod restart;
+mod service;
 mod shutdown;
 mod tls;
