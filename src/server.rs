@@ -310,12 +310,18 @@ impl Server {
         // The directory may have changed while the daemon was down: leavers and movers lose
         // their access now, not at the next reload.
         let enforced = broker.enforce(Actor::System).await?;
-        if !enforced.revoked.is_empty() || !enforced.cancelled.is_empty() {
+        if enforced != Default::default() {
             tracing::warn!(
                 revoked = enforced.revoked.len(),
                 cancelled = enforced.cancelled.len(),
+                flagged = enforced.flagged.len(),
+                voided = enforced.voided.len(),
+                failed = enforced.failed.len(),
                 "leavers and movers lost their access at start"
             );
+            for failure in &enforced.failed {
+                tracing::error!(%failure, "a leaver's or mover's request could not be acted on; retried at the next reload or start");
+            }
         }
         Ok(Self {
             broker,

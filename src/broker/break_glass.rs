@@ -23,11 +23,23 @@ impl Broker {
         caller: &Caller,
         ask: BreakGlassAsk,
     ) -> Result<AccessRequest, BrokerError> {
-        let plan = self
-            .inner
-            .rules
-            .current()
-            .evaluate_break_glass(&caller.principal, &ask)?;
+        for _ in 0..2 {
+            match self.break_glass_once(caller, ask.clone()).await {
+                Err(BrokerError::Reloaded) => continue,
+                other => return other,
+            }
+        }
+        self.break_glass_once(caller, ask).await
+    }
+
+    async fn break_glass_once(
+        &self,
+        caller: &Caller,
+        ask: BreakGlassAsk,
+    ) -> Result<AccessRequest, BrokerError> {
+        let snapshot = self.inner.rules.current();
+        let plan = snapshot.evaluate_break_glass(&caller.principal, &ask)?;
+        let rules = self.inner.rules.clone();
         let record = self.inner.record.clone();
         let clock = self.inner.clock.clone();
         let requester = caller.principal.clone();
@@ -36,7 +48,11 @@ impl Broker {
             .inner
             .store
             .write(move |view| -> Result<_, BrokerError> {
-                // Ordered against offboardings and reloads (see `standing`).
+                // Ordered against offboardings and reloads (see `standing`): a break-glass
+                // evaluated against files no longer in force is evaluated again.
+                if !std::sync::Arc::ptr_eq(&rules.current(), &snapshot) {
+                    return Err(BrokerError::Reloaded);
+                }
                 standing.check(&requester)?;
                 let now = clock.now();
                 let mut superseded = None;

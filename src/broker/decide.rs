@@ -23,10 +23,23 @@ impl Broker {
         }
         let approver = caller.principal.clone();
         let standing = self.inner.standing.clone();
+        let rules = self.inner.rules.clone();
         let (request, changed) = self
             .commit_changed(id, move |request, now| {
-                // An approver offboarded meanwhile no longer counts (see `standing`).
+                // Ordered against offboardings and reloads (see `standing`): an approver who
+                // left cannot approve, a requester who left or moved cannot be approved, and
+                // approvals of people who left no longer count toward this quorum.
                 standing.check(&approver)?;
+                let snapshot = rules.current();
+                if request.kind() == StateKind::Pending {
+                    if let Some(why) = standing.entitlement(&snapshot, &request) {
+                        return Err(BrokerError::NotEntitled(format!(
+                            "{id} can no longer be approved: {why}"
+                        )));
+                    }
+                }
+                let (request, voided) =
+                    standing.void_leavers(&snapshot, request, &Actor::System, now);
                 let (index, name) = request
                     .current_stage()
                     .map(|(index, s)| (index, s.name.clone()))
@@ -34,15 +47,14 @@ impl Broker {
                 let actor = Actor::Principal(approver.clone());
                 let transition = request.approve(&approver, comment.clone(), now)?;
                 Ok(recorded(transition, |r| {
-                    let mut drafts = vec![
-                        events::about(r, now, actor.clone(), events::APPROVAL)
-                            .detail("stage", index)
-                            .detail("stage_name", name)
-                            .detail(
-                                "comment",
-                                comment.as_ref().map(Comment::as_str).unwrap_or(""),
-                            ),
-                    ];
+                    let mut drafts = voided;
+                    drafts.extend([events::about(r, now, actor.clone(), events::APPROVAL)
+                        .detail("stage", index)
+                        .detail("stage_name", name)
+                        .detail(
+                            "comment",
+                            comment.as_ref().map(Comment::as_str).unwrap_or(""),
+                        )]);
                     if r.kind() == StateKind::Approved {
                         drafts.push(events::about(r, now, actor, events::APPROVED));
                     }
@@ -69,7 +81,10 @@ impl Broker {
             return self.deny_extension(caller, id, reason).await;
         }
         let approver = caller.principal.clone();
+        let standing = self.inner.standing.clone();
         self.commit(id, move |request, now| {
+            // Ordered against offboardings and reloads (see `standing`).
+            standing.check(&approver)?;
             let (index, name) = request
                 .current_stage()
                 .map(|(index, s)| (index, s.name.clone()))

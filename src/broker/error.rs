@@ -27,6 +27,13 @@ pub enum BrokerError {
     /// force.
     #[error("reload refused, the policy and directory in force are unchanged: {0}")]
     ReloadRejected(String),
+    /// The requester left or is no longer eligible: their request can no longer be approved.
+    #[error("{0}")]
+    NotEntitled(String),
+    /// The policy or directory was reloaded between evaluating a request and storing it; it is
+    /// evaluated again.
+    #[error("the policy or directory was reloaded while the request was evaluated; send it again")]
+    Reloaded,
     /// No such request.
     #[error("no request {0}")]
     NotFound(RequestId),

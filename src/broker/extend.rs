@@ -38,6 +38,11 @@ impl Broker {
             }
             .into());
         }
+        if let Some(why) = &current.flagged {
+            return Err(BrokerError::Invalid(format!(
+                "{id} is flagged and runs only to its end, it cannot be extended: {why}"
+            )));
+        }
         let plan = self
             .inner
             .rules
@@ -94,12 +99,35 @@ impl Broker {
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
         let approver = caller.principal.clone();
+        let standing = self.inner.standing.clone();
+        let rules = self.inner.rules.clone();
         let (request, changed) = self
-            .commit_changed(id, move |request, now| {
+            .commit_changed(id, move |mut request, now| {
+                // Ordered against offboardings and reloads (see `standing`).
+                standing.check(&approver)?;
+                if let Some(why) = &request.flagged {
+                    return Err(BrokerError::Invalid(format!(
+                        "{id} is flagged and runs only to its end: {why}"
+                    )));
+                }
+                // Approvals of people who left since stop counting before this one is added.
+                let snapshot = rules.current();
+                let gone = request
+                    .drop_extension_approvals(|who| standing.leaving(&snapshot, who).is_some());
+                let voided: Vec<_> = gone
+                    .iter()
+                    .map(|who| {
+                        events::about(&request, now, Actor::System, events::APPROVAL_VOIDED)
+                            .detail("approver", who)
+                            .detail("reason", format!("{who} left"))
+                            .detail("extension", true)
+                    })
+                    .collect();
                 let transition = request.approve_extension(&approver, comment.clone(), now)?;
                 Ok(recorded(transition, |r| {
-                    vec![
-                        events::about(
+                    voided
+                        .into_iter()
+                        .chain([events::about(
                             r,
                             now,
                             Actor::Principal(approver.clone()),
@@ -108,8 +136,8 @@ impl Broker {
                         .detail(
                             "comment",
                             comment.as_ref().map(Comment::as_str).unwrap_or(""),
-                        ),
-                    ]
+                        )])
+                        .collect()
                 }))
             })
             .await?;

@@ -73,8 +73,14 @@ impl Broker {
     /// Reloads the policy and directory as `caller`, an administrator.
     pub async fn admin_reload(&self, caller: &Caller) -> Result<Reloaded, BrokerError> {
         Self::require_admin(caller, "reloading the policy and directory")?;
-        self.reload(Actor::Principal(caller.principal.clone()))
+        let broker = self.clone();
+        let actor = Actor::Principal(caller.principal.clone());
+        // On a tracked task: a caller giving up never cuts the sweep short.
+        self.inner
+            .effects
+            .spawn(async move { broker.reload(actor).await })
             .await
+            .map_err(|_| BrokerError::ShuttingDown)?
     }
 
     /// Reads the policy and directory files again and puts them in force if they are valid;
@@ -121,7 +127,8 @@ impl Broker {
         // Put in force inside the transaction that records it, so that every request or
         // decision committed after it was checked against the new files.
         let rules = self.inner.rules.clone();
-        self.inner
+        let written = self
+            .inner
             .store
             .write(move |_| -> Result<_, BrokerError> {
                 rules.replace(snapshot);
@@ -133,7 +140,12 @@ impl Broker {
                     (),
                 ))
             })
-            .await?;
+            .await;
+        if let Err(error) = written {
+            // Not recorded: not in force either.
+            self.inner.rules.restore(old);
+            return Err(error);
+        }
         tracing::info!(policy = %policy_version, directory = %directory_version, changed, "policy and directory reloaded");
         let enforced = self.enforce_locked(actor, None).await?;
         Ok(Reloaded {
@@ -154,6 +166,24 @@ impl Broker {
         reason: Reason,
     ) -> Result<Enforcement, BrokerError> {
         Self::require_admin(caller, "offboarding")?;
+        let broker = self.clone();
+        let caller = caller.clone();
+        // On a tracked task: a caller giving up never cuts the sweep short.
+        self.inner
+            .effects
+            .spawn(async move { broker.offboard_now(&caller, principal, reason).await })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?
+    }
+
+    /// [`Broker::offboard`], on the caller's task. Offboarding someone already offboarded
+    /// keeps the first record and runs the sweep again (to retry what failed).
+    async fn offboard_now(
+        &self,
+        caller: &Caller,
+        principal: Principal,
+        reason: Reason,
+    ) -> Result<Enforcement, BrokerError> {
         if principal == caller.principal {
             return Err(BrokerError::Invalid(
                 "you cannot offboard yourself; ask another administrator".to_owned(),
@@ -161,6 +191,11 @@ impl Broker {
         }
         self.require_known(&principal).await?;
         let _one = self.inner.reloading.lock().await;
+        if self.inner.standing.offboarding(&principal).is_some() {
+            return self
+                .enforce_locked(Actor::Principal(caller.principal.clone()), Some(&principal))
+                .await;
+        }
         let offboarding = Offboarding {
             principal: principal.clone(),
             at: self.inner.clock.now(),
@@ -175,7 +210,8 @@ impl Broker {
         .detail("reason", &reason);
         draft.principal = Some(principal.clone());
         let standing = self.inner.standing.clone();
-        self.inner
+        let written = self
+            .inner
             .store
             .write(move |_| -> Result<_, BrokerError> {
                 standing.offboard(offboarding.clone());
@@ -188,7 +224,12 @@ impl Broker {
                     (),
                 ))
             })
-            .await?;
+            .await;
+        if let Err(error) = written {
+            // Not stored: not in force either.
+            self.inner.standing.reinstate(&principal);
+            return Err(error);
+        }
         tracing::warn!(%principal, by = %caller.principal, "principal offboarded");
         self.enforce_locked(Actor::Principal(caller.principal.clone()), Some(&principal))
             .await
@@ -303,23 +344,39 @@ impl Broker {
             .await?;
         let snapshot = self.inner.rules.current();
         let mut running = JoinSet::new();
+        let mut ids = std::collections::HashMap::new();
         for request in open {
             let Some(step) = self.step(&snapshot, &request, only) else {
                 continue;
             };
+            // Bounded like every other grant and revoke.
+            let slot = self
+                .inner
+                .effect_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?;
             let broker = self.clone();
             let actor = actor.clone();
-            running.spawn(async move {
-                let id = request.id;
+            let id = request.id;
+            let task = running.spawn(async move {
                 let outcome = broker.take(request, step, actor).await;
-                (id, outcome)
+                drop(slot);
+                outcome
             });
+            ids.insert(task.id(), id);
         }
         let mut enforced = Enforcement::default();
-        while let Some(joined) = running.join_next().await {
-            let Ok((id, outcome)) = joined else {
-                continue;
+        while let Some(joined) = running.join_next_with_id().await {
+            let (id, outcome) = match joined {
+                Ok((task, outcome)) => (ids.get(&task).copied(), outcome),
+                Err(error) => (
+                    ids.get(&error.id()).copied(),
+                    Err(BrokerError::Invalid(format!("the action failed: {error}"))),
+                ),
             };
+            let Some(id) = id else { continue };
             match outcome {
                 Ok(Some(list)) => match list {
                     Taken::Revoked => enforced.revoked.push(id),
@@ -343,6 +400,14 @@ impl Broker {
             list.sort();
         }
         Ok(enforced)
+    }
+
+    /// Why `request`'s requester may no longer hold what it asks for (they left, or are no
+    /// longer eligible for the resource), or `None` while they may.
+    pub(super) fn entitlement(&self, request: &AccessRequest) -> Option<String> {
+        self.inner
+            .standing
+            .entitlement(&self.inner.rules.current(), request)
     }
 
     /// What to do about `request` now, if anything.
@@ -394,6 +459,39 @@ impl Broker {
         (!voids.is_empty()).then_some(Step::Void(voids))
     }
 
+    /// Ends lease `id` as revoked for `why` (also while its grant is still being retried).
+    async fn revoke_for(
+        &self,
+        id: RequestId,
+        why: String,
+        actor: Actor,
+    ) -> Result<Option<Taken>, BrokerError> {
+        let ended = self
+            .end_lease(
+                id,
+                Ending::Revoked,
+                actor,
+                Some(why),
+                |request: &AccessRequest| {
+                    Ok(matches!(
+                        request.state,
+                        State::Active | State::Approved { .. }
+                    ))
+                },
+            )
+            .await?;
+        Ok(matches!(
+            ended.state,
+            State::Ended {
+                ending: Ending::Revoked
+            } | State::RevokeFailing {
+                ending: Ending::Revoked,
+                ..
+            }
+        )
+        .then_some(Taken::Revoked))
+    }
+
     /// Carries out `step` on `request`; `None` when it turned out to be unnecessary.
     async fn take(
         &self,
@@ -403,34 +501,11 @@ impl Broker {
     ) -> Result<Option<Taken>, BrokerError> {
         let id = request.id;
         match step {
-            Step::Revoke(why) => {
-                let ended = self
-                    .end_lease(
-                        id,
-                        Ending::Revoked,
-                        actor,
-                        Some(why),
-                        |request: &AccessRequest| {
-                            Ok(matches!(
-                                request.state,
-                                State::Active | State::Approved { .. }
-                            ))
-                        },
-                    )
-                    .await?;
-                Ok(matches!(
-                    ended.state,
-                    State::Ended {
-                        ending: Ending::Revoked
-                    } | State::RevokeFailing {
-                        ending: Ending::Revoked,
-                        ..
-                    }
-                )
-                .then_some(Taken::Revoked))
-            }
+            Step::Revoke(why) => self.revoke_for(id, why, actor).await,
             Step::Withdraw(why) => {
-                let (_, changed) = self
+                let revoke_why = why.clone();
+                let revoke_actor = actor.clone();
+                let (request, changed) = self
                     .commit_changed(id, move |request, now| {
                         let detail = why.clone();
                         Ok(recorded(request.withdraw(why, now), |r| {
@@ -441,7 +516,17 @@ impl Broker {
                         }))
                     })
                     .await?;
-                Ok(changed.then_some(Taken::Cancelled))
+                if changed {
+                    return Ok(Some(Taken::Cancelled));
+                }
+                // Approved meanwhile (the approval committed before the sweep's withdrawal):
+                // the lease goes instead.
+                match request.kind() {
+                    StateKind::Approved | StateKind::Active => {
+                        self.revoke_for(id, revoke_why, revoke_actor).await
+                    }
+                    _ => Ok(None),
+                }
             }
             Step::Flag(why) => {
                 let (_, changed) = self

@@ -59,6 +59,52 @@ impl Standing {
         snapshot.leaving(principal).map(str::to_owned)
     }
 
+    /// Why `request`'s requester may no longer hold what it asks for under `snapshot` (they
+    /// left, or are no longer eligible for the resource), or `None` while they may.
+    pub(super) fn entitlement(
+        &self,
+        snapshot: &crate::policy::Snapshot,
+        request: &crate::model::AccessRequest,
+    ) -> Option<String> {
+        let holder = &request.requester;
+        if let Some(why) = self.leaving(snapshot, holder) {
+            return Some(format!("{holder} left: {why}"));
+        }
+        snapshot.ineligibility(holder, &request.resource, request.is_break_glass())
+    }
+
+    /// Stops counting the approvals that people who left gave at `request`'s current stage;
+    /// returns the request and an audit draft per approver voided.
+    pub(super) fn void_leavers(
+        &self,
+        snapshot: &crate::policy::Snapshot,
+        mut request: crate::model::AccessRequest,
+        actor: &crate::audit::Actor,
+        now: crate::model::Timestamp,
+    ) -> (crate::model::AccessRequest, Vec<crate::audit::Draft>) {
+        let mut drafts = Vec::new();
+        let stage = match request.state {
+            crate::model::State::Pending { stage } => stage,
+            _ => return (request, drafts),
+        };
+        let leavers: Vec<(Principal, String)> = request
+            .approvals_at(stage)
+            .filter_map(|d| {
+                self.leaving(snapshot, &d.approver)
+                    .map(|why| (d.approver.clone(), format!("{} left: {why}", d.approver)))
+            })
+            .collect();
+        for (approver, why) in leavers {
+            request = request.void_approvals(&approver, &why).into_request();
+            drafts.push(
+                super::events::about(&request, now, actor.clone(), super::events::APPROVAL_VOIDED)
+                    .detail("approver", &approver)
+                    .detail("reason", &why),
+            );
+        }
+        (request, drafts)
+    }
+
     /// The offboarding of `principal`, if any.
     pub(super) fn offboarding(&self, principal: &Principal) -> Option<Offboarding> {
         self.read().get(principal).cloned()

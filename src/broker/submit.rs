@@ -8,8 +8,19 @@ use crate::model::{AccessRequest, Attempts, RequestId, State, StateKind};
 use crate::policy::Ask;
 
 impl Broker {
-    /// Submits `ask` for `caller`.
+    /// Submits `ask` for `caller`. Evaluated again when the policy or directory was reloaded
+    /// before the request could be stored.
     pub async fn submit(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
+        for _ in 0..2 {
+            match self.submit_once(caller, ask.clone()).await {
+                Err(BrokerError::Reloaded) => continue,
+                other => return other,
+            }
+        }
+        self.submit_once(caller, ask).await
+    }
+
+    async fn submit_once(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
         let snapshot = self.inner.rules.current();
         let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
         let now = self.inner.clock.now();
@@ -48,11 +59,16 @@ impl Broker {
         };
         let record = self.inner.record.clone();
         let standing = self.inner.standing.clone();
+        let rules = self.inner.rules.clone();
         let request = self
             .inner
             .store
             .write(move |view| {
-                // Ordered against offboardings and reloads (see `standing`).
+                // Ordered against offboardings and reloads (see `standing`): a request
+                // evaluated against files no longer in force is evaluated again.
+                if !std::sync::Arc::ptr_eq(&rules.current(), &snapshot) {
+                    return Err(BrokerError::Reloaded);
+                }
                 standing.check(&draft.requester)?;
                 // One undecided request per principal and resource; a second lease beside an
                 // active one only where the policy allows overlapping leases.

@@ -44,10 +44,11 @@ pub fn from_broker(error: BrokerError) -> Status {
             | TransitionError::SelfReview { .. } => Status::permission_denied(message),
         },
         BrokerError::AlreadyOpen { .. } => Status::already_exists(message),
+        BrokerError::Reloaded => Status::aborted(message),
         BrokerError::Target(_) => Status::unavailable(message),
-        BrokerError::NoCredentials(_) | BrokerError::ReloadRejected(_) => {
-            Status::failed_precondition(message)
-        }
+        BrokerError::NoCredentials(_)
+        | BrokerError::ReloadRejected(_)
+        | BrokerError::NotEntitled(_) => Status::failed_precondition(message),
         BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
             Status::unavailable("elevated is shutting down; retry shortly")
         }

@@ -282,6 +282,27 @@ impl AccessRequest {
         Ok(Some(index))
     }
 
+    /// Removes the approvals of the pending extension given by people `leaving` says left:
+    /// they no longer count toward its quorum. Returns who was removed.
+    pub fn drop_extension_approvals(
+        &mut self,
+        leaving: impl Fn(&Principal) -> bool,
+    ) -> Vec<Principal> {
+        let Some(extension) = self
+            .extensions
+            .last_mut()
+            .filter(|e| e.state == ExtensionState::Pending)
+        else {
+            return Vec::new();
+        };
+        let (gone, kept): (Vec<_>, Vec<_>) = extension
+            .approvals
+            .drain(..)
+            .partition(|(who, _)| leaving(who));
+        extension.approvals = kept;
+        gone.into_iter().map(|(who, _)| who).collect()
+    }
+
     /// An approver approves the pending extension; its stage's quorum approves it.
     /// Repeating an approval changes nothing.
     pub fn approve_extension(

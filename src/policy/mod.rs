@@ -174,7 +174,12 @@ impl Live {
 
     /// Puts `snapshot` in force.
     pub fn replace(&self, snapshot: Snapshot) {
-        let snapshot = Arc::new(snapshot);
+        self.restore(Arc::new(snapshot));
+    }
+
+    /// Puts back `snapshot`, one that was in force before (a change that could not be
+    /// recorded is undone this way).
+    pub fn restore(&self, snapshot: Arc<Snapshot>) {
         match self.current.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,

@@ -96,7 +96,8 @@ pub enum OnIneligible {
     /// The lease is revoked at once (the default).
     #[default]
     Revoke,
-    /// The lease runs to its end but is flagged, audited and announced for review.
+    /// The lease runs to its end (it cannot be extended) but is flagged and audited
+    /// (`lease.flagged`) for review.
     Flag,
 }
 

@@ -469,8 +469,60 @@ async fn a_mover_loses_exactly_the_leases_they_are_no_longer_eligible_for() {
             .contains(&"lease.flagged".to_owned())
     );
 
+    // A flagged lease runs only to its end.
+    let refused = oncall
+        .access
+        .extend_lease(pb::ExtendLeaseRequest {
+            id: admin_lease.id.clone(),
+            by: "30m".into(),
+            reason: "more".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("flagged"),
+        "{}",
+        refused.message()
+    );
+
     // A second reload changes nothing more: the flag is not raised twice.
     let again = reload(&mut admin).await.unwrap().enforced.unwrap();
     assert_eq!(again, pb::Enforcement::default());
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_racing_a_reload_is_judged_by_the_files_in_force() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let pending = request(&mut engineer, "prod-db-read", "1h", "look", "")
+        .await
+        .unwrap();
+
+    // The new files are in force, but the sweep has not reached the request yet (the window
+    // an approval can race into): the approval is refused rather than granting a leaver.
+    std::fs::write(
+        &env.layout.directory,
+        demo_directory(&env).replace(
+            "[principals.engineer]\n",
+            "[principals.engineer]\nstatus = \"suspended\"\n",
+        ),
+    )
+    .unwrap();
+    let snapshot =
+        elevate::policy::Snapshot::load(&env.layout.policy, &env.layout.directory).unwrap();
+    daemon.broker.rules().replace(snapshot);
+    let refused = approve(&mut manager, &pending.id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("engineer left: suspended in the directory"),
+        "{}",
+        refused.message()
+    );
+    assert!(env.holders("prod-db-read").is_empty());
     daemon.stop().await;
 }
