@@ -1,5 +1,6 @@
-//! Compiles the wire API in `proto/` with protox (pure Rust, no `protoc` needed), and lists
-//! the paths of its methods for the RPC metrics (`$OUT_DIR/grpc_methods.rs`).
+//! Compiles the wire API in `proto/` with protox (pure Rust, no `protoc` needed), lists the
+//! paths of its methods for the RPC metrics (`$OUT_DIR/grpc_methods.rs`), and keeps the encoded
+//! descriptors for gRPC server reflection (`$OUT_DIR/elevate_descriptor.bin`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -26,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     write_methods(methods)?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("elevate_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -69,4 +69,8 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("elevate.v1");
     }
+
+    /// The encoded descriptors of the wire API, served by gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/elevate_descriptor.bin"));
 }

@@ -79,5 +79,20 @@ pub fn routes(broker: &Broker) -> (Routes, Health) {
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(AdminServiceServer::new(admin).max_decoding_message_size(MAX_MESSAGE));
+    // Server reflection (v1 and v1alpha), so that grpcurl and similar tools can list and call
+    // the API without the proto files. It describes the API only; every call still needs a
+    // client certificate, and each service still checks the caller's role.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let routes = match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => routes.add_service(v1).add_service(v1alpha),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "gRPC server reflection is unavailable");
+            routes
+        }
+    };
     (routes, health)
 }

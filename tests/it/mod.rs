@@ -18,6 +18,7 @@ mod notifications;
 pub mod pg;
 mod pg_daemon;
 mod postgres;
+mod reflection;
 mod restart;
 mod service;
 mod shutdown;
