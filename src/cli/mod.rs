@@ -321,7 +321,7 @@ fn describe(status: &tonic::Status) -> String {
         .any(|sign| message.to_lowercase().contains(sign))
         {
             message.push_str(
-                " (the daemon closed the connection: is your client certificate signed by its CA and still valid?)",
+                " (the daemon closed the connection: is your client certificate signed by its CA, still valid and not revoked?)",
             );
         }
     }
