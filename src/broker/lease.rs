@@ -146,15 +146,16 @@ impl Broker {
                     self.revoke(request, Ending::Failed, Actor::System, None)
                         .await
                 }
-                State::Approved { .. } if self.entitlement(&request).is_some() => {
+                State::Approved { attempts } => match self.entitlement(&request) {
                     // The requester left or stopped being eligible after the approval (a race
                     // with a reload or an offboarding): never granted; whatever earlier
                     // attempts left is removed.
-                    let why = self.entitlement(&request);
-                    self.revoke(request, Ending::Revoked, Actor::System, why)
-                        .await
-                }
-                State::Approved { attempts } => self.grant(request, attempts.count).await,
+                    Some(why) => {
+                        self.revoke(request, Ending::Revoked, Actor::System, Some(why))
+                            .await
+                    }
+                    None => self.grant(request, attempts.count).await,
+                },
                 State::Active => {
                     self.revoke(request, Ending::Expired, Actor::System, None)
                         .await

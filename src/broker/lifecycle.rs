@@ -66,7 +66,8 @@ enum Step {
     Revoke(String),
     Withdraw(String),
     Flag(String),
-    Void(Vec<(Principal, String)>),
+    /// Approvals of leavers at the current stage stop counting.
+    Void,
 }
 
 impl Broker {
@@ -447,16 +448,11 @@ impl Broker {
         let State::Pending { stage } = request.state else {
             return None;
         };
-        let voids: Vec<(Principal, String)> = request
+        request
             .approvals_at(stage)
             .filter(|d| only.is_none_or(|only| *only == d.approver))
-            .filter_map(|d| {
-                standing
-                    .leaving(snapshot, &d.approver)
-                    .map(|why| (d.approver.clone(), format!("{} left: {why}", d.approver)))
-            })
-            .collect();
-        (!voids.is_empty()).then_some(Step::Void(voids))
+            .any(|d| standing.leaving(snapshot, &d.approver).is_some())
+            .then_some(Step::Void)
     }
 
     /// Ends lease `id` as revoked for `why` (also while its grant is still being retried).
@@ -547,34 +543,17 @@ impl Broker {
                     .await?;
                 Ok(changed.then_some(Taken::Flagged))
             }
-            Step::Void(voids) => {
+            Step::Void => {
+                let standing = self.inner.standing.clone();
+                let rules = self.inner.rules.clone();
                 let (_, changed) = self
-                    .commit_changed(id, move |mut request, now| {
-                        let mut drafts = Vec::new();
-                        let mut changed = false;
-                        for (approver, why) in voids {
-                            match request.void_approvals(&approver, &why) {
-                                Transition::Changed(next) => {
-                                    changed = true;
-                                    drafts.push(
-                                        events::about(
-                                            &next,
-                                            now,
-                                            actor.clone(),
-                                            events::APPROVAL_VOIDED,
-                                        )
-                                        .detail("approver", &approver)
-                                        .detail("reason", &why),
-                                    );
-                                    request = next;
-                                }
-                                Transition::Unchanged(same) => request = same,
-                            }
-                        }
-                        let transition = if changed {
-                            Transition::Changed(request)
-                        } else {
+                    .commit_changed(id, move |request, now| {
+                        let (request, drafts) =
+                            standing.void_leavers(&rules.current(), request, &actor, now);
+                        let transition = if drafts.is_empty() {
                             Transition::Unchanged(request)
+                        } else {
+                            Transition::Changed(request)
                         };
                         Ok(recorded(transition, |_| drafts))
                     })

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
 use crate::broker::{Broker, Enforcement};
-use crate::model::Principal;
+use crate::model::{Principal, Reason};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_service_server::AdminService;
 
@@ -23,12 +23,19 @@ impl Admin {
     }
 }
 
-/// A principal field; required.
-fn principal(text: &str) -> Result<Principal, Status> {
-    if text.trim().is_empty() {
+/// The principal and reason fields of an offboarding or reinstatement; both required.
+fn principal_and_reason(
+    principal: &str,
+    reason: &str,
+    verb: &str,
+) -> Result<(Principal, Reason), Status> {
+    if principal.trim().is_empty() {
         return Err(invalid("principal", "a principal is required"));
     }
-    Principal::parse(text.trim()).map_err(|e| invalid("principal", e))
+    let principal = Principal::parse(principal.trim()).map_err(|e| invalid("principal", e))?;
+    let reason = convert::reason("reason", reason)?
+        .ok_or_else(|| invalid("reason", format!("a reason is required to {verb} someone")))?;
+    Ok((principal, reason))
 }
 
 fn ids(ids: &[crate::model::RequestId]) -> Vec<String> {
@@ -92,9 +99,7 @@ impl AdminService for Admin {
         let caller = caller(&self.broker, &request)?;
         Broker::require_admin(&caller, "offboarding").map_err(from_broker)?;
         let body = request.into_inner();
-        let principal = principal(&body.principal)?;
-        let reason = convert::reason("reason", &body.reason)?
-            .ok_or_else(|| invalid("reason", "a reason is required to offboard someone"))?;
+        let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "offboard")?;
         let enforced = self
             .broker
             .offboard(&caller, principal, reason)
@@ -115,9 +120,7 @@ impl AdminService for Admin {
         let caller = caller(&self.broker, &request)?;
         Broker::require_admin(&caller, "reinstating").map_err(from_broker)?;
         let body = request.into_inner();
-        let principal = principal(&body.principal)?;
-        let reason = convert::reason("reason", &body.reason)?
-            .ok_or_else(|| invalid("reason", "a reason is required to reinstate someone"))?;
+        let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "reinstate")?;
         self.broker
             .reinstate(&caller, principal, reason)
             .await
