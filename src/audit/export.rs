@@ -150,7 +150,7 @@ impl Link {
         Self {
             seq: event.seq,
             prev_hash: event.prev_hash.clone(),
-            content: hex(&event.content().digest()),
+            content: hex(&event.content_digest()),
             hash: event.hash.clone(),
         }
     }

@@ -115,6 +115,36 @@ pub struct Content {
 impl Content {
     /// SHA-256 over the domain tag and the canonical JSON.
     pub fn digest(&self) -> [u8; 32] {
+        ContentView {
+            seq: self.seq,
+            at: self.at,
+            actor: self.actor.as_deref(),
+            action: &self.action,
+            request: self.request.as_deref(),
+            resource: self.resource.as_deref(),
+            principal: self.principal.as_deref(),
+            details: &self.details,
+        }
+        .digest()
+    }
+}
+
+/// [`Content`] borrowed from wherever its fields live: the one canonical serialization that is
+/// hashed (same fields, same order), without copying an event to hash it.
+#[derive(Serialize)]
+struct ContentView<'a> {
+    seq: u64,
+    at: u64,
+    actor: Option<&'a str>,
+    action: &'a str,
+    request: Option<&'a str>,
+    resource: Option<&'a str>,
+    principal: Option<&'a str>,
+    details: &'a BTreeMap<String, String>,
+}
+
+impl ContentView<'_> {
+    fn digest(&self) -> [u8; 32] {
         // Strings, integers, options and a BTreeMap always serialize.
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
@@ -177,9 +207,28 @@ impl Event {
             prev_hash: hex(prev),
             hash: String::new(),
         };
-        let hash = link_hash(prev, &event.content().digest());
+        let hash = link_hash(prev, &event.content_digest());
         event.hash = hex(&hash);
         (event, hash)
+    }
+
+    /// The digest of [`Event::content`], computed without copying the event.
+    pub fn content_digest(&self) -> [u8; 32] {
+        let request = self.request.map(|id| id.to_string());
+        ContentView {
+            seq: self.seq,
+            at: self.at.unix_millis(),
+            actor: match &self.actor {
+                Actor::Principal(principal) => Some(principal.as_str()),
+                Actor::System => None,
+            },
+            action: &self.action,
+            request: request.as_deref(),
+            resource: self.resource.as_ref().map(ResourceName::as_str),
+            principal: self.principal.as_ref().map(Principal::as_str),
+            details: &self.details,
+        }
+        .digest()
     }
 
     /// The fields that are hashed, in canonical form.
@@ -203,7 +252,7 @@ impl Event {
     /// `prev_hash` is not a hash at all.
     pub fn expected_hash(&self) -> Option<[u8; 32]> {
         let prev = unhex32(&self.prev_hash)?;
-        Some(link_hash(&prev, &self.content().digest()))
+        Some(link_hash(&prev, &self.content_digest()))
     }
 }
 
@@ -229,6 +278,33 @@ mod tests {
         let mut tampered = second.clone();
         tampered.details.insert("k".into(), "2".into());
         assert_ne!(tampered.expected_hash().map(|h| hex(&h)), Some(second.hash));
+    }
+
+    #[test]
+    fn the_borrowed_digest_is_the_canonical_contents_digest() {
+        let at = Timestamp::from_unix_millis(1_800_000_000_123);
+        let mut draft = Draft::new(
+            at,
+            Actor::Principal("alice".parse().unwrap()),
+            "lease.expired",
+        )
+        .detail("lag_ms", 3)
+        .detail("reason", "quote \" and ünïcode");
+        draft.request = Some(RequestId::from_raw(42));
+        draft.resource = Some("prod-db".parse().unwrap());
+        draft.principal = Some("bob".parse().unwrap());
+        let bare = Draft::new(at, Actor::System, "daemon.started");
+        for draft in [draft, bare] {
+            let (event, _) = Event::chain(draft, 7, &GENESIS);
+            assert_eq!(event.content_digest(), event.content().digest());
+        }
+        // And it is the digest of the content's canonical JSON, as exports state it.
+        let (event, _) = Event::chain(Draft::new(at, Actor::System, "x"), 1, &GENESIS);
+        let json = serde_json::to_vec(&event.content()).unwrap();
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"elevate.audit.content.v1\0");
+        context.update(&json);
+        assert_eq!(event.content_digest().as_slice(), context.finish().as_ref());
     }
 
     #[test]

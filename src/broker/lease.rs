@@ -443,14 +443,15 @@ impl Broker {
         // Only the leases that can hold the key are read: the principal's on this resource,
         // or on every resource when the provisioner's keys span resources.
         let resource = (!provisioner.keys_span_resources()).then(|| request.resource.clone());
+        let id = request.id;
         let others = self
             .inner
             .store
-            .read(move |reader| reader.open_of(&principal, resource.as_ref()))
+            .read(move |reader| reader.open_of_except(&principal, resource.as_ref(), id))
             .await?;
         Ok(others
             .iter()
-            .filter(|other| other.id != request.id && other.provisioner == request.provisioner)
+            .filter(|other| other.provisioner == request.provisioner)
             .filter(|other| matches!(other.state, State::Active | State::Approved { .. }))
             .find(|other| {
                 let target = Self::target(other, other.expires_at.unwrap_or(other.created_at));

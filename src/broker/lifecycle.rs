@@ -332,18 +332,37 @@ impl Broker {
         actor: Actor,
         only: Option<&Principal>,
     ) -> Result<Enforcement, BrokerError> {
-        let open = self
-            .inner
-            .store
-            .read(|reader| {
-                let mut open = Vec::new();
-                for kind in [StateKind::Pending, StateKind::Approved, StateKind::Active] {
-                    open.extend(reader.requests_in_state(kind)?);
-                }
-                Ok(open)
-            })
-            .await?;
         let snapshot = self.inner.rules.current();
+        let open = {
+            let (broker, snapshot, only) = (self.clone(), snapshot.clone(), only.cloned());
+            self.inner
+                .store
+                .read(move |reader| {
+                    // Every pending request (a leaver's approval may need voiding), and the
+                    // open requests of pairs that may need a step; decoding only these keeps
+                    // the sweep at start an index scan however many leases are open.
+                    let mut ids: BTreeSet<RequestId> = reader
+                        .ids_in_state(StateKind::Pending)?
+                        .into_iter()
+                        .collect();
+                    ids.extend(reader.open_ids_where(|requester, resource| {
+                        broker.may_need_step(&snapshot, requester, resource, only.as_ref())
+                    })?);
+                    let mut open = Vec::new();
+                    for id in ids {
+                        if let Some(request) = reader.request(id)? {
+                            if matches!(
+                                request.kind(),
+                                StateKind::Pending | StateKind::Approved | StateKind::Active
+                            ) {
+                                open.push(request);
+                            }
+                        }
+                    }
+                    Ok(open)
+                })
+                .await?
+        };
         let mut running = JoinSet::new();
         let mut ids = std::collections::HashMap::new();
         for request in open {
@@ -409,6 +428,29 @@ impl Broker {
         self.inner
             .standing
             .entitlement(&self.inner.rules.current(), request)
+    }
+
+    /// Whether an open request of `requester` for `resource` may need a [`Step`] other than
+    /// voiding approvals: a superset of what [`Broker::step`] acts on, decided without the
+    /// request (so for either kind of request, break-glass or not).
+    fn may_need_step(
+        &self,
+        snapshot: &Snapshot,
+        requester: &str,
+        resource: &str,
+        only: Option<&Principal>,
+    ) -> bool {
+        let (Ok(holder), Ok(resource)) = (
+            requester.parse::<Principal>(),
+            resource.parse::<crate::model::ResourceName>(),
+        ) else {
+            // Not a name this build accepts: let the full check look at the request.
+            return true;
+        };
+        only.is_none_or(|only| *only == holder)
+            && (self.inner.standing.leaving(snapshot, &holder).is_some()
+                || snapshot.ineligibility(&holder, &resource, false).is_some()
+                || snapshot.ineligibility(&holder, &resource, true).is_some())
     }
 
     /// What to do about `request` now, if anything.

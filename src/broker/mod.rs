@@ -312,10 +312,12 @@ impl Broker {
         let deadlines = self.inner.store.read(|reader| reader.deadlines()).await?;
         let now = self.inner.clock.now();
         let split = deadlines.partition_point(|(deadline, _)| *deadline <= now);
-        let (overdue, later) = deadlines.split_at(split);
-        for (deadline, id) in later {
-            self.inner.expiry.schedule(*id, *deadline);
-        }
+        let later = deadlines[split..].to_vec();
+        let scheduled = later.len();
+        self.inner.expiry.schedule_many(later);
+        // Answers once the wheel holds them all: "recovered" means scheduled, not queued.
+        self.inner.expiry.inspect(RequestId::FIRST).await;
+        let overdue = &deadlines[..split];
         let mut running = tokio::task::JoinSet::new();
         for &(_, id) in overdue {
             let slot = self
@@ -340,7 +342,7 @@ impl Broker {
         }
         Ok(Recovery {
             overdue: overdue.len(),
-            scheduled: later.len(),
+            scheduled,
         })
     }
 
@@ -436,6 +438,12 @@ impl Broker {
     /// The store (for inspection by tools and tests).
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The ids of requests as their changes commit, in commit order (for tools and
+    /// benchmarks; a receiver that falls behind skips ahead).
+    pub fn committed_ids(&self) -> broadcast::Receiver<RequestId> {
+        self.inner.changes.subscribe()
     }
 
     /// The timer wheel's handle (for inspection by tools and tests).

@@ -16,6 +16,7 @@ use crate::model::{RequestId, Timestamp};
 
 enum Command {
     Schedule(RequestId, Timestamp),
+    ScheduleMany(Vec<(Timestamp, RequestId)>),
     Cancel(RequestId),
     Inspect(RequestId, oneshot::Sender<(usize, Option<Timestamp>)>),
 }
@@ -42,6 +43,11 @@ impl Expiry {
     /// Schedules `id` at `deadline`, replacing its previous deadline.
     pub fn schedule(&self, id: RequestId, deadline: Timestamp) {
         let _ = self.commands.send(Command::Schedule(id, deadline));
+    }
+
+    /// Schedules every `(deadline, id)` at once (startup recovery): one message for the lot.
+    pub fn schedule_many(&self, deadlines: Vec<(Timestamp, RequestId)>) {
+        let _ = self.commands.send(Command::ScheduleMany(deadlines));
     }
 
     /// Forgets `id`'s deadline.
@@ -109,6 +115,12 @@ async fn run(
 fn apply(wheel: &mut Wheel, command: Command) {
     match command {
         Command::Schedule(id, deadline) => wheel.insert(id, deadline),
+        Command::ScheduleMany(deadlines) => {
+            wheel.reserve(deadlines.len());
+            for (deadline, id) in deadlines {
+                wheel.insert(id, deadline);
+            }
+        }
         Command::Cancel(id) => wheel.remove(id),
         Command::Inspect(id, answer) => {
             let _ = answer.send((wheel.len(), wheel.deadline(id)));

@@ -105,6 +105,11 @@ impl Wheel {
             .map(Timestamp::from_unix_millis)
     }
 
+    /// Makes room for `additional` more ids without rehashing on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        self.scheduled.reserve(additional);
+    }
+
     /// Schedules `id` at `deadline`, replacing any deadline it had.
     pub fn insert(&mut self, id: RequestId, deadline: Timestamp) {
         let when = deadline.unix_millis();

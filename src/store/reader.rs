@@ -179,6 +179,45 @@ impl Reader {
         Ok(out)
     }
 
+    /// The ids of every request in `kind`, oldest first, without reading the requests.
+    pub fn ids_in_state(&self, kind: StateKind) -> Result<Vec<RequestId>, StoreError> {
+        let index = self.txn.open_table(BY_STATE)?;
+        let mut out = Vec::new();
+        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+            let (key, _) = entry?;
+            out.push(RequestId::from_raw(key.value().1));
+        }
+        Ok(out)
+    }
+
+    /// The ids of the open requests whose (requester, resource) pair `keep` accepts, read from
+    /// the open-request index alone: `keep` is asked once per distinct pair and no request is
+    /// decoded, so a sweep over a million open leases costs an index scan.
+    pub fn open_ids_where(
+        &self,
+        mut keep: impl FnMut(&str, &str) -> bool,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let index = self.txn.open_table(OPEN)?;
+        let mut out = Vec::new();
+        let mut last: Option<(String, String, bool)> = None;
+        for entry in index.iter()? {
+            let (key, _) = entry?;
+            let (requester, resource, id) = key.value();
+            let kept = match &last {
+                Some((who, on, kept)) if who == requester && on == resource => *kept,
+                _ => {
+                    let kept = keep(requester, resource);
+                    last = Some((requester.to_owned(), resource.to_owned(), kept));
+                    kept
+                }
+            };
+            if kept {
+                out.push(RequestId::from_raw(id));
+            }
+        }
+        Ok(out)
+    }
+
     /// How many requests are in `kind`, without reading them.
     pub fn count_in_state(&self, kind: StateKind) -> Result<u64, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
@@ -204,12 +243,13 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every open request of `principal` for `resource`, or for any resource when `None`;
-    /// oldest first per resource.
-    pub fn open_of(
+    /// The open requests of `principal` for `resource` (or any resource when `None`) other
+    /// than `except`, decoding only those: a lease alone on its grant costs an index read.
+    pub fn open_of_except(
         &self,
         principal: &Principal,
         resource: Option<&ResourceName>,
+        except: RequestId,
     ) -> Result<Vec<AccessRequest>, StoreError> {
         let index = self.txn.open_table(OPEN)?;
         let requests = self.requests_table()?;
@@ -220,6 +260,9 @@ impl Reader {
             let (who, on, id) = key.value();
             if who != principal.as_str() || resource.is_some_and(|r| r.as_str() != on) {
                 break;
+            }
+            if id == except.raw() {
+                continue;
             }
             if let Some(request) = Self::decode_request(&requests, id)? {
                 out.push(request);
@@ -358,6 +401,21 @@ impl Reader {
         for entry in audit.range(from..)?.take(limit) {
             let (key, bytes) = entry?;
             out.push((key.value(), decode("audit", bytes.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` audit entries from `from` on, with their keys, as stored (undecoded).
+    pub fn event_records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        for entry in audit.range(from..)?.take(limit) {
+            let (key, bytes) = entry?;
+            out.push((key.value(), bytes.value().to_vec()));
         }
         Ok(out)
     }
