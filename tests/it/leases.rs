@@ -301,7 +301,26 @@ async fn an_admin_revokes_a_lease_at_once_with_a_reason() {
     assert_eq!(ended.details["reason"], "revoked by admin: laptop stolen");
     assert_eq!(ended.actor.to_string(), "admin");
 
-    let error = admin_revoke(&mut admin, &lease.id, "again")
+    // Revoking it again returns it as it is: a repeated call gets the first result.
+    let again = admin_revoke(&mut admin, &lease.id, "again").await.unwrap();
+    assert_eq!(state(&again), "revoked");
+    assert_eq!(again.end_reason, revoked.end_reason);
+    assert_eq!(again.ended_at_ms, revoked.ended_at_ms);
+    assert_eq!(
+        daemon
+            .actions(&lease.id)
+            .await
+            .iter()
+            .filter(|a| a.as_str() == "lease.revoked")
+            .count(),
+        1
+    );
+    // Revoking a lease that ended otherwise is still refused.
+    let other = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    release(&mut engineer, &other.id).await.unwrap();
+    let error = admin_revoke(&mut admin, &other.id, "too late")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
