@@ -452,3 +452,51 @@ async fn extend_revoke_and_reconcile_through_the_cli() {
     assert!(env.holders("staging-db").is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_holder_extends_even_when_the_caller_sees_every_lease() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let mut auditor = daemon.client("auditor").await;
+    let admin = daemon.client("admin").await;
+    let pending = request(&mut engineer, "prod-db-read", "1h", "slow query", "")
+        .await
+        .unwrap();
+    let staging = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+
+    // Refused for who is asking, whatever the lease's state or the policy would say: an
+    // auditor or administrator sees the lease but does not hold it.
+    for (clients, id) in [
+        (&auditor, &pending.id),
+        (&admin, &pending.id),
+        (&auditor, &staging.id),
+        (&admin, &staging.id),
+    ] {
+        let error = extend(&mut clients.clone(), id, "10m", "mine now")
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::PermissionDenied, "{}", error.message());
+        assert!(
+            error.message().contains("only the requester"),
+            "{}",
+            error.message()
+        );
+    }
+    approve(&mut manager, &pending.id).await.unwrap();
+    // Not the extension route worked out for the auditor as if they held it.
+    let error = extend(&mut auditor, &pending.id, "10m", "mine now")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{}", error.message());
+    let lease = status(&mut engineer, &pending.id).await;
+    assert!(lease.extensions.is_empty());
+    assert_eq!(
+        status(&mut engineer, &staging.id).await.expires_at_ms,
+        staging.expires_at_ms
+    );
+    daemon.stop().await;
+}
