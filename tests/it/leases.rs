@@ -500,3 +500,57 @@ async fn only_the_holder_extends_even_when_the_caller_sees_every_lease() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_repeated_decision_on_an_extension_returns_the_lease_as_it_is() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let asked = request(&mut engineer, "prod-db-read", "1h", "slow query", "")
+        .await
+        .unwrap();
+    let lease = approve(&mut manager, &asked.id).await.unwrap();
+    let end = lease.expires_at_ms.unwrap();
+
+    extend(&mut engineer, &lease.id, "10m", "one more query")
+        .await
+        .unwrap();
+    let denied = deny(&mut manager, &lease.id, "enough").await.unwrap();
+    assert_eq!(denied.extensions[0].state, "denied");
+    // The same denial again: the first result, not an error about the lease being active.
+    let again = deny(&mut manager, &lease.id, "still enough").await.unwrap();
+    assert_eq!(state(&again), "active");
+    assert_eq!(again.extensions.len(), 1);
+    assert_eq!(again.extensions[0].state, "denied");
+    assert!(again.extensions[0].detail.contains("enough"));
+    assert_eq!(again.expires_at_ms, Some(end));
+
+    extend(&mut engineer, &lease.id, "10m", "really one more")
+        .await
+        .unwrap();
+    let approved = approve(&mut manager, &lease.id).await.unwrap();
+    assert_eq!(approved.extensions[1].state, "applied");
+    let again = approve(&mut manager, &lease.id).await.unwrap();
+    assert_eq!(again.expires_at_ms, Some(end + 10 * 60 * 1000));
+    assert_eq!(again.extensions.len(), 2);
+    // A denial after the approval is not a repeat: it is refused.
+    let error = deny(&mut manager, &lease.id, "changed my mind")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+
+    let actions = daemon.actions(&lease.id).await;
+    for (action, count) in [
+        ("lease.extension_denied", 1),
+        ("lease.extension_approval", 1),
+        ("lease.extended", 1),
+    ] {
+        assert_eq!(
+            actions.iter().filter(|a| a.as_str() == action).count(),
+            count,
+            "{action} in {actions:?}"
+        );
+    }
+    daemon.stop().await;
+}
