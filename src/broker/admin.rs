@@ -83,6 +83,8 @@ impl Broker {
 
     /// An administrator ends active lease `id` at once, for `reason`. Answers once the target
     /// confirmed (`ended`, as revoked) or the revoke is being retried (`revoke_failing`).
+    /// Revoking a lease already revoked (or being revoked) returns it as it is: a repeated
+    /// call gets the first result, as DESIGN.md's idempotency invariant asks.
     pub async fn admin_revoke(
         &self,
         caller: &Caller,
@@ -96,12 +98,19 @@ impl Broker {
             Ending::Revoked,
             Actor::Principal(caller.principal.clone()),
             Some(why),
-            move |request| match request.kind() {
-                StateKind::Active => Ok(true),
-                kind => Err(crate::model::TransitionError::Illegal {
+            move |request| match &request.state {
+                State::Active => Ok(true),
+                State::RevokeFailing {
+                    ending: Ending::Revoked,
+                    ..
+                }
+                | State::Ended {
+                    ending: Ending::Revoked,
+                } => Ok(false),
+                _ => Err(crate::model::TransitionError::Illegal {
                     id: request.id,
                     action: "revoke",
-                    state: kind,
+                    state: request.kind(),
                     hint: " (only an active lease can be revoked)",
                 }),
             },

@@ -1,5 +1,6 @@
 //! Decisions: approve, deny, cancel. On an active lease whose extension waits for approvals,
-//! approve and deny decide the extension (see `extend`). Each is checked against the state and the stored route
+//! approve and deny decide the extension (see `extend`), and so does a repeat of the decision
+//! the caller gave its latest extension. Each is checked against the state and the stored route
 //! inside the write transaction (see [`Broker::commit`]), so concurrent calls are linearized
 //! and a quorum is reached exactly once: only the call whose transition produced `approved`
 //! starts the grant.
@@ -18,7 +19,7 @@ impl Broker {
         id: RequestId,
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
-        if self.extension_waits(id).await? {
+        if self.decides_extension(id, caller, true).await? {
             return self.approve_extension(caller, id, comment).await;
         }
         let approver = caller.principal.clone();
@@ -77,7 +78,7 @@ impl Broker {
         id: RequestId,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
-        if self.extension_waits(id).await? {
+        if self.decides_extension(id, caller, false).await? {
             return self.deny_extension(caller, id, reason).await;
         }
         let approver = caller.principal.clone();
@@ -103,12 +104,20 @@ impl Broker {
         .inspect_err(|error| self.nudge_if_past_deadline(id, error))
     }
 
-    /// Whether a decision on `id` is about the extension of its active lease.
-    async fn extension_waits(&self, id: RequestId) -> Result<bool, BrokerError> {
-        Ok(self
-            .read_request(id)
-            .await?
-            .is_some_and(|request| request.extension_pending()))
+    /// Whether `caller`'s decision (an approval when `approve`) on `id` is about the extension
+    /// of its lease: one waits for decisions, or the caller repeats the decision they gave
+    /// the latest one. A repeat goes to the extension too, so that it gets the first result
+    /// rather than being judged against the request, which was decided long before.
+    async fn decides_extension(
+        &self,
+        id: RequestId,
+        caller: &Caller,
+        approve: bool,
+    ) -> Result<bool, BrokerError> {
+        Ok(self.read_request(id).await?.is_some_and(|request| {
+            request.extension_pending()
+                || request.repeats_extension_decision(&caller.principal, approve)
+        }))
     }
 
     /// A decision refused because the deadline passed: record the time-out now rather than

@@ -25,8 +25,19 @@ impl Broker {
             .read_request(id)
             .await?
             .ok_or(BrokerError::NotFound(id))?;
-        if current.requester != caller.principal && !caller.sees_all() {
-            return Err(BrokerError::NotVisible(id));
+        if current.requester != caller.principal {
+            // Who asks is decided first: an auditor or administrator sees the lease but does
+            // not hold it, so neither its state nor an extension route worked out for them
+            // as its holder is the answer.
+            return Err(if caller.sees_all() {
+                TransitionError::NotRequester {
+                    id,
+                    action: "extend it",
+                }
+                .into()
+            } else {
+                BrokerError::NotVisible(id)
+            });
         }
         if current.kind() != StateKind::Active {
             // Said before what the policy allows: the state is what the holder must fix.

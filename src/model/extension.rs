@@ -165,6 +165,19 @@ impl AccessRequest {
                 .is_some_and(|e| e.state == ExtensionState::Pending)
     }
 
+    /// Whether `approver` repeats the decision they gave the latest extension: its approval
+    /// when `approve`, else its denial. A repeated decision answers with the lease as it is,
+    /// like a repeated decision on the request, also once nothing waits any more.
+    pub fn repeats_extension_decision(&self, approver: &Principal, approve: bool) -> bool {
+        self.extensions.last().is_some_and(|e| {
+            if approve {
+                e.approvals.iter().any(|(who, _)| who == approver)
+            } else {
+                matches!(&e.state, ExtensionState::Denied { by, .. } if by == approver)
+            }
+        })
+    }
+
     /// The holder asks to extend the active lease by `by`. With a `stage` the extension waits
     /// for its quorum; without, it is approved at once. Refused beyond `limits`.
     pub fn ask_extension(

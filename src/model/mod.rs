@@ -8,6 +8,8 @@ mod extension;
 pub(crate) mod fixtures;
 mod ids;
 mod names;
+#[cfg(test)]
+mod quorum_model;
 mod request;
 mod review;
 mod state;

@@ -179,6 +179,12 @@ impl Env {
     }
 
     pub async fn start(&self) -> Daemon {
+        self.try_start().await.unwrap()
+    }
+
+    /// Starts the daemon, or says why it could not be built (a store still held by a daemon
+    /// that is going away, for instance).
+    pub async fn try_start(&self) -> Result<Daemon, elevate::server::BuildError> {
         let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
         options.provisioners.insert("files", self.targets.clone());
         for (name, provisioner) in self.provisioners.lock().unwrap().iter() {
@@ -228,17 +234,14 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = metrics_listener.local_addr().unwrap();
-        let server = Server::build(options)
-            .await
-            .unwrap()
-            .with_metrics(metrics_listener);
+        let server = Server::build(options).await?.with_metrics(metrics_listener);
         let broker = server.broker().clone();
         let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
         }));
-        Daemon {
+        Ok(Daemon {
             addr,
             metrics,
             broker,
@@ -246,7 +249,7 @@ impl Env {
             stop: Some(stop),
             task: Some(task),
             certs: self.layout.certs.0.clone(),
-        }
+        })
     }
 
     /// Holders listed in the target file of `resource`.

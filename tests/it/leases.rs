@@ -301,7 +301,26 @@ async fn an_admin_revokes_a_lease_at_once_with_a_reason() {
     assert_eq!(ended.details["reason"], "revoked by admin: laptop stolen");
     assert_eq!(ended.actor.to_string(), "admin");
 
-    let error = admin_revoke(&mut admin, &lease.id, "again")
+    // Revoking it again returns it as it is: a repeated call gets the first result.
+    let again = admin_revoke(&mut admin, &lease.id, "again").await.unwrap();
+    assert_eq!(state(&again), "revoked");
+    assert_eq!(again.end_reason, revoked.end_reason);
+    assert_eq!(again.ended_at_ms, revoked.ended_at_ms);
+    assert_eq!(
+        daemon
+            .actions(&lease.id)
+            .await
+            .iter()
+            .filter(|a| a.as_str() == "lease.revoked")
+            .count(),
+        1
+    );
+    // Revoking a lease that ended otherwise is still refused.
+    let other = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    release(&mut engineer, &other.id).await.unwrap();
+    let error = admin_revoke(&mut admin, &other.id, "too late")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
@@ -431,5 +450,107 @@ async fn extend_revoke_and_reconcile_through_the_cli() {
     );
     assert_eq!(revoked["state"], "revoked");
     assert!(env.holders("staging-db").is_empty());
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_holder_extends_even_when_the_caller_sees_every_lease() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let mut auditor = daemon.client("auditor").await;
+    let admin = daemon.client("admin").await;
+    let pending = request(&mut engineer, "prod-db-read", "1h", "slow query", "")
+        .await
+        .unwrap();
+    let staging = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+
+    // Refused for who is asking, whatever the lease's state or the policy would say: an
+    // auditor or administrator sees the lease but does not hold it.
+    for (clients, id) in [
+        (&auditor, &pending.id),
+        (&admin, &pending.id),
+        (&auditor, &staging.id),
+        (&admin, &staging.id),
+    ] {
+        let error = extend(&mut clients.clone(), id, "10m", "mine now")
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::PermissionDenied, "{}", error.message());
+        assert!(
+            error.message().contains("only the requester"),
+            "{}",
+            error.message()
+        );
+    }
+    approve(&mut manager, &pending.id).await.unwrap();
+    // Not the extension route worked out for the auditor as if they held it.
+    let error = extend(&mut auditor, &pending.id, "10m", "mine now")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{}", error.message());
+    let lease = status(&mut engineer, &pending.id).await;
+    assert!(lease.extensions.is_empty());
+    assert_eq!(
+        status(&mut engineer, &staging.id).await.expires_at_ms,
+        staging.expires_at_ms
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_decision_on_an_extension_returns_the_lease_as_it_is() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut manager = daemon.client("manager").await;
+    let asked = request(&mut engineer, "prod-db-read", "1h", "slow query", "")
+        .await
+        .unwrap();
+    let lease = approve(&mut manager, &asked.id).await.unwrap();
+    let end = lease.expires_at_ms.unwrap();
+
+    extend(&mut engineer, &lease.id, "10m", "one more query")
+        .await
+        .unwrap();
+    let denied = deny(&mut manager, &lease.id, "enough").await.unwrap();
+    assert_eq!(denied.extensions[0].state, "denied");
+    // The same denial again: the first result, not an error about the lease being active.
+    let again = deny(&mut manager, &lease.id, "still enough").await.unwrap();
+    assert_eq!(state(&again), "active");
+    assert_eq!(again.extensions.len(), 1);
+    assert_eq!(again.extensions[0].state, "denied");
+    assert!(again.extensions[0].detail.contains("enough"));
+    assert_eq!(again.expires_at_ms, Some(end));
+
+    extend(&mut engineer, &lease.id, "10m", "really one more")
+        .await
+        .unwrap();
+    let approved = approve(&mut manager, &lease.id).await.unwrap();
+    assert_eq!(approved.extensions[1].state, "applied");
+    let again = approve(&mut manager, &lease.id).await.unwrap();
+    assert_eq!(again.expires_at_ms, Some(end + 10 * 60 * 1000));
+    assert_eq!(again.extensions.len(), 2);
+    // A denial after the approval is not a repeat: it is refused.
+    let error = deny(&mut manager, &lease.id, "changed my mind")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+
+    let actions = daemon.actions(&lease.id).await;
+    for (action, count) in [
+        ("lease.extension_denied", 1),
+        ("lease.extension_approval", 1),
+        ("lease.extended", 1),
+    ] {
+        assert_eq!(
+            actions.iter().filter(|a| a.as_str() == action).count(),
+            count,
+            "{action} in {actions:?}"
+        );
+    }
     daemon.stop().await;
 }

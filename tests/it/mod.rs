@@ -14,6 +14,7 @@ mod leases;
 mod leavers;
 mod lifecycle;
 mod metrics;
+mod model;
 mod notifications;
 pub mod pg;
 mod pg_daemon;
