@@ -506,11 +506,23 @@ pub async fn targets(
                     .filter(|r| stray.lease.as_ref().is_none_or(|lease| *lease == r.id))
                     .map(describe)
                     .collect();
-                let hook = stray
+                let calls = stray
                     .lease
                     .as_ref()
-                    .map(|lease| format!("; hook calls: {:?}", fixture.hook_calls(lease)))
+                    .map(|lease| fixture.hook_calls(lease))
                     .unwrap_or_default();
+                let mut hook = String::new();
+                if !calls.is_empty() {
+                    hook = format!("; hook calls, as they finished: {calls:?}");
+                }
+                if calls
+                    .iter()
+                    .any(|c| c.contains("grant") && c.ends_with("applied orphaned"))
+                {
+                    hook.push_str(
+                        "; a grant call of a killed daemon outlived it (hooks run in process groups of their own) and applied after the restart",
+                    );
+                }
                 found.violation(
                     run,
                     stray_key(stray),
