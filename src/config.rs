@@ -383,8 +383,14 @@ impl Config {
             file: file.to_path_buf(),
             message: error.to_string(),
         })?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        config.resolve(base);
+        // Made absolute: a hook runs in its working directory (by default this file's), where
+        // a relative program path would be looked up anew (and a bare name, as from
+        // `--config elevated.toml`, in PATH), so no resolved path may stay relative.
+        let base = std::path::absolute(file)
+            .ok()
+            .and_then(|file| file.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve(&base);
         config.check(file)?;
         Ok(config)
     }
@@ -673,6 +679,36 @@ mod tests {
         assert_eq!(config.trust_domain, "elevate.local");
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.metrics_listen, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn a_relative_configuration_path_resolves_to_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.sh"), "#!/bin/sh\n").unwrap();
+        let text =
+            format!("{MINIMAL}\n[provisioners.hook]\nkind = \"exec\"\nprogram = \"hook.sh\"\n");
+        std::fs::write(dir.path().join("elevated.toml"), text).unwrap();
+        // The same file named relative to the working directory, as `--config` may name it.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count() - 1);
+        let relative =
+            PathBuf::from(up).join(dir.path().join("elevated.toml").strip_prefix("/").unwrap());
+        let config = Config::load(&relative).unwrap();
+        assert!(config.tls.key.is_absolute(), "{}", config.tls.key.display());
+        let Some(ProvisionerConfig::Exec {
+            program,
+            working_dir,
+            ..
+        }) = config.provisioners.get("hook")
+        else {
+            panic!("no exec provisioner");
+        };
+        assert!(program.is_absolute(), "{}", program.display());
+        assert!(working_dir.is_absolute(), "{}", working_dir.display());
+        assert_eq!(
+            program.canonicalize().unwrap(),
+            dir.path().join("hook.sh").canonicalize().unwrap()
+        );
     }
 
     #[test]

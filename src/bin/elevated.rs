@@ -435,6 +435,11 @@ fn audit_verify(db: &Path, pubkey: Option<String>) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("{}: verification failed: {error}", db.display()))?;
     println!("{}: intact", db.display());
     println!("  {}", verified.summary);
+    if verified.repaired {
+        println!(
+            "  the file was not closed cleanly (the daemon crashed or was killed): a repaired copy was verified; the file is unchanged"
+        );
+    }
     println!(
         "  signatures checked with {}{}",
         verified.key,

@@ -2,10 +2,18 @@
 //! read-only (the daemon must be stopped, or give it a copy), recomputes the whole audit chain,
 //! checks every checkpoint signature, and compares the end of the log with the store's own
 //! counter and head, so that entries cut off the end are found even after the last checkpoint.
+//!
+//! A file the daemon did not close (it crashed, or was killed) cannot be opened read-only: redb
+//! must first rebuild its allocator state, which means writing. That file is what an auditor
+//! most wants to check, and it must not be changed by checking it, so it is copied to a private
+//! temporary file, the copy is repaired and verified, and the copy is removed. Repair rebuilds
+//! the allocator from the last committed state; it changes no entry.
 
-use std::path::Path;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-use redb::ReadOnlyDatabase;
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase};
 
 use super::StoreError;
 use super::codec::decode;
@@ -33,6 +41,14 @@ pub enum OfflineError {
     /// The chain is broken.
     #[error(transparent)]
     Broken(#[from] Broken),
+    /// A file left by a crash could not be copied and repaired for verification.
+    #[error("{file} was not closed cleanly and could not be repaired in a copy: {message}")]
+    Repair {
+        /// The store file.
+        file: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// What an intact store holds.
@@ -44,19 +60,94 @@ pub struct StoreVerified {
     pub recorded_key: bool,
     /// What was checked.
     pub summary: Summary,
+    /// The file was not closed cleanly (a crash); a repaired copy of it was verified.
+    pub repaired: bool,
 }
 
 /// Verifies the audit trail in the store at `path`, with `key` or else the key the store
 /// recorded on its first start.
 pub fn verify_store(path: &Path, key: Option<PublicKey>) -> Result<StoreVerified, OfflineError> {
-    let db = match ReadOnlyDatabase::open(path) {
-        Ok(db) => db,
+    match ReadOnlyDatabase::open(path) {
+        Ok(db) => verify_database(&db, path, key),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-            return Err(OfflineError::InUse(path.display().to_string()));
+            Err(OfflineError::InUse(path.display().to_string()))
         }
-        Err(error) => return Err(StoreError::Redb(error.into()).into()),
-    };
-    let reader = Reader::begin(&db)?;
+        Err(redb::DatabaseError::RepairAborted) => {
+            let copy = RepairedCopy::make(path)?;
+            let verified = verify_database(&copy.db, path, key);
+            drop(copy);
+            verified.map(|verified| StoreVerified {
+                repaired: true,
+                ..verified
+            })
+        }
+        Err(error) => Err(StoreError::Redb(error.into()).into()),
+    }
+}
+
+/// A private, repaired copy of a store file that was not closed cleanly; removed when dropped,
+/// after the database is closed (fields drop in order).
+struct RepairedCopy {
+    db: Database,
+    _file: Removed,
+}
+
+/// A file removed when this is dropped.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl RepairedCopy {
+    fn make(original: &Path) -> Result<Self, OfflineError> {
+        let failed = |message: String| OfflineError::Repair {
+            file: original.display().to_string(),
+            message,
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "elevate-verify-{}-{nanos}.redb",
+            std::process::id()
+        ));
+        let cannot_copy = |error: std::io::Error| {
+            failed(format!(
+                "cannot copy it to {} (set TMPDIR to a directory with room): {error}",
+                path.display()
+            ))
+        };
+        // Mode 0600: the copy holds the whole history, like the store.
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(cannot_copy)?;
+        // Ours from here on: removed on every way out.
+        let file = Removed(path.clone());
+        std::fs::File::open(original)
+            .and_then(|mut from| std::io::copy(&mut from, &mut to))
+            .map_err(cannot_copy)?;
+        drop(to);
+        // A daemon that started meanwhile may have been writing while the file was copied.
+        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = ReadOnlyDatabase::open(original) {
+            return Err(OfflineError::InUse(original.display().to_string()));
+        }
+        let db = Database::open(&path).map_err(|error| failed(error.to_string()))?;
+        Ok(Self { db, _file: file })
+    }
+}
+
+fn verify_database(
+    db: &impl ReadableDatabase,
+    path: &Path,
+    key: Option<PublicKey>,
+) -> Result<StoreVerified, OfflineError> {
+    let reader = Reader::begin(db)?;
     let recorded = reader.audit_key()?;
     let (key, recorded_key) = match (key, recorded) {
         (Some(key), recorded) => (key, recorded == Some(key)),
@@ -158,6 +249,7 @@ pub fn verify_store(path: &Path, key: Option<PublicKey>) -> Result<StoreVerified
         key,
         recorded_key,
         summary: chain.summary().clone(),
+        repaired: false,
     })
 }
 
@@ -188,4 +280,93 @@ fn decode_page(page: Vec<(u64, Vec<u8>)>) -> Result<Vec<(u64, Event, [u8; 32])>,
         }
         Ok(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::key::AuditKey;
+    use crate::audit::{Actor, Draft};
+    use crate::model::Timestamp;
+    use crate::store::tables::{self, AUDIT, Tables};
+    use crate::store::{Changes, Signing};
+
+    /// A store at `path` with `count` chained entries, a checkpoint every four, still open.
+    fn store(path: &Path, key: &Arc<AuditKey>, count: u64) -> Database {
+        let db = Database::create(path).unwrap();
+        tables::initialize(&db, path, Some(key.public())).unwrap();
+        let signing = Signing {
+            key: key.clone(),
+            every: 4,
+        };
+        for n in 1..=count {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut tables = Tables::open(&txn, Some(&signing)).unwrap();
+                let at = Timestamp::from_unix_millis(1_800_000_000_000 + n);
+                let changes = Changes {
+                    events: vec![Draft::new(at, Actor::System, "lease.expired")],
+                    ..Changes::default()
+                };
+                tables
+                    .apply(changes, &mut Vec::new(), &mut Vec::new())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        db
+    }
+
+    #[test]
+    fn a_store_left_by_a_crash_verifies_and_is_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(AuditKey::ephemeral().unwrap());
+        let live = dir.path().join("live.redb");
+        let db = store(&live, &key, 10);
+        let crashed = dir.path().join("crashed.redb");
+        // What `kill -9` leaves: the file as last committed, never closed.
+        std::fs::copy(&live, &crashed).unwrap();
+        drop(db);
+        assert!(
+            matches!(
+                ReadOnlyDatabase::open(&crashed),
+                Err(redb::DatabaseError::RepairAborted)
+            ),
+            "the image should need a repair"
+        );
+        let before = std::fs::read(&crashed).unwrap();
+
+        let verified = verify_store(&crashed, Some(key.public())).unwrap();
+        assert!(verified.repaired);
+        assert_eq!(verified.summary.last, Some(10));
+        assert_eq!(verified.summary.signed_through, Some(8));
+        assert_eq!(
+            std::fs::read(&crashed).unwrap(),
+            before,
+            "verifying changed the file"
+        );
+        // A cleanly closed store is read as it is.
+        let clean = verify_store(&live, None).unwrap();
+        assert!(!clean.repaired);
+        assert_eq!(clean.summary.last, Some(10));
+    }
+
+    #[test]
+    fn damage_in_a_store_left_by_a_crash_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(AuditKey::ephemeral().unwrap());
+        let live = dir.path().join("live.redb");
+        let db = store(&live, &key, 10);
+        let txn = db.begin_write().unwrap();
+        txn.open_table(AUDIT).unwrap().remove(5).unwrap();
+        txn.commit().unwrap();
+        let crashed = dir.path().join("crashed.redb");
+        // What `kill -9` leaves: the file as last committed, never closed.
+        std::fs::copy(&live, &crashed).unwrap();
+        drop(db);
+        let error = verify_store(&crashed, Some(key.public())).unwrap_err();
+        assert!(error.to_string().contains("entry 5 is missing"), "{error}");
+    }
 }
