@@ -5,24 +5,6 @@ use tonic::Code;
 use super::harness::*;
 use elevate::proto::v1 as pb;
 
-/// The demo directory, with the manager also in the security group: eligible at both stages.
-const DIRECTORY: &str = r#"
-[principals.engineer]
-groups = ["engineering"]
-manager = "manager"
-[principals.manager]
-groups = ["engineering-managers", "security"]
-[principals.security]
-groups = ["security"]
-[principals.auditor]
-groups = ["auditors"]
-[principals.oncall]
-groups = ["sre"]
-manager = "manager"
-[principals.admin]
-groups = ["admins"]
-"#;
-
 #[tokio::test]
 async fn two_stages_manager_then_security() {
     let env = Env::new().directory(DIRECTORY);

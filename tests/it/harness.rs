@@ -520,3 +520,22 @@ pub async fn until_state(clients: &Clients, id: &str, wanted: &str) -> pb::Acces
     })
     .await
 }
+
+/// The demo directory with the manager also in the security group: eligible at both stages of
+/// prod-db-admin, so that "one person counts once" is put to the test.
+pub const DIRECTORY: &str = r#"
+[principals.engineer]
+groups = ["engineering"]
+manager = "manager"
+[principals.manager]
+groups = ["engineering-managers", "security"]
+[principals.security]
+groups = ["security"]
+[principals.auditor]
+groups = ["auditors"]
+[principals.oncall]
+groups = ["sre"]
+manager = "manager"
+[principals.admin]
+groups = ["admins"]
+"#;

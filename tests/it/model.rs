@@ -62,25 +62,6 @@ const ANYONE: [&str; 5] = [ENGINEER, ONCALL, MANAGER, SECURITY, AUDITOR];
 /// The system's name as an audit actor.
 const SYSTEM: &str = "elevated";
 
-/// The demo directory with the manager also in the security group: eligible at both stages of
-/// prod-db-admin, so that "one person counts once" is put to the test.
-const DIRECTORY: &str = r#"
-[principals.engineer]
-groups = ["engineering"]
-manager = "manager"
-[principals.manager]
-groups = ["engineering-managers", "security"]
-[principals.security]
-groups = ["security"]
-[principals.auditor]
-groups = ["auditors"]
-[principals.oncall]
-groups = ["sre"]
-manager = "manager"
-[principals.admin]
-groups = ["admins"]
-"#;
-
 const SECOND: u64 = 1000;
 const MINUTE: u64 = 60 * SECOND;
 const HOUR: u64 = 60 * MINUTE;
