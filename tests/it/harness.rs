@@ -474,6 +474,38 @@ pub async fn deny(
         .map(|r| r.into_inner().request.unwrap())
 }
 
+pub async fn extend(
+    clients: &mut Clients,
+    id: &str,
+    by: &str,
+    reason: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .access
+        .extend_lease(pb::ExtendLeaseRequest {
+            id: id.into(),
+            by: by.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
+pub async fn admin_revoke(
+    clients: &mut Clients,
+    id: &str,
+    reason: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .admin
+        .revoke_lease(pb::RevokeLeaseRequest {
+            id: id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
 pub async fn release(clients: &mut Clients, id: &str) -> Result<pb::AccessRequest, tonic::Status> {
     clients
         .access

@@ -22,38 +22,6 @@ fn overlapping_policy(env: &Env) -> String {
         )
 }
 
-async fn extend(
-    clients: &mut Clients,
-    id: &str,
-    by: &str,
-    reason: &str,
-) -> Result<pb::AccessRequest, tonic::Status> {
-    clients
-        .access
-        .extend_lease(pb::ExtendLeaseRequest {
-            id: id.into(),
-            by: by.into(),
-            reason: reason.into(),
-        })
-        .await
-        .map(|r| r.into_inner().request.unwrap())
-}
-
-async fn admin_revoke(
-    clients: &mut Clients,
-    id: &str,
-    reason: &str,
-) -> Result<pb::AccessRequest, tonic::Status> {
-    clients
-        .admin
-        .revoke_lease(pb::RevokeLeaseRequest {
-            id: id.into(),
-            reason: reason.into(),
-        })
-        .await
-        .map(|r| r.into_inner().request.unwrap())
-}
-
 async fn reconcile(clients: &mut Clients, resource: &str) -> Result<Vec<String>, tonic::Status> {
     clients
         .admin

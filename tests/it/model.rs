@@ -1333,7 +1333,7 @@ fn run_op(
                         (
                             "extends",
                             model.extend(index, who, amount),
-                            extend(&mut clients, &id, amount).await,
+                            extend(&mut clients, &id, amount, "still on it").await,
                         )
                     }
                     _ => unreachable!(),
@@ -1359,16 +1359,9 @@ fn run_op(
             let id = model.requests[index].id.clone();
             let expected = model.revoke(index, who);
             let mut clients = running.client(who);
-            let answer = running.runtime.block_on(async {
-                clients
-                    .admin
-                    .revoke_lease(pb::RevokeLeaseRequest {
-                        id: id.clone(),
-                        reason: "rotation".into(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().request.unwrap())
-            });
+            let answer = running
+                .runtime
+                .block_on(admin_revoke(&mut clients, &id, "rotation"));
             let what = format!("{who} revokes {id}");
             expect(&what, expected, &answer)?;
             if let Ok(answer) = &answer {
@@ -1394,22 +1387,6 @@ fn run_op(
         }
         Op::Restart { .. } => unreachable!(),
     }
-}
-
-async fn extend(
-    clients: &mut Clients,
-    id: &str,
-    by: &str,
-) -> Result<pb::AccessRequest, tonic::Status> {
-    clients
-        .access
-        .extend_lease(pb::ExtendLeaseRequest {
-            id: id.into(),
-            by: by.into(),
-            reason: "still on it".into(),
-        })
-        .await
-        .map(|r| r.into_inner().request.unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------
