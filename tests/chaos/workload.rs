@@ -106,7 +106,7 @@ async fn operate(shared: &Shared, rng: &mut Rng) {
         35..60 => approve(shared, rng, request).await,
         60..65 => wrong_approval(shared, rng, request).await,
         65..71 => deny(shared, rng, request).await,
-        _ => cancel(shared, request).await,
+        _ => cancel_one(shared, &request).await,
     }
 }
 
@@ -167,7 +167,7 @@ async fn make_room(shared: &Shared, rng: &mut Rng) {
     if !active.is_empty() && (pending.is_empty() || rng.chance(50)) {
         release_one(shared, rng.pick(&active)).await;
     } else if !pending.is_empty() {
-        cancel(shared, rng.pick(&pending).clone()).await;
+        cancel_one(shared, rng.pick(&pending)).await;
     }
 }
 
@@ -312,27 +312,6 @@ async fn deny(shared: &Shared, rng: &mut Rng, request: pb::AccessRequest) {
     }
 }
 
-async fn cancel(shared: &Shared, request: pb::AccessRequest) {
-    let Some(clients) = shared.cast.get(request.requester.as_str()) else {
-        return;
-    };
-    let mut access = clients.access.clone();
-    let answer = call(
-        shared,
-        access.cancel_request(pb::CancelRequestRequest {
-            id: request.id.clone(),
-        }),
-    )
-    .await;
-    if let Some(answer) = answer.and_then(|a| a.request) {
-        shared
-            .ledger
-            .lock()
-            .unwrap()
-            .acknowledged(shared.run, "cancel", &answer);
-    }
-}
-
 async fn release(shared: &Shared, rng: &mut Rng) {
     let active = shared
         .ledger
@@ -356,27 +335,39 @@ async fn release(shared: &Shared, rng: &mut Rng) {
 
 /// The holder releases `request`; also used to end everything at the end of the run.
 pub async fn release_one(shared: &Shared, request: &pb::AccessRequest) {
+    by_requester(shared, request, "release").await;
+}
+
+/// The requester withdraws `request`; also used to end everything at the end of the run.
+pub async fn cancel_one(shared: &Shared, request: &pb::AccessRequest) {
+    by_requester(shared, request, "cancel").await;
+}
+
+/// `request`'s requester releases it (`what` = "release") or withdraws it ("cancel"), and the
+/// answer, when acknowledged, goes into the ledger.
+async fn by_requester(shared: &Shared, request: &pb::AccessRequest, what: &'static str) {
     let Some(clients) = shared.cast.get(request.requester.as_str()) else {
         return;
     };
     let mut access = clients.access.clone();
-    let answer = call(
-        shared,
-        access.release_lease(pb::ReleaseLeaseRequest {
-            id: request.id.clone(),
-        }),
-    )
-    .await;
-    if let Some(answer) = answer.and_then(|a| a.request) {
+    let id = request.id.clone();
+    let answer = if what == "release" {
+        call(shared, access.release_lease(pb::ReleaseLeaseRequest { id }))
+            .await
+            .and_then(|a| a.request)
+    } else {
+        call(
+            shared,
+            access.cancel_request(pb::CancelRequestRequest { id }),
+        )
+        .await
+        .and_then(|a| a.request)
+    };
+    if let Some(answer) = answer {
         shared
             .ledger
             .lock()
             .unwrap()
-            .acknowledged(shared.run, "release", &answer);
+            .acknowledged(shared.run, what, &answer);
     }
-}
-
-/// The requester withdraws `request`; used to end everything at the end of the run.
-pub async fn cancel_one(shared: &Shared, request: &pb::AccessRequest) {
-    cancel(shared, request.clone()).await;
 }
