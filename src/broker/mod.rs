@@ -309,17 +309,17 @@ impl Broker {
     /// scheduled.
     pub async fn recover(&self) -> Result<Recovery, BrokerError> {
         self.load_offboarded().await?;
-        let deadlines = self.inner.store.read(|reader| reader.deadlines()).await?;
+        let mut deadlines = self.inner.store.read(|reader| reader.deadlines()).await?;
         let now = self.inner.clock.now();
         let split = deadlines.partition_point(|(deadline, _)| *deadline <= now);
-        let later = deadlines[split..].to_vec();
+        let later = deadlines.split_off(split);
         let scheduled = later.len();
         self.inner.expiry.schedule_many(later);
         // Answers once the wheel holds them all: "recovered" means scheduled, not queued.
         self.inner.expiry.inspect(RequestId::FIRST).await;
-        let overdue = &deadlines[..split];
+        let overdue = deadlines;
         let mut running = tokio::task::JoinSet::new();
-        for &(_, id) in overdue {
+        for &(_, id) in &overdue {
             let slot = self
                 .inner
                 .effect_slots
