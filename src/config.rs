@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::model::humantime;
 use crate::notify::Priority;
 use crate::tls::TlsFiles;
 
@@ -35,12 +36,6 @@ pub enum ConfigError {
         /// What is wrong, with the field (and line, from the TOML parser).
         message: String,
     },
-}
-
-fn humantime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|error| serde::de::Error::custom(format!("invalid duration '{text}': {error}")))
 }
 
 /// The daemon configuration.
@@ -407,6 +402,9 @@ impl Config {
         if let Some(revoked) = &mut self.tls.revoked {
             join(revoked);
         }
+        for crl in &mut self.tls.crls {
+            join(crl);
+        }
         join(&mut self.store.path);
         match &mut self.audit.key {
             Some(key) => join(key),
@@ -479,6 +477,9 @@ impl Config {
                 "metrics_listen: {} is the gRPC address (listen); metrics need an address of their own",
                 self.listen
             )));
+        }
+        if let Err(message) = self.tls.check() {
+            return Err(invalid(format!("tls.{message}")));
         }
         if self.workflow.grant_attempts == 0 {
             return Err(invalid(

@@ -35,7 +35,7 @@ use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
 use crate::reload::Reloader;
 use crate::store::{Signing, StoreOptions};
-use crate::tls::revoked::DenyList;
+use crate::tls::revocation::{RevocationError, Revocations};
 use crate::tls::{LiveTls, TlsError, TlsFiles};
 
 /// The audit key and how often checkpoints are signed.
@@ -246,6 +246,9 @@ pub enum BuildError {
     /// The audit key cannot be loaded or made.
     #[error("audit key: {0}")]
     AuditKey(#[from] KeyError),
+    /// The deny list or a CRL is unusable.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 /// Serving failed.
@@ -257,7 +260,7 @@ pub struct ServeError(#[from] tonic::transport::Error);
 pub struct Server {
     broker: Broker,
     tls: LiveTls,
-    revoked: DenyList,
+    revocations: Revocations,
     trust_domain: String,
     grace: Duration,
     stop: CancellationToken,
@@ -271,8 +274,7 @@ impl Server {
     /// Loads and checks everything, opens the store and recovers the timer wheel.
     pub async fn build(options: Options) -> Result<Self, BuildError> {
         let tls = LiveTls::load(options.tls.clone())?;
-        let revoked = DenyList::open(options.tls.revoked_list())
-            .map_err(|error| TlsError::Config(format!("certificate deny list: {error}")))?;
+        let revocations = Revocations::open(&options.tls)?;
         let snapshot = Snapshot::load(&options.policy, &options.directory)?;
         snapshot
             .check_provisioners(&options.policy, &options.provisioners.names().collect())
@@ -294,6 +296,7 @@ impl Server {
         });
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
+        metrics.watch_revocations(revocations.clone());
         let broker = Broker::start(
             &options.store,
             store_options,
@@ -326,7 +329,7 @@ impl Server {
         Ok(Self {
             broker,
             tls,
-            revoked,
+            revocations,
             trust_domain: options.trust_domain,
             grace: options.shutdown_grace,
             stop,
@@ -382,12 +385,25 @@ impl Server {
                 metrics_stop.clone(),
             ))
         });
+        let files = self.tls.files();
         let admission = grpc::transport::Admission {
             tls: self.tls.clone(),
             trust_domain: self.trust_domain.clone(),
-            revoked: self.revoked.clone(),
+            identity: files.identity,
+            revocations: self.revocations.clone(),
             broker: self.broker.clone(),
+            metrics: self.metrics.clone(),
+            handshakes: grpc::transport::HandshakeLimits {
+                total: files.max_handshakes,
+                per_address: files.max_handshakes_per_address,
+            },
         };
+        let connections = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(files.keepalive_interval))
+            .http2_keepalive_timeout(Some(files.keepalive_timeout))
+            .max_connection_age(files.max_connection_age)
+            .max_connection_age_grace(files.max_connection_age_grace);
+        let admit = grpc::admit::AdmitLayer::new(admission.clone());
         let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
         let (routes, health) = grpc::routes(&self.broker);
         let grace = self.grace;
@@ -406,8 +422,9 @@ impl Server {
                 stopping.notify_one();
             }
         };
-        let serve = tonic::transport::Server::builder()
+        let serve = connections
             .layer(RpcLayer::new(self.metrics.clone()))
+            .layer(admit)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -152,7 +153,8 @@ enum Certs {
         server_names: Vec<String>,
     },
     /// Add a client certificate to the deny list DIR/revoked.toml; the daemon refuses it from
-    /// the next connection on.
+    /// its next call on, on every connection. With --crl, also write a CRL of the whole deny
+    /// list signed by the CA in DIR (for daemons and tools that read CRLs).
     #[command(group(clap::ArgGroup::new("certificate").required(true).args(["serial", "name"])))]
     Revoke {
         /// The certificate directory.
@@ -167,6 +169,13 @@ enum Certs {
         /// Why, for the record.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Also write a CRL (PEM) listing every certificate of the deny list to this file,
+        /// signed with DIR/ca.key.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// How long the CRL is current: its nextUpdate is this far after now.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        crl_valid: Duration,
     },
     /// Print the deny list DIR/revoked.toml.
     ListRevoked {
@@ -460,8 +469,8 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     if let Err(exposed) = &private {
         problems.extend(exposed.0.iter().cloned());
     }
-    if let Err(error) = revoked::DenyList::open(config.tls.revoked_list()) {
-        problems.push(format!("tls.revoked: {error}"));
+    if let Err(error) = elevate::tls::revocation::Revocations::open(&config.tls) {
+        problems.push(format!("tls: {error}"));
     }
     // These read the private files again; their permission problems are reported above.
     if private.is_ok() {
@@ -533,7 +542,7 @@ fn certs_revoke(
     };
     match revoked::revoke(dir, &target, reason, SystemClock.now())? {
         Revoked::Added(entry) => println!(
-            "revoked {} in {}; the daemon refuses it from the next connection on",
+            "revoked {} in {}; the daemon refuses it from its next call on",
             shown(&entry),
             file.display()
         ),
@@ -544,6 +553,17 @@ fn certs_revoke(
             file.display()
         ),
     }
+    Ok(())
+}
+
+/// Writes a CRL of the deny list and says what it holds.
+fn certs_write_crl(dir: &Path, crl: &Path, valid_for: Duration) -> anyhow::Result<()> {
+    let listed = revoked::write_crl(dir, crl, valid_for, SystemClock.now())?;
+    println!(
+        "wrote {} listing {listed} certificate(s), valid for {}",
+        crl.display(),
+        humantime::format_duration(valid_for)
+    );
     Ok(())
 }
 
@@ -616,8 +636,11 @@ async fn main() -> std::process::ExitCode {
                     serial,
                     name,
                     reason,
+                    crl,
+                    crl_valid,
                 },
-        } => certs_revoke(&dir, serial, name, &reason),
+        } => certs_revoke(&dir, serial, name, &reason)
+            .and_then(|()| crl.map_or(Ok(()), |crl| certs_write_crl(&dir, &crl, crl_valid))),
         Command::Certs {
             command: Certs::ListRevoked { dir },
         } => certs_list_revoked(&dir),

@@ -149,12 +149,11 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
     );
     Options {
         trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
-        tls: TlsFiles {
-            ca: layout.certs.ca_cert(),
-            cert: layout.certs.server_cert(),
-            key: layout.certs.server_key(),
-            revoked: None,
-        },
+        tls: TlsFiles::new(
+            layout.certs.ca_cert(),
+            layout.certs.server_cert(),
+            layout.certs.server_key(),
+        ),
         store: layout.store.clone(),
         store_options: StoreOptions::default(),
         policy: layout.policy.clone(),

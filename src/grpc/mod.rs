@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+pub mod admit;
 mod approval;
 mod audit;
 mod break_glass;
@@ -31,7 +32,6 @@ use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::approval_service_server::ApprovalServiceServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::break_glass_service_server::BreakGlassServiceServer;
-use crate::tls::PeerIdentity;
 
 /// Largest request message accepted, in bytes. Far above any valid request, so an oversize
 /// field still reaches validation and gets `INVALID_ARGUMENT` naming the field; only messages
@@ -40,10 +40,11 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// The caller of `request`, from its connection's verified certificate and the directory.
 pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status> {
-    let identity = request
+    let identity = &request
         .extensions()
-        .get::<PeerIdentity>()
-        .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+        .get::<transport::Peer>()
+        .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?
+        .identity;
     match &identity.principal {
         Ok(principal) => broker
             .authenticate(principal.clone())

@@ -28,6 +28,10 @@
 //! | `elevate_store_commit_duration_seconds` | histogram | | a write transaction, from its start to its durable commit |
 //! | `elevate_store_commit_batch_jobs` | histogram | | write jobs per transaction (group commit) |
 //! | `elevate_rpc_duration_seconds` | histogram | `method`, `code` | gRPC calls, by method and status code |
+//! | `elevate_rate_limited_total` | counter | `action` | `submit` and `extend` calls refused by a rate limit |
+//! | `elevate_tls_handshakes_dropped_total` | counter | `reason` | TLS handshakes dropped: `crowded` (a cap was reached and a newer one took its place) or `timeout` |
+//! | `elevate_tls_crl_next_update_timestamp_seconds` | gauge | `file` | each CRL's `nextUpdate`, unix seconds |
+//! | `elevate_tls_crl_expired` | gauge | `file` | 1 for a CRL past its `nextUpdate` (still used unless `crl_expired = "refuse"`) |
 //!
 //! The `outcome` of `elevate_requests_total` is one of `submitted`, `auto_approved`,
 //! `approved`, `denied`, `cancelled`, `timed_out`, `granted`, `failed`, `expired`,
@@ -53,12 +57,14 @@ pub mod http;
 pub mod rpc;
 pub mod text;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use crate::broker::events;
+use crate::model::Timestamp;
 use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
-use text::{Counter, Exposition, Histogram};
+use crate::tls::revocation::Revocations;
+use text::{Counter, Exposition, Histogram, Kind};
 
 /// Bounds of the decision histogram: ten seconds to a day.
 const DECISION_SECONDS: &[f64] = &[
@@ -98,6 +104,10 @@ struct Families {
     commit_duration: Histogram<0>,
     commit_jobs: Histogram<0>,
     rpc: Histogram<2>,
+    rate_limited: Counter<1>,
+    handshakes_dropped: Counter<1>,
+    /// The CRLs whose freshness is reported, once the server has them.
+    revocations: OnceLock<Revocations>,
 }
 
 impl Default for Metrics {
@@ -155,6 +165,17 @@ impl Metrics {
                 ["method", "code"],
                 RPC_SECONDS,
             ),
+            rate_limited: Counter::new(
+                "elevate_rate_limited_total",
+                "Calls refused by a per-principal rate limit, by action (submit, extend).",
+                ["action"],
+            ),
+            handshakes_dropped: Counter::new(
+                "elevate_tls_handshakes_dropped_total",
+                "TLS handshakes dropped before completing: crowded (a cap on handshakes in progress was reached and a newer one took its place) or timeout.",
+                ["reason"],
+            ),
+            revocations: OnceLock::new(),
         };
         Self {
             families: Arc::new(families),
@@ -166,6 +187,21 @@ impl Metrics {
         self.families
             .rpc
             .observe([method, code], took.as_secs_f64());
+    }
+
+    /// Counts a call refused by a rate limit.
+    pub fn rate_limited(&self, action: &str) {
+        self.families.rate_limited.increment([action]);
+    }
+
+    /// Counts a TLS handshake dropped for `reason`.
+    pub fn handshake_dropped(&self, reason: &str) {
+        self.families.handshakes_dropped.increment([reason]);
+    }
+
+    /// Reports the freshness of the CRLs of `revocations` from now on.
+    pub fn watch_revocations(&self, revocations: Revocations) {
+        let _ = self.families.revocations.set(revocations);
     }
 
     /// The value of `elevate_requests_total` for `resource` and `outcome`.
@@ -187,7 +223,41 @@ impl Metrics {
         families.commit_duration.encode(&mut out);
         families.commit_jobs.encode(&mut out);
         families.rpc.encode(&mut out);
+        families.rate_limited.encode(&mut out);
+        families.handshakes_dropped.encode(&mut out);
+        if let Some(revocations) = families.revocations.get() {
+            encode_crls(revocations, &mut out);
+        }
         Ok(out.finish())
+    }
+}
+
+/// The freshness of each CRL.
+fn encode_crls(revocations: &Revocations, out: &mut Exposition) {
+    let lists = revocations.crl_lists();
+    let now = Timestamp::from_system_time(SystemTime::now());
+    const NEXT: &str = "elevate_tls_crl_next_update_timestamp_seconds";
+    const EXPIRED: &str = "elevate_tls_crl_expired";
+    out.family(
+        NEXT,
+        Kind::Gauge,
+        "The nextUpdate of each certificate revocation list, in unix seconds.",
+    );
+    for list in &lists {
+        if let Some(next) = list.next_update {
+            let file = list.file.display().to_string();
+            out.sample(NEXT, &[("file", &file)], (next.unix_millis() / 1000) as f64);
+        }
+    }
+    out.family(
+        EXPIRED,
+        Kind::Gauge,
+        "1 for a certificate revocation list past its nextUpdate (still used unless crl_expired = \"refuse\"), else 0.",
+    );
+    for list in &lists {
+        let file = list.file.display().to_string();
+        let expired = if list.expired(now) { 1.0 } else { 0.0 };
+        out.sample(EXPIRED, &[("file", &file)], expired);
     }
 }
 

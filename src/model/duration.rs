@@ -86,6 +86,14 @@ pub fn format_duration(duration: Duration) -> String {
     .to_string()
 }
 
+/// Deserializes a humantime duration (`90s`, `1h30m`) for configuration fields, naming the text
+/// that is not one.
+pub fn humantime<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    ::humantime::parse_duration(&text)
+        .map_err(|error| serde::de::Error::custom(format!("invalid duration '{text}': {error}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

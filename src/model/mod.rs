@@ -16,7 +16,7 @@ mod state;
 mod text;
 mod time;
 
-pub use duration::{DurationError, LeaseDuration};
+pub use duration::{DurationError, LeaseDuration, humantime};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};

@@ -177,7 +177,7 @@ fn server_certificate(
 }
 
 /// The CA of `dir`, to sign with.
-fn issuer(files: &CertDir) -> Result<Issuer<'static, KeyPair>, IssueError> {
+pub(crate) fn issuer(files: &CertDir) -> Result<Issuer<'static, KeyPair>, IssueError> {
     let ca_key_pem = std::fs::read_to_string(files.ca_key()).map_err(io(&files.ca_key()))?;
     let ca_cert_pem = std::fs::read_to_string(files.ca_cert()).map_err(io(&files.ca_cert()))?;
     Ok(Issuer::from_ca_cert_pem(
@@ -266,10 +266,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         load_key(&files.server_key()).unwrap();
         let cert = &load_certs(&files.client_cert("alice")).unwrap()[0];
-        let identity = identify(cert, DEFAULT_TRUST_DOMAIN);
+        let identity = identify(cert, DEFAULT_TRUST_DOMAIN, Default::default());
         assert_eq!(identity.principal.unwrap().as_str(), "alice");
         assert_eq!(identity.serial.len(), 32);
-        let foreign = identify(cert, "other.domain");
+        let foreign = identify(cert, "other.domain", Default::default());
         assert!(
             foreign
                 .principal

@@ -60,12 +60,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         issue::init(dir.path(), &[], false).unwrap();
         let certs = CertDir(dir.path().to_path_buf());
-        let live = LiveTls::load(TlsFiles {
-            ca: certs.ca_cert(),
-            cert: certs.server_cert(),
-            key: certs.server_key(),
-            revoked: None,
-        })
+        let live = LiveTls::load(TlsFiles::new(
+            certs.ca_cert(),
+            certs.server_cert(),
+            certs.server_key(),
+        ))
         .unwrap();
         let first = live.current();
         live.reload().unwrap();

@@ -4,23 +4,28 @@
 //! made by the daemon itself with rcgen ([`issue`]). The configuration in force is swapped
 //! whole when the files are re-read ([`live`]).
 
+pub mod crl;
 pub mod identity;
 pub mod issue;
 pub mod live;
+pub mod revocation;
 pub mod revoked;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-pub use identity::{PeerIdentity, identify};
+pub use crl::CrlExpired;
+pub use identity::{IdentitySource, PeerIdentity, identify};
 pub use live::LiveTls;
 
+use crate::model::humantime;
 use crate::private_file::{self, PrivateFileError};
 
 /// A certificate or key file is unusable.
@@ -92,7 +97,8 @@ pub fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The daemon's TLS files.
+/// The daemon's `[tls]` section: its TLS files, how clients are identified and revoked, and
+/// how long connections may live.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
@@ -105,15 +111,118 @@ pub struct TlsFiles {
     /// The deny list of client certificates (default: `revoked.toml` beside `ca`).
     #[serde(default)]
     pub revoked: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER) issued by the client CA, checked with the
+    /// deny list on every call and re-read when they change.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// What a CRL past its `nextUpdate` does: `use` it (logged and exposed as a metric) or
+    /// `refuse` every client until a fresh one is published.
+    #[serde(default)]
+    pub crl_expired: CrlExpired,
+    /// Where a client's principal comes from: `spiffe_or_cn` (a SPIFFE URI SAN, else the
+    /// common name) or `spiffe` (a SPIFFE URI SAN only).
+    #[serde(default)]
+    pub identity: IdentitySource,
+    /// HTTP/2 pings are sent this often on an idle connection.
+    #[serde(default = "default_keepalive_interval", deserialize_with = "humantime")]
+    pub keepalive_interval: Duration,
+    /// A connection whose ping is not answered within this is closed.
+    #[serde(default = "default_keepalive_timeout", deserialize_with = "humantime")]
+    pub keepalive_timeout: Duration,
+    /// No connection lives longer than this: the client is asked to reconnect (and present
+    /// its certificate again).
+    #[serde(default = "default_max_connection_age", deserialize_with = "humantime")]
+    pub max_connection_age: Duration,
+    /// How long calls still running when a connection reaches its age may take to finish.
+    #[serde(
+        default = "default_max_connection_age_grace",
+        deserialize_with = "humantime"
+    )]
+    pub max_connection_age_grace: Duration,
+    /// TLS handshakes in progress at once; past this the oldest is dropped.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one IP address; past this that address's
+    /// oldest is dropped.
+    #[serde(default = "default_max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
 }
 
 impl TlsFiles {
+    /// The given files, with every other setting at its default.
+    pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            ca,
+            cert,
+            key,
+            revoked: None,
+            crls: Vec::new(),
+            crl_expired: CrlExpired::default(),
+            identity: IdentitySource::default(),
+            keepalive_interval: default_keepalive_interval(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_connection_age: default_max_connection_age(),
+            max_connection_age_grace: default_max_connection_age_grace(),
+            max_handshakes: default_max_handshakes(),
+            max_handshakes_per_address: default_max_handshakes_per_address(),
+        }
+    }
+
+    /// Checks the connection settings; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.keepalive_interval < Duration::from_secs(1) {
+            return Err("keepalive_interval: must be at least 1s".to_owned());
+        }
+        if self.keepalive_timeout < Duration::from_secs(1) {
+            return Err("keepalive_timeout: must be at least 1s".to_owned());
+        }
+        if self.max_connection_age < Duration::from_secs(10) {
+            return Err("max_connection_age: must be at least 10s".to_owned());
+        }
+        if self.max_handshakes == 0 {
+            return Err("max_handshakes: must be at least 1".to_owned());
+        }
+        if self.max_handshakes_per_address == 0
+            || self.max_handshakes_per_address > self.max_handshakes
+        {
+            return Err(
+                "max_handshakes_per_address: must be at least 1 and at most max_handshakes"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     /// The deny list in force: `revoked`, else `revoked.toml` beside the CA file.
     pub fn revoked_list(&self) -> PathBuf {
         self.revoked
             .clone()
             .unwrap_or_else(|| self.ca.with_file_name(revoked::FILE_NAME))
     }
+}
+
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_max_connection_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_max_connection_age_grace() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_handshakes() -> usize {
+    256
+}
+
+fn default_max_handshakes_per_address() -> usize {
+    32
 }
 
 /// A rustls server configuration: TLS 1.3 and 1.2, client certificates required and verified

@@ -44,6 +44,11 @@ impl Serial {
         Self(bytes.get(start..).unwrap_or_default().to_vec())
     }
 
+    /// Its value, big-endian, without leading zero bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The serial of a certificate (DER).
     pub fn of_certificate(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
@@ -267,6 +272,59 @@ pub fn revoke(
     Ok(Revoked::Added(entry))
 }
 
+/// Writes a CRL to `out` that lists every certificate of the deny list of certificate
+/// directory `dir`, signed by the CA there (`DIR/ca.key`), issued at `at` and announcing its
+/// next update `valid_for` later. Its CRL number is `at` in unix milliseconds, so that each
+/// one written is numbered above the last. Returns how many certificates it lists.
+pub fn write_crl(
+    dir: &Path,
+    out: &Path,
+    valid_for: std::time::Duration,
+    at: Timestamp,
+) -> Result<usize, RevokedError> {
+    let certs = CertDir(dir.to_path_buf());
+    let entries = load(&certs.0.join(FILE_NAME))?;
+    let issuer = crate::tls::issue::issuer(&certs)?;
+    let time_of = |at: Timestamp| {
+        let seconds = i64::try_from(at.unix_millis() / 1000).unwrap_or(i64::MAX);
+        time::OffsetDateTime::from_unix_timestamp(seconds)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let this_update = time_of(at);
+    let next_update = this_update
+        + time::Duration::try_from(valid_for).map_err(|_| {
+            RevokedError::Name(format!(
+                "--crl-valid: {} is too long",
+                humantime::format_duration(valid_for)
+            ))
+        })?;
+    let revoked_certs = entries
+        .iter()
+        .map(|entry| rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(entry.serial.as_bytes()),
+            revocation_time: Timestamp::parse_rfc3339(&entry.revoked_at)
+                .map(time_of)
+                .unwrap_or(this_update),
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update,
+        next_update,
+        crl_number: rcgen::SerialNumber::from(at.unix_millis()),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let pem = params
+        .signed_by(&issuer)
+        .and_then(|crl| crl.pem())
+        .map_err(IssueError::from)?;
+    write_file(out, &pem, 0o644, true)?;
+    Ok(entries.len())
+}
+
 /// The serial of the first certificate in PEM file `file`.
 fn serial_of_file(file: &Path) -> Result<Serial, RevokedError> {
     let certs = load_certs(file).map_err(|error| RevokedError::Content {
@@ -314,7 +372,7 @@ pub enum Verdict {
 /// What identifies one version of the file: a rename gives a new inode, an edit a new size or
 /// modification time, a `chmod` a new change time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     device: u64,
     inode: u64,
     size: u64,
@@ -323,7 +381,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
         Self {
             device: metadata.dev(),
             inode: metadata.ino(),

@@ -94,6 +94,9 @@ impl Provisioner for Recording {
     }
 }
 
+/// A change to the daemon's options.
+pub type Tweak = Box<dyn Fn(&mut elevate::server::Options) + Send>;
+
 /// A state directory, clock and provisioner that outlive daemon restarts.
 pub struct Env {
     /// Events are also posted here when set (with a CA to trust for https).
@@ -102,6 +105,8 @@ pub struct Env {
     pub give_up_after: std::sync::Mutex<Option<Duration>>,
     /// Provisioners added to the daemon's `files` (from the next start on).
     pub provisioners: std::sync::Mutex<Vec<(String, Arc<dyn Provisioner>)>>,
+    /// Changes to the daemon's options (from the next start on).
+    pub tweaks: std::sync::Mutex<Vec<Tweak>>,
     /// Kept for its Drop: the state directory lives as long as the environment.
     _dir: tempfile::TempDir,
     pub layout: Layout,
@@ -122,6 +127,7 @@ impl Env {
             webhook: std::sync::Mutex::new(None),
             give_up_after: std::sync::Mutex::new(None),
             provisioners: std::sync::Mutex::new(Vec::new()),
+            tweaks: std::sync::Mutex::new(Vec::new()),
             _dir: dir,
             layout,
             clock: ManualClock::starting_now(),
@@ -164,6 +170,11 @@ impl Env {
             .iter()
             .filter(|e| e["kind"] == kind && e["request"]["id"] == id)
             .count()
+    }
+
+    /// Changes the daemon's options from the next start on.
+    pub fn tweak(&self, tweak: impl Fn(&mut elevate::server::Options) + Send + 'static) {
+        self.tweaks.lock().unwrap().push(Box::new(tweak));
     }
 
     /// Replaces the directory file before the daemon starts.
@@ -228,6 +239,9 @@ impl Env {
                 });
         }
         options.shutdown_grace = Duration::from_secs(5);
+        for tweak in self.tweaks.lock().unwrap().iter() {
+            tweak(&mut options);
+        }
         // Small, so that tests see several checkpoints.
         options.audit.checkpoint_every = 5;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

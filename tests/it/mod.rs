@@ -21,6 +21,7 @@ mod pg_daemon;
 mod postgres;
 mod reflection;
 mod restart;
+mod revocation;
 mod service;
 mod shutdown;
 mod tls;
