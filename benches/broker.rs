@@ -169,6 +169,12 @@ impl Env {
         // The broker itself: no notifications routed (dev mode would log every event).
         options.notifiers = Default::default();
         options.settings.routing = Default::default();
+        // The figures are of the broker's throughput, not of one principal's rate limit.
+        let unlimited: elevate::model::Rate = "1000000/1s".parse().unwrap();
+        options.settings.rate_limits = elevate::broker::RateLimits {
+            submit: unlimited,
+            extend: unlimited,
+        };
         if notify {
             options.notifiers.insert("noop", Arc::new(Noop));
             options

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::model::humantime;
+use crate::model::{Rate, humantime};
 use crate::notify::Priority;
 use crate::tls::TlsFiles;
 
@@ -74,9 +74,41 @@ pub struct Config {
     /// The audit key and how often the chain's head is signed.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Per-principal rates of submissions and extensions (a resource's policy may set its own).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     /// Let the daemon run as root (effective uid 0); it refuses to otherwise.
     #[serde(default)]
     pub allow_root: bool,
+}
+
+/// `[rate_limits]`: token buckets per principal, `COUNT/DURATION`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Submissions (default `20/1m`).
+    #[serde(default = "default_submit_rate")]
+    pub submit: Rate,
+    /// Extension requests (default `10/1m`).
+    #[serde(default = "default_extend_rate")]
+    pub extend: Rate,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            submit: default_submit_rate(),
+            extend: default_extend_rate(),
+        }
+    }
+}
+
+fn default_submit_rate() -> Rate {
+    crate::broker::RateLimits::default().submit
+}
+
+fn default_extend_rate() -> Rate {
+    crate::broker::RateLimits::default().extend
 }
 
 /// The audit key and checkpoints.

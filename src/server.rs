@@ -169,6 +169,10 @@ impl Options {
                     },
                     give_up_after: notifications.give_up_after,
                 },
+                rate_limits: crate::broker::RateLimits {
+                    submit: config.rate_limits.submit,
+                    extend: config.rate_limits.extend,
+                },
                 ..Settings::default()
             },
             shutdown_grace: config.shutdown_grace,
@@ -308,6 +312,7 @@ impl Server {
             Arc::new(metrics.clone()),
             stop.clone(),
         )?;
+        metrics.watch_rate_limits(broker.rate_refusals());
         let recovery = broker.recover().await?;
         broker.record_start(&recovery).await?;
         // The directory may have changed while the daemon was down: leavers and movers lose

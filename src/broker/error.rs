@@ -34,6 +34,16 @@ pub enum BrokerError {
     /// evaluated again.
     #[error("the policy or directory was reloaded while the request was evaluated; send it again")]
     Reloaded,
+    /// The caller made too many calls of this kind; nothing was done.
+    #[error("too many {action} calls: at most {rate}; retry in {}", humantime::format_duration(*retry_after))]
+    TooFast {
+        /// `submit` or `extend`.
+        action: &'static str,
+        /// The rate in force.
+        rate: crate::model::Rate,
+        /// When a call would be let through again.
+        retry_after: std::time::Duration,
+    },
     /// No such request.
     #[error("no request {0}")]
     NotFound(RequestId),

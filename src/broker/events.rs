@@ -58,6 +58,8 @@ pub const STARTED: &str = "daemon.started";
 pub const STOPPED: &str = "daemon.stopped";
 /// A caller with a valid certificate was refused: unknown to the directory or suspended.
 pub const AUTH_REFUSED: &str = "auth.refused";
+/// A caller was refused by a rate limit (the first refusal of each window).
+pub const RATE_LIMITED: &str = "rate.limited";
 /// A notification was given up on after its retries.
 pub const NOTIFICATION_DROPPED: &str = "notification.dropped";
 /// The policy and directory were reloaded: old and new version hashes.
@@ -103,6 +105,7 @@ pub const ALL: &[&str] = &[
     STARTED,
     STOPPED,
     AUTH_REFUSED,
+    RATE_LIMITED,
     NOTIFICATION_DROPPED,
     POLICY_RELOADED,
     POLICY_RELOAD_REJECTED,

@@ -4,7 +4,7 @@
 //! the record and so in the timer wheel. A target that refuses leaves the earlier end.
 
 use super::lease::recorded;
-use super::{Broker, BrokerError, Caller, events};
+use super::{Broker, BrokerError, Caller, Limited, events};
 use crate::audit::Actor;
 use crate::model::{
     AccessRequest, Comment, ExtensionState, LeaseDuration, Reason, RequestId, StateKind,
@@ -59,6 +59,7 @@ impl Broker {
             .rules
             .current()
             .plan_extension(&caller.principal, &current.resource)?;
+        self.check_rate(&caller.principal, Limited::Extend, &current.resource)?;
         let holder = caller.principal.clone();
         let request = self
             .commit(id, move |request, now| {

@@ -21,6 +21,7 @@ pub mod events;
 mod extend;
 mod lease;
 mod lifecycle;
+mod limits;
 mod query;
 mod record;
 mod standing;
@@ -37,6 +38,7 @@ pub use admin::{Correction, Reconciliation};
 pub use audit::{ByteStream, EventStream};
 pub use error::BrokerError;
 pub use lifecycle::{Enforcement, Reloaded};
+pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
 
 use crate::clock::SharedClock;
@@ -68,6 +70,8 @@ pub struct Settings {
     pub reconcile_every: Option<Duration>,
     /// The files a reload reads again (`None`: reloads are refused).
     pub rule_files: Option<RuleFiles>,
+    /// Per-principal rates of submissions and extensions.
+    pub rate_limits: RateLimits,
 }
 
 /// The policy and directory files the rules in force came from.
@@ -90,6 +94,7 @@ impl Default for Settings {
             checkpoint_interval: Duration::from_secs(60),
             reconcile_every: Some(Duration::from_secs(300)),
             rule_files: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -163,6 +168,8 @@ struct Inner {
     standing: standing::Standing,
     /// Held by reloads, offboardings and the sweeps after them, one at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Per-principal rate limits.
+    limiter: limits::Limiter,
 }
 
 /// Tells the timer wheel and watchers about every commit, in commit order, wakes the outbox
@@ -264,6 +271,7 @@ impl Broker {
                 grants: KeyedLocks::default(),
                 standing,
                 reloading: tokio::sync::Mutex::new(()),
+                limiter: Default::default(),
             }),
         };
         broker.dispatch(due);

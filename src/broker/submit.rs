@@ -2,7 +2,7 @@
 //! requests of the same principal and resource, allocates the id and stores the request with
 //! its audit events. Auto-approved requests are granted before the call returns.
 
-use super::{Broker, BrokerError, Caller, events};
+use super::{Broker, BrokerError, Caller, Limited, events};
 use crate::audit::Actor;
 use crate::model::{AccessRequest, Attempts, RequestId, State, StateKind};
 use crate::policy::Ask;
@@ -23,6 +23,8 @@ impl Broker {
     async fn submit_once(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
         let snapshot = self.inner.rules.current();
         let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
+        // Only asks the policy accepts take a token: a mistyped one still gets its own error.
+        self.check_rate(&caller.principal, Limited::Submit, &ask.resource)?;
         let now = self.inner.clock.now();
         let auto = evaluation.route.stages.is_empty();
         let allow_overlap = evaluation.allow_overlap;

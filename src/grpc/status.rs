@@ -19,6 +19,15 @@ pub fn from_broker(error: BrokerError) -> Status {
         | BrokerError::NotVisible(_)
         | BrokerError::Forbidden(_) => Status::permission_denied(message),
         BrokerError::NotFound(_) => Status::not_found(message),
+        BrokerError::TooFast { retry_after, .. } => {
+            let mut status = Status::resource_exhausted(message);
+            // Whole seconds, rounded up, as HTTP's Retry-After.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+            status
+        }
         BrokerError::Refused(refusal) => match refusal {
             Refusal::UnknownResource(_) => Status::not_found(message),
             Refusal::NotEligible { .. }

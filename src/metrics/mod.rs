@@ -60,7 +60,7 @@ pub mod text;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::broker::events;
+use crate::broker::{Refusals, events};
 use crate::model::Timestamp;
 use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
 use crate::tls::revocation::Revocations;
@@ -104,7 +104,7 @@ struct Families {
     commit_duration: Histogram<0>,
     commit_jobs: Histogram<0>,
     rpc: Histogram<2>,
-    rate_limited: Counter<1>,
+    rate_limited: OnceLock<Arc<Refusals>>,
     handshakes_dropped: Counter<1>,
     /// The CRLs whose freshness is reported, once the server has them.
     revocations: OnceLock<Revocations>,
@@ -165,11 +165,7 @@ impl Metrics {
                 ["method", "code"],
                 RPC_SECONDS,
             ),
-            rate_limited: Counter::new(
-                "elevate_rate_limited_total",
-                "Calls refused by a per-principal rate limit, by action (submit, extend).",
-                ["action"],
-            ),
+            rate_limited: OnceLock::new(),
             handshakes_dropped: Counter::new(
                 "elevate_tls_handshakes_dropped_total",
                 "TLS handshakes dropped before completing: crowded (a cap on handshakes in progress was reached and a newer one took its place) or timeout.",
@@ -189,9 +185,9 @@ impl Metrics {
             .observe([method, code], took.as_secs_f64());
     }
 
-    /// Counts a call refused by a rate limit.
-    pub fn rate_limited(&self, action: &str) {
-        self.families.rate_limited.increment([action]);
+    /// Reports the calls refused by rate limits, as counted in `refusals`, from now on.
+    pub fn watch_rate_limits(&self, refusals: Arc<Refusals>) {
+        let _ = self.families.rate_limited.set(refusals);
     }
 
     /// Counts a TLS handshake dropped for `reason`.
@@ -223,7 +219,17 @@ impl Metrics {
         families.commit_duration.encode(&mut out);
         families.commit_jobs.encode(&mut out);
         families.rpc.encode(&mut out);
-        families.rate_limited.encode(&mut out);
+        if let Some(refusals) = families.rate_limited.get() {
+            const LIMITED: &str = "elevate_rate_limited_total";
+            out.family(
+                LIMITED,
+                Kind::Counter,
+                "Calls refused by a per-principal rate limit, by action (submit, extend).",
+            );
+            for (action, count) in refusals.counts() {
+                out.sample(LIMITED, &[("action", action)], count as f64);
+            }
+        }
         families.handshakes_dropped.encode(&mut out);
         if let Some(revocations) = families.revocations.get() {
             encode_crls(revocations, &mut out);

@@ -10,6 +10,7 @@ mod ids;
 mod names;
 #[cfg(test)]
 mod quorum_model;
+mod rate;
 mod request;
 mod review;
 mod state;
@@ -20,6 +21,7 @@ pub use duration::{DurationError, LeaseDuration, humantime};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
+pub use rate::{Bucket, Rate, RateError};
 pub use request::{AccessRequest, Decision, Due, Notices, Offboarding, Route, RouteStage, Verdict};
 pub use review::{BreakGlass, Review, ReviewState, ReviewVerdict};
 pub use state::{Action, Attempts, Ending, State, StateKind, Transition, TransitionError};

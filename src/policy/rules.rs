@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::{At, Invalid, LoadError, parse_toml, read};
 use crate::hash::content_version;
-use crate::model::{GroupName, LeaseDuration, Principal, ResourceName};
+use crate::model::{GroupName, LeaseDuration, Principal, Rate, ResourceName};
 
 /// Who may approve at a stage, as written in the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,6 +179,17 @@ pub struct Resource {
     pub allow_overlap: bool,
     /// What becomes of an active lease whose holder stops being eligible.
     pub on_ineligible: OnIneligible,
+    /// Rates of this resource's own, in place of the daemon's global ones.
+    pub rate_limits: ResourceRates,
+}
+
+/// A resource's own rate limits; `None` leaves the daemon's global rate in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceRates {
+    /// Submissions per principal for this resource.
+    pub submit: Option<Rate>,
+    /// Extension requests per principal for this resource.
+    pub extend: Option<Rate>,
 }
 
 /// The loaded policy.
@@ -238,6 +249,15 @@ struct RawResource {
     #[serde(default)]
     allow_overlap: bool,
     on_ineligible: Option<String>,
+    #[serde(default)]
+    rate_limits: RawRates,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRates {
+    submit: Option<String>,
+    extend: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -438,7 +458,18 @@ impl Policy {
                 ));
             }
         };
+        let rate = |field: &str, raw: &Option<String>| {
+            raw.as_deref()
+                .map(|raw| raw.parse::<Rate>())
+                .transpose()
+                .map_err(|e| at.invalid(format!("rate_limits.{field}"), e.to_string()))
+        };
+        let rate_limits = ResourceRates {
+            submit: rate("submit", &raw.rate_limits.submit)?,
+            extend: rate("extend", &raw.rate_limits.extend)?,
+        };
         Ok(Resource {
+            rate_limits,
             name,
             description: raw.description.trim().to_owned(),
             provisioner: raw.provisioner.trim().to_owned(),

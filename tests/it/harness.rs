@@ -239,6 +239,13 @@ impl Env {
                 });
         }
         options.shutdown_grace = Duration::from_secs(5);
+        // Tests drive many requests per principal in moments; the tests of the rate limits
+        // set the rates they prove.
+        let unlimited: elevate::model::Rate = "1000000/1s".parse().unwrap();
+        options.settings.rate_limits = elevate::broker::RateLimits {
+            submit: unlimited,
+            extend: unlimited,
+        };
         for tweak in self.tweaks.lock().unwrap().iter() {
             tweak(&mut options);
         }

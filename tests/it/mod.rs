@@ -19,6 +19,7 @@ mod notifications;
 pub mod pg;
 mod pg_daemon;
 mod postgres;
+mod rate_limits;
 mod reflection;
 mod restart;
 mod revocation;
