@@ -876,32 +876,63 @@ impl Cli {
         if settled(&last) {
             return Ok(last);
         }
-        let mut updates = clients
-            .access
-            .watch_request(pb::WatchRequestRequest {
-                id: last.id.clone(),
-            })
-            .await?
-            .into_inner();
-        while let Some(update) = updates.next().await {
-            let update = update?;
-            if !update.credentials.is_empty() {
-                *credentials = update.credentials;
-            }
-            let Some(request) = update.request else {
-                continue;
+        // The daemon closes connections that reach their maximum age (and a failover or a
+        // network blip ends a stream too): follow the request again on a new one, unless the
+        // first call of that one fails as well, or streams keep ending at once.
+        let mut watching = true;
+        let mut quick_ends = 0;
+        while watching && quick_ends < 3 {
+            let started = std::time::Instant::now();
+            let mut updates = match clients
+                .access
+                .watch_request(pb::WatchRequestRequest {
+                    id: last.id.clone(),
+                })
+                .await
+            {
+                Ok(updates) => updates.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unavailable => break,
+                Err(status) => return Err(status.into()),
             };
-            if request.state != last.state || request.decisions.len() != last.decisions.len() {
-                eprintln!(
-                    "{} {}: {}",
-                    request.id,
-                    output::state_word(request.state),
-                    output::summary(&request)
-                );
+            watching = false;
+            while let Some(update) = updates.next().await {
+                let update = match update {
+                    Ok(update) => update,
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::Unknown
+                        ) =>
+                    {
+                        watching = true;
+                        break;
+                    }
+                    Err(status) => return Err(status.into()),
+                };
+                watching = true;
+                if !update.credentials.is_empty() {
+                    *credentials = update.credentials;
+                }
+                let Some(request) = update.request else {
+                    continue;
+                };
+                if request.state != last.state || request.decisions.len() != last.decisions.len() {
+                    eprintln!(
+                        "{} {}: {}",
+                        request.id,
+                        output::state_word(request.state),
+                        output::summary(&request)
+                    );
+                }
+                last = request;
+                if settled(&last) {
+                    return Ok(last);
+                }
             }
-            last = request;
-            if settled(&last) {
-                return Ok(last);
+            if started.elapsed() < std::time::Duration::from_secs(1) {
+                quick_ends += 1;
+            } else {
+                quick_ends = 0;
             }
         }
         Err(CliError::Interrupted(format!(

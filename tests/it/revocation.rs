@@ -577,3 +577,58 @@ async fn a_slow_handshake_flood_holds_few_descriptors_and_shuts_nobody_out() {
     drop(flood);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_cli_follows_its_request_across_connection_recycling() {
+    let env = Env::new();
+    env.tweak(|options| {
+        options.tls.max_connection_age = Duration::from_secs(1);
+        options.tls.max_connection_age_grace = Duration::from_millis(500);
+    });
+    let daemon = env.start().await;
+    let waiting = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
+        .args([
+            "--as",
+            "engineer",
+            "request",
+            "prod-db-read",
+            "--for",
+            "30m",
+            "--reason",
+            "slow queries",
+            "--wait",
+        ])
+        .env("ELEVATE_ENDPOINT", daemon.endpoint())
+        .env("ELEVATE_CERT_DIR", &daemon.certs)
+        .env_remove("ELEVATE_CA")
+        .env_remove("ELEVATE_CERT")
+        .env_remove("ELEVATE_KEY")
+        .env_remove("ELEVATE_AS")
+        .kill_on_drop(true)
+        .output();
+    let approve = async {
+        let mut manager = daemon.client("manager").await;
+        let pending: String = until("the request to wait for the manager", || {
+            let mut manager = manager.clone();
+            async move {
+                let listed = manager
+                    .approval
+                    .list_pending(pb::ListPendingRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                listed.requests.first().map(|r| r.id.clone())
+            }
+        })
+        .await;
+        // Outlive a few of the waiting client's connections.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        approve(&mut manager, &pending).await.unwrap();
+    };
+    let (output, ()) = tokio::join!(waiting, approve);
+    let output = output.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("active"), "{stderr}");
+    daemon.stop().await;
+}
