@@ -53,7 +53,7 @@ fn openssl(args: &[&str]) {
 }
 
 /// A minimal `openssl ca` setup over the daemon's CA in `certs`: revoke with it, then publish
-/// its CRL at `crl` (written beside and renamed, as a publisher would).
+/// its CRL at `crl` in DER (written beside and renamed, as a publisher would).
 struct OpensslCa {
     config: PathBuf,
     crl: PathBuf,
@@ -97,12 +97,22 @@ impl OpensslCa {
     }
 
     fn publish(&self) {
+        let pem = self.crl.with_extension("pem");
         let fresh = self.crl.with_extension("new");
         openssl(&[
             "ca",
             "-config",
             self.config.to_str().unwrap(),
             "-gencrl",
+            "-out",
+            pem.to_str().unwrap(),
+        ]);
+        openssl(&[
+            "crl",
+            "-in",
+            pem.to_str().unwrap(),
+            "-outform",
+            "DER",
             "-out",
             fresh.to_str().unwrap(),
         ]);
