@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 
 use super::harness::*;
 
-async fn spawn(state: &std::path::Path) -> (Child, String) {
+pub async fn spawn(state: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_elevated"))
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0", "--state-dir"])
@@ -36,7 +36,7 @@ async fn spawn(state: &std::path::Path) -> (Child, String) {
     (child, endpoint)
 }
 
-async fn connect(endpoint: &str, state: &std::path::Path, name: &str) -> Clients {
+pub async fn connect(endpoint: &str, state: &std::path::Path, name: &str) -> Clients {
     let certs = state.join("certs");
     client::connect(
         endpoint,

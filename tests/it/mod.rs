@@ -6,7 +6,7 @@ mod break_glass;
 mod cli;
 mod concurrency;
 mod config_mode;
-mod crash;
+pub mod crash;
 mod expiry;
 mod harness;
 mod http;
