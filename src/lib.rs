@@ -15,6 +15,7 @@
 //! ```
 //!
 //! - [`keyed`]: async locks keyed by a value (request ids, targets).
+//! - [`crowd`]: work in progress capped overall and per address, the oldest making room.
 //! - [`model`]: typed ids, names, durations, the request record and its state machine.
 //! - [`clock`]: the one source of time; tests advance a manual clock.
 //! - [`config`]: the daemon's configuration file.
@@ -44,6 +45,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crowd;
 pub mod dev;
 pub mod expiry;
 pub mod grpc;

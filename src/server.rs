@@ -398,7 +398,7 @@ impl Server {
             revocations: self.revocations.clone(),
             broker: self.broker.clone(),
             metrics: self.metrics.clone(),
-            handshakes: grpc::transport::HandshakeLimits {
+            handshakes: crate::crowd::Caps {
                 total: files.max_handshakes,
                 per_address: files.max_handshakes_per_address,
             },

@@ -13,10 +13,10 @@
 //!   ([`crate::grpc::admit`]). A sweep every second closes the open connections whose
 //!   certificate has been revoked meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +32,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 
 use crate::broker::Broker;
+use crate::crowd::{Caps, Crowd};
 use crate::metrics::Metrics;
 use crate::tls::revocation::{ClientCert, Revocations};
 use crate::tls::revoked::Verdict;
@@ -139,15 +140,6 @@ impl AsyncWrite for PeerStream {
     }
 }
 
-/// Limits on TLS handshakes in progress.
-#[derive(Clone, Copy, Debug)]
-pub struct HandshakeLimits {
-    /// In progress at once, overall.
-    pub total: usize,
-    /// In progress at once from one IP address.
-    pub per_address: usize,
-}
-
 /// What each new connection, and every call, is admitted by.
 #[derive(Clone, Debug)]
 pub struct Admission {
@@ -164,7 +156,7 @@ pub struct Admission {
     /// Counts dropped handshakes.
     pub metrics: Metrics,
     /// Handshakes in progress at once.
-    pub handshakes: HandshakeLimits,
+    pub handshakes: Caps,
 }
 
 impl Admission {
@@ -260,98 +252,6 @@ impl Drop for OpenConnection {
     }
 }
 
-/// The handshakes in progress, oldest first, so that the oldest can be dropped when a cap is
-/// reached. A short `std::sync::Mutex`; nothing awaits under it.
-#[derive(Debug, Default)]
-struct InProgress {
-    next: u64,
-    all: BTreeMap<u64, (IpAddr, CancellationToken)>,
-    by_address: HashMap<IpAddr, BTreeMap<u64, ()>>,
-}
-
-#[derive(Clone, Debug)]
-struct Handshakes {
-    limits: HandshakeLimits,
-    metrics: Metrics,
-    in_progress: Arc<Mutex<InProgress>>,
-}
-
-impl Handshakes {
-    fn lock(&self) -> MutexGuard<'_, InProgress> {
-        match self.in_progress.lock() {
-            Ok(in_progress) => in_progress,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// Registers a handshake from `address`, dropping the oldest ones past the caps. The
-    /// token is cancelled when this one is dropped in turn.
-    fn begin(&self, address: IpAddr) -> Handshake {
-        let token = CancellationToken::new();
-        let mut state = self.lock();
-        let id = state.next;
-        state.next += 1;
-        state.all.insert(id, (address, token.clone()));
-        state.by_address.entry(address).or_default().insert(id, ());
-        let mut dropped = Vec::new();
-        if let Some(mine) = state.by_address.get(&address)
-            && mine.len() > self.limits.per_address
-            && let Some((&oldest, ())) = mine.first_key_value()
-        {
-            dropped.push(oldest);
-        }
-        let over = (state.all.len() - dropped.len()).saturating_sub(self.limits.total);
-        dropped.extend(
-            state
-                .all
-                .keys()
-                .filter(|id| !dropped.contains(id))
-                .take(over)
-                .copied()
-                .collect::<Vec<_>>(),
-        );
-        for id in dropped {
-            if let Some((address, token)) = Self::remove(&mut state, id) {
-                token.cancel();
-                self.metrics.handshake_dropped("crowded");
-                tracing::debug!(%address, "dropped the oldest TLS handshake in progress to admit a new one");
-            }
-        }
-        drop(state);
-        Handshake {
-            handshakes: self.clone(),
-            id,
-            dropped: token,
-        }
-    }
-
-    fn remove(state: &mut InProgress, id: u64) -> Option<(IpAddr, CancellationToken)> {
-        let (address, token) = state.all.remove(&id)?;
-        if let Some(mine) = state.by_address.get_mut(&address) {
-            mine.remove(&id);
-            if mine.is_empty() {
-                state.by_address.remove(&address);
-            }
-        }
-        Some((address, token))
-    }
-}
-
-/// A handshake in progress; it leaves the table when dropped.
-struct Handshake {
-    handshakes: Handshakes,
-    id: u64,
-    /// Cancelled when a newer connection took its place.
-    dropped: CancellationToken,
-}
-
-impl Drop for Handshake {
-    fn drop(&mut self) {
-        let mut state = self.handshakes.lock();
-        Handshakes::remove(&mut state, self.id);
-    }
-}
-
 /// Accepts connections on `listener` until `stop` is cancelled, yielding those whose TLS
 /// handshake (with a verified client certificate) succeeded and whose certificate is not
 /// revoked; closes the open ones whose certificate is revoked later.
@@ -375,11 +275,7 @@ pub fn incoming(
             }
         }
     });
-    let handshakes = Handshakes {
-        limits: admission.handshakes,
-        metrics: admission.metrics.clone(),
-        in_progress: Arc::default(),
-    };
+    let handshakes = Crowd::new(admission.handshakes);
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -394,7 +290,10 @@ pub fn incoming(
                     }
                 },
             };
-            let handshake = handshakes.begin(remote.ip());
+            let (handshake, crowded) = handshakes.enter(remote.ip());
+            for _ in 0..crowded {
+                admission.metrics.handshake_dropped("crowded");
+            }
             let acceptor = TlsAcceptor::from(admission.tls.current());
             let connections = connections.clone();
             let admission = admission.clone();
@@ -402,7 +301,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let accepted = tokio::select! {
-                    () = handshake.dropped.cancelled() => return,
+                    () = handshake.stopped() => return,
                     accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => accepted,
                 };
                 drop(handshake);

@@ -2,9 +2,15 @@
 //! its mutual TLS. `GET /metrics` answers the exposition; every other path is `404`, every other
 //! method on `/metrics` is `405`. It serves until its stop token is cancelled, then closes open
 //! connections after the request in progress.
+//!
+//! Nobody can hold it hostage: a connection serves one request and is closed (pipelined requests
+//! after the first are never answered), and lives at most [`CONNECTION_DEADLINE`], reading and
+//! writing included, so a client that never reads its answer is cut off. At most
+//! [`CONNECTIONS`] are open ([`PER_ADDRESS`] from one address); a new connection past a cap
+//! closes the oldest ([`crate::crowd`]), so a fresh scraper is always served at once. A scrape
+//! is cheap: the census of the store is read at most once a second ([`super::Metrics::scrape`]).
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,49 +22,51 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Metrics;
 use super::text;
+use crate::crowd::{Caps, Crowd};
 use crate::store::Store;
 
 /// The one path served.
 pub const PATH: &str = "/metrics";
 
 /// Most connections served at once; a scraper needs one.
-const CONNECTIONS: usize = 32;
+pub const CONNECTIONS: usize = 32;
 
-/// A client must send its request headers within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once from one IP address.
+pub const PER_ADDRESS: usize = 8;
+
+/// The longest a connection lives: its request read, answered and written.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long open connections may take to finish once the listener stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves the metrics of `metrics` and `store` on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, metrics: Metrics, store: Store, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    let crowd = Crowd::new(Caps {
+        total: CONNECTIONS,
+        per_address: PER_ADDRESS,
+    });
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = async {
-                let slot = slots.clone().acquire_owned().await;
-                (slot, listener.accept().await)
-            } => accepted,
+            accepted = listener.accept() => accepted,
         };
-        let (stream, slot) = match accepted {
-            (Ok(slot), Ok((stream, _))) => (stream, slot),
-            (_, Err(error)) => {
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
                 // Out of file descriptors, most likely: wait rather than spin.
                 tracing::warn!(%error, "metrics listener cannot accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            // The semaphore is never closed.
-            (Err(_), Ok(_)) => continue,
         };
+        let (entry, _) = crowd.enter(remote.ip());
         let (metrics, store, stop) = (metrics.clone(), store.clone(), stop.clone());
         connections.spawn(async move {
             let service = service_fn(move |request| {
@@ -67,20 +75,33 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, store: Store, stop: 
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(CONNECTION_DEADLINE)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let served = tokio::select! {
-                served = connection.as_mut() => served,
+                served = tokio::time::timeout(CONNECTION_DEADLINE, connection.as_mut()) => match served {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::debug!(%remote, "metrics connection past its deadline: closed");
+                        return;
+                    }
+                },
+                () = entry.stopped() => {
+                    tracing::debug!(%remote, "metrics connection closed to make room for a newer one");
+                    return;
+                }
                 () = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    match tokio::time::timeout(CLOSE_GRACE, connection).await {
+                        Ok(served) => served,
+                        Err(_) => return,
+                    }
                 }
             };
             if let Err(error) = served {
                 tracing::debug!(%error, "metrics connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);

@@ -10,7 +10,9 @@
 //! - **RPCs.** A tower layer on the gRPC server ([`rpc`]) times every call.
 //! - **The store, at scrape time.** Gauges of current state (open requests by state, leases,
 //!   reviews, the outbox) are counted in a read transaction when scraped ([`census`]), so they
-//!   are right after a restart and never drift from the records.
+//!   are right after a restart and never drift from the records. The count is kept for
+//!   [`CENSUS_TTL`] and taken by one scrape at a time, so a crowd of scrapers costs the store
+//!   one read a second.
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
@@ -88,6 +90,9 @@ const RPC_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How long a census of the store serves scrapes.
+pub const CENSUS_TTL: Duration = Duration::from_secs(1);
+
 /// The daemon's metrics: a cheap, cloneable handle; every family takes a short lock to update.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -108,6 +113,9 @@ struct Families {
     handshakes_dropped: Counter<1>,
     /// The CRLs whose freshness is reported, once the server has them.
     revocations: OnceLock<Revocations>,
+    /// The last census and when it was taken; the async lock makes concurrent scrapes wait for
+    /// one read instead of each reading the store.
+    census: tokio::sync::Mutex<Option<(std::time::Instant, census::Census)>>,
 }
 
 impl Default for Metrics {
@@ -172,6 +180,7 @@ impl Metrics {
                 ["reason"],
             ),
             revocations: OnceLock::new(),
+            census: tokio::sync::Mutex::new(None),
         };
         Self {
             families: Arc::new(families),
@@ -205,9 +214,22 @@ impl Metrics {
         self.families.requests.value([resource, outcome])
     }
 
-    /// Writes every metric, reading the gauges from `store`.
-    pub async fn scrape(&self, store: &Store) -> Result<String, StoreError> {
+    /// The census of `store`, read again when the last one is older than [`CENSUS_TTL`].
+    async fn census(&self, store: &Store) -> Result<census::Census, StoreError> {
+        let mut cached = self.families.census.lock().await;
+        if let Some((at, census)) = &*cached
+            && at.elapsed() < CENSUS_TTL
+        {
+            return Ok(census.clone());
+        }
         let census = store.read(census::Census::read).await?;
+        *cached = Some((std::time::Instant::now(), census.clone()));
+        Ok(census)
+    }
+
+    /// Writes every metric, reading the gauges from `store` (at most once a second).
+    pub async fn scrape(&self, store: &Store) -> Result<String, StoreError> {
+        let census = self.census(store).await?;
         let families = &self.families;
         let mut out = Exposition::default();
         families.requests.encode(&mut out);

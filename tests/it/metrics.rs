@@ -43,8 +43,11 @@ async fn http(
     (status, headers, body.to_owned())
 }
 
-/// `GET /metrics`, which must succeed, as sample → value.
+/// `GET /metrics`, which must succeed, as sample → value. The gauges a scrape reads from the
+/// store may be up to `CENSUS_TTL` old: that long is waited out first, so that they show every
+/// change made before.
 async fn scrape(daemon: &Daemon) -> (String, BTreeMap<String, f64>) {
+    tokio::time::sleep(elevate::metrics::CENSUS_TTL).await;
     let (status, headers, body) = http(daemon.metrics, "GET", "/metrics").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -406,4 +409,44 @@ async fn the_daemon_binary_announces_its_metrics_address_and_serves_it() {
     );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_succeeds_while_connections_pipeline_and_never_read() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    // 64 connections, more than the listener serves at once, each pipelining 500 scrapes and
+    // never reading an answer.
+    let pipelined =
+        format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", daemon.metrics).repeat(500);
+    let mut hostages = Vec::new();
+    for _ in 0..64 {
+        let mut stream = tokio::net::TcpStream::connect(daemon.metrics)
+            .await
+            .unwrap();
+        stream.write_all(pipelined.as_bytes()).await.unwrap();
+        hostages.push(stream);
+    }
+    // A fresh scraper is served meanwhile, promptly.
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        http(daemon.metrics, "GET", "/metrics"),
+    )
+    .await
+    .expect("a scrape during the attack");
+    assert_eq!(status, 200);
+    assert!(body.contains("elevate_requests_open"), "{body}");
+    // Each connection got one answer at most, then was closed: none is held.
+    let mut last = hostages.pop().unwrap();
+    let mut answers = String::new();
+    tokio::time::timeout(Duration::from_secs(15), last.read_to_string(&mut answers))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    assert_eq!(
+        answers.matches("HTTP/1.1 ").count(),
+        1,
+        "one request per connection"
+    );
+    daemon.stop().await;
 }
