@@ -154,7 +154,8 @@ fn default_checkpoint_interval() -> Duration {
 pub enum NotifierConfig {
     /// HTTP POST of each event.
     Webhook {
-        /// `https://…` (or `http://…`).
+        /// `https://…` (or `http://…`), without credentials (`user:password@` is refused: put
+        /// them in `headers_file`).
         url: String,
         /// `json` (the event) or `slack` (`{"text": …}`).
         #[serde(default)]
@@ -162,6 +163,10 @@ pub enum NotifierConfig {
         /// Extra headers (for example a token); never logged.
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        /// A file of more headers, one `Name: value` a line (mode 0600): where secrets such as
+        /// `Authorization` belong, out of the configuration file.
+        #[serde(default)]
+        headers_file: Option<PathBuf>,
         /// Extra CA certificates to trust, besides the public web roots.
         ca: Option<PathBuf>,
         /// Longest attempt.
@@ -449,9 +454,14 @@ impl Config {
         join(&mut self.policy.directory);
         for notifier in self.notifiers.values_mut() {
             match notifier {
-                NotifierConfig::Webhook { ca, .. } => {
+                NotifierConfig::Webhook {
+                    ca, headers_file, ..
+                } => {
                     if let Some(ca) = ca {
                         join(ca);
+                    }
+                    if let Some(file) = headers_file {
+                        join(file);
                     }
                 }
                 NotifierConfig::Exec {
@@ -605,6 +615,12 @@ impl Config {
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
                         return Err(invalid(format!(
                             "notifiers.{name}.url: not an http:// or https:// URL"
+                        )));
+                    }
+                    if crate::notify::has_userinfo(url) {
+                        // The URL itself is not repeated: it holds a secret.
+                        return Err(invalid(format!(
+                            "notifiers.{name}.url: holds credentials (user:password@), which would be shown and stored wherever the webhook is named; remove them and send them as a header from a file instead: headers_file = \"secrets/{name}.headers\" (mode 0600) with a line such as `Authorization: Basic <base64 of user:password>`"
                         )));
                     }
                     if let Some(ca) = ca.as_ref().filter(|ca| !ca.is_file()) {

@@ -199,9 +199,17 @@ fn notifiers(config: &Config) -> Result<Notifiers, BuildError> {
                 url,
                 format,
                 headers,
+                headers_file,
                 ca,
                 timeout,
             } => {
+                let mut headers = headers.clone();
+                if let Some(file) = headers_file {
+                    headers.extend(crate::notify::read_headers_file(file).map_err(|error| {
+                        BuildError::Config(format!("notifiers.{name}.headers_file: {error}"))
+                    })?);
+                }
+                let headers = &headers;
                 let format = match format {
                     WebhookFormat::Json => Format::Json,
                     WebhookFormat::Slack => Format::Slack,

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Event, Notices, Priority, RequestSummary};
-use crate::model::{AccessRequest, Principal, ReviewState, State, StateKind, Timestamp};
+use crate::model::{AccessRequest, Principal, ReviewState, State, StateKind, Timestamp, one_line};
 use crate::policy::Snapshot;
 
 /// Sets `new`'s notice times after a change from `old` (`None` for a new request): approval
@@ -49,6 +49,22 @@ pub fn refresh_notices(
             .filter(|at| *at > review.opened_at),
         _ => None,
     };
+}
+
+/// Longest user-supplied text an event's `text` quotes, in characters.
+pub const QUOTED_MAX: usize = 120;
+
+/// A string someone typed (a reason, a comment, an incident, a target's error), as an event's
+/// human-readable `text` quotes it: on one line (line breaks and control characters escaped by
+/// [`one_line`]) and cut at [`QUOTED_MAX`] characters with `…`, so that no requester can write
+/// lines of their own into an approver's message. The structured fields of the event carry
+/// the exact value.
+pub fn quoted(text: &str) -> String {
+    let line = one_line(text);
+    match line.char_indices().nth(QUOTED_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
 
 fn summary(request: &AccessRequest) -> RequestSummary {
@@ -160,8 +176,7 @@ pub fn events(
         let reason = new
             .reason
             .as_ref()
-            .map(|r| r.as_str())
-            .unwrap_or("no reason given");
+            .map_or_else(|| "no reason given".to_owned(), |r| quoted(r.as_str()));
         match old.and_then(AccessRequest::current_stage) {
             Some((was, _)) if was == index => {
                 let reminded = matches!(
@@ -203,7 +218,7 @@ pub fn events(
         let why = new
             .end_reason
             .as_deref()
-            .map(|r| format!(": {r}"))
+            .map(|r| format!(": {}", quoted(r)))
             .unwrap_or_default();
         events.push(
             "request.decided",
@@ -221,14 +236,18 @@ pub fn events(
             format!("{who} has {what} until {until} ({})", new.id),
         );
         if let Some(break_glass) = &new.break_glass {
-            let reason = new.reason.as_ref().map(|r| r.as_str()).unwrap_or("");
+            let reason = new
+                .reason
+                .as_ref()
+                .map(|r| quoted(r.as_str()))
+                .unwrap_or_default();
             events.push(
                 "break_glass.granted",
                 Priority::High,
                 reviewers(snapshot, new),
                 format!(
                     "{who} broke glass on {what} for {} until {until}: {reason}; review {} by {}",
-                    break_glass.incident,
+                    quoted(break_glass.incident.as_str()),
                     new.id,
                     new.review().map(|r| r.due_at.rfc3339()).unwrap_or_default()
                 ),
@@ -283,7 +302,7 @@ pub fn events(
                     "revoking {what} from {who} ({}) failed {} time(s); access is still held: {}",
                     new.id,
                     attempts.count,
-                    attempts.last_error.as_deref().unwrap_or("")
+                    quoted(attempts.last_error.as_deref().unwrap_or(""))
                 ),
             );
         }
@@ -386,6 +405,15 @@ mod tests {
             Transition::Changed(request) => request,
             Transition::Unchanged(_) => panic!("unchanged"),
         }
+    }
+
+    #[test]
+    fn quoted_text_is_one_line_and_capped() {
+        assert_eq!(quoted("fix\nit\r\tnow"), "fix\\nit\\r\\tnow");
+        let long = quoted(&"é".repeat(500));
+        assert_eq!(long.chars().count(), QUOTED_MAX + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(quoted("short"), "short");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use exec::ExecNotifier;
 pub use file::FileNotifier;
-pub use webhook::{Format, WebhookNotifier};
+pub use webhook::{Format, WebhookNotifier, has_userinfo, read_headers_file};
 
 use crate::model::Timestamp;
 use crate::provision::BoxFuture;

@@ -54,6 +54,69 @@ impl std::fmt::Debug for WebhookNotifier {
     }
 }
 
+/// Whether `url` names a user (and maybe a password) before its host: `scheme://user:pw@host`.
+pub fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.contains('@')
+}
+
+/// The headers of a `headers_file`: one `Name: value` a line; blank lines and lines starting
+/// with `#` are skipped. The file must be private ([`crate::private_file`]). Errors name the
+/// file and the line, never a value.
+pub fn read_headers_file(file: &std::path::Path) -> Result<BTreeMap<String, String>, String> {
+    crate::private_file::check(file, "header file").map_err(|error| error.to_string())?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| format!("{}: cannot read: {error}", file.display()))?;
+    let mut headers = BTreeMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", file.display(), index + 1);
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{}: expected `Name: value`", at()))?;
+        let name = name.trim();
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("{}: invalid header name", at()));
+        }
+        if HeaderValue::from_str(value.trim()).is_err() {
+            return Err(format!("{}: invalid value for header '{name}'", at()));
+        }
+        headers.insert(name.to_owned(), value.trim().to_owned());
+    }
+    Ok(headers)
+}
+
+/// `text` with `&`, `<` and `>` escaped as Slack's message formatting asks, so that no mention
+/// (`<!channel>`) or link (`<https://…|label>`) can be written into a message by whoever typed
+/// part of it.
+pub fn slack_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How a webhook is named wherever it is displayed: `scheme://host:port`, never its user, path
+/// or query (which may hold tokens).
+fn shown(https: bool, host: &str, port: u16) -> String {
+    let scheme = if https { "https" } else { "http" };
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
 impl WebhookNotifier {
     /// A webhook posting to `url` (`http://` or `https://`). `ca` adds trusted CA certificates
     /// to the public web roots. Errors say what is wrong with the URL, a header or the CA.
@@ -64,6 +127,12 @@ impl WebhookNotifier {
         ca: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<Self, String> {
+        if has_userinfo(url) {
+            return Err(
+                "invalid URL: it holds credentials (user:password@); send them as a header (headers_file) instead"
+                    .to_owned(),
+            );
+        }
         let uri: Uri = url
             .parse()
             .map_err(|error| format!("invalid URL: {error}"))?;
@@ -112,11 +181,7 @@ impl WebhookNotifier {
                 Ok((name, value))
             })
             .collect::<Result<_, String>>()?;
-        let shown = format!(
-            "{}://{}/…",
-            if https { "https" } else { "http" },
-            uri.authority().map_or(host.as_str(), |a| a.as_str())
-        );
+        let shown = shown(https, &host, port);
         Ok(Self {
             shown,
             url: uri,
@@ -132,7 +197,7 @@ impl WebhookNotifier {
     fn body(&self, event: &Event) -> Vec<u8> {
         let value = match self.format {
             Format::Json => serde_json::to_value(event).unwrap_or_default(),
-            Format::Slack => serde_json::json!({ "text": event.text }),
+            Format::Slack => serde_json::json!({ "text": slack_escaped(&event.text) }),
         };
         serde_json::to_vec(&value).unwrap_or_default()
     }
@@ -225,6 +290,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slack_bodies_escape_what_would_make_mentions_and_links() {
+        assert_eq!(
+            slack_escaped("<!channel> & <https://evil|elevate approve req-2>"),
+            "&lt;!channel&gt; &amp; &lt;https://evil|elevate approve req-2&gt;"
+        );
+    }
+
+    #[test]
+    fn a_headers_file_is_private_and_parsed_by_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook.headers");
+        std::fs::write(
+            &file,
+            "# the token\nAuthorization: Bearer s3cret\n\nX-Team:  sre \n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let headers = read_headers_file(&file).unwrap();
+        assert_eq!(headers["Authorization"], "Bearer s3cret");
+        assert_eq!(headers["X-Team"], "sre");
+        std::fs::write(&file, "Authorization Bearer s3cret\n").unwrap();
+        let error = read_headers_file(&file).unwrap_err();
+        assert!(
+            error.ends_with("hook.headers:1: expected `Name: value`"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            read_headers_file(&file)
+                .unwrap_err()
+                .contains("readable by others")
+        );
+    }
+
+    #[test]
     fn bodies_and_url_checks() {
         let none = BTreeMap::new();
         let slack = WebhookNotifier::new(
@@ -264,7 +366,21 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{secret:?}").contains("SECRET"));
-        assert_eq!(secret.shown, "https://hooks.example.com/…");
+        assert_eq!(secret.shown, "https://hooks.example.com:443");
+        // Credentials in the URL are refused, and the error does not repeat them.
+        let error = WebhookNotifier::new(
+            "https://user:hunter2@hooks.example.com/x",
+            Format::Json,
+            &none,
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("headers_file") && !error.contains("hunter2"),
+            "{error}"
+        );
+        assert!(has_userinfo("http://u@h/") && !has_userinfo("http://h/a@b?c=d@e"));
         let bad = BTreeMap::from([("bad header".to_owned(), "x".to_owned())]);
         assert!(
             WebhookNotifier::new(

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, ProvisionerConfig};
+use crate::config::{Config, NotifierConfig, ProvisionerConfig};
 use crate::private_file;
 
 /// The private files of `config`: `(field, file, what it holds)`. The audit key is listed only
@@ -13,6 +13,19 @@ pub fn private_files(config: &Config) -> Vec<(String, PathBuf, &'static str)> {
     let mut files = vec![("tls.key".to_owned(), config.tls.key.clone(), "private key")];
     if let Some(key) = config.audit.key.as_ref().filter(|key| key.exists()) {
         files.push(("audit.key".to_owned(), key.clone(), "private key"));
+    }
+    for (name, notifier) in &config.notifiers {
+        if let NotifierConfig::Webhook {
+            headers_file: Some(file),
+            ..
+        } = notifier
+        {
+            files.push((
+                format!("notifiers.{name}.headers_file"),
+                file.clone(),
+                "header file",
+            ));
+        }
     }
     for (name, provisioner) in &config.provisioners {
         if let ProvisionerConfig::Postgres(postgres) = provisioner {

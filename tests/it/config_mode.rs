@@ -21,7 +21,7 @@ fn elevated(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn copy_examples(to: &Path) {
+pub fn copy_examples(to: &Path) {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     std::fs::create_dir_all(to.join("hooks")).unwrap();
     for file in [

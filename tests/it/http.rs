@@ -21,6 +21,8 @@ pub enum Answer {
 pub struct Hook {
     pub url: String,
     pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The request line and headers of every request, lowercase.
+    pub heads: Arc<Mutex<Vec<String>>>,
     script: Arc<Mutex<Vec<Answer>>>,
 }
 
@@ -57,17 +59,19 @@ impl Hook {
             listener.local_addr().unwrap()
         );
         let bodies = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
-        let (recorded, answers) = (bodies.clone(), script.clone());
+        let (recorded, answers, seen) = (bodies.clone(), script.clone(), heads.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (recorded, answers, tls) = (recorded.clone(), answers.clone(), tls.clone());
+                let (recorded, answers, seen, tls) =
+                    (recorded.clone(), answers.clone(), seen.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
-                        None => serve(stream, recorded, answers).await,
+                        None => serve(stream, recorded, seen, answers).await,
                         Some(tls) => {
                             if let Ok(stream) = tls.accept(stream).await {
-                                serve(stream, recorded, answers).await;
+                                serve(stream, recorded, seen, answers).await;
                             }
                         }
                     }
@@ -77,6 +81,7 @@ impl Hook {
         Self {
             url,
             bodies,
+            heads,
             script,
         }
     }
@@ -95,6 +100,7 @@ impl Hook {
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     recorded: Arc<Mutex<Vec<serde_json::Value>>>,
+    heads: Arc<Mutex<Vec<String>>>,
     answers: Arc<Mutex<Vec<Answer>>>,
 ) {
     let mut buffer = Vec::new();
@@ -107,8 +113,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         buffer.extend_from_slice(&chunk[..read]);
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+            assert!(head.starts_with("post /hooks/elevate?team=ops"), "{head}");
             assert!(
-                head.starts_with("post /hooks/elevate?team=ops http/1.1"),
+                head.lines().next().unwrap().ends_with(" http/1.1"),
                 "{head}"
             );
             assert!(head.contains("content-type: application/json"), "{head}");
@@ -117,6 +124,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
+            heads.lock().unwrap().push(head);
             break (end + 4, length);
         }
     };
