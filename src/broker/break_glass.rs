@@ -215,10 +215,7 @@ impl Broker {
                 "notes are required for an unjustified verdict".to_owned(),
             ));
         }
-        let request = self
-            .read_request(id)
-            .await?
-            .ok_or(BrokerError::NotFound(id))?;
+        let request = self.read_visible(caller, id).await?;
         let Some(break_glass) = &request.break_glass else {
             return Err(TransitionError::NotBreakGlass { id }.into());
         };

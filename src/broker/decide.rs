@@ -19,7 +19,8 @@ impl Broker {
         id: RequestId,
         comment: Option<Comment>,
     ) -> Result<AccessRequest, BrokerError> {
-        if self.decides_extension(id, caller, true).await? {
+        let visible = self.read_visible(caller, id).await?;
+        if decides_extension(&visible, caller, true) {
             return self.approve_extension(caller, id, comment).await;
         }
         let approver = caller.principal.clone();
@@ -78,7 +79,8 @@ impl Broker {
         id: RequestId,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
-        if self.decides_extension(id, caller, false).await? {
+        let visible = self.read_visible(caller, id).await?;
+        if decides_extension(&visible, caller, false) {
             return self.deny_extension(caller, id, reason).await;
         }
         let approver = caller.principal.clone();
@@ -104,22 +106,6 @@ impl Broker {
         .inspect_err(|error| self.nudge_if_past_deadline(id, error))
     }
 
-    /// Whether `caller`'s decision (an approval when `approve`) on `id` is about the extension
-    /// of its lease: one waits for decisions, or the caller repeats the decision they gave
-    /// the latest one. A repeat goes to the extension too, so that it gets the first result
-    /// rather than being judged against the request, which was decided long before.
-    async fn decides_extension(
-        &self,
-        id: RequestId,
-        caller: &Caller,
-        approve: bool,
-    ) -> Result<bool, BrokerError> {
-        Ok(self.read_request(id).await?.is_some_and(|request| {
-            request.extension_pending()
-                || request.repeats_extension_decision(&caller.principal, approve)
-        }))
-    }
-
     /// A decision refused because the deadline passed: record the time-out now rather than
     /// when the timer gets to it.
     fn nudge_if_past_deadline(&self, id: RequestId, error: &BrokerError) {
@@ -139,6 +125,7 @@ impl Broker {
         caller: &Caller,
         id: RequestId,
     ) -> Result<AccessRequest, BrokerError> {
+        self.read_visible(caller, id).await?;
         let by = caller.principal.clone();
         self.commit(id, move |request, now| {
             let transition = request.cancel(&by, now)?;
@@ -153,4 +140,12 @@ impl Broker {
         })
         .await
     }
+}
+
+/// Whether `caller`'s decision (an approval when `approve`) on `request` is about the extension
+/// of its lease: one waits for decisions, or the caller repeats the decision they gave the
+/// latest one. A repeat goes to the extension too, so that it gets the first result rather than
+/// being judged against the request, which was decided long before.
+fn decides_extension(request: &AccessRequest, caller: &Caller, approve: bool) -> bool {
+    request.extension_pending() || request.repeats_extension_decision(&caller.principal, approve)
 }

@@ -47,9 +47,6 @@ pub enum BrokerError {
     /// No such request.
     #[error("no request {0}")]
     NotFound(RequestId),
-    /// The caller may not see this request.
-    #[error("you may not see {0}: it is neither yours nor waiting for your decision")]
-    NotVisible(RequestId),
     /// The caller lacks a role for this call.
     #[error("{0}")]
     Forbidden(String),

@@ -21,23 +21,16 @@ impl Broker {
         by: LeaseDuration,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
-        let current = self
-            .read_request(id)
-            .await?
-            .ok_or(BrokerError::NotFound(id))?;
+        let current = self.read_visible(caller, id).await?;
         if current.requester != caller.principal {
-            // Who asks is decided first: an auditor or administrator sees the lease but does
-            // not hold it, so neither its state nor an extension route worked out for them
-            // as its holder is the answer.
-            return Err(if caller.sees_all() {
-                TransitionError::NotRequester {
-                    id,
-                    action: "extend it",
-                }
-                .into()
-            } else {
-                BrokerError::NotVisible(id)
-            });
+            // Who asks is decided first: someone who sees the lease without holding it (an
+            // approver, an auditor) gets neither its state nor an extension route worked out
+            // for them as its holder as the answer.
+            return Err(TransitionError::NotRequester {
+                id,
+                action: "extend it",
+            }
+            .into());
         }
         if current.kind() != StateKind::Active {
             // Said before what the policy allows: the state is what the holder must fix.

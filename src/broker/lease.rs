@@ -468,6 +468,7 @@ impl Broker {
         caller: &Caller,
         id: RequestId,
     ) -> Result<AccessRequest, BrokerError> {
+        self.read_visible(caller, id).await?;
         let holder = caller.principal.clone();
         let check = {
             let holder = holder.clone();

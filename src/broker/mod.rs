@@ -119,6 +119,19 @@ impl Caller {
     pub fn sees_all(&self) -> bool {
         self.auditor || self.admin
     }
+
+    /// Whether the caller may see `request`: its requester, its approvers (of the route or of
+    /// an extension), the reviewers of a break-glass request (its review group), auditors and
+    /// admins. Everyone else is answered as if it did not exist.
+    pub fn may_see(&self, request: &crate::model::AccessRequest) -> bool {
+        request.requester == self.principal
+            || request.is_approver(&self.principal)
+            || request
+                .break_glass
+                .as_ref()
+                .is_some_and(|b| self.groups.contains(&b.review_group))
+            || self.sees_all()
+    }
 }
 
 /// What startup recovery found.

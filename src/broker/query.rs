@@ -18,7 +18,7 @@ fn settled(request: &AccessRequest) -> bool {
 }
 
 impl Broker {
-    /// Request `id`, if `caller` may see it: its requester, its approvers, auditors, admins.
+    /// Request `id`, if `caller` may see it ([`Caller::may_see`]).
     pub async fn request(
         &self,
         caller: &Caller,
@@ -81,25 +81,19 @@ impl Broker {
         Err(BrokerError::NoCredentials(why))
     }
 
-    async fn read_visible(
+    /// Request `id` as `caller` may know it: a request they may not see
+    /// ([`Caller::may_see`]) is answered exactly like one that does not exist, so that nobody
+    /// learns its state, route or nature by acting on its id. Every call about one request
+    /// starts here, before any check that depends on the request.
+    pub(super) async fn read_visible(
         &self,
         caller: &Caller,
         id: RequestId,
     ) -> Result<AccessRequest, BrokerError> {
-        let request = self
-            .inner
-            .store
-            .read(move |r| r.request(id))
+        self.read_request(id)
             .await?
-            .ok_or(BrokerError::NotFound(id))?;
-        if request.requester == caller.principal
-            || request.is_approver(&caller.principal)
-            || caller.sees_all()
-        {
-            Ok(request)
-        } else {
-            Err(BrokerError::NotVisible(id))
-        }
+            .filter(|request| caller.may_see(request))
+            .ok_or(BrokerError::NotFound(id))
     }
 
     /// The caller's requests (or everybody's with `all`, for auditors and admins), newest

@@ -16,7 +16,6 @@ pub fn from_broker(error: BrokerError) -> Status {
         BrokerError::UnknownPrincipal(_)
         | BrokerError::Suspended(_)
         | BrokerError::Offboarded { .. }
-        | BrokerError::NotVisible(_)
         | BrokerError::Forbidden(_) => Status::permission_denied(message),
         BrokerError::NotFound(_) => Status::not_found(message),
         BrokerError::TooFast { retry_after, .. } => {

@@ -177,7 +177,7 @@ async fn pending_shows_what_waits_for_each_approver() {
         std::slice::from_ref(&admin.id)
     );
 
-    // Requests are visible to requester, approvers, auditors; not to others.
+    // Requests are visible to requester, approvers, auditors; to others they do not exist.
     let error = oncall
         .access
         .get_request(pb::GetRequestRequest {
@@ -185,7 +185,8 @@ async fn pending_shows_what_waits_for_each_approver() {
         })
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::PermissionDenied);
+    assert_eq!(error.code(), Code::NotFound);
+    assert_eq!(error.message(), format!("no request {}", read.id));
     let mut auditor = daemon.client("auditor").await;
     assert_eq!(status(&mut auditor, &read.id).await.id, read.id);
     let all = auditor

@@ -193,7 +193,7 @@ async fn a_scripted_day_has_an_exact_story_per_request_and_history_shows_it() {
     );
     assert!(text.contains("lease.expired"), "{text}");
 
-    // The requester sees their own history; somebody unrelated does not.
+    // The requester sees their own history; to somebody unrelated it does not exist.
     let refused = oncall
         .audit
         .get_history(pb::GetHistoryRequest {
@@ -201,7 +201,7 @@ async fn a_scripted_day_has_an_exact_story_per_request_and_history_shows_it() {
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(refused.code(), Code::NotFound);
     daemon.stop().await;
 }
 

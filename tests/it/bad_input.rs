@@ -194,12 +194,19 @@ async fn bad_decisions_are_refused_with_the_right_code() {
     let mut manager = daemon.client("manager").await;
     let mut security = daemon.client("security").await;
     let mut oncall = daemon.client("oncall").await;
+    let mut auditor = daemon.client("auditor").await;
     let pending = request(&mut engineer, "prod-db-admin", "30m", "fix", "INC-1")
         .await
         .unwrap();
     let active = request(&mut engineer, "staging-db", "30m", "", "")
         .await
         .unwrap();
+    // A lease the manager approved, so may see.
+    let approved = request(&mut engineer, "prod-db-read", "30m", "read", "")
+        .await
+        .unwrap();
+    let approved = approve(&mut manager, &approved.id).await.unwrap();
+    assert_eq!(state(&approved), "active");
     let before = fingerprint(&daemon).await;
 
     let cases: Vec<(Result<pb::AccessRequest, tonic::Status>, Code, &str)> = vec![
@@ -224,9 +231,14 @@ async fn bad_decisions_are_refused_with_the_right_code() {
             "your own request",
         ),
         (
-            approve(&mut oncall, &pending.id).await,
+            approve(&mut auditor, &pending.id).await,
             Code::PermissionDenied,
             "not an eligible approver",
+        ),
+        (
+            approve(&mut oncall, &pending.id).await,
+            Code::NotFound,
+            "no request",
         ),
         (
             approve(&mut security, &pending.id).await,
@@ -239,14 +251,25 @@ async fn bad_decisions_are_refused_with_the_right_code() {
             "is at stage 'manager'",
         ),
         (
-            approve(&mut manager, &active.id).await,
+            approve(&mut auditor, &approved.id).await,
             Code::FailedPrecondition,
             "it is active",
         ),
         (
-            release(&mut manager, &active.id).await,
+            release(&mut manager, &approved.id).await,
             Code::PermissionDenied,
             "only the requester",
+        ),
+        // The manager has no part in the auto-approved lease: it does not exist for them.
+        (
+            approve(&mut manager, &active.id).await,
+            Code::NotFound,
+            "no request",
+        ),
+        (
+            release(&mut manager, &active.id).await,
+            Code::NotFound,
+            "no request",
         ),
         (
             release(&mut engineer, &pending.id).await,

@@ -146,7 +146,15 @@ async fn only_a_reviewer_other_than_the_holder_closes_a_review_and_it_stays_clos
         "{}",
         error.message()
     );
+    // Somebody with no part in it: the break-glass does not exist for them.
     let error = review(&mut engineer, &granted.id, "justified", "")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert_eq!(error.message(), format!("no request {}", granted.id));
+    // An auditor sees it, but only its review group closes the review.
+    let mut auditor = daemon.client("auditor").await;
+    let error = review(&mut auditor, &granted.id, "justified", "")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied);

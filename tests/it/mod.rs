@@ -9,6 +9,7 @@ pub mod config_mode;
 pub mod crash;
 mod expiry;
 mod harness;
+mod hidden;
 mod http;
 mod leases;
 mod leavers;

@@ -743,7 +743,20 @@ impl Model {
         Ok(self.requests.len() - 1)
     }
 
+    /// Whether `by` may see request `index`: its requester, its approvers, auditors and
+    /// admins. To everyone else it does not exist.
+    fn sees(&self, index: usize, by: &str) -> bool {
+        let request = &self.requests[index];
+        by == request.requester
+            || by == AUDITOR
+            || by == ADMIN
+            || request.route().iter().any(|stage| stage.contains(&by))
+    }
+
     fn approve(&mut self, index: usize, by: &'static str) -> Outcome {
+        if !self.sees(index, by) {
+            return Err(Code::NotFound);
+        }
         let now = self.now;
         let request = &mut self.requests[index];
         let route = request.route();
@@ -815,6 +828,9 @@ impl Model {
     }
 
     fn deny(&mut self, index: usize, by: &'static str) -> Outcome {
+        if !self.sees(index, by) {
+            return Err(Code::NotFound);
+        }
         let now = self.now;
         let request = &mut self.requests[index];
         let route = request.route();
@@ -861,6 +877,9 @@ impl Model {
     }
 
     fn cancel(&mut self, index: usize, by: &'static str) -> Outcome {
+        if !self.sees(index, by) {
+            return Err(Code::NotFound);
+        }
         let now = self.now;
         let request = &mut self.requests[index];
         if by != request.requester {
@@ -896,6 +915,9 @@ impl Model {
     }
 
     fn release(&mut self, index: usize, by: &'static str) -> Outcome {
+        if !self.sees(index, by) {
+            return Err(Code::NotFound);
+        }
         let request = &self.requests[index];
         if by != request.requester {
             return Err(Code::PermissionDenied);
@@ -931,6 +953,9 @@ impl Model {
     }
 
     fn extend(&mut self, index: usize, by: &'static str, amount: &str) -> Outcome {
+        if !self.sees(index, by) {
+            return Err(Code::NotFound);
+        }
         let now = self.now;
         let request = &mut self.requests[index];
         // Only the holder extends.

@@ -229,7 +229,7 @@ async fn an_ephemeral_login_works_once_delivered_and_is_gone_after_release() {
     let refused = cluster.connect_as(&user, &password).await.unwrap_err();
     assert!(refused.to_string().contains("password") || refused.as_db_error().is_some());
 
-    // Someone else's lease never shows them the credentials.
+    // Someone else's lease never shows them the credentials: it does not exist for them.
     let error = daemon
         .client("manager")
         .await
@@ -237,7 +237,7 @@ async fn an_ephemeral_login_works_once_delivered_and_is_gone_after_release() {
         .get_credentials(pb::GetCredentialsRequest { id: id.clone() })
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::PermissionDenied);
+    assert_eq!(error.code(), Code::NotFound);
     assert!(
         cluster
             .try_sql(&format!("SELECT 1 FROM {}", ident("orders")))
