@@ -229,8 +229,28 @@ impl Broker {
             )));
         }
         let reviewer = caller.principal.clone();
+        let standing = self.inner.standing.clone();
+        let rules = self.inner.rules.clone();
         let closed = self
             .commit(id, move |request, now| {
+                // Checked again inside the transaction, ordered against offboardings and
+                // reloads: a reviewer who left, or left the review group, closes nothing.
+                standing.check(&reviewer)?;
+                let group = request
+                    .break_glass
+                    .as_ref()
+                    .map(|b| b.review_group.clone())
+                    .ok_or(TransitionError::NotBreakGlass { id })?;
+                let snapshot = rules.current();
+                let member = snapshot
+                    .directory
+                    .person(&reviewer)
+                    .is_some_and(|person| person.groups.contains(&group));
+                if !member {
+                    return Err(BrokerError::Forbidden(format!(
+                        "only members of {group} review {id}"
+                    )));
+                }
                 let mut closed =
                     match request.close_review(&reviewer, justified, notes.clone(), now)? {
                         Transition::Changed(closed) => closed,

@@ -54,8 +54,24 @@ impl Broker {
             .plan_extension(&caller.principal, &current.resource)?;
         self.check_rate(&caller.principal, Limited::Extend, &current.resource)?;
         let holder = caller.principal.clone();
+        let standing = self.inner.standing.clone();
+        let rules = self.inner.rules.clone();
         let request = self
             .commit(id, move |request, now| {
+                // Checked again against the record and the standing as they are now, ordered
+                // against offboardings, reloads and the sweeps that flag movers' leases: a
+                // holder who left or moved, or a lease flagged meanwhile, is not extended.
+                standing.check(&holder)?;
+                if let Some(why) = standing.entitlement(&rules.current(), &request) {
+                    return Err(BrokerError::NotEntitled(format!(
+                        "{id} cannot be extended: {why}"
+                    )));
+                }
+                if let Some(why) = &request.flagged {
+                    return Err(BrokerError::Invalid(format!(
+                        "{id} is flagged and runs only to its end, it cannot be extended: {why}"
+                    )));
+                }
                 let transition = request
                     .ask_extension(
                         &holder,
@@ -160,7 +176,10 @@ impl Broker {
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
         let approver = caller.principal.clone();
+        let standing = self.inner.standing.clone();
         self.commit(id, move |request, now| {
+            // Ordered against offboardings and reloads (see `standing`).
+            standing.check(&approver)?;
             let transition = request.deny_extension(&approver, reason.clone(), now)?;
             Ok(recorded(transition, |r| {
                 vec![

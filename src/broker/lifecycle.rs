@@ -258,21 +258,25 @@ impl Broker {
         )
         .detail("reason", &reason);
         draft.principal = Some(principal.clone());
-        let standing = self.inner.standing.clone();
+        let stored = principal.clone();
         self.inner
             .store
             .write(move |_| -> Result<_, BrokerError> {
-                standing.reinstate(&principal);
                 Ok((
                     Changes {
                         events: vec![draft],
-                        reinstated: vec![principal],
+                        reinstated: vec![stored],
                         ..Changes::default()
                     },
                     (),
                 ))
             })
-            .await
+            .await?;
+        // Lifted in memory only once the store says so: until then, and if the commit fails,
+        // the principal stays offboarded (an offboarding, by contrast, takes effect inside its
+        // transaction and is rolled back if it fails: both err on the side of no access).
+        self.inner.standing.reinstate(&principal);
+        Ok(())
     }
 
     /// Every offboarded principal.

@@ -234,13 +234,23 @@ impl Default for StoreOptions {
     }
 }
 
-/// Counters of the writer, for metrics and benchmarks.
+/// Counters of the writer, for metrics and benchmarks, and the faults it is told to inject.
 #[derive(Debug, Default)]
 pub struct StoreStats {
     /// Transactions committed.
     pub commits: AtomicU64,
     /// Jobs answered.
     pub jobs: AtomicU64,
+    /// Whether commits are refused after their jobs ran, as a full disk would refuse them
+    /// ([`Store::refuse_commits`]).
+    refuse_commits: std::sync::atomic::AtomicBool,
+}
+
+impl StoreStats {
+    /// Whether to refuse this commit.
+    fn refuse_commit(&self) -> bool {
+        self.refuse_commits.load(Ordering::SeqCst)
+    }
 }
 
 /// A cheap, cloneable handle to the store: the database for reads and a channel to the writer.
@@ -298,6 +308,18 @@ impl Store {
     /// Writer counters.
     pub fn stats(&self) -> &StoreStats {
         &self.stats
+    }
+
+    /// Write jobs waiting for the writer (not counting the batch it is committing).
+    pub fn queued_jobs(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// While `refuse` holds, every write transaction fails at its commit, after its jobs ran,
+    /// as a full or failing disk would: for fault tests of what callers do when a commit
+    /// fails (nothing of a failed transaction may stay in force, in the store or in memory).
+    pub fn refuse_commits(&self, refuse: bool) {
+        self.stats.refuse_commits.store(refuse, Ordering::SeqCst);
     }
 
     /// Runs `job` inside the next write transaction. `job` reads through the [`View`] and

@@ -108,7 +108,7 @@ fn run(
         }
         if !batch.is_empty() {
             let jobs = batch.len() as u64;
-            commit_batch(db, batch, listener, signing);
+            commit_batch(db, batch, listener, signing, stats);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.jobs.fetch_add(jobs, Ordering::Relaxed);
         }
@@ -126,6 +126,7 @@ fn commit_batch(
     batch: Vec<Job>,
     listener: &dyn CommitListener,
     signing: Option<&Signing>,
+    stats: &StoreStats,
 ) {
     let started = Instant::now();
     let jobs = batch.len();
@@ -155,6 +156,12 @@ fn commit_batch(
                     }
                 }
             }
+        }
+        if stats.refuse_commit() {
+            // Dropping the transaction aborts it.
+            return Err(StoreError::Failed(
+                "the commit was refused (injected fault)".to_owned(),
+            ));
         }
         txn.commit()?;
         Ok(())

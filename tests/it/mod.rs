@@ -11,6 +11,7 @@ mod expiry;
 mod harness;
 mod hidden;
 mod http;
+mod in_transaction;
 mod leases;
 mod leavers;
 mod lifecycle;
