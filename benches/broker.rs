@@ -327,7 +327,11 @@ async fn audit_figures(events: usize) -> (f64, f64) {
     let key = Arc::new(elevate::audit::key::AuditKey::ephemeral().unwrap());
     let public = key.public();
     let options = StoreOptions {
-        signing: Some(Signing { key, every: 1000 }),
+        signing: Some(Signing {
+            key,
+            every: 1000,
+            witness: None,
+        }),
         ..StoreOptions::default()
     };
     let store = Store::open(&path, options, Arc::new(Quiet)).unwrap();

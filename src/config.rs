@@ -128,6 +128,10 @@ pub struct AuditConfig {
         deserialize_with = "humantime"
     )]
     pub checkpoint_interval: Duration,
+    /// A notifier (of `[notifiers]`) that receives every signed checkpoint, through the
+    /// outbox: a copy of the chain's heads outside the store, for `audit verify --witness`.
+    #[serde(default)]
+    pub witness: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -136,6 +140,7 @@ impl Default for AuditConfig {
             key: None,
             checkpoint_every: default_checkpoint_every(),
             checkpoint_interval: default_checkpoint_interval(),
+            witness: None,
         }
     }
 }
@@ -552,6 +557,22 @@ impl Config {
             return Err(invalid(
                 "audit.checkpoint_interval: must be between 1s and 1h".to_owned(),
             ));
+        }
+        if let Some(witness) = &self.audit.witness
+            && !self.notifiers.contains_key(witness)
+        {
+            return Err(invalid(format!(
+                "audit.witness: '{witness}' is not a notifier of [notifiers] (configured: {})",
+                if self.notifiers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.notifiers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
         }
         let every = self.workflow.reconcile_every;
         if !every.is_zero() && every < Duration::from_secs(10) {

@@ -34,7 +34,7 @@ use crate::policy::{Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
 use crate::reload::Reloader;
-use crate::store::{Signing, StoreOptions};
+use crate::store::{Signing, StoreOptions, Witness};
 use crate::tls::revocation::{RevocationError, Revocations};
 use crate::tls::{LiveTls, TlsError, TlsFiles};
 
@@ -47,6 +47,8 @@ pub struct AuditOptions {
     pub checkpoint_every: u64,
     /// Sign this often when events were added.
     pub checkpoint_interval: Duration,
+    /// The notifier every checkpoint also goes to (`[audit] witness`).
+    pub witness: Option<String>,
 }
 
 impl AuditOptions {
@@ -56,6 +58,7 @@ impl AuditOptions {
             key,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
+            witness: None,
         }
     }
 }
@@ -184,6 +187,7 @@ impl Options {
                     .unwrap_or_else(|| config.store.path.with_file_name("audit.key")),
                 checkpoint_every: config.audit.checkpoint_every,
                 checkpoint_interval: config.audit.checkpoint_interval,
+                witness: config.audit.witness.clone(),
             },
             clock,
         })
@@ -296,7 +300,18 @@ impl Server {
             tracing::info!(file = %options.audit.key.display(), key = %key.public(), "generated the audit key");
         }
         let mut store_options = options.store_options;
+        if let Some(witness) = &options.audit.witness
+            && !options.notifiers.contains(witness)
+        {
+            return Err(BuildError::Config(format!(
+                "audit.witness: no notifier '{witness}' is configured"
+            )));
+        }
         store_options.signing = Some(Signing {
+            witness: options.audit.witness.clone().map(|notifier| Witness {
+                notifier,
+                event: crate::notify::Event::witnessing,
+            }),
             key: Arc::new(key),
             every: options.audit.checkpoint_every,
         });

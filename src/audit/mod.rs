@@ -19,6 +19,7 @@ pub mod key;
 pub mod query;
 pub mod report;
 pub mod verify;
+pub mod witness;
 
 use std::collections::BTreeMap;
 

@@ -593,6 +593,28 @@ fn end_len(bytes: &[u8], offset: usize) -> usize {
 }
 
 /// Records with their byte offsets.
+/// The hashes an export states for the entries numbered in `wanted` (those it holds, as an
+/// entry or a link), for comparing with a witness once the export verified.
+pub fn entry_hashes(
+    bytes: &[u8],
+    wanted: &std::collections::BTreeSet<u64>,
+) -> Result<std::collections::BTreeMap<u64, String>, Broken> {
+    let records = if bytes.first() == Some(&b'{') {
+        split_jsonl(bytes)?
+    } else {
+        split_csv(bytes)?
+    };
+    Ok(records
+        .into_iter()
+        .filter_map(|(_, record)| match record {
+            Record::Event(event) => Some((event.seq, event.hash)),
+            Record::Link(link) => Some((link.seq, link.hash)),
+            _ => None,
+        })
+        .filter(|(seq, _)| wanted.contains(seq))
+        .collect())
+}
+
 fn split_jsonl(bytes: &[u8]) -> Result<Vec<(usize, Record)>, Broken> {
     let mut out = Vec::new();
     let mut offset = 0;

@@ -107,6 +107,10 @@ enum Audit {
         /// the key the store recorded on its first start.
         #[arg(long)]
         pubkey: Option<String>,
+        /// A witness file (what the `[audit] witness` notifier kept): the store must not be
+        /// behind, nor disagree with, any checkpoint in it.
+        #[arg(long)]
+        witness: Option<PathBuf>,
     },
 }
 
@@ -427,7 +431,7 @@ fn audit_pubkey(
 }
 
 /// Exit status 1 on any damage, with one line saying where and what.
-fn audit_verify(db: &Path, pubkey: Option<String>) -> anyhow::Result<()> {
+fn audit_verify(db: &Path, pubkey: Option<String>, witness: Option<&Path>) -> anyhow::Result<()> {
     let key = match pubkey {
         None => None,
         Some(text) => {
@@ -440,9 +444,38 @@ fn audit_verify(db: &Path, pubkey: Option<String>) -> anyhow::Result<()> {
             Some(text.parse::<PublicKey>()?)
         }
     };
-    let verified = elevate::store::offline::verify_store(db, key)
+    let witnessed = witness
+        .map(|witness| {
+            let text = std::fs::read(witness)
+                .with_context(|| format!("cannot read {}", witness.display()))?;
+            elevate::audit::witness::read(&text)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", witness.display()))
+        })
+        .transpose()?;
+    let wanted = witnessed
+        .as_ref()
+        .map(elevate::audit::witness::entries)
+        .unwrap_or_default();
+    let verified = elevate::store::offline::verify_store_keeping(db, key, &wanted)
         .map_err(|error| anyhow::anyhow!("{}: verification failed: {error}", db.display()))?;
+    let agreement = witnessed
+        .map(|witnessed| {
+            elevate::audit::witness::compare(
+                &witnessed,
+                &verified.key,
+                &verified.hashes,
+                verified.summary.last,
+                true,
+            )
+            .map_err(|disagreement| {
+                anyhow::anyhow!("{}: verification failed: {disagreement}", db.display())
+            })
+        })
+        .transpose()?;
     println!("{}: intact", db.display());
+    if let Some(agreed) = &agreement {
+        println!("  witness: {agreed}");
+    }
     println!("  {}", verified.summary);
     if verified.repaired {
         println!(
@@ -655,8 +688,13 @@ async fn main() -> std::process::ExitCode {
                 },
         } => audit_pubkey(config, dev, &state_dir, key),
         Command::Audit {
-            command: Audit::Verify { db, pubkey },
-        } => audit_verify(&db, pubkey),
+            command:
+                Audit::Verify {
+                    db,
+                    pubkey,
+                    witness,
+                },
+        } => audit_verify(&db, pubkey, witness.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

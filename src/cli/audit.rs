@@ -72,6 +72,10 @@ pub enum AuditCommand {
         /// The audit public key (ed25519:…, from `elevated audit pubkey`) or a file holding it.
         #[arg(long)]
         pubkey: String,
+        /// A witness file (what the `[audit] witness` notifier kept): the export must not be
+        /// behind, nor disagree with, any checkpoint in it.
+        #[arg(long)]
+        witness: Option<PathBuf>,
     },
 }
 
@@ -124,12 +128,49 @@ pub fn public_key(argument: &str) -> Result<PublicKey, CliError> {
 }
 
 /// `elevate audit verify`: no daemon, no certificates.
-pub fn verify_file(file: &Path, pubkey: &str, format: Format) -> Result<(), CliError> {
+pub fn verify_file(
+    file: &Path,
+    pubkey: &str,
+    witness: Option<&Path>,
+    format: Format,
+) -> Result<(), CliError> {
     let key = public_key(pubkey)?;
     let bytes = std::fs::read(file)
         .map_err(|error| CliError::Usage(format!("cannot read {}: {error}", file.display())))?;
+    let witnessed = witness
+        .map(|witness| {
+            let text = std::fs::read(witness).map_err(|error| {
+                CliError::Usage(format!("cannot read {}: {error}", witness.display()))
+            })?;
+            crate::audit::witness::read(&text)
+                .map_err(|error| CliError::Usage(format!("{}: {error}", witness.display())))
+        })
+        .transpose()?;
     match verify::verify_export(&bytes, &key) {
         Ok(verified) => {
+            let agreement = match &witnessed {
+                None => None,
+                Some(witnessed) => {
+                    let wanted = crate::audit::witness::entries(witnessed);
+                    let hashes = verify::entry_hashes(&bytes, &wanted).map_err(|broken| {
+                        CliError::Verify(format!("{}: {broken}", file.display()))
+                    })?;
+                    let agreed = crate::audit::witness::compare(
+                        witnessed,
+                        &key,
+                        &hashes,
+                        verified.summary.last,
+                        verified.header.complete,
+                    )
+                    .map_err(|disagreement| {
+                        CliError::Verify(format!(
+                            "{}: verification failed: {disagreement}",
+                            file.display()
+                        ))
+                    })?;
+                    Some(agreed)
+                }
+            };
             let header = &verified.header;
             match format {
                 Format::Json => println!(
@@ -146,6 +187,11 @@ pub fn verify_file(file: &Path, pubkey: &str, format: Format) -> Result<(), CliE
                         "checkpoints": verified.summary.checkpoints,
                         "first_seq": verified.summary.first,
                         "last_seq": verified.summary.last,
+                        "witness": agreement.as_ref().map(|agreed| json!({
+                            "matched": agreed.matched,
+                            "uncovered": agreed.uncovered,
+                            "latest_seq": agreed.latest,
+                        })),
                     })
                 ),
                 Format::Table => {
@@ -164,6 +210,9 @@ pub fn verify_file(file: &Path, pubkey: &str, format: Format) -> Result<(), CliE
                             )
                         }
                     );
+                    if let Some(agreed) = &agreement {
+                        println!("  witness: {agreed}");
+                    }
                 }
             }
             Ok(())

@@ -417,11 +417,16 @@ impl Cli {
     pub async fn run(&self) -> Result<(), CliError> {
         // Verifying an export needs no daemon and no certificate.
         if let Command::Audit(audit::AuditArgs {
-            command: Some(audit::AuditCommand::Verify { file, pubkey }),
+            command:
+                Some(audit::AuditCommand::Verify {
+                    file,
+                    pubkey,
+                    witness,
+                }),
             ..
         }) = &self.command
         {
-            return audit::verify_file(file, pubkey, self.output);
+            return audit::verify_file(file, pubkey, witness.as_deref(), self.output);
         }
         let files = self.files()?;
         let mut clients = client::connect(&self.endpoint, &files).await?;
@@ -759,8 +764,12 @@ impl Cli {
                 Some(audit::AuditCommand::Export { filter, format }) => {
                     audit::export(&mut clients, filter, *format).await?;
                 }
-                Some(audit::AuditCommand::Verify { file, pubkey }) => {
-                    audit::verify_file(file, pubkey, self.output)?;
+                Some(audit::AuditCommand::Verify {
+                    file,
+                    pubkey,
+                    witness,
+                }) => {
+                    audit::verify_file(file, pubkey, witness.as_deref(), self.output)?;
                 }
             },
             Command::History { id } => audit::history(&mut clients, id, self.output).await?,

@@ -113,7 +113,8 @@ impl Events<'_> {
             at: self.now.rfc3339(),
             recipients: recipients.iter().map(ToString::to_string).collect(),
             text,
-            request: summary(self.request),
+            request: Some(summary(self.request)),
+            checkpoint: None,
         });
     }
 }

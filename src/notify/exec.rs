@@ -55,7 +55,8 @@ pub(crate) mod tests {
             at: "2026-11-22T10:00:00.000Z".into(),
             recipients: vec!["engineer".into()],
             text: "engineer has staging-db".into(),
-            request: RequestSummary {
+            checkpoint: None,
+            request: Some(RequestSummary {
                 id: "req-1".into(),
                 requester: "engineer".into(),
                 resource: "staging-db".into(),
@@ -67,7 +68,7 @@ pub(crate) mod tests {
                 expires_at: None,
                 review: None,
                 review_due_at: None,
-            },
+            }),
         }
     }
 

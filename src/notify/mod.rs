@@ -23,6 +23,7 @@ pub use exec::ExecNotifier;
 pub use file::FileNotifier;
 pub use webhook::{Format, WebhookNotifier, has_userinfo, read_headers_file};
 
+use crate::audit::key::Checkpoint;
 use crate::model::Timestamp;
 use crate::provision::BoxFuture;
 use crate::store::Outgoing;
@@ -70,7 +71,7 @@ pub struct Event {
     /// What happened: `request.waiting`, `request.reminder`, `request.decided`,
     /// `access.granted`, `access.expiring`, `access.expired`, `access.revoked`,
     /// `break_glass.granted`, `review.due`, `review.overdue`, `review.reminder`,
-    /// `review.closed`, `revoke.failing`.
+    /// `review.closed`, `revoke.failing`; and `audit.checkpoint` for the audit witness.
     pub kind: String,
     /// How urgent.
     pub priority: Priority,
@@ -80,8 +81,35 @@ pub struct Event {
     pub recipients: Vec<String>,
     /// One line for people ("oncall broke glass on prod-db-admin for INC-7: …").
     pub text: String,
-    /// The request it is about.
-    pub request: RequestSummary,
+    /// The request it is about (none for `audit.checkpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSummary>,
+    /// The signed checkpoint, for `audit.checkpoint`: what the audit witness keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The kind of the events that carry a signed checkpoint to the audit witness.
+pub const CHECKPOINT_KIND: &str = "audit.checkpoint";
+
+impl Event {
+    /// The event that hands `checkpoint` to the audit witness, as outbox JSON.
+    pub fn witnessing(checkpoint: &Checkpoint) -> serde_json::Value {
+        let event = Self {
+            id: format!("checkpoint:{}:{}", checkpoint.seq, checkpoint.head),
+            kind: CHECKPOINT_KIND.to_owned(),
+            priority: Priority::Normal,
+            at: checkpoint.at.rfc3339(),
+            recipients: Vec::new(),
+            text: format!(
+                "audit checkpoint: entry {} has hash {}",
+                checkpoint.seq, checkpoint.head
+            ),
+            request: None,
+            checkpoint: Some(checkpoint.clone()),
+        };
+        serde_json::to_value(event).unwrap_or_default()
+    }
 }
 
 /// The request an event is about.

@@ -270,7 +270,10 @@ fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: Timestamp) -> D
     .detail("attempts", attempts)
     .detail("error", error);
     if let Some(event) = event {
-        draft.request = event.request.id.parse::<RequestId>().ok();
+        draft.request = event
+            .request
+            .as_ref()
+            .and_then(|request| request.id.parse::<RequestId>().ok());
         draft = draft
             .detail("event", &event.kind)
             .detail("event_id", &event.id);

@@ -214,6 +214,18 @@ pub struct Signing {
     /// A checkpoint is signed in the same transaction once this many events are not covered
     /// by one (besides the periodic and shutdown checkpoints the daemon asks for).
     pub every: u64,
+    /// Where every checkpoint also goes, through the outbox, in the transaction that signs it.
+    pub witness: Option<Witness>,
+}
+
+/// A notifier outside the store that receives every signed checkpoint, so that a store cut
+/// back or rewritten after one is caught by comparing it with what the witness kept.
+#[derive(Clone, Debug)]
+pub struct Witness {
+    /// The notifier's name.
+    pub notifier: String,
+    /// The outbox event (JSON) announcing a checkpoint.
+    pub event: fn(&crate::audit::key::Checkpoint) -> serde_json::Value,
 }
 
 /// How the writer batches and signs.

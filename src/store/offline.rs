@@ -62,19 +62,30 @@ pub struct StoreVerified {
     pub summary: Summary,
     /// The file was not closed cleanly (a crash); a repaired copy of it was verified.
     pub repaired: bool,
+    /// The hash of each entry asked for (those the log holds), for comparing with a witness.
+    pub hashes: std::collections::BTreeMap<u64, String>,
 }
 
 /// Verifies the audit trail in the store at `path`, with `key` or else the key the store
 /// recorded on its first start.
 pub fn verify_store(path: &Path, key: Option<PublicKey>) -> Result<StoreVerified, OfflineError> {
+    verify_store_keeping(path, key, &std::collections::BTreeSet::new())
+}
+
+/// [`verify_store`], also keeping the hashes of the entries numbered in `wanted`.
+pub fn verify_store_keeping(
+    path: &Path,
+    key: Option<PublicKey>,
+    wanted: &std::collections::BTreeSet<u64>,
+) -> Result<StoreVerified, OfflineError> {
     match ReadOnlyDatabase::open(path) {
-        Ok(db) => verify_database(&db, path, key),
+        Ok(db) => verify_database(&db, path, key, wanted),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             Err(OfflineError::InUse(path.display().to_string()))
         }
         Err(redb::DatabaseError::RepairAborted) => {
             let copy = RepairedCopy::make(path)?;
-            let verified = verify_database(&copy.db, path, key);
+            let verified = verify_database(&copy.db, path, key, wanted);
             drop(copy);
             verified.map(|verified| StoreVerified {
                 repaired: true,
@@ -146,8 +157,10 @@ fn verify_database(
     db: &impl ReadableDatabase,
     path: &Path,
     key: Option<PublicKey>,
+    wanted: &std::collections::BTreeSet<u64>,
 ) -> Result<StoreVerified, OfflineError> {
     let reader = Reader::begin(db)?;
+    let mut hashes = std::collections::BTreeMap::new();
     let recorded = reader.audit_key()?;
     let (key, recorded_key) = match (key, recorded) {
         (Some(key), recorded) => (key, recorded == Some(key)),
@@ -197,6 +210,9 @@ fn verify_database(
                 .into());
             }
             chain.event(event.seq, &event.prev_hash, &event.hash, &digest)?;
+            if wanted.contains(&event.seq) {
+                hashes.insert(event.seq, event.hash.clone());
+            }
             if let Some(checkpoint) = checkpoints.front().filter(|c| c.seq == event.seq) {
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
@@ -250,6 +266,7 @@ fn verify_database(
         recorded_key,
         summary: chain.summary().clone(),
         repaired: false,
+        hashes,
     })
 }
 
@@ -300,6 +317,7 @@ mod tests {
         let signing = Signing {
             key: key.clone(),
             every: 4,
+            witness: None,
         };
         for n in 1..=count {
             let txn = db.begin_write().unwrap();

@@ -181,6 +181,8 @@ pub(super) struct Tables<'txn> {
     offboarded: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     signing: Option<&'txn Signing>,
+    /// Outbox entries queued in this transaction (the writer wakes the dispatcher for them).
+    pub(super) queued: usize,
 }
 
 impl<'txn> Tables<'txn> {
@@ -189,6 +191,7 @@ impl<'txn> Tables<'txn> {
         signing: Option<&'txn Signing>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
+            queued: 0,
             signing,
             requests: txn.open_table(REQUESTS)?,
             by_state: txn.open_table(BY_STATE)?,
@@ -256,10 +259,7 @@ impl<'txn> Tables<'txn> {
             self.checkpoint(at, 1)?;
         }
         for outgoing in changes.outgoing {
-            let seq = self.meta_u64(META_NEXT_OUTBOX)?.unwrap_or(1);
-            self.meta
-                .insert(META_NEXT_OUTBOX, (seq + 1).to_le_bytes().as_slice())?;
-            self.put_outgoing(seq, &outgoing)?;
+            self.queue(&outgoing)?;
         }
         for (seq, outgoing) in changes.retried {
             if self.remove_outgoing(seq)? {
@@ -278,6 +278,16 @@ impl<'txn> Tables<'txn> {
         for principal in changes.reinstated {
             self.offboarded.remove(principal.as_str())?;
         }
+        Ok(())
+    }
+
+    /// Adds `outgoing` to the outbox under the next sequence number.
+    fn queue(&mut self, outgoing: &Outgoing) -> Result<(), StoreError> {
+        let seq = self.meta_u64(META_NEXT_OUTBOX)?.unwrap_or(1);
+        self.meta
+            .insert(META_NEXT_OUTBOX, (seq + 1).to_le_bytes().as_slice())?;
+        self.put_outgoing(seq, outgoing)?;
+        self.queued += 1;
         Ok(())
     }
 
@@ -441,6 +451,16 @@ impl<'txn> Tables<'txn> {
         let checkpoint: Checkpoint = signing.key.checkpoint(last, &self.audit_head()?, at);
         self.checkpoints
             .insert(last, encode(&checkpoint).as_slice())?;
+        if let Some(witness) = &signing.witness {
+            self.queue(&Outgoing {
+                notifier: witness.notifier.clone(),
+                event: (witness.event)(&checkpoint),
+                queued_at: at,
+                attempts: 0,
+                next_attempt_at: at,
+                last_error: None,
+            })?;
+        }
         Ok(())
     }
 }

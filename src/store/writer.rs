@@ -147,7 +147,6 @@ fn commit_batch(
                         if let Some(changes) = changes {
                             // On failure the remaining jobs are dropped (their callers see
                             // Closed) and the transaction is aborted for everybody.
-                            queued += changes.outgoing.len();
                             tables.apply(changes, &mut committed, &mut recorded)?;
                         }
                     }
@@ -156,6 +155,7 @@ fn commit_batch(
                     }
                 }
             }
+            queued = tables.queued;
         }
         if stats.refuse_commit() {
             // Dropping the transaction aborts it.

@@ -16,7 +16,7 @@ use tonic::Code;
 use super::cli::{elevate, json};
 use super::harness::*;
 
-async fn elevated(args: &[&str]) -> Output {
+pub async fn elevated(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
         .args(args)
         .output()
@@ -24,16 +24,16 @@ async fn elevated(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The published public key, as `elevated audit pubkey` prints it.
-async fn pubkey(env: &Env) -> String {
+pub async fn pubkey(env: &Env) -> String {
     let key = env.layout.audit_key.to_str().unwrap().to_owned();
     let output = elevated(&["audit", "pubkey", "--key", &key]).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -481,7 +481,7 @@ async fn some_history(env: &Env, daemon: &Daemon) {
     until_state(&oncall, &staging.id, "expired").await;
 }
 
-async fn export(daemon: &Daemon, args: &[&str]) -> Vec<u8> {
+pub async fn export(daemon: &Daemon, args: &[&str]) -> Vec<u8> {
     let mut all = vec!["--as", "auditor", "audit", "export"];
     all.extend_from_slice(args);
     let output = elevate(daemon, &all).await;

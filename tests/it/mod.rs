@@ -1,5 +1,5 @@
 mod approvals;
-mod audit;
+pub mod audit;
 mod audit_trail;
 mod bad_input;
 mod break_glass;
@@ -29,3 +29,4 @@ mod revocation;
 mod service;
 mod shutdown;
 mod tls;
+mod witness;
