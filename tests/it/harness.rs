@@ -592,3 +592,26 @@ manager = "manager"
 [principals.admin]
 groups = ["admins"]
 "#;
+
+/// Who the daemon says `clients` is.
+pub async fn who_am_i(clients: &mut Clients) -> Result<String, tonic::Status> {
+    clients
+        .access
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map(|r| r.into_inner().principal)
+}
+
+/// The metrics exposition of `daemon`, as a scraper on a fresh connection gets it.
+pub async fn metrics_text(daemon: &Daemon) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(daemon.metrics)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}

@@ -187,14 +187,6 @@ async fn reinstate(
         .map(drop)
 }
 
-async fn who_am_i(clients: &mut elevate::cli::client::Clients) -> Result<String, tonic::Status> {
-    clients
-        .access
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .map(|r| r.into_inner().principal)
-}
-
 #[tokio::test]
 async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
     let env = Env::new();

@@ -26,19 +26,6 @@ async fn audited(daemon: &Daemon, action: &str) -> usize {
         .count()
 }
 
-async fn scrape(daemon: &Daemon) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(daemon.metrics)
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 #[tokio::test]
 async fn grant_and_revoke_cycles_are_rate_limited_per_principal() {
     let env = Env::new();
@@ -98,7 +85,7 @@ async fn grant_and_revoke_cycles_are_rate_limited_per_principal() {
         before + 1,
         "one audit entry for five refusals in the window"
     );
-    let metrics = scrape(&daemon).await;
+    let metrics = metrics_text(&daemon).await;
     assert!(
         metrics.contains("elevate_rate_limited_total{action=\"submit\"} 5"),
         "{metrics}"

@@ -17,14 +17,6 @@ use tonic::Code;
 
 use super::harness::*;
 
-async fn who_am_i(clients: &mut elevate::cli::client::Clients) -> Result<String, tonic::Status> {
-    clients
-        .access
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .map(|r| r.into_inner().principal)
-}
-
 /// Runs `elevated` with `args`; panics unless it succeeds. Returns its output.
 async fn elevated(args: &[&str]) -> String {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
@@ -423,7 +415,7 @@ async fn an_expired_crl_is_used_and_reported_or_refuses_everyone() {
     assert_eq!(who_am_i(&mut manager).await.unwrap(), "manager");
     let mut auditor = daemon.client("auditor").await;
     assert!(who_am_i(&mut auditor).await.is_err(), "still used");
-    let metrics = reqwest_metrics(&daemon).await;
+    let metrics = metrics_text(&daemon).await;
     let line = metrics
         .lines()
         .find(|line| line.starts_with("elevate_tls_crl_expired{"))
@@ -445,20 +437,6 @@ async fn an_expired_crl_is_used_and_reported_or_refuses_everyone() {
     .unwrap();
     assert_eq!(who_am_i(&mut manager).await.unwrap(), "manager");
     daemon.stop().await;
-}
-
-/// The metrics exposition of `daemon`.
-async fn reqwest_metrics(daemon: &Daemon) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut tcp = tokio::net::TcpStream::connect(daemon.metrics)
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    text
 }
 
 /// Issues a certificate for `name` signed by the CA in `certs`, with only a common name.
