@@ -279,9 +279,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Every offboarded principal.
-    pub fn offboarded(&self) -> Vec<Offboarding> {
-        self.inner.standing.all()
+    /// Every offboarded principal, for an administrator.
+    pub fn offboarded(&self, caller: &Caller) -> Result<Vec<Offboarding>, BrokerError> {
+        Self::require_admin(caller, "listing offboarded principals")?;
+        Ok(self.inner.standing.all())
     }
 
     /// Loads the offboardings from the store (at start).

@@ -45,9 +45,9 @@ impl Broker {
         taken
     }
 
-    /// Whether credentials of lease `id` wait for its holder.
-    pub fn credentials_waiting(&self, id: RequestId) -> bool {
-        self.inner.credentials.waiting(id)
+    /// Whether credentials of `request` wait for `caller`: only its holder is told.
+    pub fn credentials_waiting(&self, caller: &Caller, request: &AccessRequest) -> bool {
+        request.requester == caller.principal && self.inner.credentials.waiting(request.id)
     }
 
     /// The credentials of lease `id`, for its holder, once.

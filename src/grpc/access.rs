@@ -41,8 +41,7 @@ fn delivered(
         .collect_credentials(caller, request)
         .map(|c| c.into_pairs().into_iter().collect())
         .unwrap_or_default();
-    wire.credentials_waiting =
-        request.requester == caller.principal && broker.credentials_waiting(request.id);
+    wire.credentials_waiting = broker.credentials_waiting(caller, request);
     (wire, credentials)
 }
 

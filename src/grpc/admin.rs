@@ -59,7 +59,6 @@ impl AdminService for Admin {
         request: Request<pb::RevokeLeaseRequest>,
     ) -> Result<Response<pb::RevokeLeaseResponse>, Status> {
         let caller = caller(&self.broker, &request)?;
-        Broker::require_admin(&caller, "revoking a lease").map_err(from_broker)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let reason = convert::reason("reason", &body.reason)?
@@ -97,7 +96,6 @@ impl AdminService for Admin {
         request: Request<pb::OffboardRequest>,
     ) -> Result<Response<pb::OffboardResponse>, Status> {
         let caller = caller(&self.broker, &request)?;
-        Broker::require_admin(&caller, "offboarding").map_err(from_broker)?;
         let body = request.into_inner();
         let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "offboard")?;
         let enforced = self
@@ -118,7 +116,6 @@ impl AdminService for Admin {
         request: Request<pb::ReinstateRequest>,
     ) -> Result<Response<pb::ReinstateResponse>, Status> {
         let caller = caller(&self.broker, &request)?;
-        Broker::require_admin(&caller, "reinstating").map_err(from_broker)?;
         let body = request.into_inner();
         let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "reinstate")?;
         self.broker
@@ -133,11 +130,11 @@ impl AdminService for Admin {
         request: Request<pb::ListOffboardedRequest>,
     ) -> Result<Response<pb::ListOffboardedResponse>, Status> {
         let caller = caller(&self.broker, &request)?;
-        Broker::require_admin(&caller, "listing offboarded principals").map_err(from_broker)?;
         Ok(Response::new(pb::ListOffboardedResponse {
             offboarded: self
                 .broker
-                .offboarded()
+                .offboarded(&caller)
+                .map_err(from_broker)?
                 .into_iter()
                 .map(|o| pb::Offboarded {
                     principal: o.principal.to_string(),
@@ -154,7 +151,6 @@ impl AdminService for Admin {
         request: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::ReconcileResponse>, Status> {
         let caller = caller(&self.broker, &request)?;
-        Broker::require_admin(&caller, "reconciling targets").map_err(from_broker)?;
         let body = request.into_inner();
         let resource = if body.resource.is_empty() {
             None
