@@ -202,6 +202,11 @@ pub enum Command {
     Resources,
     /// Who the daemon takes you to be.
     Whoami,
+    /// Print a shell completion script: `elevate completions bash > /etc/bash_completion.d/elevate`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Administrative commands.
@@ -415,6 +420,15 @@ impl Cli {
 
     /// Runs the command.
     pub async fn run(&self) -> Result<(), CliError> {
+        // Completions need no daemon and no certificate.
+        if let Command::Completions { shell } = &self.command {
+            let mut command = <Self as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "elevate", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(());
+        }
         // Verifying an export needs no daemon and no certificate.
         if let Command::Audit(audit::AuditArgs {
             command:
@@ -785,6 +799,8 @@ impl Cli {
                     .resources;
                 self.print_resources(&resources);
             }
+            // Answered above, before connecting.
+            Command::Completions { .. } => {}
             Command::Whoami => {
                 let me = clients
                     .access

@@ -217,3 +217,35 @@ async fn wait_follows_the_request_until_it_is_decided() {
     assert_eq!(printed["state"], "denied");
     daemon.stop().await;
 }
+
+#[test]
+fn completions_are_printed_without_a_daemon_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _elevate"),
+        ("zsh", "#compdef elevate"),
+        ("fish", "complete -c elevate"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
+            .args(["completions", shell])
+            .env("ELEVATE_ENDPOINT", "https://127.0.0.1:1")
+            .env_remove("ELEVATE_CERT_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("break-glass") && script.contains("request"),
+            "{shell}"
+        );
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+}
