@@ -13,7 +13,7 @@ use std::str::FromStr;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::hash::hex;
+use crate::hash::{hex, unhex};
 use crate::model::Timestamp;
 
 /// The public half of an audit key, written `ed25519:<64 hex digits>`.
@@ -209,20 +209,6 @@ impl Checkpoint {
     pub fn signed_by(&self, key: &PublicKey) -> bool {
         key.verifies(&self.message(), &self.signature)
     }
-}
-
-/// Bytes of an even-length hex string.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let digit = |b: u8| (b as char).to_digit(16);
-            u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()
-        })
-        .collect()
 }
 
 #[cfg(test)]

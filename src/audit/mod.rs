@@ -259,7 +259,7 @@ impl Event {
 
 /// Parses 64 hex digits.
 pub fn unhex32(text: &str) -> Option<[u8; 32]> {
-    key::unhex(text)?.try_into().ok()
+    crate::hash::unhex(text)?.try_into().ok()
 }
 
 #[cfg(test)]

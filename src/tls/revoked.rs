@@ -77,7 +77,7 @@ impl FromStr for Serial {
         } else {
             digits
         };
-        let bytes = crate::audit::key::unhex(&padded).ok_or_else(malformed)?;
+        let bytes = crate::hash::unhex(&padded).ok_or_else(malformed)?;
         let serial = Self::from_bytes(&bytes);
         if serial.0.len() > MAX_SERIAL_BYTES {
             return Err(malformed());
