@@ -72,55 +72,6 @@ const SETTLE: Duration = Duration::from_secs(45);
 /// How long a start (with recovery) may take before it counts as hung.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-enum Filter {
-    Run,
-    List,
-    Skip(String),
-}
-
-/// Follows `cargo test`'s conventions: names filter (the test is called `chaos`), `--skip`
-/// skips, `--exact` compares whole names, `--list` lists, `--ignored` runs only ignored tests
-/// (this one is not); other flags are ignored.
-fn filter(args: &[String]) -> Filter {
-    let mut names = Vec::new();
-    let mut skips = Vec::new();
-    let (mut exact, mut list, mut ignored_only) = (false, false, false);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--exact" => exact = true,
-            "--list" => list = true,
-            "--ignored" => ignored_only = true,
-            "--skip" => skips.extend(args.next().cloned()),
-            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" | "--shuffle-seed" => {
-                args.next();
-            }
-            flag if flag.starts_with('-') => {}
-            name => names.push(name.to_owned()),
-        }
-    }
-    let matches = |pattern: &String| {
-        if exact {
-            pattern == "chaos"
-        } else {
-            "chaos".contains(pattern.as_str())
-        }
-    };
-    if !names.is_empty() && !names.iter().any(matches) {
-        return Filter::Skip(format!("filtered out by {}", names.join(" ")));
-    }
-    if let Some(skip) = skips.iter().find(|s| "chaos".contains(s.as_str())) {
-        return Filter::Skip(format!("--skip {skip}"));
-    }
-    if ignored_only {
-        return Filter::Skip("only ignored tests were asked for".to_owned());
-    }
-    if list {
-        return Filter::List;
-    }
-    Filter::Run
-}
-
 fn from_env<T: std::str::FromStr>(name: &str) -> Option<T> {
     let text = std::env::var(name).ok()?;
     match text.trim().parse() {
@@ -129,19 +80,16 @@ fn from_env<T: std::str::FromStr>(name: &str) -> Option<T> {
     }
 }
 
+/// One test called `chaos`, behind libtest's command line (through `libtest-mimic`), so that
+/// `cargo test` and `cargo nextest` list, filter and run it like any other.
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match filter(&args) {
-        Filter::Run => {}
-        Filter::List => {
-            println!("chaos: test");
-            return ExitCode::SUCCESS;
-        }
-        Filter::Skip(why) => {
-            println!("chaos: skipped ({why})");
-            return ExitCode::SUCCESS;
-        }
-    }
+    let args = libtest_mimic::Arguments::from_args();
+    let chaos = libtest_mimic::Trial::test("chaos", || chaos().map_err(Into::into));
+    libtest_mimic::run(&args, vec![chaos]).exit_code()
+}
+
+/// The whole run; an error when it found violations.
+fn chaos() -> Result<(), String> {
     let seed = from_env("ELEVATE_CHAOS_SEED").unwrap_or_else(rng::fresh_seed);
     println!("chaos: seed {seed}");
     let kills = from_env("ELEVATE_CHAOS_KILLS").unwrap_or(DEFAULT_KILLS);
@@ -191,9 +139,11 @@ fn main() -> ExitCode {
         outcome.kills, outcome.found.checked
     );
     if violations == 0 {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(format!(
+            "{violations} violations; replay with ELEVATE_CHAOS_SEED={seed} ELEVATE_CHAOS_KILLS={kills}"
+        ))
     }
 }
 
