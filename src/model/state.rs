@@ -154,23 +154,6 @@ impl StateKind {
         }
     }
 
-    /// A stable one-byte code for the by-state index.
-    pub fn code(self) -> u8 {
-        match self {
-            StateKind::Pending => 1,
-            StateKind::Approved => 2,
-            StateKind::Active => 3,
-            StateKind::Denied => 4,
-            StateKind::Cancelled => 5,
-            StateKind::TimedOut => 6,
-            StateKind::Expired => 7,
-            StateKind::Released => 8,
-            StateKind::Revoked => 9,
-            StateKind::RevokeFailing => 10,
-            StateKind::Failed => 11,
-        }
-    }
-
     /// Whether the request is still in flight (not final).
     pub fn is_open(self) -> bool {
         matches!(

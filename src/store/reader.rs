@@ -8,7 +8,7 @@ use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
     BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY,
-    OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
+    OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code, state_code,
 };
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
@@ -142,7 +142,10 @@ impl Reader {
             Some(kind) => {
                 let index = self.txn.open_table(BY_STATE)?;
                 let requests = self.requests_table()?;
-                for entry in index.range((kind.code(), 0)..(kind.code(), before))?.rev() {
+                for entry in index
+                    .range((state_code(kind), 0)..(state_code(kind), before))?
+                    .rev()
+                {
                     if out.len() >= page.limit {
                         break;
                     }
@@ -170,7 +173,7 @@ impl Reader {
         let index = self.txn.open_table(BY_STATE)?;
         let requests = self.requests_table()?;
         let mut out = Vec::new();
-        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+        for entry in index.range((state_code(kind), 0)..=(state_code(kind), u64::MAX))? {
             let (key, _) = entry?;
             if let Some(request) = Self::decode_request(&requests, key.value().1)? {
                 out.push(request);
@@ -183,7 +186,7 @@ impl Reader {
     pub fn ids_in_state(&self, kind: StateKind) -> Result<Vec<RequestId>, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
         let mut out = Vec::new();
-        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+        for entry in index.range((state_code(kind), 0)..=(state_code(kind), u64::MAX))? {
             let (key, _) = entry?;
             out.push(RequestId::from_raw(key.value().1));
         }
@@ -222,7 +225,7 @@ impl Reader {
     pub fn count_in_state(&self, kind: StateKind) -> Result<u64, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
         let mut count = 0;
-        for entry in index.range((kind.code(), 0)..=(kind.code(), u64::MAX))? {
+        for entry in index.range((state_code(kind), 0)..=(state_code(kind), u64::MAX))? {
             entry?;
             count += 1;
         }

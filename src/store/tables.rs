@@ -32,7 +32,7 @@ use super::codec::{decode, encode};
 use super::{Changes, Outgoing, Recorded, Signing, StoreError};
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
-use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState};
+use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState, StateKind};
 
 pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("audit_by_time");
@@ -76,6 +76,23 @@ pub(super) const META_NEXT_SEQ: &str = "audit_next_seq";
 pub(super) const META_AUDIT_HEAD: &str = "audit_head";
 const META_NEXT_OUTBOX: &str = "outbox_next_seq";
 pub(super) const META_AUDIT_KEY: &str = "audit_key";
+
+/// The stable one-byte code of a request state in the `requests_by_state` index.
+pub(super) fn state_code(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Pending => 1,
+        StateKind::Approved => 2,
+        StateKind::Active => 3,
+        StateKind::Denied => 4,
+        StateKind::Cancelled => 5,
+        StateKind::TimedOut => 6,
+        StateKind::Expired => 7,
+        StateKind::Released => 8,
+        StateKind::Revoked => 9,
+        StateKind::RevokeFailing => 10,
+        StateKind::Failed => 11,
+    }
+}
 
 /// The by-state index code of a review state.
 pub(super) fn review_code(state: ReviewState) -> u8 {
@@ -315,7 +332,7 @@ impl<'txn> Tables<'txn> {
         match self.request(request.id)? {
             Some(previous) => {
                 let kind = previous.kind();
-                self.by_state.remove((kind.code(), id))?;
+                self.by_state.remove((state_code(kind), id))?;
                 if let Some(deadline) = previous.next_deadline() {
                     self.deadlines.remove((deadline.unix_millis(), id))?;
                 }
@@ -358,7 +375,7 @@ impl<'txn> Tables<'txn> {
             }
         }
         let kind = request.kind();
-        self.by_state.insert((kind.code(), id), ())?;
+        self.by_state.insert((state_code(kind), id), ())?;
         if let Some(deadline) = request.next_deadline() {
             self.deadlines.insert((deadline.unix_millis(), id), ())?;
         }
@@ -528,5 +545,39 @@ impl View<'_, '_> {
                 .meta_u64(META_NEXT_ID)?
                 .unwrap_or(RequestId::FIRST.raw()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_codes_are_stable_and_distinct() {
+        // Stored in every existing file: never renumber.
+        let states = [
+            (StateKind::Pending, 1),
+            (StateKind::Approved, 2),
+            (StateKind::Active, 3),
+            (StateKind::Denied, 4),
+            (StateKind::Cancelled, 5),
+            (StateKind::TimedOut, 6),
+            (StateKind::Expired, 7),
+            (StateKind::Released, 8),
+            (StateKind::Revoked, 9),
+            (StateKind::RevokeFailing, 10),
+            (StateKind::Failed, 11),
+        ];
+        for (kind, code) in states {
+            assert_eq!(state_code(kind), code, "{kind}");
+        }
+        let reviews = [
+            ReviewState::Pending,
+            ReviewState::Overdue,
+            ReviewState::Justified,
+            ReviewState::Unjustified,
+        ];
+        let codes: std::collections::BTreeSet<u8> = reviews.into_iter().map(review_code).collect();
+        assert_eq!(codes.len(), reviews.len());
     }
 }
