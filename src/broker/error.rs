@@ -82,3 +82,27 @@ pub enum BrokerError {
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
+
+/// What a store failure means for the caller, so that the edge needs no storage types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// The store is closing with the daemon: retry shortly.
+    Closing,
+    /// The writer stopped: no write succeeds until a restart.
+    WriterStopped,
+    /// Anything else: an internal error, logged.
+    Failed,
+}
+
+impl BrokerError {
+    /// How the storage failure behind this error bears on the caller; `None` when it is not
+    /// one (shutting down counts as closing).
+    pub fn storage(&self) -> Option<StorageFailure> {
+        match self {
+            Self::ShuttingDown | Self::Store(StoreError::Closed) => Some(StorageFailure::Closing),
+            Self::Store(StoreError::WriterGone) => Some(StorageFailure::WriterStopped),
+            Self::Store(_) => Some(StorageFailure::Failed),
+            _ => None,
+        }
+    }
+}

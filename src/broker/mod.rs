@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{Correction, Reconciliation};
 pub use audit::{ByteStream, EventStream};
-pub use error::BrokerError;
+pub use error::{BrokerError, StorageFailure};
 pub use lifecycle::{Enforcement, Reloaded};
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;

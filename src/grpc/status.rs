@@ -4,10 +4,9 @@
 
 use tonic::Status;
 
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, StorageFailure};
 use crate::model::TransitionError;
 use crate::policy::Refusal;
-use crate::store::StoreError;
 
 /// The status for a broker error.
 pub fn from_broker(error: BrokerError) -> Status {
@@ -57,14 +56,21 @@ pub fn from_broker(error: BrokerError) -> Status {
         BrokerError::NoCredentials(_)
         | BrokerError::ReloadRejected(_)
         | BrokerError::NotEntitled(_) => Status::failed_precondition(message),
-        BrokerError::ShuttingDown | BrokerError::Store(StoreError::Closed) => {
+        BrokerError::ShuttingDown | BrokerError::Store(_) => storage(&error),
+    }
+}
+
+/// The status of a failure of the store (as the broker classifies it), never naming its cause.
+fn storage(error: &BrokerError) -> Status {
+    match error.storage() {
+        Some(StorageFailure::Closing) => {
             Status::unavailable("elevated is shutting down; retry shortly")
         }
-        BrokerError::Store(StoreError::WriterGone) => {
+        Some(StorageFailure::WriterStopped) => {
             tracing::error!("the store writer stopped; writes cannot succeed until a restart");
             Status::unavailable("elevated cannot write its store; the daemon log has the details")
         }
-        BrokerError::Store(error) => {
+        Some(StorageFailure::Failed) | None => {
             tracing::error!(%error, "store failure while serving an RPC");
             Status::internal("internal storage error; the daemon log has the details")
         }
