@@ -306,7 +306,7 @@ impl Broker {
             return Ok(());
         }
         let who = principal.clone();
-        let page = crate::store::Page {
+        let page = crate::model::Page {
             before: None,
             limit: 1,
         };

@@ -4,9 +4,8 @@
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Broker, BrokerError, Caller};
-use crate::model::{AccessRequest, RequestId, StateKind};
+use crate::model::{AccessRequest, Page, RequestId, StateKind};
 use crate::policy::Resource;
-use crate::store::Page;
 
 /// Updates of one request: the current record first, then every change until it is active or
 /// has ended. The stream ends there (or when the broker shuts down).

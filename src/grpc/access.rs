@@ -10,11 +10,10 @@ use super::{caller, convert};
 use std::collections::HashMap;
 
 use crate::broker::{Broker, Caller};
-use crate::model::AccessRequest;
+use crate::model::{AccessRequest, Page};
 use crate::policy::Ask;
 use crate::proto::v1 as pb;
 use crate::proto::v1::access_service_server::AccessService;
-use crate::store::Page;
 
 /// Serves [`AccessService`] over a [`Broker`].
 #[derive(Clone, Debug)]

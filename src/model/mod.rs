@@ -8,6 +8,7 @@ mod extension;
 pub(crate) mod fixtures;
 mod ids;
 mod names;
+mod page;
 #[cfg(test)]
 mod quorum_model;
 mod rate;
@@ -21,6 +22,7 @@ pub use duration::{DurationError, LeaseDuration, humantime};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
+pub use page::Page;
 pub use rate::{Bucket, Rate, RateError};
 pub use request::{AccessRequest, Decision, Due, Notices, Offboarding, Route, RouteStage, Verdict};
 pub use review::{BreakGlass, Review, ReviewState, ReviewVerdict};

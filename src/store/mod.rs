@@ -22,7 +22,7 @@ use std::time::Duration;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-pub use reader::{AuditCursor, AuditPage, OutboxDue, Page, Reader};
+pub use reader::{AuditCursor, AuditPage, OutboxDue, Reader};
 pub use tables::View;
 
 use crate::audit::Draft;

@@ -14,18 +14,9 @@ use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::query::{ActionFilter, Filter};
 use crate::model::{
-    AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
+    AccessRequest, Offboarding, Page, Principal, RequestId, ResourceName, ReviewState, StateKind,
     Timestamp,
 };
-
-/// Which slice of a newest-first listing to return.
-#[derive(Clone, Copy, Debug)]
-pub struct Page {
-    /// Only ids below this one (the last id of the previous page).
-    pub before: Option<RequestId>,
-    /// At most this many.
-    pub limit: usize,
-}
 
 /// What [`Reader::outbox_due`] found.
 #[derive(Debug)]
