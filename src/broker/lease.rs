@@ -9,7 +9,7 @@ use crate::model::{
 };
 use std::sync::Arc;
 
-use crate::provision::{LeaseTarget, ProvisionError, Provisioner, default_account};
+use crate::provision::{LeaseTarget, ProvisionError, Provisioner};
 use crate::store::Changes;
 
 /// What a commit closure returns: the transition and, if it changed the record, the events.
@@ -217,7 +217,7 @@ impl Broker {
             account: request
                 .account
                 .clone()
-                .unwrap_or_else(|| default_account(&request.requester)),
+                .unwrap_or_else(|| request.requester.default_account()),
         }
     }
 

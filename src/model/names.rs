@@ -100,6 +100,14 @@ name_type!(
     Principal,
     "principal"
 );
+impl Principal {
+    /// The account a lease's access is given to when the directory maps none for its
+    /// provisioner: the principal's own name.
+    pub fn default_account(&self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
 name_type!(
     /// A group of the directory ("engineering", "security").
     GroupName,

@@ -245,7 +245,7 @@ impl Directory {
             .get(principal)
             .and_then(|person| person.accounts.get(provisioner))
             .cloned()
-            .unwrap_or_else(|| crate::provision::default_account(principal))
+            .unwrap_or_else(|| principal.default_account())
     }
 
     /// Every principal, in name order.

@@ -28,12 +28,6 @@ pub use postgres::PostgresProvisioner;
 
 use crate::model::{Principal, RequestId, ResourceName, Timestamp};
 
-/// The account a lease's access is given to when the directory maps none: the principal's
-/// own name.
-pub fn default_account(principal: &Principal) -> String {
-    principal.as_str().to_owned()
-}
-
 /// A boxed future, for object-safe async trait methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
