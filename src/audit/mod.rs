@@ -14,6 +14,7 @@
 //! The canonical JSON is [`Content`] serialized with its fields in declaration order and
 //! details sorted by key.
 
+pub mod actions;
 pub mod export;
 pub mod key;
 pub mod query;

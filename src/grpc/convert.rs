@@ -5,8 +5,8 @@ use tonic::Status;
 
 use super::status::invalid;
 use crate::audit::Event;
+use crate::audit::actions as events;
 use crate::audit::query::{ActionFilter, Filter};
-use crate::broker::events;
 use crate::model::{
     AccessRequest, Comment, Extension, ExtensionState, LeaseDuration, Principal, Reason, RequestId,
     ResourceName, ReviewState, StateKind, Ticket, Timestamp, Verdict,

@@ -62,7 +62,8 @@ pub mod text;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::broker::{Refusals, events};
+use crate::audit::actions as events;
+use crate::broker::Refusals;
 use crate::model::Timestamp;
 use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
 use crate::tls::revocation::Revocations;

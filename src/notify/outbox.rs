@@ -264,7 +264,7 @@ fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: Timestamp) -> D
     let mut draft = Draft::new(
         now,
         Actor::System,
-        crate::broker::events::NOTIFICATION_DROPPED,
+        crate::audit::actions::NOTIFICATION_DROPPED,
     )
     .detail("notifier", &outgoing.notifier)
     .detail("attempts", attempts)

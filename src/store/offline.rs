@@ -199,7 +199,7 @@ fn verify_database(
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
             }
-            if event.action == crate::broker::events::STOPPED
+            if event.action == crate::audit::actions::STOPPED
                 && reader.checkpoint_at(event.seq)?.is_none()
             {
                 return Err(Broken {
