@@ -1,8 +1,6 @@
 //! The daemon's configuration file (TOML). Unknown fields are errors; relative paths are
 //! resolved against the file's directory; every error names the file and the field. The
-//! `postgres` provisioner's section lives in [`postgres`].
-
-mod postgres;
+//! `postgres` provisioner's section lives with its provisioner ([`crate::provision::postgres::config`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +13,9 @@ use crate::model::{Rate, humantime};
 use crate::notify::Priority;
 use crate::tls::TlsFiles;
 
-pub use postgres::{DEFAULT_ROLE_PREFIX, PostgresConfig, PostgresMode, PostgresTls};
+pub use crate::provision::postgres::config::{
+    DEFAULT_ROLE_PREFIX, PostgresConfig, PostgresMode, PostgresTls,
+};
 
 /// The configuration could not be used.
 #[derive(Debug, thiserror::Error)]

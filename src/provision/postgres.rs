@@ -19,6 +19,7 @@
 //! plain password never reaches the server or its logs, and never appears in an error or a log
 //! line of elevate. Operations are serialized per grant key within the daemon.
 
+pub mod config;
 mod quote;
 mod session;
 mod tls;
@@ -36,9 +37,9 @@ pub use quote::{MAX_IDENTIFIER_BYTES, QuoteError, identifier_problem, quote_iden
 use self::session::{Server, Session, column};
 use self::tls::{RustlsConnector, Verify};
 use super::{BoxFuture, Credentials, Granted, Holding, LeaseTarget, ProvisionError, Provisioner};
-use crate::config::{PostgresConfig, PostgresMode, PostgresTls};
 use crate::keyed::KeyedLocks;
 use crate::model::{RequestId, ResourceName, Timestamp};
+use config::{PostgresConfig, PostgresMode, PostgresTls};
 
 /// The longest `role_prefix`: what leaves room for the longest lease id (`req_` and 20 digits)
 /// within PostgreSQL's 63-byte names.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::provision::postgres::{MAX_ROLE_PREFIX_BYTES, identifier_problem};
+use super::{MAX_ROLE_PREFIX_BYTES, identifier_problem};
 
 /// A PostgreSQL server whose roles elevate grants.
 #[derive(Clone, Debug, Deserialize)]
@@ -59,7 +59,10 @@ pub struct PostgresConfig {
     #[serde(default)]
     pub role_prefix: Option<String>,
     /// Longest connect, and longest single statement.
-    #[serde(default = "default_timeout", deserialize_with = "super::humantime")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::model::humantime"
+    )]
     pub timeout: Duration,
 }
 
