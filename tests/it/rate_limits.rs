@@ -14,13 +14,9 @@ fn rate(text: &str) -> Rate {
 }
 
 async fn audited(daemon: &Daemon, action: &str) -> usize {
-    let action = action.to_owned();
     daemon
-        .broker
-        .store()
-        .read(move |r| r.events(0, 100_000))
+        .all_events()
         .await
-        .unwrap()
         .iter()
         .filter(|e| e.action == action)
         .count()
@@ -40,13 +36,7 @@ async fn grant_and_revoke_cycles_are_rate_limited_per_principal() {
         release(&mut engineer, &granted.id).await.unwrap();
     }
     let grants = env.grants();
-    let before = daemon
-        .broker
-        .store()
-        .read(|r| r.events(0, 100_000))
-        .await
-        .unwrap()
-        .len();
+    let before = daemon.all_events().await.len();
     for _ in 0..5 {
         let refused = request(&mut engineer, "staging-db", "30m", "cycle", "")
             .await
@@ -73,13 +63,7 @@ async fn grant_and_revoke_cycles_are_rate_limited_per_principal() {
         (audited(&daemon, "rate.limited").await == 1).then_some(())
     })
     .await;
-    let after = daemon
-        .broker
-        .store()
-        .read(|r| r.events(0, 100_000))
-        .await
-        .unwrap()
-        .len();
+    let after = daemon.all_events().await.len();
     assert_eq!(
         after,
         before + 1,

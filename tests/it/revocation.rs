@@ -153,12 +153,7 @@ async fn a_channel_opened_before_certs_revoke_is_refused_on_its_next_call() {
     // Others are not affected; the refusal is audited.
     assert_eq!(who_am_i(&mut manager).await.unwrap(), "manager");
     until("the refusal in the audit trail", || async {
-        let events = daemon
-            .broker
-            .store()
-            .read(|r| r.events(0, 100_000))
-            .await
-            .unwrap();
+        let events = daemon.all_events().await;
         events
             .iter()
             .any(|e| {
