@@ -342,15 +342,6 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Every audit event, oldest first.
-    pub async fn all_events(&self) -> Vec<elevate::audit::Event> {
-        self.broker
-            .store()
-            .read(|r| r.events(0, usize::MAX))
-            .await
-            .unwrap()
-    }
-
     /// The actions of request `id`'s audit events, in order.
     pub async fn actions(&self, id: &str) -> Vec<String> {
         self.events(id)
