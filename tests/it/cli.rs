@@ -6,8 +6,11 @@ use serde_json::Value;
 
 use super::harness::*;
 
-pub async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
+/// `elevate ARGS` against `daemon`, with the demo certificates and nothing else from the
+/// environment.
+pub fn elevate_command(daemon: &Daemon, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate"));
+    command
         .args(args)
         .env("ELEVATE_ENDPOINT", daemon.endpoint())
         .env("ELEVATE_CERT_DIR", &daemon.certs)
@@ -15,9 +18,12 @@ pub async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
         .env_remove("ELEVATE_CERT")
         .env_remove("ELEVATE_KEY")
         .env_remove("ELEVATE_AS")
-        .output()
-        .await
-        .unwrap()
+        .kill_on_drop(true);
+    command
+}
+
+pub async fn elevate(daemon: &Daemon, args: &[&str]) -> Output {
+    elevate_command(daemon, args).output().await.unwrap()
 }
 
 pub fn json(output: &Output) -> Value {

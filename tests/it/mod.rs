@@ -3,7 +3,7 @@ pub mod audit;
 mod audit_trail;
 mod bad_input;
 mod break_glass;
-mod cli;
+pub mod cli;
 mod concurrency;
 pub mod config_mode;
 pub mod crash;

@@ -579,8 +579,9 @@ async fn a_waiting_cli_follows_its_request_across_connection_recycling() {
         options.tls.max_connection_age_grace = Duration::from_millis(500);
     });
     let daemon = env.start().await;
-    let waiting = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate"))
-        .args([
+    let mut waiting = super::cli::elevate_command(
+        &daemon,
+        &[
             "--as",
             "engineer",
             "request",
@@ -590,15 +591,9 @@ async fn a_waiting_cli_follows_its_request_across_connection_recycling() {
             "--reason",
             "slow queries",
             "--wait",
-        ])
-        .env("ELEVATE_ENDPOINT", daemon.endpoint())
-        .env("ELEVATE_CERT_DIR", &daemon.certs)
-        .env_remove("ELEVATE_CA")
-        .env_remove("ELEVATE_CERT")
-        .env_remove("ELEVATE_KEY")
-        .env_remove("ELEVATE_AS")
-        .kill_on_drop(true)
-        .output();
+        ],
+    );
+    let waiting = waiting.output();
     let approve = async {
         let mut manager = daemon.client("manager").await;
         let pending: String = until("the request to wait for the manager", || {
