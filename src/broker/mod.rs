@@ -7,7 +7,7 @@
 //!   outcome is committed afterwards, re-checking the state inside the transaction. A request
 //!   is marked active only after its grant succeeded, and ended only after the target
 //!   confirmed the revoke.
-//! - Every commit tells the timer wheel the request's next deadline (see [`Notify`]); when it
+//! - Every commit tells the timer wheel the request's next deadline (see `CommitFanout`); when it
 //!   comes, [`Broker::drive`] does whatever is due: time out, retry the grant, expire, retry the
 //!   revoke. Startup recovery drives every overdue request before serving.
 
@@ -187,14 +187,14 @@ struct Inner {
 
 /// Tells the timer wheel and watchers about every commit, in commit order, wakes the outbox
 /// when notifications were queued, and passes the commit on to the observer (the metrics).
-struct Notify {
+struct CommitFanout {
     expiry: Expiry,
     changes: broadcast::Sender<RequestId>,
     outbox: Wake,
     observer: Arc<dyn CommitListener>,
 }
 
-impl CommitListener for Notify {
+impl CommitListener for CommitFanout {
     fn committed(&self, commit: &Commit<'_>) {
         if commit.queued > 0 {
             self.outbox.queued();
@@ -237,7 +237,7 @@ impl Broker {
         let (expiry, due) = Expiry::spawn(clock.clone(), shutdown.clone());
         let (changes, _) = broadcast::channel(4096);
         let wake = Wake::default();
-        let notify = Arc::new(Notify {
+        let fanout = Arc::new(CommitFanout {
             expiry: expiry.clone(),
             changes: changes.clone(),
             outbox: wake.clone(),
@@ -247,7 +247,7 @@ impl Broker {
             .signing
             .as_ref()
             .map(|signing| signing.key.clone());
-        let store = Store::open(path, store_options, notify)?;
+        let store = Store::open(path, store_options, fanout)?;
         let effects = TaskTracker::new();
         outbox::spawn(
             store.clone(),
