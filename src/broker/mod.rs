@@ -19,8 +19,8 @@ mod decide;
 mod error;
 pub mod events;
 mod extend;
+mod governance;
 mod lease;
-mod lifecycle;
 mod limits;
 mod query;
 mod record;
@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 pub use admin::{Correction, Reconciliation};
 pub use audit::{ByteStream, EventStream};
 pub use error::{BrokerError, StorageFailure};
-pub use lifecycle::{Enforcement, Reloaded};
+pub use governance::{Enforcement, Reloaded};
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
 

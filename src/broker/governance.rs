@@ -1,4 +1,4 @@
-//! Reloads, leavers and movers.
+//! Governance: reloads, offboarding and reinstatement, and the sweep of leavers and movers.
 //!
 //! - A reload reads the policy and directory files again. A file that fails validation is
 //!   refused with its reason (audited as `policy.reload_rejected`) and the snapshot in force
