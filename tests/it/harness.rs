@@ -23,7 +23,8 @@ use elevate::provision::{
 use elevate::server::Server;
 use tokio::sync::oneshot;
 
-/// Wraps the file provisioner: counts calls and fails the next N grants or revokes on demand.
+/// Wraps the file provisioner: counts calls and fails the next N grants, revokes or extensions
+/// on demand.
 #[derive(Debug)]
 pub struct Recording {
     files: FileProvisioner,
@@ -31,6 +32,7 @@ pub struct Recording {
     pub revokes: AtomicU32,
     pub fail_grants: AtomicU32,
     pub fail_revokes: AtomicU32,
+    pub fail_extends: AtomicU32,
     /// Milliseconds every grant takes (real time), to catch it in flight.
     pub grant_delay_ms: AtomicU64,
 }
@@ -43,6 +45,7 @@ impl Recording {
             revokes: AtomicU32::new(0),
             fail_grants: AtomicU32::new(0),
             fail_revokes: AtomicU32::new(0),
+            fail_extends: AtomicU32::new(0),
             grant_delay_ms: AtomicU64::new(0),
         }
     }
@@ -79,6 +82,15 @@ impl Provisioner for Recording {
                 return Err(ProvisionError("target unreachable (injected)".into()));
             }
             self.files.revoke(target).await
+        })
+    }
+
+    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            if Self::take_failure(&self.fail_extends) {
+                return Err(ProvisionError("new end refused (injected)".into()));
+            }
+            self.files.extend(target).await
         })
     }
 
@@ -120,6 +132,11 @@ pub const RETRY_MAX: Duration = Duration::from_secs(8);
 
 impl Env {
     pub fn new() -> Self {
+        Self::starting_at(ManualClock::starting_now())
+    }
+
+    /// An environment whose clock starts at `clock`'s time.
+    pub fn starting_at(clock: ManualClock) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let layout = dev::prepare(dir.path()).unwrap();
         let targets = Arc::new(Recording::new(layout.targets.clone()));
@@ -130,7 +147,7 @@ impl Env {
             tweaks: std::sync::Mutex::new(Vec::new()),
             _dir: dir,
             layout,
-            clock: ManualClock::starting_now(),
+            clock,
             targets,
         }
     }

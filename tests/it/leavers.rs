@@ -10,7 +10,7 @@ use super::cli::{elevate, json};
 use super::harness::*;
 
 /// A resource that needs two of three named approvers, added to the demo policy.
-const QUORUM_DB: &str = r#"
+pub(super) const QUORUM_DB: &str = r#"
 [resources.quorum-db]
 description = "Two of three must approve"
 provisioner = "files"

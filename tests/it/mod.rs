@@ -8,6 +8,7 @@ mod concurrency;
 pub mod config_mode;
 pub mod crash;
 mod expiry;
+mod golden;
 mod harness;
 mod hidden;
 mod http;
