@@ -15,6 +15,7 @@
 //! details sorted by key.
 
 pub mod actions;
+pub mod entry;
 pub mod export;
 pub mod key;
 pub mod query;

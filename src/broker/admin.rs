@@ -16,9 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Broker, BrokerError, Caller, events};
-use crate::audit::{Actor, Draft};
-use crate::model::{AccessRequest, Ending, Reason, RequestId, ResourceName, State, StateKind};
+use super::{Broker, BrokerError, Caller};
+use crate::audit::{Actor, actions, entry};
+use crate::model::{
+    AccessRequest, Drift, DriftCorrection, Ending, Happened, Reason, RequestId, ResourceName,
+    State, StateKind,
+};
 use crate::provision::{Holding, Provisioner};
 
 /// One difference reconciliation found, and what became of it.
@@ -41,10 +44,10 @@ pub struct Correction {
 impl fmt::Display for Correction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (verb, what) = match (self.action, self.lease) {
-            (events::DRIFT_RESTORED, Some(lease)) => {
+            (actions::DRIFT_RESTORED, Some(lease)) => {
                 ("restore", format!("{} for {lease}", self.key))
             }
-            (events::DRIFT_FAILED, _) => ("list", "the target".to_owned()),
+            (actions::DRIFT_FAILED, _) => ("list", "the target".to_owned()),
             _ => ("revoke", format!("{} (no live lease holds it)", self.key)),
         };
         match &self.error {
@@ -193,14 +196,18 @@ impl Broker {
                 }
                 Err(BrokerError::Target(error)) => {
                     tracing::warn!(provisioner = %name, %error, "reconciliation could not list the target");
-                    self.record(
-                        Draft::new(self.inner.clock.now(), actor.clone(), events::DRIFT_FAILED)
-                            .detail("provisioner", &name)
-                            .detail("error", &error),
-                    )
+                    self.record(entry::of(
+                        self.inner.clock.now(),
+                        actor.clone(),
+                        Happened::DriftFailed {
+                            provisioner: name.clone(),
+                            correction: None,
+                            error: error.clone(),
+                        },
+                    ))
                     .await?;
                     corrections.push(Correction {
-                        action: events::DRIFT_FAILED,
+                        action: actions::DRIFT_FAILED,
                         provisioner: name.clone(),
                         account: String::new(),
                         key: "(listing)".to_owned(),
@@ -287,9 +294,9 @@ impl Broker {
         // A target failing half-way fails the items it touches, not the ones done before.
         let failed = |key: &str, lease: Option<RequestId>, error: String| Correction {
             action: if lease.is_some() {
-                events::DRIFT_RESTORED
+                actions::DRIFT_RESTORED
             } else {
-                events::DRIFT_REVOKED
+                actions::DRIFT_REVOKED
             },
             provisioner: name.to_owned(),
             account: String::new(),
@@ -349,27 +356,30 @@ impl Broker {
         }
         let result = provisioner.remove(holding).await;
         let now = self.inner.clock.now();
-        let mut draft = Draft::new(now, actor.clone(), events::DRIFT_REVOKED)
-            .detail("provisioner", name)
-            .detail("account", &holding.account)
-            .detail("key", &holding.key);
-        draft.resource = holding.resource.clone();
+        let drift = Drift {
+            provisioner: name.to_owned(),
+            account: holding.account.clone(),
+            key: holding.key.clone(),
+            resource: holding.resource.clone(),
+        };
         let error = result.err().map(|error| error.0);
-        if let Some(error) = &error {
-            draft = Draft::new(now, actor.clone(), events::DRIFT_FAILED)
-                .detail("provisioner", name)
-                .detail("account", &holding.account)
-                .detail("key", &holding.key)
-                .detail("correction", "revoke")
-                .detail("error", error);
-            draft.resource = holding.resource.clone();
-            tracing::warn!(provisioner = %name, key = %holding.key, %error, "could not remove a grant no lease holds");
-        } else {
-            tracing::warn!(provisioner = %name, key = %holding.key, "removed a grant no lease holds");
-        }
-        self.record(draft).await?;
+        let happened = match &error {
+            Some(error) => {
+                tracing::warn!(provisioner = %name, key = %holding.key, %error, "could not remove a grant no lease holds");
+                Happened::DriftFailed {
+                    provisioner: name.to_owned(),
+                    correction: Some((DriftCorrection::Revoke, drift)),
+                    error: error.clone(),
+                }
+            }
+            None => {
+                tracing::warn!(provisioner = %name, key = %holding.key, "removed a grant no lease holds");
+                Happened::DriftRevoked { drift }
+            }
+        };
+        self.record(entry::of(now, actor.clone(), happened)).await?;
         Ok(Some(Correction {
-            action: events::DRIFT_REVOKED,
+            action: actions::DRIFT_REVOKED,
             provisioner: name.to_owned(),
             account: holding.account.clone(),
             key: holding.key.clone(),
@@ -406,6 +416,12 @@ impl Broker {
         }
         let result = provisioner.restore(&target).await;
         let now = self.inner.clock.now();
+        let drift = Drift {
+            provisioner: name.to_owned(),
+            account: target.account.clone(),
+            key: key.clone(),
+            resource: Some(lease.resource.clone()),
+        };
         let (action, error) = match result {
             Ok(granted) => {
                 let reissued = granted.credentials.is_some();
@@ -413,29 +429,32 @@ impl Broker {
                     self.inner.credentials.put(id, credentials);
                 }
                 tracing::warn!(%id, key = %key, "restored a grant that had disappeared from the target");
-                let mut draft =
-                    super::events::about(&lease, now, actor.clone(), events::DRIFT_RESTORED)
-                        .detail("provisioner", name)
-                        .detail("account", &target.account)
-                        .detail("key", &key);
-                if reissued {
-                    draft = draft.detail("credentials", "reissued");
-                }
-                self.record(draft).await?;
-                (events::DRIFT_RESTORED, None)
+                self.record(entry::about(
+                    &lease,
+                    now,
+                    actor.clone(),
+                    Happened::DriftRestored {
+                        drift,
+                        credentials_reissued: reissued,
+                    },
+                ))
+                .await?;
+                (actions::DRIFT_RESTORED, None)
             }
             Err(error) => {
                 tracing::warn!(%id, key = %key, error = %error.0, "could not restore a grant that disappeared");
-                self.record(
-                    super::events::about(&lease, now, actor.clone(), events::DRIFT_FAILED)
-                        .detail("provisioner", name)
-                        .detail("account", &target.account)
-                        .detail("key", &key)
-                        .detail("correction", "restore")
-                        .detail("error", &error.0),
-                )
+                self.record(entry::about(
+                    &lease,
+                    now,
+                    actor.clone(),
+                    Happened::DriftFailed {
+                        provisioner: name.to_owned(),
+                        correction: Some((DriftCorrection::Restore, drift)),
+                        error: error.0.clone(),
+                    },
+                ))
                 .await?;
-                (events::DRIFT_RESTORED, Some(error.0))
+                (actions::DRIFT_RESTORED, Some(error.0))
             }
         };
         Ok(Some(Correction {

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerError, Caller, Recovery, events};
+use super::{Broker, BrokerError, Caller, Recovery};
 use crate::audit::export::{Encoder, ExportedEvent, Format, Header, Link, Record};
 use crate::audit::key::AuditKey;
 use crate::audit::query::Filter;
 use crate::audit::report::{Builder, Report, Window};
-use crate::audit::{Actor, Draft, Event};
-use crate::model::{AccessRequest, RequestId};
+use crate::audit::{Actor, Draft, Event, entry};
+use crate::model::{AccessRequest, Happened, RequestId};
 use crate::store::{AuditCursor, Changes};
 
 /// Events per page read from the store.
@@ -57,15 +57,21 @@ impl Broker {
     /// recovery did.
     pub async fn record_start(&self, recovery: &Recovery) -> Result<(), BrokerError> {
         let snapshot = self.inner.rules.current();
-        let mut draft = Draft::new(self.inner.clock.now(), Actor::System, events::STARTED)
-            .detail("policy_version", snapshot.policy.version())
-            .detail("directory_version", snapshot.directory.version())
-            .detail("overdue_at_start", recovery.overdue)
-            .detail("scheduled", recovery.scheduled)
-            .detail("version", env!("CARGO_PKG_VERSION"));
-        if let Some(key) = &self.inner.audit_key {
-            draft = draft.detail("audit_key", key.public());
-        }
+        let draft = entry::of(
+            self.inner.clock.now(),
+            Actor::System,
+            Happened::Started {
+                policy_version: snapshot.policy.version().to_owned(),
+                directory_version: snapshot.directory.version().to_owned(),
+                overdue: recovery.overdue,
+                scheduled: recovery.scheduled,
+                audit_key: self
+                    .inner
+                    .audit_key
+                    .as_ref()
+                    .map(|key| key.public().to_string()),
+            },
+        );
         self.record(draft).await
     }
 
@@ -99,7 +105,7 @@ impl Broker {
     /// Records a clean stop and signs the final head.
     pub(super) async fn record_stop(&self) {
         let now = self.inner.clock.now();
-        let draft = Draft::new(now, Actor::System, events::STOPPED);
+        let draft = entry::of(now, Actor::System, Happened::Stopped);
         if let Err(error) = self.record_with(draft, Some(now)).await {
             tracing::warn!(%error, "could not record the stop and its checkpoint");
         }

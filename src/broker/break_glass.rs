@@ -6,11 +6,11 @@
 //! resource is superseded (cancelled) rather than blocking an incident response. The grant opens
 //! the review; closing it is final, and an unjustified verdict can revoke the lease at once.
 
-use super::{Broker, BrokerError, Caller, events};
-use crate::audit::Actor;
+use super::{Broker, BrokerError, Caller};
+use crate::audit::{Actor, entry};
 use crate::model::{
-    AccessRequest, Attempts, BreakGlass, Ending, Reason, RequestId, ReviewState, Route, State,
-    StateKind, Transition, TransitionError,
+    AccessRequest, Approval, Attempts, BreakGlass, Ending, Happened, Reason, RequestId,
+    ReviewState, Route, State, StateKind, Transition, TransitionError,
 };
 use crate::policy::{BreakGlassAsk, Refusal};
 use crate::store::Changes;
@@ -158,28 +158,36 @@ impl Broker {
                     notices: Default::default(),
                     flagged: None,
                 };
-                let mut submitted = events::submitted(&request);
-                let mut drafts = Vec::new();
-                if needs_approval {
-                    submitted = submitted.detail("needs_approval_because", unreviewed.join(" "));
-                    drafts.push(submitted);
-                } else {
-                    drafts.push(submitted);
-                    drafts.push(
-                        events::about(&request, now, Actor::System, events::APPROVED)
-                            .detail("break_glass", true),
-                    );
+                let mut drafts = vec![entry::about(
+                    &request,
+                    request.created_at,
+                    Actor::Principal(request.requester.clone()),
+                    Happened::Submitted {
+                        needs_approval_because: needs_approval.then_some(unreviewed),
+                    },
+                )];
+                if !needs_approval {
+                    drafts.push(entry::about(
+                        &request,
+                        now,
+                        Actor::System,
+                        Happened::Approved {
+                            how: Approval::BreakGlass,
+                        },
+                    ));
                 }
                 let mut changes = Changes::default();
                 if let Some(old) = superseded {
                     let cancelled = old.clone().cancel(&requester, now)?.into_request();
-                    let draft = events::about(
+                    let draft = entry::about(
                         &cancelled,
                         now,
                         Actor::Principal(requester.clone()),
-                        events::CANCELLED,
-                    )
-                    .detail("superseded_by", request.id);
+                        Happened::Cancelled {
+                            superseded_by: Some(request.id),
+                            reason: None,
+                        },
+                    );
                     changes.absorb(record.changes(Some(&old), cancelled, vec![draft], now).0);
                 }
                 let (more, request) = record.changes(None, request, drafts, now);
@@ -262,22 +270,16 @@ impl Broker {
                         .break_glass
                         .as_ref()
                         .is_some_and(|b| b.revoke_on_unjustified);
-                let draft = events::about(
+                let draft = entry::about(
                     &closed,
                     now,
                     Actor::Principal(reviewer.clone()),
-                    events::REVIEW_CLOSED,
-                )
-                .detail(
-                    "verdict",
-                    if justified {
-                        "justified"
-                    } else {
-                        "unjustified"
+                    Happened::ReviewClosed {
+                        justified,
+                        notes: notes.clone(),
+                        revoke,
                     },
-                )
-                .detail("notes", notes.as_ref().map(Reason::as_str).unwrap_or(""))
-                .detail("revoke", revoke);
+                );
                 // The revoke is decided in the same transaction as the verdict.
                 if revoke {
                     closed = closed.begin_revoke(Ending::Revoked, now)?.into_request();

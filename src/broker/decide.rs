@@ -6,9 +6,11 @@
 //! starts the grant.
 
 use super::lease::recorded;
-use super::{Broker, BrokerError, Caller, events};
-use crate::audit::Actor;
-use crate::model::{AccessRequest, Comment, Reason, RequestId, StateKind, TransitionError};
+use super::{Broker, BrokerError, Caller};
+use crate::audit::{Actor, entry};
+use crate::model::{
+    AccessRequest, Approval, Comment, Happened, Reason, RequestId, StateKind, TransitionError,
+};
 
 impl Broker {
     /// Approves `id` at its current stage. Returns the request as it is afterwards (active,
@@ -50,15 +52,25 @@ impl Broker {
                 let transition = request.approve(&approver, comment.clone(), now)?;
                 Ok(recorded(transition, |r| {
                     let mut drafts = voided;
-                    drafts.extend([events::about(r, now, actor.clone(), events::APPROVAL)
-                        .detail("stage", index)
-                        .detail("stage_name", name)
-                        .detail(
-                            "comment",
-                            comment.as_ref().map(Comment::as_str).unwrap_or(""),
-                        )]);
+                    drafts.push(entry::about(
+                        r,
+                        now,
+                        actor.clone(),
+                        Happened::ApprovalRecorded {
+                            stage: index,
+                            stage_name: name,
+                            comment,
+                        },
+                    ));
                     if r.kind() == StateKind::Approved {
-                        drafts.push(events::about(r, now, actor, events::APPROVED));
+                        drafts.push(entry::about(
+                            r,
+                            now,
+                            actor,
+                            Happened::Approved {
+                                how: Approval::Route,
+                            },
+                        ));
                     }
                     drafts
                 }))
@@ -94,12 +106,16 @@ impl Broker {
                 .unwrap_or_default();
             let transition = request.deny(&approver, reason.clone(), now)?;
             Ok(recorded(transition, |r| {
-                vec![
-                    events::about(r, now, Actor::Principal(approver.clone()), events::DENIED)
-                        .detail("stage", index)
-                        .detail("stage_name", name)
-                        .detail("reason", &reason),
-                ]
+                vec![entry::about(
+                    r,
+                    now,
+                    Actor::Principal(approver.clone()),
+                    Happened::Denied {
+                        stage: index,
+                        stage_name: name,
+                        reason,
+                    },
+                )]
             }))
         })
         .await
@@ -130,11 +146,14 @@ impl Broker {
         self.commit(id, move |request, now| {
             let transition = request.cancel(&by, now)?;
             Ok(recorded(transition, |r| {
-                vec![events::about(
+                vec![entry::about(
                     r,
                     now,
                     Actor::Principal(by.clone()),
-                    events::CANCELLED,
+                    Happened::Cancelled {
+                        superseded_by: None,
+                        reason: None,
+                    },
                 )]
             }))
         })

@@ -4,10 +4,10 @@
 //! the record and so in the timer wheel. A target that refuses leaves the earlier end.
 
 use super::lease::recorded;
-use super::{Broker, BrokerError, Caller, Limited, events};
-use crate::audit::Actor;
+use super::{Broker, BrokerError, Caller, Limited};
+use crate::audit::{Actor, entry};
 use crate::model::{
-    AccessRequest, Comment, ExtensionState, LeaseDuration, Reason, RequestId, StateKind,
+    AccessRequest, Comment, ExtensionState, Happened, LeaseDuration, Reason, RequestId, StateKind,
     TransitionError,
 };
 
@@ -84,27 +84,19 @@ impl Broker {
                     .map_err(|refused| BrokerError::Invalid(refused.to_string()))?;
                 Ok(recorded(transition, |r| {
                     let extension = r.open_extension();
-                    vec![
-                        events::about(
-                            r,
-                            now,
-                            Actor::Principal(holder.clone()),
-                            events::EXTENSION_REQUESTED,
-                        )
-                        .detail("by", by)
-                        .detail("reason", &reason)
-                        .detail(
-                            "until",
-                            extension.map(|e| e.until().rfc3339()).unwrap_or_default(),
-                        )
-                        .detail(
-                            "approval",
-                            match extension.and_then(|e| e.stage.as_ref()) {
-                                Some(stage) => format!("stage {}", stage.name),
-                                None => "auto".to_owned(),
-                            },
-                        ),
-                    ]
+                    vec![entry::about(
+                        r,
+                        now,
+                        Actor::Principal(holder.clone()),
+                        Happened::ExtensionRequested {
+                            by,
+                            reason,
+                            until: extension.map(|e| e.until()),
+                            stage: extension
+                                .and_then(|e| e.stage.as_ref())
+                                .map(|stage| stage.name.clone()),
+                        },
+                    )]
                 }))
             })
             .await?;
@@ -138,25 +130,27 @@ impl Broker {
                 let voided: Vec<_> = gone
                     .iter()
                     .map(|who| {
-                        events::about(&request, now, Actor::System, events::APPROVAL_VOIDED)
-                            .detail("approver", who)
-                            .detail("reason", format!("{who} left"))
-                            .detail("extension", true)
+                        entry::about(
+                            &request,
+                            now,
+                            Actor::System,
+                            Happened::ApprovalVoided {
+                                approver: who.clone(),
+                                reason: format!("{who} left"),
+                                extension: true,
+                            },
+                        )
                     })
                     .collect();
                 let transition = request.approve_extension(&approver, comment.clone(), now)?;
                 Ok(recorded(transition, |r| {
                     voided
                         .into_iter()
-                        .chain([events::about(
+                        .chain([entry::about(
                             r,
                             now,
                             Actor::Principal(approver.clone()),
-                            events::EXTENSION_APPROVAL,
-                        )
-                        .detail(
-                            "comment",
-                            comment.as_ref().map(Comment::as_str).unwrap_or(""),
+                            Happened::ExtensionApproval { comment },
                         )])
                         .collect()
                 }))
@@ -182,15 +176,12 @@ impl Broker {
             standing.check(&approver)?;
             let transition = request.deny_extension(&approver, reason.clone(), now)?;
             Ok(recorded(transition, |r| {
-                vec![
-                    events::about(
-                        r,
-                        now,
-                        Actor::Principal(approver.clone()),
-                        events::EXTENSION_DENIED,
-                    )
-                    .detail("reason", &reason),
-                ]
+                vec![entry::about(
+                    r,
+                    now,
+                    Actor::Principal(approver.clone()),
+                    Happened::ExtensionDenied { reason },
+                )]
             }))
         })
         .await
@@ -268,11 +259,12 @@ impl Broker {
                     .commit(id, move |request, _| {
                         let from = request.expires_at;
                         Ok(recorded(request.extension_applied(now), |r| {
-                            vec![
-                                events::about(r, now, Actor::System, events::EXTENDED)
-                                    .detail("from", from.map(|t| t.rfc3339()).unwrap_or_default())
-                                    .detail("until", until.rfc3339()),
-                            ]
+                            vec![entry::about(
+                                r,
+                                now,
+                                Actor::System,
+                                Happened::Extended { from, until },
+                            )]
                         }))
                     })
                     .await?;
@@ -284,10 +276,12 @@ impl Broker {
                 let detail = error.0.clone();
                 self.commit(id, move |request, _| {
                     Ok(recorded(request.extension_failed(error.0, now), |r| {
-                        vec![
-                            events::about(r, now, Actor::System, events::EXTENSION_FAILED)
-                                .detail("error", &detail),
-                        ]
+                        vec![entry::about(
+                            r,
+                            now,
+                            Actor::System,
+                            Happened::ExtensionFailed { error: detail },
+                        )]
                     }))
                 })
                 .await

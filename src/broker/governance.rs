@@ -25,10 +25,11 @@ use std::collections::BTreeSet;
 use tokio::task::JoinSet;
 
 use super::lease::recorded;
-use super::{Broker, BrokerError, Caller, events};
-use crate::audit::{Actor, Draft};
+use super::{Broker, BrokerError, Caller};
+use crate::audit::{Actor, entry};
 use crate::model::{
-    AccessRequest, Ending, Offboarding, Principal, Reason, RequestId, State, StateKind, Transition,
+    AccessRequest, Ending, Happened, Offboarding, Principal, Reason, RequestId, State, StateKind,
+    Transition,
 };
 use crate::policy::{OnIneligible, Snapshot};
 use crate::store::Changes;
@@ -107,10 +108,15 @@ impl Broker {
             Err(error) => {
                 let message = error.to_string();
                 tracing::error!(error = %message, "reload refused; the policy and directory in force stay");
-                let draft = Draft::new(now, actor, events::POLICY_RELOAD_REJECTED)
-                    .detail("error", &message)
-                    .detail("policy_version", old.policy.version())
-                    .detail("directory_version", old.directory.version());
+                let draft = entry::of(
+                    now,
+                    actor,
+                    Happened::PolicyReloadRejected {
+                        error: message.clone(),
+                        policy_version: old.policy.version().to_owned(),
+                        directory_version: old.directory.version().to_owned(),
+                    },
+                );
                 self.record(draft).await?;
                 return Err(BrokerError::ReloadRejected(message));
             }
@@ -119,12 +125,17 @@ impl Broker {
         let directory_version = snapshot.directory.version().to_owned();
         let changed =
             policy_version != old.policy.version() || directory_version != old.directory.version();
-        let draft = Draft::new(now, actor.clone(), events::POLICY_RELOADED)
-            .detail("old_policy_version", old.policy.version())
-            .detail("new_policy_version", &policy_version)
-            .detail("old_directory_version", old.directory.version())
-            .detail("new_directory_version", &directory_version)
-            .detail("changed", changed);
+        let draft = entry::of(
+            now,
+            actor.clone(),
+            Happened::PolicyReloaded {
+                old_policy_version: old.policy.version().to_owned(),
+                new_policy_version: policy_version.clone(),
+                old_directory_version: old.directory.version().to_owned(),
+                new_directory_version: directory_version.clone(),
+                changed,
+            },
+        );
         // Put in force inside the transaction that records it, so that every request or
         // decision committed after it was checked against the new files.
         let rules = self.inner.rules.clone();
@@ -203,13 +214,14 @@ impl Broker {
             by: caller.principal.clone(),
             reason: reason.to_string(),
         };
-        let mut draft = Draft::new(
+        let draft = entry::of(
             offboarding.at,
             Actor::Principal(caller.principal.clone()),
-            events::PRINCIPAL_OFFBOARDED,
-        )
-        .detail("reason", &reason);
-        draft.principal = Some(principal.clone());
+            Happened::Offboarded {
+                principal: principal.clone(),
+                reason,
+            },
+        );
         let standing = self.inner.standing.clone();
         let written = self
             .inner
@@ -251,13 +263,14 @@ impl Broker {
                 "{principal} is not offboarded"
             )));
         }
-        let mut draft = Draft::new(
+        let draft = entry::of(
             self.inner.clock.now(),
             Actor::Principal(caller.principal.clone()),
-            events::PRINCIPAL_REINSTATED,
-        )
-        .detail("reason", &reason);
-        draft.principal = Some(principal.clone());
+            Happened::Reinstated {
+                principal: principal.clone(),
+                reason,
+            },
+        );
         let stored = principal.clone();
         self.inner
             .store
@@ -552,10 +565,15 @@ impl Broker {
                     .commit_changed(id, move |request, now| {
                         let detail = why.clone();
                         Ok(recorded(request.withdraw(why, now), |r| {
-                            vec![
-                                events::about(r, now, actor, events::CANCELLED)
-                                    .detail("reason", detail),
-                            ]
+                            vec![entry::about(
+                                r,
+                                now,
+                                actor,
+                                Happened::Cancelled {
+                                    superseded_by: None,
+                                    reason: Some(detail),
+                                },
+                            )]
                         }))
                     })
                     .await?;
@@ -582,9 +600,12 @@ impl Broker {
                                 Transition::Unchanged(request)
                             };
                         Ok(recorded(transition, |r| {
-                            vec![
-                                events::about(r, now, actor, events::FLAGGED).detail("reason", why),
-                            ]
+                            vec![entry::about(
+                                r,
+                                now,
+                                actor,
+                                Happened::Flagged { reason: why },
+                            )]
                         }))
                     })
                     .await?;

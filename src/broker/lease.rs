@@ -2,13 +2,13 @@
 //! of failed grants) and time-outs. Everything here runs under the request's lock; the outcome
 //! of each target call is committed afterwards, with the state re-checked in the transaction.
 
-use super::{Broker, BrokerError, Caller, events};
-use crate::audit::{Actor, Draft};
-use crate::model::{
-    AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition, TransitionError,
-};
 use std::sync::Arc;
 
+use super::{Broker, BrokerError, Caller};
+use crate::audit::{Actor, Draft, entry};
+use crate::model::{
+    AccessRequest, Due, Ending, Happened, RequestId, State, Timestamp, Transition, TransitionError,
+};
 use crate::provision::{LeaseTarget, ProvisionError, Provisioner};
 use crate::store::Changes;
 
@@ -135,7 +135,7 @@ impl Broker {
                 State::Pending { .. } => {
                     self.commit(id, move |request, _| {
                         Ok(recorded(request.time_out(now), |r| {
-                            vec![events::about(r, now, Actor::System, events::TIMED_OUT)]
+                            vec![entry::about(r, now, Actor::System, Happened::TimedOut)]
                         }))
                     })
                     .await
@@ -171,7 +171,7 @@ impl Broker {
             Due::ReviewOverdue => {
                 self.commit(id, move |request, _| {
                     Ok(recorded(request.review_overdue(now), |r| {
-                        vec![events::about(r, now, Actor::System, events::REVIEW_OVERDUE)]
+                        vec![entry::about(r, now, Actor::System, Happened::ReviewOverdue)]
                     }))
                 })
                 .await
@@ -179,11 +179,13 @@ impl Broker {
             Due::ReviewReminder => {
                 self.commit(id, move |request, _| {
                     Ok(recorded(request.review_reminded(now), |r| {
-                        let reminders = r.review().map_or(0, |review| review.reminders);
-                        vec![
-                            events::about(r, now, Actor::System, events::REVIEW_REMINDED)
-                                .detail("reminder", reminders),
-                        ]
+                        let reminder = r.review().map_or(0, |review| review.reminders);
+                        vec![entry::about(
+                            r,
+                            now,
+                            Actor::System,
+                            Happened::ReviewReminded { reminder },
+                        )]
                     }))
                 })
                 .await
@@ -245,7 +247,6 @@ impl Broker {
             Ok(provisioner) => provisioner.grant(&target).await,
             Err(error) => Err(error),
         };
-        let provisioner = request.provisioner.clone();
         match result {
             Ok(granted) => {
                 let issued = granted.credentials.is_some();
@@ -257,17 +258,14 @@ impl Broker {
                 let request = self
                     .commit(id, move |request, _| {
                         Ok(recorded(request.grant_succeeded(now)?, |r| {
-                            let mut draft = events::about(r, now, Actor::System, events::GRANTED)
-                                .detail("provisioner", &provisioner)
-                                .detail(
-                                    "expires_at",
-                                    r.expires_at.map(|t| t.rfc3339()).unwrap_or_default(),
-                                );
-                            if issued {
-                                // That credentials exist is audited; they themselves never are.
-                                draft = draft.detail("credentials", "issued");
-                            }
-                            vec![draft]
+                            vec![entry::about(
+                                r,
+                                now,
+                                Actor::System,
+                                Happened::Granted {
+                                    credentials_issued: issued,
+                                },
+                            )]
                         }))
                     })
                     .await?;
@@ -287,19 +285,16 @@ impl Broker {
                 let request = self
                     .commit(id, move |request, _| {
                         Ok(recorded(request.grant_failed(error, retry_at)?, |r| {
-                            vec![
-                                events::about(r, now, Actor::System, events::GRANT_FAILED)
-                                    .detail("attempt", failures)
-                                    .detail("error", &detail)
-                                    .detail(
-                                        "retry_at",
-                                        if last {
-                                            String::new()
-                                        } else {
-                                            retry_at.rfc3339()
-                                        },
-                                    ),
-                            ]
+                            vec![entry::about(
+                                r,
+                                now,
+                                Actor::System,
+                                Happened::GrantFailed {
+                                    attempt: failures,
+                                    error: detail,
+                                    retry_at: (!last).then_some(retry_at),
+                                },
+                            )]
                         }))
                     })
                     .await?;
@@ -365,22 +360,21 @@ impl Broker {
                                 State::Ended { ending } => ending,
                                 _ => ending,
                             };
-                            let mut draft = events::about(r, done, actor, events::ended(ending));
-                            if let Some(other) = kept_for {
-                                draft = draft.detail("grant_kept_for", other);
-                            }
-                            if let Some(why) = &why_detail {
-                                draft = draft.detail("reason", why);
-                            }
-                            if let Some(expires_at) = r.expires_at {
-                                if ending == Ending::Expired {
-                                    draft = draft.detail(
-                                        "lag_ms",
-                                        done.saturating_duration_since(expires_at).as_millis(),
-                                    );
-                                }
-                            }
-                            vec![draft]
+                            let lag = r
+                                .expires_at
+                                .filter(|_| ending == Ending::Expired)
+                                .map(|expires_at| done.saturating_duration_since(expires_at));
+                            vec![entry::about(
+                                r,
+                                done,
+                                actor,
+                                Happened::Ended {
+                                    ending,
+                                    grant_kept_for: kept_for,
+                                    reason: why_detail,
+                                    lag,
+                                },
+                            )]
                         }))
                     })
                     .await?;
@@ -402,14 +396,17 @@ impl Broker {
                     Ok(recorded(
                         request.revoke_failed(ending, error, retry_at)?,
                         |r| {
-                            let mut draft = events::about(r, done, actor, events::REVOKE_FAILED)
-                                .detail("attempt", failures)
-                                .detail("error", &detail)
-                                .detail("retry_at", retry_at);
-                            if let Some(why) = &why {
-                                draft = draft.detail("reason", why);
-                            }
-                            vec![draft]
+                            vec![entry::about(
+                                r,
+                                done,
+                                actor,
+                                Happened::RevokeFailed {
+                                    attempt: failures,
+                                    error: detail,
+                                    retry_at,
+                                    reason: why,
+                                },
+                            )]
                         },
                     ))
                 })

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::audit::{Actor, Draft};
-use crate::broker::{Broker, BrokerError, events};
-use crate::model::{Bucket, Principal, Rate, ResourceName, Timestamp};
+use crate::audit::{Actor, entry};
+use crate::broker::{Broker, BrokerError};
+use crate::model::{Bucket, Happened, Principal, Rate, ResourceName, Timestamp};
 
 /// The global rates, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,15 +162,16 @@ impl Broker {
         };
         limiter.refused.0[action as usize].fetch_add(1, Ordering::Relaxed);
         if limiter.first_in_window(principal, action, rate, now) {
-            let mut draft = Draft::new(
+            let draft = entry::of(
                 now,
                 Actor::Principal(principal.clone()),
-                events::RATE_LIMITED,
-            )
-            .detail("action", action.as_str())
-            .detail("rate", rate.to_string());
-            draft.principal = Some(principal.clone());
-            draft.resource = Some(resource.clone());
+                Happened::RateLimited {
+                    principal: principal.clone(),
+                    resource: resource.clone(),
+                    action: action.as_str(),
+                    rate,
+                },
+            );
             let broker = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = broker.record(draft).await {

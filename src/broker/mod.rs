@@ -17,7 +17,6 @@ mod break_glass;
 mod credentials;
 mod decide;
 mod error;
-pub mod events;
 mod extend;
 mod governance;
 mod lease;
@@ -441,13 +440,14 @@ impl Broker {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut draft = crate::audit::Draft::new(
+        let draft = crate::audit::entry::of(
             now,
             crate::audit::Actor::Principal(principal.clone()),
-            events::AUTH_REFUSED,
-        )
-        .detail("reason", why);
-        draft.principal = Some(principal.clone());
+            crate::model::Happened::AuthRefused {
+                principal: principal.clone(),
+                reason: why,
+            },
+        );
         let broker = self.clone();
         runtime.spawn(async move {
             if let Err(error) = broker.record(draft).await {

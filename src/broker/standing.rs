@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use super::BrokerError;
-use crate::model::{Offboarding, Principal};
+use crate::audit::entry;
+use crate::model::{Happened, Offboarding, Principal};
 use crate::policy::Live;
 
 /// The directory in force plus the offboarded principals. Cloning shares both.
@@ -96,11 +97,16 @@ impl Standing {
             .collect();
         for (approver, why) in leavers {
             request = request.void_approvals(&approver, &why).into_request();
-            drafts.push(
-                super::events::about(&request, now, actor.clone(), super::events::APPROVAL_VOIDED)
-                    .detail("approver", &approver)
-                    .detail("reason", &why),
-            );
+            drafts.push(entry::about(
+                &request,
+                now,
+                actor.clone(),
+                Happened::ApprovalVoided {
+                    approver,
+                    reason: why,
+                    extension: false,
+                },
+            ));
         }
         (request, drafts)
     }

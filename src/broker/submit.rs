@@ -2,9 +2,9 @@
 //! requests of the same principal and resource, allocates the id and stores the request with
 //! its audit events. Auto-approved requests are granted before the call returns.
 
-use super::{Broker, BrokerError, Caller, Limited, events};
-use crate::audit::Actor;
-use crate::model::{AccessRequest, Attempts, RequestId, State, StateKind};
+use super::{Broker, BrokerError, Caller, Limited};
+use crate::audit::{Actor, entry};
+use crate::model::{AccessRequest, Approval, Attempts, Happened, RequestId, State, StateKind};
 use crate::policy::Ask;
 
 impl Broker {
@@ -85,12 +85,23 @@ impl Broker {
                 }
                 let mut request = draft;
                 request.id = view.next_request_id()?;
-                let mut drafts = vec![events::submitted(&request)];
+                let mut drafts = vec![entry::about(
+                    &request,
+                    request.created_at,
+                    Actor::Principal(request.requester.clone()),
+                    Happened::Submitted {
+                        needs_approval_because: None,
+                    },
+                )];
                 if auto {
-                    drafts.push(
-                        events::about(&request, now, Actor::System, events::APPROVED)
-                            .detail("auto", true),
-                    );
+                    drafts.push(entry::about(
+                        &request,
+                        now,
+                        Actor::System,
+                        Happened::Approved {
+                            how: Approval::Auto,
+                        },
+                    ));
                 }
                 Ok(record.changes(None, request, drafts, now))
             })

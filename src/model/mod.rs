@@ -6,6 +6,7 @@ mod duration;
 mod extension;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod happened;
 mod ids;
 mod names;
 mod page;
@@ -20,6 +21,7 @@ mod time;
 
 pub use duration::{DurationError, LeaseDuration, humantime};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
+pub use happened::{Approval, Drift, DriftCorrection, Happened};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
 pub use page::Page;

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Event, Notifier, Notifiers};
-use crate::audit::{Actor, Draft};
+use crate::audit::{Actor, Draft, entry};
 use crate::clock::SharedClock;
 use crate::expiry::Backoff;
-use crate::model::{RequestId, Timestamp};
+use crate::model::{Happened, RequestId, Timestamp};
 use crate::store::{Changes, Outgoing, Store, StoreError};
 
 /// Most entries handed out per round.
@@ -261,22 +261,19 @@ async fn attempt(notifier: Option<&Arc<dyn Notifier>>, outgoing: &Outgoing) -> R
 
 fn dropped(outgoing: &Outgoing, error: &str, attempts: u32, now: Timestamp) -> Draft {
     let event: Option<Event> = serde_json::from_value(outgoing.event.clone()).ok();
-    let mut draft = Draft::new(
+    let request = event
+        .as_ref()
+        .and_then(|event| event.request.as_ref())
+        .and_then(|request| request.id.parse::<RequestId>().ok());
+    entry::of(
         now,
         Actor::System,
-        crate::audit::actions::NOTIFICATION_DROPPED,
+        Happened::NotificationDropped {
+            notifier: outgoing.notifier.clone(),
+            attempts,
+            error: error.to_owned(),
+            request,
+            notification: event.map(|event| (event.kind, event.id)),
+        },
     )
-    .detail("notifier", &outgoing.notifier)
-    .detail("attempts", attempts)
-    .detail("error", error);
-    if let Some(event) = event {
-        draft.request = event
-            .request
-            .as_ref()
-            .and_then(|request| request.id.parse::<RequestId>().ok());
-        draft = draft
-            .detail("event", &event.kind)
-            .detail("event_id", &event.id);
-    }
-    draft
 }
