@@ -47,6 +47,7 @@ pub mod clock;
 pub mod config;
 pub mod crowd;
 pub mod dev;
+pub mod elevated;
 pub mod expiry;
 pub mod grpc;
 pub mod hash;

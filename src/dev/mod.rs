@@ -11,6 +11,7 @@
 //!
 //! Files that exist are left alone, so a restart keeps certificates, edits and state.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,10 +32,11 @@ pub const IDENTITIES: [&str; 6] = [
 ];
 
 /// Where dev mode listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7443));
 
 /// Where dev mode serves Prometheus metrics unless told otherwise.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:7444";
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7444));
 
 /// The demo policy.
 pub const POLICY: &str = include_str!("policy.toml");

@@ -1,0 +1,287 @@
+//! The `elevated` command line: serving, and the subcommands that make certificates, show
+//! the audit key, verify a store offline and check a configuration. The binary parses the
+//! arguments, sets up logging and calls [`run`].
+//!
+//! Errors are typed ([`CommandError`]); the binary prints one with its causes on one line
+//! ([`chain`]) and exits with status 1.
+
+mod audit;
+mod certs;
+mod check;
+mod error;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use error::{CommandError, chain};
+
+use crate::tls::issue::{self, DEFAULT_TRUST_DOMAIN};
+
+/// The elevate just-in-time privileged access broker.
+#[derive(Debug, Parser)]
+#[command(name = "elevated", version)]
+pub struct Args {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written on stderr.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC over mutual TLS.
+    Serve {
+        /// Dev mode: generate certificates, a demo policy and directory in --state-dir, and serve
+        /// from there.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        dev: bool,
+        /// Dev-mode state directory.
+        #[arg(long, default_value = ".elevate-dev")]
+        state_dir: PathBuf,
+        /// Configuration file (see examples/elevated.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (overrides the configuration; dev mode default 127.0.0.1:7443).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Address for Prometheus metrics over plain HTTP (overrides metrics_listen of the
+        /// configuration; dev mode default 127.0.0.1:7444).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Run as root (effective uid 0), which a configured daemon refuses otherwise.
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// Make certificates for the daemon and its users.
+    Certs {
+        /// Which.
+        #[command(subcommand)]
+        command: Certs,
+    },
+    /// The audit key and offline verification of a store.
+    Audit {
+        /// Which.
+        #[command(subcommand)]
+        command: Audit,
+    },
+    /// Validate a configuration with its policy and directory, then exit.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The audit subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Audit {
+    /// Print the public half of the audit key, for auditors to keep.
+    Pubkey {
+        /// The configuration whose audit key to show.
+        #[arg(long, conflicts_with_all = ["dev", "key"])]
+        config: Option<PathBuf>,
+        /// The dev-mode audit key (in --state-dir).
+        #[arg(long, conflicts_with = "key")]
+        dev: bool,
+        /// Dev-mode state directory.
+        #[arg(long, default_value = ".elevate-dev")]
+        state_dir: PathBuf,
+        /// The key file itself.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Verify the audit trail of a store file offline (stop the daemon, or use a copy).
+    Verify {
+        /// The redb store file.
+        #[arg(long)]
+        db: PathBuf,
+        /// Check signatures with this public key (ed25519:… or a file holding it) instead of
+        /// the key the store recorded on its first start.
+        #[arg(long)]
+        pubkey: Option<String>,
+        /// A witness file (what the `[audit] witness` notifier kept): the store must not be
+        /// behind, nor disagree with, any checkpoint in it.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+    },
+}
+
+/// The certificate subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Certs {
+    /// Write ca.crt, ca.key, server.crt and server.key into DIR.
+    Init {
+        /// Where to write.
+        #[arg(long)]
+        dir: PathBuf,
+        /// More names the server certificate is valid for (besides localhost and 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write NAME.crt and NAME.key for principal NAME, signed by the CA in DIR.
+    Issue {
+        /// The directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The principal.
+        #[arg(long)]
+        name: String,
+        /// Trust domain of the SPIFFE id in the certificate.
+        #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace server.crt and server.key in DIR with a new pair signed by the CA there; a
+    /// running daemon uses them after SIGHUP (systemctl reload elevated).
+    RenewServer {
+        /// The directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// More names the server certificate is valid for (besides localhost and 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+    },
+    /// Add a client certificate to the deny list DIR/revoked.toml; the daemon refuses it from
+    /// its next call on, on every connection. With --crl, also write a CRL of the whole deny
+    /// list signed by the CA in DIR (for daemons and tools that read CRLs).
+    #[command(group(clap::ArgGroup::new("certificate").required(true).args(["serial", "name"])))]
+    Revoke {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's serial number, as `openssl x509 -noout -serial` prints it.
+        #[arg(long)]
+        serial: Option<String>,
+        /// The principal whose current certificate (DIR/NAME.crt) to revoke.
+        #[arg(long)]
+        name: Option<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Also write a CRL (PEM) listing every certificate of the deny list to this file,
+        /// signed with DIR/ca.key.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// How long the CRL is current: its nextUpdate is this far after now.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        crl_valid: Duration,
+    },
+    /// Print the deny list DIR/revoked.toml.
+    ListRevoked {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// Logs to stderr in `format`, at the level `RUST_LOG` asks for (info by default).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one subcommand to its end.
+pub async fn run(command: Command) -> Result<(), CommandError> {
+    let wrote = |files: Vec<PathBuf>| files.iter().for_each(|f| println!("wrote {}", f.display()));
+    match command {
+        Command::Serve {
+            dev,
+            state_dir,
+            config,
+            listen,
+            metrics_listen,
+            allow_root,
+        } => serve::serve(dev, state_dir, config, listen, metrics_listen, allow_root).await,
+        Command::Certs {
+            command:
+                Certs::Init {
+                    dir,
+                    server_names,
+                    force,
+                },
+        } => issue::init(&dir, &server_names, force)
+            .map(wrote)
+            .map_err(Into::into),
+        Command::Certs {
+            command:
+                Certs::Issue {
+                    dir,
+                    name,
+                    trust_domain,
+                    days,
+                    force,
+                },
+        } => issue::issue(&dir, &name, &trust_domain, days, force)
+            .map(wrote)
+            .map_err(Into::into),
+        Command::Certs {
+            command: Certs::RenewServer { dir, server_names },
+        } => issue::renew_server(&dir, &server_names)
+            .map(wrote)
+            .map_err(Into::into),
+        Command::Certs {
+            command:
+                Certs::Revoke {
+                    dir,
+                    serial,
+                    name,
+                    reason,
+                    crl,
+                    crl_valid,
+                },
+        } => certs::revoke(&dir, serial, name, &reason)
+            .and_then(|()| crl.map_or(Ok(()), |crl| certs::write_crl(&dir, &crl, crl_valid))),
+        Command::Certs {
+            command: Certs::ListRevoked { dir },
+        } => certs::list_revoked(&dir),
+        Command::CheckConfig { config } => check::check_config(&config),
+        Command::Audit {
+            command:
+                Audit::Pubkey {
+                    config,
+                    dev,
+                    state_dir,
+                    key,
+                },
+        } => audit::pubkey(config, dev, &state_dir, key),
+        Command::Audit {
+            command:
+                Audit::Verify {
+                    db,
+                    pubkey,
+                    witness,
+                },
+        } => audit::verify(&db, pubkey, witness.as_deref()),
+    }
+}
