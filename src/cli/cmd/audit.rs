@@ -1,4 +1,4 @@
-//! `elevate audit`, `elevate history` and `elevate report`: the audit trail for auditors, and
+//! `elevate audit`: query the audit trail (auditors), export it, or verify an export with
 //! `elevate audit verify`, which needs no daemon at all.
 
 use std::io::Write;
@@ -8,12 +8,12 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
-use super::CliError;
-use super::client::Clients;
-use super::output::{self, Format};
 use crate::audit::key::PublicKey;
-use crate::audit::report::Report;
 use crate::audit::verify;
+use crate::cli::CliError;
+use crate::cli::client::Clients;
+use crate::cli::output::Format;
+use crate::cli::session::Session;
 use crate::model::{Timestamp, one_line};
 use crate::proto::v1 as pb;
 
@@ -92,7 +92,7 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-fn millis(option: &str, text: &Option<String>) -> Result<Option<i64>, CliError> {
+pub(super) fn millis(option: &str, text: &Option<String>) -> Result<Option<i64>, CliError> {
     let Some(text) = text else { return Ok(None) };
     let at = Timestamp::parse_when(text, now())
         .map_err(|error| CliError::Usage(format!("--{option}: {error}")))?;
@@ -224,7 +224,7 @@ pub fn verify_file(
     }
 }
 
-fn event_json(event: &pb::AuditEvent) -> Value {
+pub(super) fn event_json(event: &pb::AuditEvent) -> Value {
     let details: Value = serde_json::from_str(&event.details_json).unwrap_or(Value::Null);
     let text = |t: &str| {
         if t.is_empty() {
@@ -264,7 +264,7 @@ fn details_line(event: &pb::AuditEvent) -> String {
     }
 }
 
-fn event_row(event: &pb::AuditEvent) -> String {
+pub(super) fn event_row(event: &pb::AuditEvent) -> String {
     let time = Timestamp::from_unix_millis(u64::try_from(event.at_ms).unwrap_or(0)).rfc3339();
     let actor = if event.actor.is_empty() {
         "elevated"
@@ -291,7 +291,7 @@ fn event_row(event: &pb::AuditEvent) -> String {
     )
 }
 
-const HEADER: &str = "TIME                          SEQ  ACTOR         ACTION                  REQUEST    PRINCIPAL     RESOURCE          DETAILS";
+pub(super) const HEADER: &str = "TIME                          SEQ  ACTOR         ACTION                  REQUEST    PRINCIPAL     RESOURCE          DETAILS";
 
 /// `elevate audit`: events stream in and are printed as they come.
 pub async fn query(
@@ -349,143 +349,19 @@ pub async fn export(
         .map_err(|error| CliError::Usage(format!("cannot write the export: {error}")))
 }
 
-/// `elevate history ID`: the request, then every event about it, oldest first.
-pub async fn history(clients: &mut Clients, id: &str, format: Format) -> Result<(), CliError> {
-    let answer = clients
-        .audit
-        .get_history(pb::GetHistoryRequest {
-            request_id: id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let request = super::returned(answer.request)?;
-    match format {
-        Format::Json => println!(
-            "{}",
-            json!({
-                "request": output::request_json(&request),
-                "events": answer.events.iter().map(event_json).collect::<Vec<_>>(),
-            })
-        ),
-        Format::Table => {
-            println!("{}", output::request_table(&request));
-            println!();
-            println!("{HEADER}");
-            for event in &answer.events {
-                println!("{}", event_row(event));
+impl AuditArgs {
+    /// Queries, exports or verifies.
+    pub async fn run(&self, session: &mut Session) -> Result<(), CliError> {
+        match &self.command {
+            None => query(&mut session.clients, self, session.output).await,
+            Some(AuditCommand::Export { filter, format }) => {
+                export(&mut session.clients, filter, *format).await
             }
+            Some(AuditCommand::Verify {
+                file,
+                pubkey,
+                witness,
+            }) => verify_file(file, pubkey, witness.as_deref(), session.output),
         }
     }
-    Ok(())
-}
-
-fn percent(rate: Option<f64>) -> String {
-    rate.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0))
-}
-
-fn duration(ms: Option<u64>) -> String {
-    ms.map_or("-".to_owned(), |ms| {
-        humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
-    })
-}
-
-/// `elevate report`.
-pub async fn report(
-    clients: &mut Clients,
-    since: &Option<String>,
-    until: &Option<String>,
-    format: Format,
-) -> Result<(), CliError> {
-    let answer = clients
-        .audit
-        .report(pb::ReportRequest {
-            since_ms: millis("since", since)?,
-            until_ms: millis("until", until)?,
-        })
-        .await?
-        .into_inner();
-    if format == Format::Json {
-        println!("{}", answer.report_json);
-        return Ok(());
-    }
-    let report: Report = serde_json::from_str(&answer.report_json).map_err(|error| {
-        CliError::Call(tonic::Status::internal(format!(
-            "the daemon's report did not parse: {error}"
-        )))
-    })?;
-    let window = match (report.since, report.until) {
-        (None, None) => "all time".to_owned(),
-        (Some(since), None) => format!("since {since}"),
-        (None, Some(until)) => format!("before {until}"),
-        (Some(since), Some(until)) => format!("{since} to {until}"),
-    };
-    println!("Access report, requests submitted {window}");
-    println!();
-    println!(
-        "{:<20} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>8}",
-        "RESOURCE",
-        "REQUESTS",
-        "APPROVED",
-        "DENIED",
-        "APPROVAL",
-        "DECIDE-P50",
-        "DECIDE-P90",
-        "AUTO",
-        "BREAK-GLASS",
-        "OVERDUE"
-    );
-    for r in &report.resources {
-        println!(
-            "{:<20} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>8}",
-            r.resource,
-            r.requests,
-            r.approved,
-            r.denied,
-            percent(r.approval_rate),
-            duration(r.decision_ms_median),
-            duration(r.decision_ms_p90),
-            percent(r.auto_approved_share),
-            r.break_glass.count,
-            r.break_glass.missed_deadline,
-        );
-    }
-    for r in &report.resources {
-        let bg = &r.break_glass;
-        if bg.count > 0 {
-            println!(
-                "  {}: break-glass {} — {} justified, {} unjustified, {} open ({} overdue now), {} missed the review deadline",
-                r.resource,
-                bg.count,
-                bg.justified,
-                bg.unjustified,
-                bg.open,
-                bg.overdue_now,
-                bg.missed_deadline
-            );
-        }
-        for reason in &r.denied_reasons {
-            println!(
-                "  {}: denied {}× — {}",
-                r.resource,
-                reason.count,
-                one_line(&reason.reason)
-            );
-        }
-    }
-    println!();
-    println!(
-        "{:<20} {:>9} {:>9} {:>8} {:>13}",
-        "APPROVER", "DECISIONS", "APPROVALS", "DENIALS", "RESPONSE-P50"
-    );
-    for a in &report.approvers {
-        println!(
-            "{:<20} {:>9} {:>9} {:>8} {:>13}",
-            a.approver,
-            a.decisions,
-            a.approvals,
-            a.denials,
-            duration(a.response_ms_median)
-        );
-    }
-    Ok(())
 }

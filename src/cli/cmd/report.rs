@@ -1,0 +1,130 @@
+//! `elevate report`: the access report per resource and per approver.
+
+use super::audit::millis;
+use crate::audit::report::Report as Figures;
+use crate::cli::CliError;
+use crate::cli::output::Format;
+use crate::cli::session::Session;
+use crate::model::one_line;
+use crate::proto::v1 as pb;
+
+/// Access report per resource and per approver (auditors).
+#[derive(Debug, clap::Args)]
+pub struct Report {
+    /// Requests submitted at or after: RFC 3339, a date, or a duration ago (90d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Requests submitted before.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0))
+}
+
+fn duration(ms: Option<u64>) -> String {
+    ms.map_or("-".to_owned(), |ms| {
+        humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+    })
+}
+
+impl Report {
+    /// Asks the daemon for the report and prints it.
+    pub async fn run(&self, session: &mut Session) -> Result<(), CliError> {
+        let (since, until, format) = (&self.since, &self.until, session.output);
+        let clients = &mut session.clients;
+        let answer = clients
+            .audit
+            .report(pb::ReportRequest {
+                since_ms: millis("since", since)?,
+                until_ms: millis("until", until)?,
+            })
+            .await?
+            .into_inner();
+        if format == Format::Json {
+            println!("{}", answer.report_json);
+            return Ok(());
+        }
+        let report: Figures = serde_json::from_str(&answer.report_json).map_err(|error| {
+            CliError::Call(tonic::Status::internal(format!(
+                "the daemon's report did not parse: {error}"
+            )))
+        })?;
+        let window = match (report.since, report.until) {
+            (None, None) => "all time".to_owned(),
+            (Some(since), None) => format!("since {since}"),
+            (None, Some(until)) => format!("before {until}"),
+            (Some(since), Some(until)) => format!("{since} to {until}"),
+        };
+        println!("Access report, requests submitted {window}");
+        println!();
+        println!(
+            "{:<20} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>8}",
+            "RESOURCE",
+            "REQUESTS",
+            "APPROVED",
+            "DENIED",
+            "APPROVAL",
+            "DECIDE-P50",
+            "DECIDE-P90",
+            "AUTO",
+            "BREAK-GLASS",
+            "OVERDUE"
+        );
+        for r in &report.resources {
+            println!(
+                "{:<20} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>8}",
+                r.resource,
+                r.requests,
+                r.approved,
+                r.denied,
+                percent(r.approval_rate),
+                duration(r.decision_ms_median),
+                duration(r.decision_ms_p90),
+                percent(r.auto_approved_share),
+                r.break_glass.count,
+                r.break_glass.missed_deadline,
+            );
+        }
+        for r in &report.resources {
+            let bg = &r.break_glass;
+            if bg.count > 0 {
+                println!(
+                    "  {}: break-glass {} — {} justified, {} unjustified, {} open ({} overdue now), {} missed the review deadline",
+                    r.resource,
+                    bg.count,
+                    bg.justified,
+                    bg.unjustified,
+                    bg.open,
+                    bg.overdue_now,
+                    bg.missed_deadline
+                );
+            }
+            for reason in &r.denied_reasons {
+                println!(
+                    "  {}: denied {}× — {}",
+                    r.resource,
+                    reason.count,
+                    one_line(&reason.reason)
+                );
+            }
+        }
+        println!();
+        println!(
+            "{:<20} {:>9} {:>9} {:>8} {:>13}",
+            "APPROVER", "DECISIONS", "APPROVALS", "DENIALS", "RESPONSE-P50"
+        );
+        for a in &report.approvers {
+            println!(
+                "{:<20} {:>9} {:>9} {:>8} {:>13}",
+                a.approver,
+                a.decisions,
+                a.approvals,
+                a.denials,
+                duration(a.response_ms_median)
+            );
+        }
+        Ok(())
+    }
+}
