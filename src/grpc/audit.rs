@@ -111,6 +111,9 @@ impl AuditService for Audit {
             .map_err(from_broker)?;
         let report_json = serde_json::to_string(&report)
             .map_err(|_| Status::internal("the report could not be encoded"))?;
-        Ok(Response::new(pb::ReportResponse { report_json }))
+        Ok(Response::new(pb::ReportResponse {
+            report_json,
+            report: Some(convert::report(report)),
+        }))
     }
 }

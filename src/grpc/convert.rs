@@ -357,3 +357,57 @@ pub fn resource_to_proto(resource: &Resource) -> pb::ResourceInfo {
         break_glass: resource.break_glass.is_some(),
     }
 }
+
+/// The access report as it crosses the wire.
+pub fn report(report: crate::audit::report::Report) -> pb::Report {
+    let millis = |at: Option<Timestamp>| at.map(|at| at.unix_millis() as i64);
+    pb::Report {
+        since_ms: millis(report.since),
+        until_ms: millis(report.until),
+        resources: report
+            .resources
+            .into_iter()
+            .map(|r| pb::ResourceReport {
+                resource: r.resource,
+                requests: r.requests,
+                approved: r.approved,
+                denied: r.denied,
+                cancelled: r.cancelled,
+                timed_out: r.timed_out,
+                undecided: r.undecided,
+                auto_approved: r.auto_approved,
+                approval_rate: r.approval_rate,
+                auto_approved_share: r.auto_approved_share,
+                decision_ms_median: r.decision_ms_median,
+                decision_ms_p90: r.decision_ms_p90,
+                break_glass: Some(pb::BreakGlassCounts {
+                    count: r.break_glass.count,
+                    justified: r.break_glass.justified,
+                    unjustified: r.break_glass.unjustified,
+                    open: r.break_glass.open,
+                    overdue_now: r.break_glass.overdue_now,
+                    missed_deadline: r.break_glass.missed_deadline,
+                }),
+                denied_reasons: r
+                    .denied_reasons
+                    .into_iter()
+                    .map(|d| pb::ReasonCount {
+                        reason: d.reason,
+                        count: d.count,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        approvers: report
+            .approvers
+            .into_iter()
+            .map(|a| pb::ApproverReport {
+                approver: a.approver,
+                decisions: a.decisions,
+                approvals: a.approvals,
+                denials: a.denials,
+                response_ms_median: a.response_ms_median,
+            })
+            .collect(),
+    }
+}

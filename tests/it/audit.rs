@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use elevate::audit::{Actor, Event};
 use elevate::clock::Clock;
+use elevate::model::Timestamp;
 use elevate::proto::v1 as pb;
 use redb::ReadableTable;
 use serde_json::Value;
@@ -920,5 +921,32 @@ async fn the_report_matches_a_hand_computed_scenario() {
         "{text}"
     );
     assert!(text.contains("denied 1× — no ticket"), "{text}");
+
+    // The report crosses the wire as a message; the CLI's JSON of it is the daemon's document,
+    // field for field.
+    let message = answer.report.clone().expect("the report message");
+    assert_eq!(
+        message.resources.len(),
+        report["resources"].as_array().unwrap().len()
+    );
+    let json = elevate(&daemon, &["--as", "auditor", "-o", "json", "report"]).await;
+    assert!(json.status.success(), "{}", stderr(&json));
+    let printed: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(printed, report);
+    let since_json = elevate(
+        &daemon,
+        &[
+            "--as",
+            "auditor",
+            "-o",
+            "json",
+            "report",
+            "--since",
+            &Timestamp::from_unix_millis(since as u64).rfc3339(),
+        ],
+    )
+    .await;
+    let printed: Value = serde_json::from_str(&stdout(&since_json)).unwrap();
+    assert_eq!(printed, later);
     daemon.stop().await;
 }

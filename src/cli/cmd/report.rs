@@ -1,11 +1,10 @@
 //! `elevate report`: the access report per resource and per approver.
 
 use super::audit::millis;
-use crate::audit::report::Report as Figures;
 use crate::cli::CliError;
 use crate::cli::output::Format;
 use crate::cli::session::Session;
-use crate::model::one_line;
+use crate::model::{Timestamp, one_line};
 use crate::proto::v1 as pb;
 
 /// Access report per resource and per approver (auditors).
@@ -42,16 +41,19 @@ impl Report {
             })
             .await?
             .into_inner();
+        let report = answer.report.ok_or_else(|| {
+            CliError::Call(tonic::Status::internal(
+                "the daemon's answer held no report",
+            ))
+        })?;
         if format == Format::Json {
-            println!("{}", answer.report_json);
+            println!("{}", json(&report));
             return Ok(());
         }
-        let report: Figures = serde_json::from_str(&answer.report_json).map_err(|error| {
-            CliError::Call(tonic::Status::internal(format!(
-                "the daemon's report did not parse: {error}"
-            )))
-        })?;
-        let window = match (report.since, report.until) {
+        let at = |ms: Option<i64>| {
+            ms.map(|ms| Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or_default()))
+        };
+        let window = match (at(report.since_ms), at(report.until_ms)) {
             (None, None) => "all time".to_owned(),
             (Some(since), None) => format!("since {since}"),
             (None, Some(until)) => format!("before {until}"),
@@ -72,6 +74,7 @@ impl Report {
             "BREAK-GLASS",
             "OVERDUE"
         );
+        let counts = |r: &pb::ResourceReport| r.break_glass.unwrap_or_default();
         for r in &report.resources {
             println!(
                 "{:<20} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>8}",
@@ -83,12 +86,12 @@ impl Report {
                 duration(r.decision_ms_median),
                 duration(r.decision_ms_p90),
                 percent(r.auto_approved_share),
-                r.break_glass.count,
-                r.break_glass.missed_deadline,
+                counts(r).count,
+                counts(r).missed_deadline,
             );
         }
         for r in &report.resources {
-            let bg = &r.break_glass;
+            let bg = counts(r);
             if bg.count > 0 {
                 println!(
                     "  {}: break-glass {} — {} justified, {} unjustified, {} open ({} overdue now), {} missed the review deadline",
@@ -127,4 +130,61 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The report as JSON: the fields of the daemon's report document, times in unix
+/// milliseconds.
+fn json(report: &pb::Report) -> serde_json::Value {
+    let resources: Vec<_> = report
+        .resources
+        .iter()
+        .map(|r| {
+            let bg = r.break_glass.unwrap_or_default();
+            serde_json::json!({
+                "resource": r.resource,
+                "requests": r.requests,
+                "approved": r.approved,
+                "denied": r.denied,
+                "cancelled": r.cancelled,
+                "timed_out": r.timed_out,
+                "undecided": r.undecided,
+                "auto_approved": r.auto_approved,
+                "approval_rate": r.approval_rate,
+                "auto_approved_share": r.auto_approved_share,
+                "decision_ms_median": r.decision_ms_median,
+                "decision_ms_p90": r.decision_ms_p90,
+                "break_glass": {
+                    "count": bg.count,
+                    "justified": bg.justified,
+                    "unjustified": bg.unjustified,
+                    "open": bg.open,
+                    "overdue_now": bg.overdue_now,
+                    "missed_deadline": bg.missed_deadline,
+                },
+                "denied_reasons": r.denied_reasons.iter().map(|d| serde_json::json!({
+                    "reason": d.reason,
+                    "count": d.count,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let approvers: Vec<_> = report
+        .approvers
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "approver": a.approver,
+                "decisions": a.decisions,
+                "approvals": a.approvals,
+                "denials": a.denials,
+                "response_ms_median": a.response_ms_median,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "since": report.since_ms,
+        "until": report.until_ms,
+        "resources": resources,
+        "approvers": approvers,
+    })
 }
