@@ -40,30 +40,40 @@
 //! - [`cli`]: the `elevate` command-line client.
 //! - [`proto`]: generated wire types and stubs.
 
+// The public surface: what the two binaries, the tests, the benchmark and tools built on the
+// library use. Everything else is an internal of the daemon.
 pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod crowd;
 pub mod dev;
 pub mod elevated;
-pub mod expiry;
-pub mod grpc;
-pub mod hash;
-pub mod keyed;
 pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
-pub mod private_file;
-pub mod process;
 pub mod provision;
-pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+
+pub use broker::{Broker, BrokerError, Caller, Settings};
+pub use config::Config;
+pub use expiry::Backoff;
+pub use reload::Reloader;
+pub use server::{Options, Server};
+
+// Internals.
+mod crowd;
+mod expiry;
+mod grpc;
+mod hash;
+mod keyed;
+mod private_file;
+mod process;
+mod reload;
 
 /// Generated wire types and gRPC stubs of `proto/elevate/v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

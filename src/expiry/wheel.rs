@@ -93,6 +93,7 @@ impl Wheel {
     }
 
     /// Whether nothing is scheduled.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.scheduled.is_empty()
     }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use elevate::Backoff;
 use elevate::broker::{Broker, Settings};
 use elevate::cli::client::{self, ClientFiles, Clients};
 use elevate::clock::ManualClock;
 use elevate::dev::{self, Layout};
-use elevate::expiry::Backoff;
 use elevate::model::ResourceName;
 use elevate::model::{RequestId, Timestamp};
 use elevate::proto::v1 as pb;
@@ -313,7 +313,7 @@ pub struct Daemon {
     pub metrics: SocketAddr,
     pub broker: Broker,
     /// Re-reads the TLS files, as SIGHUP does.
-    pub reloader: elevate::reload::Reloader,
+    pub reloader: elevate::Reloader,
     pub certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), elevate::server::ServeError>>>,
