@@ -53,7 +53,7 @@ pub struct Config {
     pub trust_domain: String,
     /// CA, certificate and key files.
     pub tls: TlsFiles,
-    /// The redb store.
+    /// The store.
     pub store: StoreConfig,
     /// Policy and directory files.
     pub policy: PolicyFiles,
@@ -301,7 +301,7 @@ fn default_grace() -> Duration {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The redb file.
+    /// The store's file (the embedded backend).
     pub path: PathBuf,
     /// Batch concurrent transitions into one transaction and one fsync (default on).
     #[serde(default = "yes")]
@@ -732,7 +732,7 @@ mod tests {
         cert = "server.crt"
         key = "server.key"
         [store]
-        path = "elevate.redb"
+        path = "elevate.store"
         [policy]
         policy = "policy.toml"
         directory = "directory.toml"

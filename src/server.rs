@@ -70,7 +70,7 @@ pub struct Options {
     pub trust_domain: String,
     /// Server TLS files and the certificate deny list.
     pub tls: TlsFiles,
-    /// The redb file.
+    /// The store's file.
     pub store: PathBuf,
     /// Writer batching.
     pub store_options: StoreOptions,

@@ -363,7 +363,7 @@ impl Broker {
                         .ids_in_state(StateKind::Pending)?
                         .into_iter()
                         .collect();
-                    ids.extend(reader.open_ids_where(|requester, resource| {
+                    ids.extend(reader.open_ids_where(&mut |requester, resource| {
                         broker.may_need_step(&snapshot, requester, resource, only.as_ref())
                     })?);
                     let mut open = Vec::new();

@@ -73,7 +73,7 @@ impl Layout {
             certs: CertDir(root.join("certs")),
             policy: root.join("policy.toml"),
             directory: root.join("directory.toml"),
-            store: root.join("elevate.redb"),
+            store: root.join(crate::store::EMBEDDED_FILE_NAME),
             targets: root.join("targets"),
             notifications: root.join("notifications.jsonl"),
             audit_key: root.join("audit.key"),

@@ -108,7 +108,7 @@ pub enum Audit {
     },
     /// Verify the audit trail of a store file offline (stop the daemon, or use a copy).
     Verify {
-        /// The redb store file.
+        /// The store file.
         #[arg(long)]
         db: PathBuf,
         /// Check signatures with this public key (ed25519:… or a file holding it) instead of

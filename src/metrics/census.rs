@@ -5,7 +5,7 @@
 
 use super::text::{Exposition, Kind};
 use crate::model::{ReviewState, StateKind};
-use crate::store::{Reader, StoreError};
+use crate::store::{Reads, StoreError};
 
 /// The open states, in lifecycle order.
 const OPEN: [StateKind; 4] = [
@@ -30,7 +30,7 @@ pub struct Census {
 
 impl Census {
     /// Counts, in `reader`'s snapshot.
-    pub fn read(reader: &Reader) -> Result<Self, StoreError> {
+    pub fn read(reader: &dyn Reads) -> Result<Self, StoreError> {
         let mut open = [0; 4];
         for (count, state) in open.iter_mut().zip(OPEN) {
             *count = reader.count_in_state(state)?;

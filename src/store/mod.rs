@@ -1,32 +1,31 @@
-//! Durable state in one redb file.
+//! Durable state: the requests, the hash-chained audit trail, the outbox and the offboarded
+//! principals, written by jobs that commit atomically with their audit events.
 //!
-//! redb allows one write transaction at a time and its calls block, so all writes go through
-//! one writer thread ([`writer`]) that drains every queued job into a single write transaction
-//! and a single fsync (group commit), then answers each caller. A job reads what it needs inside
-//! that transaction and returns the changes it wants; the writer applies them together with
-//! their audit events and index updates. A refused job returns no changes, so it cannot leave
-//! half a write behind. Reads use their own read transactions on blocking threads and never wait
-//! for the writer.
+//! [`Store`] is the handle the rest of the daemon holds. Its work goes through the seam
+//! ([`seam`]): write jobs that read through a [`View`] and return [`Changes`], reads through
+//! [`Reads`], and the [`CommitListener`] told about every durable commit. Behind the seam is a
+//! backend: today [`embedded`], the whole store in one redb file with a group-committing writer
+//! thread. A second backend is a module beside it implementing [`seam::Backend`], [`View`] and
+//! [`Reads`], and one more way to open a [`Store`].
 
-mod codec;
-pub mod offline;
-mod reader;
-mod tables;
-mod writer;
+mod embedded;
+pub mod seam;
+
+/// What the embedded store's file is called where elevate picks the name (dev mode).
+pub const EMBEDDED_FILE_NAME: &str = "elevate.redb";
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redb::Database;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-pub use reader::{AuditCursor, AuditPage, OutboxDue, Reader};
-pub use tables::View;
+pub use embedded::offline;
+pub use seam::{Reads, View};
 
-use crate::audit::Draft;
 use crate::audit::key::{AuditKey, PublicKey};
+use crate::audit::{Draft, Event};
 use crate::model::{AccessRequest, Offboarding, Principal, Timestamp};
 
 /// A notification waiting in the outbox for one notifier. The store keeps it opaque.
@@ -44,6 +43,35 @@ pub struct Outgoing {
     pub next_attempt_at: Timestamp,
     /// What the last failed attempt said.
     pub last_error: Option<String>,
+}
+
+/// What [`Reads::outbox_due`] found.
+#[derive(Debug)]
+pub struct OutboxDue {
+    /// Entries due now, soonest first.
+    pub due: Vec<(u64, Outgoing)>,
+    /// When the next entry (of the notifiers asked about) falls due, if known.
+    pub next: Option<Timestamp>,
+    /// Whether the scan covered the whole outbox.
+    pub complete: bool,
+}
+
+/// Where the next page of an audit query starts: before this (time, sequence number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// Sequence number.
+    pub seq: u64,
+}
+
+/// One page of an audit query.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// Matching events, newest first.
+    pub events: Vec<Event>,
+    /// Where the next page starts; `None` when the answer is complete.
+    pub next: Option<AuditCursor>,
 }
 
 /// Something went wrong in the store. The details are for the operator's log, not for peers.
@@ -265,56 +293,43 @@ impl StoreStats {
     }
 }
 
-/// A cheap, cloneable handle to the store: the database for reads and a channel to the writer.
+/// A cheap, cloneable handle to the store, whatever its backend.
 #[derive(Clone)]
 pub struct Store {
-    /// The open database; taken out by [`Store::close`], after which reads fail with `Closed`.
-    /// A std lock, held only to clone or take the `Arc`.
-    db: Arc<RwLock<Option<Arc<Database>>>>,
-    jobs: mpsc::Sender<writer::Message>,
+    backend: Arc<dyn seam::Backend>,
     stats: Arc<StoreStats>,
-    path: Arc<PathBuf>,
     /// Set by [`Store::close`], to tell a closed store from a writer that died.
     closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.backend.path())
+            .finish()
     }
 }
 
 impl Store {
-    /// Opens (creating when missing) the store at `path` and starts its writer thread.
+    /// Opens (creating when missing) the embedded store, one redb file at `path`, and starts
+    /// its writer.
     pub fn open(
         path: &Path,
         options: StoreOptions,
         listener: Arc<dyn CommitListener>,
     ) -> Result<Self, StoreError> {
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::InUse(path.to_path_buf()));
-            }
-            Err(error) => return Err(StoreError::Redb(error.into())),
-        };
-        let key = options.signing.as_ref().map(|signing| signing.key.public());
-        tables::initialize(&db, path, key)?;
-        let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
-        let jobs = writer::spawn(db.clone(), options, listener, stats.clone())?;
+        let backend = embedded::Embedded::open(path, options, listener, stats.clone())?;
         Ok(Self {
-            db: Arc::new(RwLock::new(Some(db))),
-            jobs,
+            backend: Arc::new(backend),
             stats,
-            path: Arc::new(path.to_path_buf()),
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// The file behind the store.
+    /// Where the store lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.backend.path()
     }
 
     /// Writer counters.
@@ -324,7 +339,7 @@ impl Store {
 
     /// Write jobs waiting for the writer (not counting the batch it is committing).
     pub fn queued_jobs(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
+        self.backend.queued_jobs()
     }
 
     /// While `refuse` holds, every write transaction fails at its commit, after its jobs ran,
@@ -339,13 +354,13 @@ impl Store {
     /// transaction is durably committed. An `Err` from `job` stores nothing.
     pub async fn write<T, E, F>(&self, job: F) -> Result<T, E>
     where
-        F: FnOnce(&View<'_, '_>) -> Result<(Changes, T), E> + Send + 'static,
+        F: FnOnce(&dyn View) -> Result<(Changes, T), E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job = writer::erase(job, answer);
-        if self.jobs.send(writer::Message::Job(job)).await.is_err() {
+        let job = seam::erase(job, answer);
+        if self.backend.submit(job).await.is_err() {
             return Err(E::from(self.stopped()));
         }
         match answered.await {
@@ -367,54 +382,28 @@ impl Store {
         }
     }
 
-    /// Runs `query` in a read transaction on a blocking thread.
+    /// Runs `query` with a consistent snapshot, on a blocking thread.
     pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Reads) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let db = self.database()?;
+        let backend = self.backend.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = Reader::begin(&*db)?;
-            query(&reader)
+            let mut answer = Err(StoreError::ReadPanicked);
+            backend.read(Box::new(|reads| answer = reads.and_then(query)));
+            answer
         })
         .await
         .map_err(|_| StoreError::ReadPanicked)?
     }
 
-    fn database(&self) -> Result<Arc<Database>, StoreError> {
-        let db = match self.db.read() {
-            Ok(db) => db.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        db.ok_or(StoreError::Closed)
-    }
-
     /// Finishes the jobs already queued, stops the writer, waits for reads in progress, and
-    /// closes the file, so that it can be opened again at once — waiting at most `within`.
-    /// Later calls fail with [`StoreError::Closed`].
+    /// releases the storage, so that it can be opened again at once — waiting at most
+    /// `within`. Later calls fail with [`StoreError::Closed`].
     pub async fn close(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
         self.closed.store(true, Ordering::SeqCst);
-        let (done, closed) = oneshot::channel();
-        if self.jobs.send(writer::Message::Close(done)).await.is_ok()
-            && tokio::time::timeout_at(deadline, closed).await.is_err()
-        {
-            tracing::warn!("the store writer is still committing; it finishes on its own");
-        }
-        let db = match self.db.write() {
-            Ok(mut db) => db.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        let Some(db) = db else { return };
-        // The writer thread and reads in progress let go within moments.
-        while Arc::strong_count(&db) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if Arc::strong_count(&db) > 1 {
-            tracing::warn!("a store read did not finish; the file closes when it does");
-        }
-        drop(db);
+        self.backend.close(within).await;
     }
 
     /// Signs a checkpoint of the audit chain's head unless the head is covered already.

@@ -2,14 +2,13 @@
 
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::Outgoing;
-use super::StoreError;
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
     BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY,
     OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code, state_code,
 };
+use super::{Outgoing, StoreError};
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::query::{ActionFilter, Filter};
@@ -17,35 +16,8 @@ use crate::model::{
     AccessRequest, Offboarding, Page, Principal, RequestId, ResourceName, ReviewState, StateKind,
     Timestamp,
 };
-
-/// What [`Reader::outbox_due`] found.
-#[derive(Debug)]
-pub struct OutboxDue {
-    /// Entries due now, soonest first.
-    pub due: Vec<(u64, Outgoing)>,
-    /// When the next entry (of the notifiers asked about) falls due, if known.
-    pub next: Option<Timestamp>,
-    /// Whether the scan covered the whole outbox.
-    pub complete: bool,
-}
-
-/// Where the next page of an audit query starts: before this (time, sequence number).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuditCursor {
-    /// Unix milliseconds.
-    pub at: u64,
-    /// Sequence number.
-    pub seq: u64,
-}
-
-/// One page of an audit query.
-#[derive(Debug)]
-pub struct AuditPage {
-    /// Matching events, newest first.
-    pub events: Vec<Event>,
-    /// Where the next page starts; `None` when the answer is complete.
-    pub next: Option<AuditCursor>,
-}
+use crate::store::seam::Reads;
+use crate::store::{AuditCursor, AuditPage, OutboxDue};
 
 /// `(at, seq)` keys of audit index rows, newest first.
 type Keys = Box<dyn Iterator<Item = Result<(u64, u64), StoreError>>>;
@@ -84,16 +56,26 @@ impl Reader {
         Ok(self.txn.open_table(REQUESTS)?)
     }
 
-    /// The request with `id`.
-    pub fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+    fn decode_request(
+        table: &ReadOnlyTable<u64, &'static [u8]>,
+        id: u64,
+    ) -> Result<Option<AccessRequest>, StoreError> {
+        match table.get(id)? {
+            Some(bytes) => decode("requests", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Reads for Reader {
+    fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
         match self.requests_table()?.get(id.raw())? {
             Some(bytes) => decode("requests", bytes.value()).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Requests of `principal`, newest first, optionally only in one state.
-    pub fn requests_of(
+    fn requests_of(
         &self,
         principal: &Principal,
         state: Option<StateKind>,
@@ -121,8 +103,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every principal's requests, newest first, optionally only in one state.
-    pub fn requests(
+    fn requests(
         &self,
         state: Option<StateKind>,
         page: Page,
@@ -159,8 +140,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every request in `kind`, oldest first.
-    pub fn requests_in_state(&self, kind: StateKind) -> Result<Vec<AccessRequest>, StoreError> {
+    fn requests_in_state(&self, kind: StateKind) -> Result<Vec<AccessRequest>, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
         let requests = self.requests_table()?;
         let mut out = Vec::new();
@@ -173,8 +153,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// The ids of every request in `kind`, oldest first, without reading the requests.
-    pub fn ids_in_state(&self, kind: StateKind) -> Result<Vec<RequestId>, StoreError> {
+    fn ids_in_state(&self, kind: StateKind) -> Result<Vec<RequestId>, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
         let mut out = Vec::new();
         for entry in index.range((state_code(kind), 0)..=(state_code(kind), u64::MAX))? {
@@ -184,12 +163,9 @@ impl Reader {
         Ok(out)
     }
 
-    /// The ids of the open requests whose (requester, resource) pair `keep` accepts, read from
-    /// the open-request index alone: `keep` is asked once per distinct pair and no request is
-    /// decoded, so a sweep over a million open leases costs an index scan.
-    pub fn open_ids_where(
+    fn open_ids_where(
         &self,
-        mut keep: impl FnMut(&str, &str) -> bool,
+        keep: &mut dyn FnMut(&str, &str) -> bool,
     ) -> Result<Vec<RequestId>, StoreError> {
         let index = self.txn.open_table(OPEN)?;
         let mut out = Vec::new();
@@ -212,8 +188,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// How many requests are in `kind`, without reading them.
-    pub fn count_in_state(&self, kind: StateKind) -> Result<u64, StoreError> {
+    fn count_in_state(&self, kind: StateKind) -> Result<u64, StoreError> {
         let index = self.txn.open_table(BY_STATE)?;
         let mut count = 0;
         for entry in index.range((state_code(kind), 0)..=(state_code(kind), u64::MAX))? {
@@ -223,8 +198,7 @@ impl Reader {
         Ok(count)
     }
 
-    /// Active leases whose extension waits for approvals, oldest first.
-    pub fn extensions_pending(&self) -> Result<Vec<AccessRequest>, StoreError> {
+    fn extensions_pending(&self) -> Result<Vec<AccessRequest>, StoreError> {
         let index = self.txn.open_table(EXTENSIONS_PENDING)?;
         let requests = self.requests_table()?;
         let mut out = Vec::new();
@@ -237,9 +211,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// The open requests of `principal` for `resource` (or any resource when `None`) other
-    /// than `except`, decoding only those: a lease alone on its grant costs an index read.
-    pub fn open_of_except(
+    fn open_of_except(
         &self,
         principal: &Principal,
         resource: Option<&ResourceName>,
@@ -265,8 +237,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every scheduled deadline, soonest first: what the timer wheel must hold.
-    pub fn deadlines(&self) -> Result<Vec<(Timestamp, RequestId)>, StoreError> {
+    fn deadlines(&self) -> Result<Vec<(Timestamp, RequestId)>, StoreError> {
         let table = self.txn.open_table(DEADLINES)?;
         let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
         for entry in table.iter()? {
@@ -280,8 +251,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Break-glass requests whose review is in one of `states`, oldest first.
-    pub fn reviews(&self, states: &[ReviewState]) -> Result<Vec<AccessRequest>, StoreError> {
+    fn reviews(&self, states: &[ReviewState]) -> Result<Vec<AccessRequest>, StoreError> {
         let index = self.txn.open_table(REVIEWS_BY_STATE)?;
         let requests = self.requests_table()?;
         let mut out = Vec::new();
@@ -298,8 +268,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// How many break-glass reviews are in `state`, without reading them.
-    pub fn count_reviews(&self, state: ReviewState) -> Result<u64, StoreError> {
+    fn count_reviews(&self, state: ReviewState) -> Result<u64, StoreError> {
         let index = self.txn.open_table(REVIEWS_BY_STATE)?;
         let code = review_code(state);
         let mut count = 0;
@@ -310,10 +279,7 @@ impl Reader {
         Ok(count)
     }
 
-    /// Outbox entries due at `now` for notifiers not in `skip`, soonest first, at most
-    /// `limit`; and when the next entry for such a notifier falls due. Looks at no more than
-    /// `scan` entries (then the next time is unknown and `complete` is false).
-    pub fn outbox_due(
+    fn outbox_due(
         &self,
         now: Timestamp,
         limit: usize,
@@ -353,8 +319,7 @@ impl Reader {
         Ok(found)
     }
 
-    /// Every principal an administrator offboarded (and has not reinstated).
-    pub fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError> {
+    fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError> {
         let table = self.txn.open_table(OFFBOARDED)?;
         let mut found = Vec::new();
         for row in table.iter()? {
@@ -364,13 +329,11 @@ impl Reader {
         Ok(found)
     }
 
-    /// How many notifications wait in the outbox.
-    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+    fn outbox_len(&self) -> Result<u64, StoreError> {
         Ok(self.txn.open_table(OUTBOX)?.len()?)
     }
 
-    /// Every audit event about request `id`, oldest first.
-    pub fn events_of(&self, id: RequestId) -> Result<Vec<Event>, StoreError> {
+    fn events_of(&self, id: RequestId) -> Result<Vec<Event>, StoreError> {
         let index = self.txn.open_table(AUDIT_BY_REQUEST)?;
         let audit = self.txn.open_table(AUDIT)?;
         let mut out = Vec::new();
@@ -383,13 +346,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Audit events stored under keys from `from`, with their keys, at most `limit`, in key
-    /// order (for verification, which checks that each key matches its event).
-    pub fn events_with_keys(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Event)>, StoreError> {
+    fn events_with_keys(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>, StoreError> {
         let audit = self.txn.open_table(AUDIT)?;
         let mut out = Vec::new();
         for entry in audit.range(from..)?.take(limit) {
@@ -399,12 +356,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Up to `limit` audit entries from `from` on, with their keys, as stored (undecoded).
-    pub fn event_records(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn event_records(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let audit = self.txn.open_table(AUDIT)?;
         let mut out = Vec::with_capacity(limit.min(1 << 16));
         for entry in audit.range(from..)?.take(limit) {
@@ -414,8 +366,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// The store's recorded audit head (the last entry's hash).
-    pub fn audit_head(&self) -> Result<[u8; 32], StoreError> {
+    fn audit_head(&self) -> Result<[u8; 32], StoreError> {
         let meta = self.txn.open_table(META)?;
         Ok(meta
             .get(super::tables::META_AUDIT_HEAD)?
@@ -423,8 +374,7 @@ impl Reader {
             .unwrap_or(crate::audit::GENESIS))
     }
 
-    /// Audit events with sequence numbers from `from`, at most `limit`, oldest first.
-    pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         Ok(self
             .events_with_keys(from, limit)?
             .into_iter()
@@ -432,10 +382,7 @@ impl Reader {
             .collect())
     }
 
-    /// One page of the events matching `filter`, newest first (by time, then sequence
-    /// number), strictly before `cursor` when given. Looks at no more than `scan` index rows, so
-    /// a selective filter over a long log answers in bounded time; `next` says where to go on.
-    pub fn audit_page(
+    fn audit_page(
         &self,
         filter: &Filter,
         cursor: Option<AuditCursor>,
@@ -500,8 +447,7 @@ impl Reader {
         Ok(page)
     }
 
-    /// Every checkpoint with `from <= seq`, oldest first, at most `limit`.
-    pub fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+    fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
         let table = self.txn.open_table(CHECKPOINTS)?;
         let mut out = Vec::new();
         for entry in table.range(from..)?.take(limit) {
@@ -511,8 +457,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// The checkpoint of entry `seq`, if one was signed.
-    pub fn checkpoint_at(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
+    fn checkpoint_at(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
         let table = self.txn.open_table(CHECKPOINTS)?;
         match table.get(seq)? {
             Some(bytes) => decode("checkpoints", bytes.value()).map(Some),
@@ -520,8 +465,7 @@ impl Reader {
         }
     }
 
-    /// The newest checkpoint.
-    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let table = self.txn.open_table(CHECKPOINTS)?;
         match table.last()? {
             Some((_, bytes)) => decode("checkpoints", bytes.value()).map(Some),
@@ -529,8 +473,7 @@ impl Reader {
         }
     }
 
-    /// The last audit event, if any.
-    pub fn last_event(&self) -> Result<Option<Event>, StoreError> {
+    fn last_event(&self) -> Result<Option<Event>, StoreError> {
         let audit = self.txn.open_table(AUDIT)?;
         match audit.last()? {
             Some((_, bytes)) => decode("audit", bytes.value()).map(Some),
@@ -538,8 +481,7 @@ impl Reader {
         }
     }
 
-    /// The audit key the store was first used with.
-    pub fn audit_key(&self) -> Result<Option<PublicKey>, StoreError> {
+    fn audit_key(&self) -> Result<Option<PublicKey>, StoreError> {
         let meta = self.txn.open_table(META)?;
         Ok(meta
             .get(META_AUDIT_KEY)?
@@ -547,9 +489,7 @@ impl Reader {
             .map(PublicKey::from_bytes))
     }
 
-    /// The store's audit counter: how many events were ever appended (the next sequence
-    /// number minus one).
-    pub fn audit_count(&self) -> Result<u64, StoreError> {
+    fn audit_count(&self) -> Result<u64, StoreError> {
         let meta = self.txn.open_table(META)?;
         Ok(meta
             .get(super::tables::META_NEXT_SEQ)?
@@ -558,8 +498,7 @@ impl Reader {
             .saturating_sub(1))
     }
 
-    /// Requests with ids above `after`, oldest first, at most `limit`.
-    pub fn requests_after(
+    fn requests_after(
         &self,
         after: Option<RequestId>,
         limit: usize,
@@ -571,15 +510,5 @@ impl Reader {
             out.push(decode("requests", bytes.value())?);
         }
         Ok(out)
-    }
-
-    fn decode_request(
-        table: &ReadOnlyTable<u64, &'static [u8]>,
-        id: u64,
-    ) -> Result<Option<AccessRequest>, StoreError> {
-        match table.get(id)? {
-            Some(bytes) => decode("requests", bytes.value()).map(Some),
-            None => Ok(None),
-        }
     }
 }

@@ -11,17 +11,12 @@ use std::time::Instant;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tables::{Tables, View};
-use super::{
-    Changes, Commit, CommitListener, Recorded, Signing, StoreError, StoreOptions, StoreStats,
-};
+use super::tables::{Tables, TablesView};
 use crate::model::AccessRequest;
-
-/// Sends a job's answer once the commit outcome is known.
-type Responder = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-
-/// A type-erased job: reads, then yields its changes (none when refused) and its responder.
-pub(super) type Job = Box<dyn FnOnce(&View<'_, '_>) -> (Option<Changes>, Responder) + Send>;
+use crate::store::seam::Job;
+use crate::store::{
+    Commit, CommitListener, Recorded, Signing, StoreError, StoreOptions, StoreStats,
+};
 
 pub(super) enum Message {
     Job(Job),
@@ -29,42 +24,7 @@ pub(super) enum Message {
 }
 
 /// Queued jobs beyond this make callers wait (backpressure).
-const QUEUE: usize = 8192;
-
-/// Wraps a typed job so the writer can run it without knowing its types.
-pub(super) fn erase<T, E, F>(job: F, answer: oneshot::Sender<Result<T, E>>) -> Job
-where
-    F: FnOnce(&View<'_, '_>) -> Result<(Changes, T), E> + Send + 'static,
-    T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
-{
-    Box::new(move |view| match job(view) {
-        Ok((changes, value)) => {
-            let respond: Responder = Box::new(move |commit| {
-                let _ = answer.send(match commit {
-                    Ok(()) => Ok(value),
-                    Err(error) => Err(E::from(copy(error))),
-                });
-            });
-            (Some(changes), respond)
-        }
-        Err(error) => {
-            let respond: Responder = Box::new(move |_| {
-                let _ = answer.send(Err(error));
-            });
-            (None, respond)
-        }
-    })
-}
-
-/// Each caller of a failed batch gets its own copy of the error.
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Closed => StoreError::Closed,
-        StoreError::WriterGone => StoreError::WriterGone,
-        other => StoreError::Failed(other.to_string()),
-    }
-}
+pub(super) const QUEUE: usize = 8192;
 
 pub(super) fn spawn(
     db: Arc<Database>,
@@ -140,7 +100,7 @@ fn commit_batch(
             let mut tables = Tables::open(&txn, signing)?;
             let mut jobs = batch.into_iter();
             for job in jobs.by_ref() {
-                let view = View { tables: &tables };
+                let view = TablesView { tables: &tables };
                 match catch_unwind(AssertUnwindSafe(|| job(&view))) {
                     Ok((changes, respond)) => {
                         responders.push(respond);

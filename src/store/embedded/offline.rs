@@ -22,6 +22,7 @@ use crate::audit::Event;
 use crate::audit::key::PublicKey;
 use crate::audit::verify::{Broken, Chain, Damage, Summary};
 use crate::hash::hex;
+use crate::store::seam::Reads;
 
 /// Entries read per read transaction.
 const PAGE: usize = 4096;
@@ -307,7 +308,7 @@ mod tests {
     use crate::audit::key::AuditKey;
     use crate::audit::{Actor, Draft};
     use crate::model::Timestamp;
-    use crate::store::tables::{self, AUDIT, Tables};
+    use crate::store::embedded::tables::{self, AUDIT, Tables};
     use crate::store::{Changes, Signing};
 
     /// A store at `path` with `count` chained entries, a checkpoint every four, still open.

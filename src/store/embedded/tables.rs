@@ -33,6 +33,7 @@ use super::{Changes, Outgoing, Recorded, Signing, StoreError};
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
 use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState, StateKind};
+use crate::store::seam::View;
 
 pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("audit_by_time");
@@ -484,19 +485,19 @@ impl<'txn> Tables<'txn> {
 
 /// What a write job may read: the state as of the jobs committed before it, including the
 /// earlier jobs of its own batch.
-pub struct View<'a, 'txn> {
+pub(super) struct TablesView<'a, 'txn> {
     pub(super) tables: &'a Tables<'txn>,
 }
 
-impl View<'_, '_> {
+impl View for TablesView<'_, '_> {
     /// The request with `id`.
-    pub fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+    fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
         self.tables.request(id)
     }
 
     /// The open (pending, approved, active or revoke-failing) requests of `principal` for
     /// `resource`, oldest first.
-    pub fn open_requests(
+    fn open_requests(
         &self,
         principal: &Principal,
         resource: &ResourceName,
@@ -517,7 +518,7 @@ impl View<'_, '_> {
     }
 
     /// Every break-glass request of `principal`, newest first.
-    pub fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
+    fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
         let mut out = Vec::new();
         let range = (principal.as_str(), 0, 0)..=(principal.as_str(), u64::MAX, u64::MAX);
         for entry in self.tables.break_glass.range(range)?.rev() {
@@ -531,7 +532,7 @@ impl View<'_, '_> {
     }
 
     /// The outbox entry `seq`, if still queued.
-    pub fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
+    fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
         match self.tables.outbox.get(seq)? {
             Some(bytes) => decode("outbox", bytes.value()).map(Some),
             None => Ok(None),
@@ -539,7 +540,7 @@ impl View<'_, '_> {
     }
 
     /// The id the next new request gets.
-    pub fn next_request_id(&self) -> Result<RequestId, StoreError> {
+    fn next_request_id(&self) -> Result<RequestId, StoreError> {
         Ok(RequestId::from_raw(
             self.tables
                 .meta_u64(META_NEXT_ID)?

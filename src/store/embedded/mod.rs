@@ -1,0 +1,125 @@
+//! The embedded backend: the whole store in one redb file.
+//!
+//! redb allows one write transaction at a time and its calls block, so all writes go through
+//! one writer thread ([`writer`]) that drains every queued job into a single write transaction
+//! and a single fsync (group commit), then answers each caller. A job reads what it needs inside
+//! that transaction and returns the changes it wants; the writer applies them together with
+//! their audit events and index updates ([`tables`]). A refused job returns no changes, so it
+//! cannot leave half a write behind. Reads use their own read transactions ([`reader`]) on
+//! blocking threads and never wait for the writer. [`offline`] verifies a file's audit trail
+//! without a daemon.
+
+mod codec;
+pub mod offline;
+mod reader;
+mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redb::Database;
+use tokio::sync::{mpsc, oneshot};
+
+use super::seam::{Backend, Job, Read};
+use super::{
+    Changes, CommitListener, Outgoing, Recorded, Signing, StoreError, StoreOptions, StoreStats,
+};
+use crate::provision::BoxFuture;
+pub(super) use reader::Reader;
+
+/// The redb file and the channel to its writer thread.
+pub(super) struct Embedded {
+    /// The open database; taken out by [`Backend::close`], after which reads fail with
+    /// `Closed`. A std lock, held only to clone or take the `Arc`.
+    db: RwLock<Option<Arc<Database>>>,
+    jobs: mpsc::Sender<writer::Message>,
+    path: PathBuf,
+}
+
+impl Embedded {
+    /// Opens (creating when missing) the file at `path` and starts its writer thread.
+    pub(super) fn open(
+        path: &Path,
+        options: StoreOptions,
+        listener: Arc<dyn CommitListener>,
+        stats: Arc<StoreStats>,
+    ) -> Result<Self, StoreError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_path_buf()));
+            }
+            Err(error) => return Err(StoreError::Redb(error.into())),
+        };
+        let key = options.signing.as_ref().map(|signing| signing.key.public());
+        tables::initialize(&db, path, key)?;
+        let db = Arc::new(db);
+        let jobs = writer::spawn(db.clone(), options, listener, stats)?;
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            jobs,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let db = match self.db.read() {
+            Ok(db) => db.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        db.ok_or(StoreError::Closed)
+    }
+}
+
+impl Backend for Embedded {
+    fn submit(&self, job: Job) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.jobs
+                .send(writer::Message::Job(job))
+                .await
+                .map_err(|_| StoreError::WriterGone)
+        })
+    }
+
+    fn read(&self, read: Read<'_>) {
+        match self.database().and_then(|db| Reader::begin(&*db)) {
+            Ok(reader) => read(Ok(&reader)),
+            Err(error) => read(Err(error)),
+        }
+    }
+
+    fn close(&self, within: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            let (done, closed) = oneshot::channel();
+            if self.jobs.send(writer::Message::Close(done)).await.is_ok()
+                && tokio::time::timeout_at(deadline, closed).await.is_err()
+            {
+                tracing::warn!("the store writer is still committing; it finishes on its own");
+            }
+            let db = match self.db.write() {
+                Ok(mut db) => db.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            let Some(db) = db else { return };
+            // The writer thread and reads in progress let go within moments.
+            while Arc::strong_count(&db) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if Arc::strong_count(&db) > 1 {
+                tracing::warn!("a store read did not finish; the file closes when it does");
+            }
+            drop(db);
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn queued_jobs(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+}
