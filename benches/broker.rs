@@ -195,6 +195,7 @@ impl Env {
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
         let server = Server::build(options).await.unwrap();
         let broker = server.broker().clone();
+        let store = server.store().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
@@ -202,6 +203,7 @@ impl Env {
         Daemon {
             endpoint,
             broker,
+            store,
             certs: self.layout.certs.0.clone(),
             stop,
             task,
@@ -212,6 +214,7 @@ impl Env {
 struct Daemon {
     endpoint: String,
     broker: Broker,
+    store: elevate::store::Store,
     certs: PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), elevate::server::ServeError>>,
@@ -237,8 +240,7 @@ impl Daemon {
     }
 
     async fn count(&self, kind: StateKind) -> u64 {
-        self.broker
-            .store()
+        self.store
             .read(move |r| r.count_in_state(kind))
             .await
             .unwrap()
@@ -461,15 +463,14 @@ async fn expiry_burst(leases: usize) -> f64 {
     let mut client = daemon.client(&principal(0)).await;
     let template = submit(&mut client, "auto-0").await;
     let template = daemon
-        .broker
-        .store()
+        .store
         .read(move |r| r.request(template.id.parse().unwrap()))
         .await
         .unwrap()
         .unwrap();
     let end = env.clock.now().saturating_add(Duration::from_secs(7200));
     seed_leases(
-        daemon.broker.store(),
+        &daemon.store,
         &template,
         leases,
         PRINCIPALS,
@@ -489,7 +490,7 @@ async fn expiry_burst(leases: usize) -> f64 {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let stats = daemon.broker.store().stats();
+    let stats = daemon.store.stats();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let (commits, jobs) = (load(&stats.commits), load(&stats.jobs));
@@ -601,8 +602,7 @@ async fn scale_figures(leases: usize, lag_samples: usize) -> (f64, f64, f64, f64
     let mut client = daemon.client(&principal(0)).await;
     let template = submit(&mut client, "auto-0").await;
     let template = daemon
-        .broker
-        .store()
+        .store
         .read(move |r| r.request(template.id.parse().unwrap()))
         .await
         .unwrap()
@@ -612,7 +612,7 @@ async fn scale_figures(leases: usize, lag_samples: usize) -> (f64, f64, f64, f64
         .now()
         .saturating_add(Duration::from_secs(30 * 86_400));
     let seeded = seed_leases(
-        daemon.broker.store(),
+        &daemon.store,
         &template,
         leases,
         PRINCIPALS,
@@ -648,8 +648,7 @@ async fn scale_figures(leases: usize, lag_samples: usize) -> (f64, f64, f64, f64
         loop {
             while committed.recv().await.unwrap() != id {}
             let now = daemon
-                .broker
-                .store()
+                .store
                 .read(move |r| r.request(id))
                 .await
                 .unwrap()

@@ -18,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Actor;
 use crate::audit::key::{AuditKey, KeyError};
-use crate::broker::{Broker, BrokerError, Recovery, RuleFiles, Settings};
+use crate::broker::{
+    Broker, BrokerError, CommitFanout, Gate, Parts, Recovery, RuleFiles, Settings, Trail,
+};
 use crate::clock::SharedClock;
 use crate::config::{Config, NotifierConfig, ProvisionerConfig, WebhookFormat};
-use crate::expiry::Backoff;
+use crate::expiry::{Backoff, Expiry};
 use crate::grpc;
 use crate::metrics::Metrics;
 use crate::metrics::rpc::RpcLayer;
-use crate::notify::outbox::Delivery;
+use crate::notify::outbox::{self, Delivery, Wake};
 use crate::notify::{
     ExecNotifier, FileNotifier, Format, Notices, Notifier, Notifiers, Route, Routing,
     WebhookNotifier,
@@ -34,7 +36,7 @@ use crate::policy::{Live, LoadError, Snapshot};
 use crate::process::Program;
 use crate::provision::{ExecProvisioner, FileProvisioner, PostgresProvisioner, Provisioners};
 use crate::reload::Reloader;
-use crate::store::{Signing, StoreOptions, Witness};
+use crate::store::{Signing, Store, StoreOptions, Witness};
 use crate::tls::revocation::{RevocationError, Revocations};
 use crate::tls::{LiveTls, TlsError, TlsFiles};
 
@@ -272,9 +274,19 @@ pub enum BuildError {
 #[error("serving failed: {0}")]
 pub struct ServeError(#[from] tonic::transport::Error);
 
-/// A built daemon, ready to run.
+/// A built daemon, ready to run: the composition root. It opens the store, starts the timer
+/// wheel, the outbox and the workflow's workers, and hands each part what it needs.
 pub struct Server {
+    /// The workflow (the access, approval, break-glass and admin services hold it).
     broker: Broker,
+    /// Who may call (every service and the transport hold it).
+    gate: Gate,
+    /// The audit trail (the audit service holds only this).
+    trail: Trail,
+    /// The store (the metrics read its census).
+    store: Store,
+    /// The timer wheel (the watchdog asks whether it runs).
+    expiry: Expiry,
     tls: LiveTls,
     revocations: Revocations,
     trust_domain: String,
@@ -324,20 +336,61 @@ impl Server {
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
         metrics.watch_revocations(revocations.clone());
-        let broker = Broker::start(
+        let clock = options.clock;
+        let rules = Live::new(snapshot);
+        let (expiry, due) = Expiry::spawn(clock.clone(), stop.clone());
+        let (changes, _) = tokio::sync::broadcast::channel(4096);
+        let wake = Wake::default();
+        let audit_key = store_options
+            .signing
+            .as_ref()
+            .map(|signing| signing.key.clone());
+        let store = Store::open(
             &options.store,
             store_options,
-            Live::new(snapshot),
-            options.clock,
-            options.provisioners,
+            Arc::new(CommitFanout {
+                expiry: expiry.clone(),
+                changes: changes.clone(),
+                outbox: wake.clone(),
+                observer: Arc::new(metrics.clone()),
+            }),
+        )
+        .map_err(BrokerError::from)?;
+        let effects = tokio_util::task::TaskTracker::new();
+        outbox::spawn(
+            store.clone(),
             options.notifiers,
-            settings,
-            Arc::new(metrics.clone()),
+            clock.clone(),
+            settings.delivery,
+            wake,
+            &effects,
             stop.clone(),
-        )?;
+        );
+        let closing = CancellationToken::new();
+        let trail = Trail::new(store.clone(), clock.clone(), audit_key, closing.clone());
+        trail.spawn_checkpoints(settings.checkpoint_interval, stop.clone());
+        let reconcile_every = settings.reconcile_every;
+        let broker = Broker::new(Parts {
+            store: store.clone(),
+            trail: trail.clone(),
+            rules,
+            clock,
+            provisioners: options.provisioners,
+            expiry: expiry.clone(),
+            changes,
+            effects,
+            closing,
+            settings,
+        });
+        broker.run_timers(due);
+        if let Some(every) = reconcile_every {
+            broker.spawn_reconciliation(every, stop.clone());
+        }
         metrics.watch_rate_limits(broker.rate_refusals());
         let recovery = broker.recover().await?;
-        broker.record_start(&recovery).await?;
+        trail
+            .record_start(&recovery, &broker.rules().current())
+            .await?;
         // The directory may have changed while the daemon was down: leavers and movers lose
         // their access now, not at the next reload.
         let enforced = broker.enforce(Actor::System).await?;
@@ -355,7 +408,11 @@ impl Server {
             }
         }
         Ok(Self {
+            gate: broker.gate(),
             broker,
+            trail,
+            store,
+            expiry,
             tls,
             revocations,
             trust_domain: options.trust_domain,
@@ -384,6 +441,16 @@ impl Server {
         &self.broker
     }
 
+    /// The store (for inspection by tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The timer wheel (for the watchdog, and inspection by tests).
+    pub fn expiry(&self) -> &Expiry {
+        &self.expiry
+    }
+
     /// What startup recovery did.
     pub fn recovery(&self) -> Recovery {
         self.recovery
@@ -409,7 +476,7 @@ impl Server {
             tokio::spawn(crate::metrics::http::serve(
                 metrics_listener,
                 self.metrics.clone(),
-                self.broker.store().clone(),
+                self.store.clone(),
                 metrics_stop.clone(),
             ))
         });
@@ -419,7 +486,7 @@ impl Server {
             trust_domain: self.trust_domain.clone(),
             identity: files.identity,
             revocations: self.revocations.clone(),
-            broker: self.broker.clone(),
+            gate: self.gate.clone(),
             metrics: self.metrics.clone(),
             handshakes: crate::crowd::Caps {
                 total: files.max_handshakes,
@@ -433,7 +500,7 @@ impl Server {
             .max_connection_age_grace(files.max_connection_age_grace);
         let admit = grpc::admit::AdmitLayer::new(admission.clone());
         let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
-        let (routes, health) = grpc::routes(&self.broker);
+        let (routes, health) = grpc::routes(&self.broker, &self.gate, &self.trail);
         let grace = self.grace;
         let deadline = Arc::new(OnceLock::new());
         let stopping = Arc::new(Notify::new());

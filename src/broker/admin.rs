@@ -72,18 +72,6 @@ pub struct Reconciliation {
 type Held = BTreeMap<String, Vec<AccessRequest>>;
 
 impl Broker {
-    /// Fails unless `caller` is in an admin group.
-    pub fn require_admin(caller: &Caller, what: &str) -> Result<(), BrokerError> {
-        if caller.admin {
-            Ok(())
-        } else {
-            Err(BrokerError::Forbidden(format!(
-                "{what} is for members of an admin group; {} is not one",
-                caller.principal
-            )))
-        }
-    }
-
     /// An administrator ends active lease `id` at once, for `reason`. Answers once the target
     /// confirmed (`ended`, as revoked) or the revoke is being retried (`revoke_failing`).
     /// Revoking a lease already revoked (or being revoked) returns it as it is: a repeated
@@ -94,7 +82,7 @@ impl Broker {
         id: RequestId,
         reason: Reason,
     ) -> Result<AccessRequest, BrokerError> {
-        Self::require_admin(caller, "revoking a lease")?;
+        caller.require_admin("revoking a lease")?;
         let why = format!("revoked by {}: {reason}", caller.principal);
         self.end_lease(
             id,
@@ -128,7 +116,7 @@ impl Broker {
         caller: &Caller,
         resource: Option<ResourceName>,
     ) -> Result<Reconciliation, BrokerError> {
-        Self::require_admin(caller, "reconciling targets")?;
+        caller.require_admin("reconciling targets")?;
         self.reconcile(resource, Actor::Principal(caller.principal.clone()))
             .await
     }

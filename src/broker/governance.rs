@@ -74,7 +74,7 @@ enum Step {
 impl Broker {
     /// Reloads the policy and directory as `caller`, an administrator.
     pub async fn admin_reload(&self, caller: &Caller) -> Result<Reloaded, BrokerError> {
-        Self::require_admin(caller, "reloading the policy and directory")?;
+        caller.require_admin("reloading the policy and directory")?;
         let broker = self.clone();
         let actor = Actor::Principal(caller.principal.clone());
         // On a tracked task: a caller giving up never cuts the sweep short.
@@ -177,7 +177,7 @@ impl Broker {
         principal: Principal,
         reason: Reason,
     ) -> Result<Enforcement, BrokerError> {
-        Self::require_admin(caller, "offboarding")?;
+        caller.require_admin("offboarding")?;
         let broker = self.clone();
         let caller = caller.clone();
         // On a tracked task: a caller giving up never cuts the sweep short.
@@ -256,7 +256,7 @@ impl Broker {
         principal: Principal,
         reason: Reason,
     ) -> Result<(), BrokerError> {
-        Self::require_admin(caller, "reinstating")?;
+        caller.require_admin("reinstating")?;
         let _one = self.inner.reloading.lock().await;
         if self.inner.standing.offboarding(&principal).is_none() {
             return Err(BrokerError::Invalid(format!(
@@ -294,7 +294,7 @@ impl Broker {
 
     /// Every offboarded principal, for an administrator.
     pub fn offboarded(&self, caller: &Caller) -> Result<Vec<Offboarding>, BrokerError> {
-        Self::require_admin(caller, "listing offboarded principals")?;
+        caller.require_admin("listing offboarded principals")?;
         Ok(self.inner.standing.all())
     }
 

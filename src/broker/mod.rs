@@ -12,12 +12,13 @@
 //!   revoke. Startup recovery drives every overdue request before serving.
 
 mod admin;
-mod audit;
 mod break_glass;
+mod caller;
 mod credentials;
 mod decide;
 mod error;
 mod extend;
+mod gate;
 mod governance;
 mod lease;
 mod limits;
@@ -25,6 +26,7 @@ mod query;
 mod record;
 mod standing;
 mod submit;
+mod trail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,21 +36,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::{Correction, Reconciliation};
-pub use audit::{ByteStream, EventStream};
+pub use caller::Caller;
 pub use error::{BrokerError, StorageFailure};
+pub use gate::Gate;
 pub use governance::{Enforcement, Reloaded};
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
+pub use trail::{ByteStream, EventStream, Trail};
 
 use crate::clock::SharedClock;
 use crate::expiry::{Backoff, Expiry};
 use crate::keyed::KeyedLocks;
-use crate::model::{GroupName, Principal, RequestId};
-use crate::notify::outbox::{self, Delivery, Wake};
-use crate::notify::{Notifiers, Routing};
+use crate::model::RequestId;
+use crate::notify::Routing;
+use crate::notify::outbox::{Delivery, Wake};
 use crate::policy::Live;
 use crate::provision::Provisioners;
-use crate::store::{Commit, CommitListener, Store, StoreOptions};
+use crate::store::{Commit, CommitListener, Store};
 
 /// Tunables of the workflow.
 #[derive(Clone, Debug)]
@@ -98,41 +102,6 @@ impl Default for Settings {
     }
 }
 
-/// An authenticated caller, with the roles the directory gives them now.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    /// Who.
-    pub principal: Principal,
-    /// Their groups.
-    pub groups: Vec<GroupName>,
-    /// Their manager.
-    pub manager: Option<Principal>,
-    /// Member of an auditor group.
-    pub auditor: bool,
-    /// Member of an admin group.
-    pub admin: bool,
-}
-
-impl Caller {
-    /// Whether the caller may see every request.
-    pub fn sees_all(&self) -> bool {
-        self.auditor || self.admin
-    }
-
-    /// Whether the caller may see `request`: its requester, its approvers (of the route or of
-    /// an extension), the reviewers of a break-glass request (its review group), auditors and
-    /// admins. Everyone else is answered as if it did not exist.
-    pub fn may_see(&self, request: &crate::model::AccessRequest) -> bool {
-        request.requester == self.principal
-            || request.is_approver(&self.principal)
-            || request
-                .break_glass
-                .as_ref()
-                .is_some_and(|b| self.groups.contains(&b.review_group))
-            || self.sees_all()
-    }
-}
-
 /// What startup recovery found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -148,35 +117,40 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
+/// What the workflow's parts share. Each field says what it is shared with and how.
 struct Inner {
+    /// The store; shared with the trail, the outbox and the metrics (one writer for all).
     store: Store,
+    /// The audit trail: the daemon's own entries go through it.
+    trail: Trail,
+    /// Who may call; shared with every gRPC service.
+    gate: Gate,
+    /// The policy and directory in force; swapped whole by reloads, read by everyone.
     rules: Live,
+    /// The daemon's one clock.
     clock: SharedClock,
+    /// The targets, by provisioner name.
     provisioners: Provisioners,
+    /// The timer wheel; told every deadline by the commit listener ([`CommitFanout`]).
     expiry: Expiry,
     /// Held around each grant or revoke and the commit of its outcome.
     locks: KeyedLocks<RequestId>,
-    /// Ids of committed requests, for watchers.
+    /// Ids of committed requests, for watchers; the commit listener sends on it.
     changes: broadcast::Sender<RequestId>,
     settings: Settings,
     /// Stores records with their notice times and notifications.
     record: record::Record,
-    /// Grant and revoke tasks, so shutdown can wait for them.
+    /// Grant and revoke tasks, so shutdown can wait for them; shared with the outbox.
     effects: TaskTracker,
-    /// Cancelled when shutdown begins: watchers end their streams.
+    /// Cancelled when shutdown begins: watchers end their streams (the trail's queries too).
     closing: CancellationToken,
     effect_slots: Arc<Semaphore>,
-    /// Signs checkpoints and exports.
-    audit_key: Option<Arc<crate::audit::key::AuditKey>>,
-    /// When each refused principal was last recorded, so a client retrying in a loop does
-    /// not flood the audit log.
-    refusals: std::sync::Mutex<std::collections::HashMap<Principal, crate::model::Timestamp>>,
     /// Credentials waiting for their holders.
     credentials: credentials::Vault,
     /// Held around every change of a grant on a target, by provisioner and grant key, so that
     /// leases sharing a grant decide one at a time whether it stays.
     grants: KeyedLocks<(String, String)>,
-    /// The directory in force and the offboarded principals.
+    /// The offboarded principals; shared with the gate, which checks them on every call.
     standing: standing::Standing,
     /// Held by reloads, offboardings and the sweeps after them, one at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -184,13 +158,42 @@ struct Inner {
     limiter: limits::Limiter,
 }
 
+/// What the workflow is built from: the parts the composition root (`crate::server`) opened
+/// and started.
+pub struct Parts {
+    /// The open store, whose commit listener is a [`CommitFanout`] over `expiry` and `changes`.
+    pub store: Store,
+    /// The audit trail over the same store.
+    pub trail: Trail,
+    /// The policy and directory in force.
+    pub rules: Live,
+    /// The daemon's one clock.
+    pub clock: SharedClock,
+    /// The targets.
+    pub provisioners: Provisioners,
+    /// The running timer wheel.
+    pub expiry: Expiry,
+    /// Where the commit listener announces committed requests.
+    pub changes: broadcast::Sender<RequestId>,
+    /// Tracks grants, revokes and deliveries in flight.
+    pub effects: TaskTracker,
+    /// Cancelled when shutdown begins.
+    pub closing: CancellationToken,
+    /// Tunables.
+    pub settings: Settings,
+}
+
 /// Tells the timer wheel and watchers about every commit, in commit order, wakes the outbox
 /// when notifications were queued, and passes the commit on to the observer (the metrics).
-struct CommitFanout {
-    expiry: Expiry,
-    changes: broadcast::Sender<RequestId>,
-    outbox: Wake,
-    observer: Arc<dyn CommitListener>,
+pub struct CommitFanout {
+    /// Told every request's next deadline.
+    pub expiry: Expiry,
+    /// Told every committed request's id.
+    pub changes: broadcast::Sender<RequestId>,
+    /// Woken when notifications were queued.
+    pub outbox: Wake,
+    /// Told about every commit after the rest.
+    pub observer: Arc<dyn CommitListener>,
 }
 
 impl CommitListener for CommitFanout {
@@ -218,54 +221,37 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Opens the store at `path`, starts the timer task and the notification outbox;
-    /// `shutdown` stops both. `observer` is told about every commit too. Call
+    /// The workflow over `parts`. Call [`Broker::run_timers`] with the wheel's due ids, and
     /// [`Broker::recover`] before serving.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        path: &std::path::Path,
-        store_options: StoreOptions,
-        rules: Live,
-        clock: SharedClock,
-        provisioners: Provisioners,
-        notifiers: Notifiers,
-        settings: Settings,
-        observer: Arc<dyn CommitListener>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, BrokerError> {
-        let (expiry, due) = Expiry::spawn(clock.clone(), shutdown.clone());
-        let (changes, _) = broadcast::channel(4096);
-        let wake = Wake::default();
-        let fanout = Arc::new(CommitFanout {
-            expiry: expiry.clone(),
-            changes: changes.clone(),
-            outbox: wake.clone(),
-            observer,
-        });
-        let audit_key = store_options
-            .signing
-            .as_ref()
-            .map(|signing| signing.key.clone());
-        let store = Store::open(path, store_options, fanout)?;
-        let effects = TaskTracker::new();
-        outbox::spawn(
-            store.clone(),
-            notifiers,
-            clock.clone(),
-            settings.delivery,
-            wake,
-            &effects,
-            shutdown.clone(),
-        );
-        let settings_slots = settings.max_concurrent_effects.max(1);
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            store,
+            trail,
+            rules,
+            clock,
+            provisioners,
+            expiry,
+            changes,
+            effects,
+            closing,
+            settings,
+        } = parts;
         let record = record::Record {
             routing: Arc::new(settings.routing.clone()),
             rules: rules.clone(),
         };
         let standing = standing::Standing::new(rules.clone());
-        let broker = Self {
+        let gate = Gate::new(
+            rules.clone(),
+            standing.clone(),
+            clock.clone(),
+            trail.clone(),
+        );
+        Self {
             inner: Arc::new(Inner {
                 store,
+                trail,
+                gate,
                 rules,
                 clock,
                 provisioners,
@@ -273,29 +259,37 @@ impl Broker {
                 locks: KeyedLocks::default(),
                 changes,
                 record,
-                settings,
                 effects,
-                closing: CancellationToken::new(),
-                effect_slots: Arc::new(Semaphore::new(settings_slots)),
-                audit_key,
-                refusals: Default::default(),
+                closing,
+                effect_slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
+                settings,
                 credentials: Default::default(),
                 grants: KeyedLocks::default(),
                 standing,
                 reloading: tokio::sync::Mutex::new(()),
                 limiter: Default::default(),
             }),
-        };
-        broker.dispatch(due);
-        if let Some(every) = broker.inner.settings.reconcile_every {
-            broker.spawn_reconciliation(every, shutdown.clone());
         }
-        broker.spawn_checkpoints(shutdown);
-        Ok(broker)
     }
 
-    /// Drives every due id the timer hands out, a bounded number at a time.
-    fn dispatch(&self, mut due: mpsc::UnboundedReceiver<RequestId>) {
+    /// The gate every call passes (shares the directory and offboardings with the workflow).
+    pub fn gate(&self) -> Gate {
+        self.inner.gate.clone()
+    }
+
+    /// The audit trail.
+    pub fn trail(&self) -> &Trail {
+        &self.inner.trail
+    }
+
+    /// Writes one audit entry that concerns no request.
+    async fn record(&self, draft: crate::audit::Draft) -> Result<(), BrokerError> {
+        self.inner.trail.record(draft).await
+    }
+
+    /// Drives every due id the timer hands out, a bounded number at a time, until the wheel
+    /// stops.
+    pub fn run_timers(&self, mut due: mpsc::UnboundedReceiver<RequestId>) {
         let broker = self.clone();
         tokio::spawn(async move {
             while let Some(id) = due.recv().await {
@@ -385,7 +379,7 @@ impl Broker {
                 "grants or revokes still running after the grace period; they resume at the next start"
             );
         }
-        self.record_stop().await;
+        self.inner.trail.record_stop().await;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.inner
             .store
@@ -393,83 +387,10 @@ impl Broker {
             .await;
     }
 
-    /// Checks the caller against the directory in force and returns their roles.
-    pub fn authenticate(&self, principal: Principal) -> Result<Caller, BrokerError> {
-        let snapshot = self.inner.rules.current();
-        if let Err(error) = self.inner.standing.check(&principal) {
-            let why = match &error {
-                BrokerError::UnknownPrincipal(_) => "not in the directory",
-                BrokerError::Offboarded { .. } => "offboarded",
-                _ => "suspended",
-            };
-            self.record_refusal(&principal, why);
-            return Err(error);
-        }
-        let Some(person) = snapshot.directory.person(&principal) else {
-            return Err(BrokerError::UnknownPrincipal(principal));
-        };
-        Ok(Caller {
-            groups: person.groups.iter().cloned().collect(),
-            manager: person.manager.clone(),
-            auditor: snapshot.is_auditor(&principal),
-            admin: snapshot.is_admin(&principal),
-            principal,
-        })
-    }
-
-    /// Records that a caller with a valid certificate was refused, at most once a minute per
-    /// principal.
-    pub(crate) fn record_refusal(&self, principal: &Principal, why: &'static str) {
-        let now = self.inner.clock.now();
-        {
-            let mut seen = match self.inner.refusals.lock() {
-                Ok(seen) => seen,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            if seen
-                .get(principal)
-                .is_some_and(|last| now.saturating_duration_since(*last) < Duration::from_secs(60))
-            {
-                return;
-            }
-            if seen.len() >= 10_000 {
-                seen.clear();
-            }
-            seen.insert(principal.clone(), now);
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let draft = crate::audit::entry::of(
-            now,
-            crate::audit::Actor::Principal(principal.clone()),
-            crate::model::Happened::AuthRefused {
-                principal: principal.clone(),
-                reason: why,
-            },
-        );
-        let broker = self.clone();
-        runtime.spawn(async move {
-            if let Err(error) = broker.record(draft).await {
-                tracing::warn!(%error, "could not record a refused caller");
-            }
-        });
-    }
-
-    /// The store (for inspection by tools and tests).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// The ids of requests as their changes commit, in commit order (for tools and
     /// benchmarks; a receiver that falls behind skips ahead).
     pub fn committed_ids(&self) -> broadcast::Receiver<RequestId> {
         self.inner.changes.subscribe()
-    }
-
-    /// The timer wheel's handle (for inspection by tools and tests).
-    pub fn expiry(&self) -> &Expiry {
-        &self.inner.expiry
     }
 
     /// The policy and directory in force.

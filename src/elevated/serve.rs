@@ -195,7 +195,7 @@ pub(super) async fn serve(
     }
     let recovery = server.recovery();
     if let Some(interval) = watchdog::interval_from_env() {
-        let expiry = server.broker().expiry().clone();
+        let expiry = server.expiry().clone();
         watchdog::spawn(notifier.clone(), interval, move || {
             let expiry = expiry.clone();
             async move { expiry.is_running().await }

@@ -9,7 +9,7 @@ use super::status::{from_broker, invalid};
 use super::{caller, convert};
 use std::collections::HashMap;
 
-use crate::broker::{Broker, Caller};
+use crate::broker::{Broker, Caller, Gate};
 use crate::model::{AccessRequest, Page};
 use crate::policy::Ask;
 use crate::proto::v1 as pb;
@@ -19,12 +19,13 @@ use crate::proto::v1::access_service_server::AccessService;
 #[derive(Clone, Debug)]
 pub struct Access {
     broker: Broker,
+    gate: Gate,
 }
 
 impl Access {
     /// The service over `broker`.
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub fn new(broker: Broker, gate: Gate) -> Self {
+        Self { broker, gate }
     }
 }
 
@@ -52,7 +53,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         Ok(Response::new(pb::WhoAmIResponse {
             principal: caller.principal.to_string(),
             groups: caller.groups.iter().map(ToString::to_string).collect(),
@@ -69,7 +70,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::ListResourcesRequest>,
     ) -> Result<Response<pb::ListResourcesResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         Ok(Response::new(pb::ListResourcesResponse {
             resources: self
                 .broker
@@ -84,7 +85,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::SubmitRequestRequest>,
     ) -> Result<Response<pb::SubmitRequestResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let ask = Ask {
             resource: convert::resource(&body.resource)?,
@@ -108,7 +109,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::GetRequestResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let found = self
             .broker
@@ -126,7 +127,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let state = convert::state_filter(body.state)?;
         let limit = convert::limit(body.limit)?;
@@ -156,7 +157,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::WatchRequestRequest>,
     ) -> Result<Response<Self::WatchRequestStream>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let updates = self.broker.watch(&caller, id).await.map_err(from_broker)?;
         let broker = self.broker.clone();
@@ -178,7 +179,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::CancelRequestRequest>,
     ) -> Result<Response<pb::CancelRequestResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let cancelled = self.broker.cancel(&caller, id).await.map_err(from_broker)?;
         Ok(Response::new(pb::CancelRequestResponse {
@@ -190,7 +191,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let released = self
             .broker
@@ -206,7 +207,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::ExtendLeaseRequest>,
     ) -> Result<Response<pb::ExtendLeaseResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let by = convert::duration("by", &body.by)?
@@ -227,7 +228,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("id", &request.get_ref().id)?;
         let credentials = self
             .broker

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
-use crate::broker::{Broker, Enforcement};
+use crate::broker::{Broker, Enforcement, Gate};
 use crate::model::{Principal, Reason};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_service_server::AdminService;
@@ -14,12 +14,13 @@ use crate::proto::v1::admin_service_server::AdminService;
 #[derive(Clone, Debug)]
 pub struct Admin {
     broker: Broker,
+    gate: Gate,
 }
 
 impl Admin {
     /// The service over `broker`.
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub fn new(broker: Broker, gate: Gate) -> Self {
+        Self { broker, gate }
     }
 }
 
@@ -58,7 +59,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::RevokeLeaseRequest>,
     ) -> Result<Response<pb::RevokeLeaseResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let reason = convert::reason("reason", &body.reason)?
@@ -77,7 +78,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let reloaded = self
             .broker
             .admin_reload(&caller)
@@ -95,7 +96,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::OffboardRequest>,
     ) -> Result<Response<pb::OffboardResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "offboard")?;
         let enforced = self
@@ -115,7 +116,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ReinstateRequest>,
     ) -> Result<Response<pb::ReinstateResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "reinstate")?;
         self.broker
@@ -129,7 +130,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListOffboardedRequest>,
     ) -> Result<Response<pb::ListOffboardedResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         Ok(Response::new(pb::ListOffboardedResponse {
             offboarded: self
                 .broker
@@ -150,7 +151,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::ReconcileResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let resource = if body.resource.is_empty() {
             None

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
-use crate::broker::Broker;
+use crate::broker::{Broker, Gate};
 use crate::proto::v1 as pb;
 use crate::proto::v1::approval_service_server::ApprovalService;
 
@@ -12,12 +12,13 @@ use crate::proto::v1::approval_service_server::ApprovalService;
 #[derive(Clone, Debug)]
 pub struct Approvals {
     broker: Broker,
+    gate: Gate,
 }
 
 impl Approvals {
     /// The service over `broker`.
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub fn new(broker: Broker, gate: Gate) -> Self {
+        Self { broker, gate }
     }
 }
 
@@ -27,7 +28,7 @@ impl ApprovalService for Approvals {
         &self,
         request: Request<pb::ListPendingRequest>,
     ) -> Result<Response<pb::ListPendingResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let pending = self.broker.pending(&caller).await.map_err(from_broker)?;
         Ok(Response::new(pb::ListPendingResponse {
             requests: pending.iter().map(convert::request_to_proto).collect(),
@@ -38,7 +39,7 @@ impl ApprovalService for Approvals {
         &self,
         request: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let comment = convert::comment(&body.comment)?;
@@ -56,7 +57,7 @@ impl ApprovalService for Approvals {
         &self,
         request: Request<pb::DenyRequest>,
     ) -> Result<Response<pb::DenyResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let reason = convert::reason("reason", &body.reason)?

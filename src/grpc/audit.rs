@@ -9,20 +9,21 @@ use super::status::{from_broker, invalid};
 use super::{caller, convert};
 use crate::audit::export::Format;
 use crate::audit::report::Window;
-use crate::broker::Broker;
+use crate::broker::{Gate, Trail};
 use crate::proto::v1 as pb;
 use crate::proto::v1::audit_service_server::AuditService;
 
-/// Serves [`AuditService`] over a [`Broker`].
+/// Serves [`AuditService`] over the audit [`Trail`].
 #[derive(Clone, Debug)]
 pub struct Audit {
-    broker: Broker,
+    trail: Trail,
+    gate: Gate,
 }
 
 impl Audit {
     /// The service over `broker`.
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub fn new(trail: Trail, gate: Gate) -> Self {
+        Self { trail, gate }
     }
 }
 
@@ -37,11 +38,11 @@ impl AuditService for Audit {
         &self,
         request: Request<pb::QueryEventsRequest>,
     ) -> Result<Response<Self::QueryEventsStream>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.get_ref();
         let filter = convert::audit_filter(body)?;
         let events = self
-            .broker
+            .trail
             .query_events(&caller, filter, body.limit as usize)
             .map_err(from_broker)?;
         let stream = ReceiverStream::new(events).map(|event| match event {
@@ -55,13 +56,9 @@ impl AuditService for Audit {
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let id = convert::request_id("request_id", &request.get_ref().request_id)?;
-        let (record, events) = self
-            .broker
-            .history(&caller, id)
-            .await
-            .map_err(from_broker)?;
+        let (record, events) = self.trail.history(&caller, id).await.map_err(from_broker)?;
         Ok(Response::new(pb::GetHistoryResponse {
             events: events.iter().map(convert::event_to_proto).collect(),
             request: Some(convert::request_to_proto(&record)),
@@ -72,7 +69,7 @@ impl AuditService for Audit {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.get_ref();
         let format: Format = match body.format.as_str() {
             "" => Format::Jsonl,
@@ -83,7 +80,7 @@ impl AuditService for Audit {
             None => crate::audit::query::Filter::default(),
         };
         let chunks = self
-            .broker
+            .trail
             .export(&caller, filter, format)
             .await
             .map_err(from_broker)?;
@@ -98,14 +95,14 @@ impl AuditService for Audit {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.get_ref();
         let window = Window {
             since: convert::time("since_ms", body.since_ms)?,
             until: convert::time("until_ms", body.until_ms)?,
         };
         let report = self
-            .broker
+            .trail
             .report(&caller, window)
             .await
             .map_err(from_broker)?;

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
-use crate::broker::Broker;
+use crate::broker::{Broker, Gate};
 use crate::policy::BreakGlassAsk;
 use crate::proto::v1 as pb;
 use crate::proto::v1::break_glass_service_server::BreakGlassService;
@@ -13,12 +13,13 @@ use crate::proto::v1::break_glass_service_server::BreakGlassService;
 #[derive(Clone, Debug)]
 pub struct BreakGlass {
     broker: Broker,
+    gate: Gate,
 }
 
 impl BreakGlass {
     /// The service over `broker`.
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub fn new(broker: Broker, gate: Gate) -> Self {
+        Self { broker, gate }
     }
 }
 
@@ -28,7 +29,7 @@ impl BreakGlassService for BreakGlass {
         &self,
         request: Request<pb::BreakGlassRequest>,
     ) -> Result<Response<pb::BreakGlassResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let ask = BreakGlassAsk {
             resource: convert::resource(&body.resource)?,
@@ -51,7 +52,7 @@ impl BreakGlassService for BreakGlass {
         &self,
         request: Request<pb::ListReviewsRequest>,
     ) -> Result<Response<pb::ListReviewsResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let reviews = self
             .broker
@@ -70,7 +71,7 @@ impl BreakGlassService for BreakGlass {
         &self,
         request: Request<pb::SubmitReviewRequest>,
     ) -> Result<Response<pb::SubmitReviewResponse>, Status> {
-        let caller = caller(&self.broker, &request)?;
+        let caller = caller(&self.gate, &request)?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let justified = match body.verdict.as_str() {

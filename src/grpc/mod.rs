@@ -26,7 +26,7 @@ pub use audit::Audit;
 pub use break_glass::BreakGlass;
 pub use health::Health;
 
-use crate::broker::{Broker, Caller};
+use crate::broker::{Broker, Caller, Gate, Trail};
 use crate::proto::v1::access_service_server::AccessServiceServer;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::approval_service_server::ApprovalServiceServer;
@@ -39,44 +39,44 @@ use crate::proto::v1::break_glass_service_server::BreakGlassServiceServer;
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// The caller of `request`, from its connection's verified certificate and the directory.
-pub fn caller<T>(broker: &Broker, request: &Request<T>) -> Result<Caller, Status> {
+pub fn caller<T>(gate: &Gate, request: &Request<T>) -> Result<Caller, Status> {
     let identity = &request
         .extensions()
         .get::<transport::Peer>()
         .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?
         .identity;
     match &identity.principal {
-        Ok(principal) => broker
+        Ok(principal) => gate
             .authenticate(principal.clone())
             .map_err(status::from_broker),
         Err(reason) => Err(Status::unauthenticated(reason.clone())),
     }
 }
 
-/// Every elevate service over `broker`, plus health reporting them serving.
-pub fn routes(broker: &Broker) -> (Routes, Health) {
+/// Every elevate service, each over the part it needs, plus health reporting them serving.
+pub fn routes(broker: &Broker, gate: &Gate, trail: &Trail) -> (Routes, Health) {
     let (health, health_service) = health::health([
         <AccessServiceServer<Access> as NamedService>::NAME,
         <ApprovalServiceServer<Approvals> as NamedService>::NAME,
         <BreakGlassServiceServer<BreakGlass> as NamedService>::NAME,
         <AuditServiceServer<Audit> as NamedService>::NAME,
     ]);
-    let admin = Admin::new(broker.clone());
+    let admin = Admin::new(broker.clone(), gate.clone());
     let routes = Routes::new(HealthServer::new(health_service))
         .add_service(
-            AccessServiceServer::new(Access::new(broker.clone()))
+            AccessServiceServer::new(Access::new(broker.clone(), gate.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            ApprovalServiceServer::new(Approvals::new(broker.clone()))
+            ApprovalServiceServer::new(Approvals::new(broker.clone(), gate.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            BreakGlassServiceServer::new(BreakGlass::new(broker.clone()))
+            BreakGlassServiceServer::new(BreakGlass::new(broker.clone(), gate.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            AuditServiceServer::new(Audit::new(broker.clone()))
+            AuditServiceServer::new(Audit::new(trail.clone(), gate.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(AdminServiceServer::new(admin).max_decoding_message_size(MAX_MESSAGE));

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 
-use crate::broker::Broker;
+use crate::broker::Gate;
 use crate::crowd::{Caps, Crowd};
 use crate::metrics::Metrics;
 use crate::tls::revocation::{ClientCert, Revocations};
@@ -152,7 +152,7 @@ pub struct Admission {
     /// The deny list and the CRLs.
     pub revocations: Revocations,
     /// Records callers refused for a revoked certificate in the audit trail.
-    pub broker: Broker,
+    pub gate: Gate,
     /// Counts dropped handshakes.
     pub metrics: Metrics,
     /// Handshakes in progress at once.
@@ -180,7 +180,7 @@ impl Admission {
                     "refused a revoked client certificate"
                 );
                 if let Ok(principal) = &identity.principal {
-                    self.broker.record_refusal(principal, "certificate revoked");
+                    self.gate.record_refusal(principal, "certificate revoked");
                 }
                 Err("the client certificate has been revoked".to_owned())
             }

@@ -292,13 +292,9 @@ async fn an_overdue_review_escalates_and_is_reminded_until_closed() {
         .await
         .unwrap();
     let id: RequestId = granted.id.parse().unwrap();
-    assert_eq!(
-        daemon.broker.expiry().inspect(id).await.1,
-        None,
-        "no timer left"
-    );
+    assert_eq!(daemon.expiry.inspect(id).await.1, None, "no timer left");
     env.advance(REMIND * 3);
-    daemon.broker.expiry().inspect(id).await;
+    daemon.expiry.inspect(id).await;
     assert_eq!(
         env.count("review.reminder", &granted.id),
         2,

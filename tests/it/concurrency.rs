@@ -96,7 +96,7 @@ async fn fifty_concurrent_approvals_give_exactly_one_grant() {
         1
     );
     let id: RequestId = pending.id.parse().unwrap();
-    assert_eq!(daemon.broker.expiry().inspect(id).await.0, 1, "one timer");
+    assert_eq!(daemon.expiry.inspect(id).await.0, 1, "one timer");
     daemon.stop().await;
 }
 

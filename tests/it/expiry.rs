@@ -16,7 +16,7 @@ async fn a_lease_is_revoked_on_the_target_at_its_expiry() {
         .await
         .unwrap();
     let id: RequestId = active.id.parse().unwrap();
-    let (scheduled, deadline) = daemon.broker.expiry().inspect(id).await;
+    let (scheduled, deadline) = daemon.expiry.inspect(id).await;
     assert_eq!(scheduled, 1, "one timer for one lease");
     // Its first deadline is the holder's early warning (dev mode: 5 minutes before the end).
     let expires = at(active.expires_at_ms.unwrap());
@@ -38,7 +38,7 @@ async fn a_lease_is_revoked_on_the_target_at_its_expiry() {
     let expired = until_state(&engineer, &active.id, "expired").await;
     assert!(env.holders("staging-db").is_empty());
     assert_eq!(expired.ended_at_ms, Some(active.expires_at_ms.unwrap()));
-    assert_eq!(daemon.broker.expiry().inspect(id).await, (0, None));
+    assert_eq!(daemon.expiry.inspect(id).await, (0, None));
     let events = daemon.events(&active.id).await;
     let last = events.last().unwrap();
     assert_eq!(last.action, "lease.expired");

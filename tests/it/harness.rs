@@ -274,6 +274,8 @@ impl Env {
         let metrics = metrics_listener.local_addr().unwrap();
         let server = Server::build(options).await?.with_metrics(metrics_listener);
         let broker = server.broker().clone();
+        let store = server.store().clone();
+        let expiry = server.expiry().clone();
         let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
@@ -283,6 +285,8 @@ impl Env {
             addr,
             metrics,
             broker,
+            store,
+            expiry,
             reloader,
             stop: Some(stop),
             task: Some(task),
@@ -312,6 +316,10 @@ pub struct Daemon {
     /// Where it serves Prometheus metrics (plain HTTP).
     pub metrics: SocketAddr,
     pub broker: Broker,
+    /// The daemon's store (for inspection and fault injection).
+    pub store: elevate::store::Store,
+    /// The daemon's timer wheel (for inspection).
+    pub expiry: elevate::Expiry,
     /// Re-reads the TLS files, as SIGHUP does.
     pub reloader: elevate::Reloader,
     pub certs: PathBuf,
@@ -352,11 +360,7 @@ impl Daemon {
     /// Every audit event of request `id`, oldest first.
     pub async fn events(&self, id: &str) -> Vec<elevate::audit::Event> {
         let id: RequestId = id.parse().unwrap();
-        self.broker
-            .store()
-            .read(move |r| r.events_of(id))
-            .await
-            .unwrap()
+        self.store.read(move |r| r.events_of(id)).await.unwrap()
     }
 
     /// The actions of request `id`'s audit events, in order.
@@ -373,8 +377,8 @@ impl Daemon {
     /// so a timer that should have fired would be gone.
     pub async fn assert_still_scheduled(&self, id: &str, deadline: Timestamp) {
         let id: RequestId = id.parse().unwrap();
-        self.broker.expiry().inspect(id).await;
-        let (_, scheduled) = self.broker.expiry().inspect(id).await;
+        self.expiry.inspect(id).await;
+        let (_, scheduled) = self.expiry.inspect(id).await;
         assert_eq!(
             scheduled,
             Some(deadline),
@@ -384,11 +388,7 @@ impl Daemon {
 
     /// Every audit event.
     pub async fn all_events(&self) -> Vec<elevate::audit::Event> {
-        self.broker
-            .store()
-            .read(|r| r.events(1, usize::MAX))
-            .await
-            .unwrap()
+        self.store.read(|r| r.events(1, usize::MAX)).await.unwrap()
     }
 }
 

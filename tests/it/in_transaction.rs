@@ -19,7 +19,7 @@ async fn racing<T: Send + 'static>(
     call: impl Future<Output = T> + Send + 'static,
     change: impl FnOnce(),
 ) -> T {
-    let store = daemon.broker.store().clone();
+    let store = daemon.store.clone();
     let (holding, held) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let blocker = tokio::spawn(async move {
@@ -33,7 +33,7 @@ async fn racing<T: Send + 'static>(
     });
     held.await.unwrap();
     let call = tokio::spawn(call);
-    let store = daemon.broker.store().clone();
+    let store = daemon.store.clone();
     until("the call's commit to wait for the writer", || {
         let queued = store.queued_jobs();
         async move { (queued >= 1).then_some(()) }
@@ -195,9 +195,9 @@ async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
     let mut oncall = daemon.client("oncall").await;
 
     // An offboarding that is not stored does not lock anybody out.
-    daemon.broker.store().refuse_commits(true);
+    daemon.store.refuse_commits(true);
     assert!(offboard(&mut admin, "oncall").await.is_err());
-    daemon.broker.store().refuse_commits(false);
+    daemon.store.refuse_commits(false);
     assert_eq!(who_am_i(&mut oncall).await.unwrap(), "oncall");
 
     offboard(&mut admin, "oncall").await.unwrap();
@@ -206,9 +206,9 @@ async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
         Code::PermissionDenied
     );
     // A reinstatement that is not stored lets nobody back in.
-    daemon.broker.store().refuse_commits(true);
+    daemon.store.refuse_commits(true);
     assert!(reinstate(&mut admin, "oncall").await.is_err());
-    daemon.broker.store().refuse_commits(false);
+    daemon.store.refuse_commits(false);
     let refused = who_am_i(&mut oncall).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(

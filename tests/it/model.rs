@@ -1224,7 +1224,7 @@ impl Running {
             daemon,
             clients,
         } = self;
-        runtime.block_on(daemon.broker.store().close(Duration::from_secs(5)));
+        runtime.block_on(daemon.store.close(Duration::from_secs(5)));
         drop(runtime);
         drop(clients);
         drop(daemon);
@@ -1570,8 +1570,7 @@ async fn settle(daemon: &Daemon, now: Timestamp) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let due: Vec<(Timestamp, RequestId)> = daemon
-            .broker
-            .store()
+            .store
             .read(|r| r.deadlines())
             .await
             .map_err(|e| e.to_string())?
@@ -1715,19 +1714,17 @@ async fn check(
     // write job runs only once the batches before it told the wheel.
     running
         .daemon
-        .broker
-        .store()
+        .store
         .write(|_| -> Result<_, StoreError> { Ok((Changes::default(), ())) })
         .await
         .map_err(|e| e.to_string())?;
     let deadlines = running
         .daemon
-        .broker
-        .store()
+        .store
         .read(|r| r.deadlines())
         .await
         .map_err(|e| e.to_string())?;
-    let expiry = running.daemon.broker.expiry();
+    let expiry = &running.daemon.expiry;
     for (at, id) in &deadlines {
         ensure!(*at > now, "{id} is overdue since {at} (now {now})");
         let (_, scheduled) = expiry.inspect(*id).await;
@@ -1761,8 +1758,7 @@ async fn new_events(
 ) -> Result<(BTreeMap<String, Vec<(String, String, u64)>>, u64), String> {
     let events = running
         .daemon
-        .broker
-        .store()
+        .store
         .read(move |r| r.events(seen + 1, usize::MAX))
         .await
         .map_err(|e| e.to_string())?;

@@ -86,12 +86,7 @@ async fn a_webhook_that_answers_500_gets_the_event_again() {
     );
     // Delivered entries leave the outbox (committed right after the answer).
     until("the outbox to empty", || async {
-        let left = daemon
-            .broker
-            .store()
-            .read(|r| r.outbox_len())
-            .await
-            .unwrap();
+        let left = daemon.store.read(|r| r.outbox_len()).await.unwrap();
         (left == 0).then_some(())
     })
     .await;
@@ -116,15 +111,7 @@ async fn notifications_queued_before_a_restart_are_delivered_after_it() {
     assert!(hook.accepted().is_empty());
 
     let daemon = env.start().await;
-    assert_eq!(
-        daemon
-            .broker
-            .store()
-            .read(|r| r.outbox_len())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(daemon.store.read(|r| r.outbox_len()).await.unwrap(), 1);
     env.advance(RETRY_MAX);
     let body = until("delivery after the restart", || async {
         hook.accepted().into_iter().next()

@@ -151,7 +151,7 @@ async fn credentials_go_in_a_headers_file_and_a_webhook_is_shown_by_host_and_por
         elevate::server::Options::from_config(&config, Arc::new(clock.clone())).unwrap();
     options.settings.delivery.give_up_after = Duration::from_secs(60);
     let server = elevate::server::Server::build(options).await.unwrap();
-    let broker = server.broker().clone();
+    let store = server.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -185,8 +185,7 @@ async fn credentials_go_in_a_headers_file_and_a_webhook_is_shown_by_host_and_por
     let dropped = until("the drop to be audited", || async {
         // Each retry needs the clock to move on; after a minute the event is dropped.
         clock.advance(RETRY_MAX);
-        broker
-            .store()
+        store
             .read(|r| r.events(0, 100_000))
             .await
             .unwrap()

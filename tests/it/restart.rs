@@ -52,7 +52,7 @@ async fn state_survives_and_overdue_leases_are_revoked_first() {
 
     // The wheel was rebuilt: the long lease and the pending time-out are scheduled once each.
     let id: RequestId = long.id.parse().unwrap();
-    let (scheduled, deadline) = daemon.broker.expiry().inspect(id).await;
+    let (scheduled, deadline) = daemon.expiry.inspect(id).await;
     assert_eq!(scheduled, 2);
     let warning = at(still.expires_at_ms.unwrap()).saturating_sub(Duration::from_secs(5 * 60));
     assert_eq!(deadline, Some(warning), "the early warning comes first");

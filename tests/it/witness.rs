@@ -49,8 +49,7 @@ async fn work_and_witness(env: &Env, daemon: &Daemon, witness: &Path, rounds: us
         release(&mut engineer, &lease.id).await.unwrap();
     }
     let latest = daemon
-        .broker
-        .store()
+        .store
         .read(|r| r.latest_checkpoint())
         .await
         .unwrap()

@@ -1,5 +1,6 @@
 //! The audit trail as auditors see it: queries, one request's history, signed exports and the
-//! access report; and the daemon's own entries (start, stop) and checkpoints.
+//! access report; and the daemon's own entries (start, stop, refusals) and checkpoints. The
+//! audit service holds only this part.
 //!
 //! Queries and exports are read page by page, each page in its own read transaction, and sent
 //! through a bounded channel: a million-event answer never sits in memory, and a slow reader
@@ -9,13 +10,18 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerError, Caller, Recovery};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerError, Caller, Recovery};
 use crate::audit::export::{Encoder, ExportedEvent, Format, Header, Link, Record};
 use crate::audit::key::AuditKey;
 use crate::audit::query::Filter;
 use crate::audit::report::{Builder, Report, Window};
 use crate::audit::{Actor, Draft, Event, entry};
+use crate::clock::SharedClock;
 use crate::model::{AccessRequest, Happened, RequestId};
+use crate::policy::Snapshot;
+use crate::store::Store;
 use crate::store::{AuditCursor, Changes};
 
 /// Events per page read from the store.
@@ -33,50 +39,74 @@ pub type EventStream = mpsc::Receiver<Result<Event, BrokerError>>;
 /// A stream of export bytes.
 pub type ByteStream = mpsc::Receiver<Result<Vec<u8>, BrokerError>>;
 
-impl Broker {
-    /// Refuses callers outside the auditor groups; checked before any argument is looked at.
-    pub fn require_auditor(caller: &Caller, what: &str) -> Result<(), BrokerError> {
-        if caller.auditor {
-            Ok(())
-        } else {
-            Err(BrokerError::Forbidden(format!(
-                "{what} is for members of an auditor group; {} is not one",
-                caller.principal
-            )))
+/// The audit trail: cheap to clone. Its entries go through the same store (and writer) as the
+/// workflow's, so that they are chained in commit order.
+#[derive(Clone)]
+pub struct Trail {
+    /// Where the entries are; shared with the workflow.
+    store: Store,
+    /// The daemon's one clock.
+    clock: SharedClock,
+    /// Signs checkpoints and exports; `None` for a daemon without an audit key.
+    audit_key: Option<Arc<AuditKey>>,
+    /// Cancelled when shutdown begins (shared with the workflow): query streams end.
+    closing: CancellationToken,
+}
+
+impl std::fmt::Debug for Trail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trail")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trail {
+    /// The trail in `store`, signed with `audit_key`; its streams end when `closing` is
+    /// cancelled.
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        audit_key: Option<Arc<AuditKey>>,
+        closing: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            audit_key,
+            closing,
         }
     }
 
     fn audit_key(&self) -> Result<&Arc<AuditKey>, BrokerError> {
-        self.inner
-            .audit_key
+        self.audit_key
             .as_ref()
             .ok_or_else(|| BrokerError::Invalid("this daemon has no audit key".to_owned()))
     }
 
     /// Records the start: what policy and directory are in force, the audit key, and what
     /// recovery did.
-    pub async fn record_start(&self, recovery: &Recovery) -> Result<(), BrokerError> {
-        let snapshot = self.inner.rules.current();
+    pub async fn record_start(
+        &self,
+        recovery: &Recovery,
+        snapshot: &Snapshot,
+    ) -> Result<(), BrokerError> {
         let draft = entry::of(
-            self.inner.clock.now(),
+            self.clock.now(),
             Actor::System,
             Happened::Started {
                 policy_version: snapshot.policy.version().to_owned(),
                 directory_version: snapshot.directory.version().to_owned(),
                 overdue: recovery.overdue,
                 scheduled: recovery.scheduled,
-                audit_key: self
-                    .inner
-                    .audit_key
-                    .as_ref()
-                    .map(|key| key.public().to_string()),
+                audit_key: self.audit_key.as_ref().map(|key| key.public().to_string()),
             },
         );
         self.record(draft).await
     }
 
     /// Writes one entry that concerns no request.
-    pub(super) async fn record(&self, draft: Draft) -> Result<(), BrokerError> {
+    pub async fn record(&self, draft: Draft) -> Result<(), BrokerError> {
         self.record_with(draft, None).await
     }
 
@@ -87,8 +117,7 @@ impl Broker {
         draft: Draft,
         checkpoint: Option<crate::model::Timestamp>,
     ) -> Result<(), BrokerError> {
-        self.inner
-            .store
+        self.store
             .write(move |_| -> Result<_, BrokerError> {
                 Ok((
                     Changes {
@@ -103,8 +132,8 @@ impl Broker {
     }
 
     /// Records a clean stop and signs the final head.
-    pub(super) async fn record_stop(&self) {
-        let now = self.inner.clock.now();
+    pub async fn record_stop(&self) {
+        let now = self.clock.now();
         let draft = entry::of(now, Actor::System, Happened::Stopped);
         if let Err(error) = self.record_with(draft, Some(now)).await {
             tracing::warn!(%error, "could not record the stop and its checkpoint");
@@ -112,9 +141,8 @@ impl Broker {
     }
 
     /// Signs a checkpoint every `interval` when events were added, until shutdown.
-    pub(super) fn spawn_checkpoints(&self, shutdown: tokio_util::sync::CancellationToken) {
-        let broker = self.clone();
-        let interval = self.inner.settings.checkpoint_interval;
+    pub fn spawn_checkpoints(&self, interval: std::time::Duration, shutdown: CancellationToken) {
+        let trail = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,8 +152,8 @@ impl Broker {
                     () = shutdown.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                let now = broker.inner.clock.now();
-                match broker.inner.store.checkpoint(now).await {
+                let now = trail.clock.now();
+                match trail.store.checkpoint(now).await {
                     Ok(()) => {}
                     Err(crate::store::StoreError::Closed) => return,
                     Err(error) => tracing::warn!(%error, "periodic audit checkpoint failed"),
@@ -141,11 +169,11 @@ impl Broker {
         filter: Filter,
         limit: usize,
     ) -> Result<EventStream, BrokerError> {
-        Self::require_auditor(caller, "querying the audit trail")?;
+        caller.require_auditor("querying the audit trail")?;
         let limit = if limit == 0 { usize::MAX } else { limit };
         let (sender, receiver) = mpsc::channel(PAGE * AHEAD);
-        let store = self.inner.store.clone();
-        let closing = self.inner.closing.clone();
+        let store = self.store.clone();
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             let mut cursor: Option<AuditCursor> = None;
             let mut sent = 0usize;
@@ -187,8 +215,13 @@ impl Broker {
         caller: &Caller,
         id: RequestId,
     ) -> Result<(AccessRequest, Vec<Event>), BrokerError> {
-        let request = self.request(caller, id).await?;
-        let events = self.inner.store.read(move |r| r.events_of(id)).await?;
+        let request = self
+            .store
+            .read(move |r| r.request(id))
+            .await?
+            .filter(|request| caller.may_see(request))
+            .ok_or(BrokerError::NotFound(id))?;
+        let events = self.store.read(move |r| r.events_of(id)).await?;
         Ok((request, events))
     }
 
@@ -200,12 +233,11 @@ impl Broker {
         filter: Filter,
         format: Format,
     ) -> Result<ByteStream, BrokerError> {
-        Self::require_auditor(caller, "exporting the audit trail")?;
+        caller.require_auditor("exporting the audit trail")?;
         let key = self.audit_key()?.clone();
-        let now = self.inner.clock.now();
-        self.inner.store.checkpoint(now).await?;
+        let now = self.clock.now();
+        self.store.checkpoint(now).await?;
         let head = self
-            .inner
             .store
             .read(|r| r.latest_checkpoint())
             .await?
@@ -221,7 +253,7 @@ impl Broker {
             key: key.public(),
         };
         let (sender, receiver) = mpsc::channel(AHEAD);
-        let store = self.inner.store.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             let result = export_records(&store, &key, header, format, &sender).await;
             if let Err(error) = result {
@@ -233,12 +265,11 @@ impl Broker {
 
     /// The access report over requests submitted in `window`.
     pub async fn report(&self, caller: &Caller, window: Window) -> Result<Report, BrokerError> {
-        Self::require_auditor(caller, "the access report")?;
+        caller.require_auditor("the access report")?;
         let mut builder = Builder::new(window);
         let mut after = None;
         loop {
             let page = self
-                .inner
                 .store
                 .read(move |r| r.requests_after(after, PAGE))
                 .await?;
