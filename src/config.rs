@@ -145,12 +145,21 @@ impl Default for AuditConfig {
     }
 }
 
+/// Sign a checkpoint once this many events are not covered by one, unless configured.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// How long a stopping daemon lets calls, grants and revokes finish, unless configured.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+// The defaults of the workflow, the outbox and the timer are those of their own types: one
+// source for every default, whichever way the daemon is built.
+
 fn default_checkpoint_every() -> u64 {
-    1000
+    DEFAULT_CHECKPOINT_EVERY
 }
 
 fn default_checkpoint_interval() -> Duration {
-    Duration::from_secs(60)
+    crate::broker::Settings::default().checkpoint_interval
 }
 
 /// One notifier.
@@ -234,7 +243,10 @@ pub struct NotificationsConfig {
     #[serde(default, deserialize_with = "optional_humantime")]
     pub review_due_soon: Option<Duration>,
     /// First retry delay of a failed delivery.
-    #[serde(default = "default_retry_initial", deserialize_with = "humantime")]
+    #[serde(
+        default = "default_delivery_retry_initial",
+        deserialize_with = "humantime"
+    )]
     pub retry_initial: Duration,
     /// Longest retry delay.
     #[serde(default = "default_delivery_retry_max", deserialize_with = "humantime")]
@@ -251,19 +263,23 @@ impl Default for NotificationsConfig {
             approval_reminder: None,
             expiring_soon: None,
             review_due_soon: None,
-            retry_initial: default_retry_initial(),
+            retry_initial: default_delivery_retry_initial(),
             retry_max: default_delivery_retry_max(),
             give_up_after: default_give_up(),
         }
     }
 }
 
+fn default_delivery_retry_initial() -> Duration {
+    crate::notify::outbox::Delivery::default().backoff.initial
+}
+
 fn default_delivery_retry_max() -> Duration {
-    Duration::from_secs(600)
+    crate::notify::outbox::Delivery::default().backoff.max
 }
 
 fn default_give_up() -> Duration {
-    Duration::from_secs(24 * 3600)
+    crate::notify::outbox::Delivery::default().give_up_after
 }
 
 /// One routing rule.
@@ -294,7 +310,7 @@ fn default_trust_domain() -> String {
 }
 
 fn default_grace() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 /// Where state lives and how it is written.
@@ -342,7 +358,9 @@ pub struct WorkflowConfig {
 }
 
 fn default_reconcile_every() -> Duration {
-    Duration::from_secs(300)
+    crate::broker::Settings::default()
+        .reconcile_every
+        .unwrap_or_default()
 }
 
 impl Default for WorkflowConfig {
@@ -363,15 +381,15 @@ const MIN_NOTICE: Duration = Duration::from_secs(60);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 fn default_grant_attempts() -> u32 {
-    5
+    crate::broker::Settings::default().grant_attempts
 }
 
 fn default_retry_initial() -> Duration {
-    Duration::from_secs(1)
+    crate::expiry::Backoff::default().initial
 }
 
 fn default_retry_max() -> Duration {
-    Duration::from_secs(300)
+    crate::expiry::Backoff::default().max
 }
 
 /// One provisioner.

@@ -58,8 +58,8 @@ impl AuditOptions {
     pub fn with_key(key: PathBuf) -> Self {
         Self {
             key,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_every: crate::config::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: Settings::default().checkpoint_interval,
             witness: None,
         }
     }

@@ -29,7 +29,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "ELEVATE_ENDPOINT",
-        default_value = "https://127.0.0.1:7443",
+        default_value = crate::dev::DEFAULT_ENDPOINT,
         global = true
     )]
     pub endpoint: String,

@@ -34,6 +34,10 @@ pub const IDENTITIES: [&str; 6] = [
 /// Where dev mode listens unless told otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7443));
 
+/// Where the CLI finds the daemon unless told otherwise: dev mode's address
+/// ([`DEFAULT_LISTEN`]; a test keeps the two the same).
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7443";
+
 /// Where dev mode serves Prometheus metrics unless told otherwise.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7444));
@@ -177,7 +181,7 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
             },
             ..Settings::default()
         },
-        shutdown_grace: Duration::from_secs(10),
+        shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
         audit: AuditOptions::with_key(layout.audit_key.clone()),
         clock,
     }
@@ -196,6 +200,11 @@ pub(crate) fn demo_snapshot() -> crate::policy::Snapshot {
 mod tests {
     use super::*;
     use crate::policy::{Directory, Policy};
+
+    #[test]
+    fn the_cli_looks_where_dev_mode_listens() {
+        assert_eq!(DEFAULT_ENDPOINT, format!("https://{DEFAULT_LISTEN}"));
+    }
 
     #[test]
     fn demo_files_are_valid_and_consistent() {
