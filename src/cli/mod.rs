@@ -21,6 +21,10 @@ pub use error::CliError;
 use output::Format;
 use session::Session;
 
+/// Where the daemon is unless `--endpoint` or `ELEVATE_ENDPOINT` say otherwise: where dev mode
+/// listens (a test of `crate::dev` keeps the two the same).
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7443";
+
 /// Ask for, approve and watch just-in-time privileged access.
 #[derive(Debug, Parser)]
 #[command(name = "elevate", version)]
@@ -29,7 +33,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "ELEVATE_ENDPOINT",
-        default_value = crate::dev::DEFAULT_ENDPOINT,
+        default_value = DEFAULT_ENDPOINT,
         global = true
     )]
     pub endpoint: String,

@@ -34,19 +34,11 @@ pub const IDENTITIES: [&str; 6] = [
 /// Where dev mode listens unless told otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7443));
 
-/// Where the CLI finds the daemon unless told otherwise: dev mode's address
-/// ([`DEFAULT_LISTEN`]; a test keeps the two the same).
-pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7443";
-
 /// Where dev mode serves Prometheus metrics unless told otherwise.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7444));
 
-/// The demo policy.
-pub const POLICY: &str = include_str!("policy.toml");
-
-/// The demo directory.
-pub const DIRECTORY: &str = include_str!("directory.toml");
+pub use crate::policy::demo::{DIRECTORY, POLICY};
 
 /// The files of a dev-mode state directory.
 #[derive(Clone, Debug)]
@@ -187,15 +179,6 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
     }
 }
 
-/// The demo policy and directory as one snapshot (for tests).
-#[cfg(test)]
-pub(crate) fn demo_snapshot() -> crate::policy::Snapshot {
-    crate::policy::Snapshot {
-        policy: crate::policy::Policy::parse(POLICY, Path::new("policy.toml")).unwrap(),
-        directory: crate::policy::Directory::parse(DIRECTORY, Path::new("directory.toml")).unwrap(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +186,10 @@ mod tests {
 
     #[test]
     fn the_cli_looks_where_dev_mode_listens() {
-        assert_eq!(DEFAULT_ENDPOINT, format!("https://{DEFAULT_LISTEN}"));
+        assert_eq!(
+            crate::cli::DEFAULT_ENDPOINT,
+            format!("https://{DEFAULT_LISTEN}")
+        );
     }
 
     #[test]

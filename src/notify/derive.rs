@@ -380,7 +380,7 @@ mod tests {
     use crate::model::{Ending, Transition};
 
     fn snapshot() -> Snapshot {
-        crate::dev::demo_snapshot()
+        crate::policy::demo::snapshot().unwrap()
     }
 
     const NOTICES: Notices = Notices {

@@ -163,7 +163,7 @@ mod tests {
     use super::*;
 
     fn snapshot() -> Snapshot {
-        crate::dev::demo_snapshot()
+        super::super::demo::snapshot().unwrap()
     }
 
     fn ask(resource: &str, duration: Option<&str>, incident: &str) -> BreakGlassAsk {

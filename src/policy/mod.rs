@@ -3,6 +3,7 @@
 //! the snapshot in force, and in-flight work keeps the snapshot it started with.
 
 mod break_glass;
+pub mod demo;
 mod directory;
 mod error;
 mod route;
