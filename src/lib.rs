@@ -75,6 +75,10 @@ mod private_file;
 mod process;
 mod reload;
 
+/// A boxed future, for object-safe async trait methods (provisioners, notifiers, store
+/// backends).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Generated wire types and gRPC stubs of `proto/elevate/v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {

@@ -1,9 +1,12 @@
 //! The rule for files that hold secrets (private keys, passwords), in one place: other users
 //! get no permission at all, and the file's group may read it but not write it. So a key may be
 //! mode 0600 and owned by the daemon's user, or mode 0640, owned by root with the daemon's
-//! group, in which case the daemon can read its key but never change it.
+//! group, in which case the daemon can read its key but never change it. Beside the rule, the
+//! two helpers that read a key file under it ([`read`]) and write a new file with its mode set
+//! from the start ([`write`]), shared by the TLS certificates and the audit key.
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode bits a private file must not have: any for others, write for the group.
@@ -118,4 +121,61 @@ mod tests {
         let error = check(Path::new("/nonexistent/key"), "private key").unwrap_err();
         assert!(matches!(error, PrivateFileError::Read { .. }), "{error}");
     }
+}
+
+/// A file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The file exists and replacing it was not asked for.
+    #[error("{} already exists (pass --force to replace it)", .0.display())]
+    Exists(PathBuf),
+    /// Writing failed.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Reads `file`, which holds a secret (`what`), after checking that it is private.
+pub fn read(file: &Path, what: &'static str) -> Result<Vec<u8>, PrivateFileError> {
+    check(file, what)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| PrivateFileError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+    Ok(bytes)
+}
+
+/// Writes `contents` to `file` with permission bits `mode` from its creation on (through a
+/// fresh temporary file renamed over it), refusing to replace an existing file unless `force`.
+pub fn write(file: &Path, contents: &str, mode: u32, force: bool) -> Result<(), WriteError> {
+    let io = |file: &Path| {
+        let file = file.to_path_buf();
+        move |source| WriteError::Io { file, source }
+    };
+    if !force && file.exists() {
+        return Err(WriteError::Exists(file.to_path_buf()));
+    }
+    // A fresh temporary file of this file's own, so that `mode` applies to it for certain.
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = file.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&temporary);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .map_err(io(&temporary))?;
+    out.write_all(contents.as_bytes()).map_err(io(&temporary))?;
+    out.sync_all().map_err(io(&temporary))?;
+    std::fs::rename(&temporary, file).map_err(io(file))
 }

@@ -89,12 +89,20 @@ impl<'de> Deserialize<'de> for PublicKey {
 /// The key file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// Reading, permissions or PEM parsing failed.
+    /// Reading or permissions failed.
     #[error(transparent)]
-    File(#[from] crate::tls::TlsError),
+    File(#[from] crate::private_file::PrivateFileError),
+    /// The file holds no PEM private key.
+    #[error("{}: no usable private key: {message}", file.display())]
+    Pem {
+        /// The file.
+        file: PathBuf,
+        /// What the PEM reader said.
+        message: String,
+    },
     /// Writing a new key failed.
     #[error(transparent)]
-    Write(#[from] crate::tls::issue::IssueError),
+    Write(#[from] crate::private_file::WriteError),
     /// The file holds a key of another kind.
     #[error("{}: not an Ed25519 PKCS#8 private key", .0.display())]
     NotEd25519(PathBuf),
@@ -120,7 +128,13 @@ impl fmt::Debug for AuditKey {
 impl AuditKey {
     /// Loads the key at `file`, refusing a file open to others ([`crate::private_file`]).
     pub fn load(file: &Path) -> Result<Self, KeyError> {
-        let der = crate::tls::load_key(file)?;
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let bytes = crate::private_file::read(file, "private key")?;
+        let der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| KeyError::Pem {
+            file: file.to_path_buf(),
+            message: error.to_string(),
+        })?;
         Self::from_pkcs8(der.secret_der()).ok_or_else(|| KeyError::NotEd25519(file.to_path_buf()))
     }
 
@@ -134,7 +148,7 @@ impl AuditKey {
             .map_err(|error| KeyError::Generate(error.to_string()))?;
         let key = Self::from_pkcs8(pair.serialized_der())
             .ok_or_else(|| KeyError::Generate("the new key did not parse".to_owned()))?;
-        crate::tls::issue::write_file(file, &pair.serialize_pem(), 0o600, false)?;
+        crate::private_file::write(file, &pair.serialize_pem(), 0o600, false)?;
         Ok((key, true))
     }
 

@@ -3,8 +3,8 @@
 //! programs. Exit status 0 is a delivery.
 
 use super::{Event, Notifier, NotifyError};
+use crate::BoxFuture;
 use crate::process::Program;
-use crate::provision::BoxFuture;
 
 /// Hands events to a program.
 #[derive(Debug)]

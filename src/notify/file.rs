@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{Event, Notifier, NotifyError};
-use crate::provision::BoxFuture;
+use crate::BoxFuture;
 
 /// Appends events to a JSON-lines file.
 #[derive(Debug)]

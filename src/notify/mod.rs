@@ -23,9 +23,9 @@ pub use exec::ExecNotifier;
 pub use file::FileNotifier;
 pub use webhook::{Format, WebhookNotifier, has_userinfo, read_headers_file};
 
+use crate::BoxFuture;
 use crate::audit::key::Checkpoint;
 use crate::model::Timestamp;
-use crate::provision::BoxFuture;
 use crate::store::Outgoing;
 
 /// Every event kind.

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{Event, Notifier, NotifyError};
-use crate::provision::BoxFuture;
+use crate::BoxFuture;
 
 /// The body posted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

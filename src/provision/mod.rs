@@ -18,8 +18,6 @@ pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub use exec::ExecProvisioner;
@@ -28,8 +26,7 @@ pub use postgres::PostgresProvisioner;
 
 use crate::model::{Principal, RequestId, ResourceName, Timestamp};
 
-/// A boxed future, for object-safe async trait methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// The lease a grant or revoke is about.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{AuditCursor, AuditPage, Changes, OutboxDue, Outgoing, StoreError};
+use crate::BoxFuture;
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::query::Filter;
@@ -25,7 +26,6 @@ use crate::model::{
     AccessRequest, Offboarding, Page, Principal, RequestId, ResourceName, ReviewState, StateKind,
     Timestamp,
 };
-use crate::provision::BoxFuture;
 
 /// What a read sees: one consistent snapshot of the store.
 pub trait Reads {

@@ -2,8 +2,6 @@
 //! identity is `spiffe://<trust-domain>/user/<name>` (and CN `<name>`). Keys are ECDSA P-256 and
 //! are written with mode 0600; existing files are never overwritten unless asked.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -13,6 +11,7 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::model::Principal;
+use crate::private_file::WriteError;
 
 /// Default trust domain of client identities.
 pub const DEFAULT_TRUST_DOMAIN: &str = "elevate.local";
@@ -52,25 +51,10 @@ pub(crate) fn write_file(
     mode: u32,
     force: bool,
 ) -> Result<(), IssueError> {
-    if !force && file.exists() {
-        return Err(IssueError::Exists(file.to_path_buf()));
-    }
-    // A fresh temporary file of this file's own, so that `mode` applies to it for certain.
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = file.with_file_name(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&temporary);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(io(&temporary))?;
-    out.write_all(contents.as_bytes()).map_err(io(&temporary))?;
-    out.sync_all().map_err(io(&temporary))?;
-    std::fs::rename(&temporary, file).map_err(io(file))
+    crate::private_file::write(file, contents, mode, force).map_err(|error| match error {
+        WriteError::Exists(file) => IssueError::Exists(file),
+        WriteError::Io { file, source } => IssueError::Io { file, source },
+    })
 }
 
 fn random_serial() -> SerialNumber {

@@ -26,7 +26,7 @@ use super::seam::{Backend, Job, Read};
 use super::{
     Changes, CommitListener, Outgoing, Recorded, Signing, StoreError, StoreOptions, StoreStats,
 };
-use crate::provision::BoxFuture;
+use crate::BoxFuture;
 pub(super) use reader::Reader;
 
 /// The redb file and the channel to its writer thread.
