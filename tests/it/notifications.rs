@@ -71,6 +71,22 @@ async fn a_webhook_that_answers_500_gets_the_event_again() {
     })
     .await;
     assert!(hook.accepted().is_empty());
+    // The failure is committed with its retry time (from the clock as it was) before the
+    // clock moves on, or the retry would be due only after a later move.
+    until("the failed attempt to be recorded", || async {
+        let far = elevate::model::Timestamp::from_unix_millis(u64::MAX / 2);
+        let queued = daemon
+            .store
+            .read(move |r| r.outbox_due(far, 100, &Default::default(), 1000))
+            .await
+            .unwrap();
+        queued
+            .due
+            .iter()
+            .any(|(_, outgoing)| outgoing.attempts >= 1)
+            .then_some(())
+    })
+    .await;
 
     env.advance(RETRY_MAX);
     let body = until("the retry", || async { hook.accepted().into_iter().next() }).await;
