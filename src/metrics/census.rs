@@ -3,7 +3,7 @@
 //! ones are history, counted by `elevate_requests_total`, and counting them here would make
 //! every scrape read an index that grows without end.
 
-use super::text::{Exposition, Kind};
+use super::families::Exposition;
 use crate::model::{ReviewState, StateKind};
 use crate::store::{Reads, StoreError};
 
@@ -52,15 +52,17 @@ impl Census {
 
     /// Writes the gauges.
     pub fn encode(&self, out: &mut Exposition) {
-        let name = "elevate_requests_open";
-        out.family(
-            name,
-            Kind::Gauge,
+        out.gauges(
+            "elevate_requests_open",
             "Requests not yet finished, by state: pending, approved (being granted), active, revoke_failing.",
+            "state",
+            OPEN.iter().zip(self.open).map(|(state, count)| {
+                (
+                    state.as_str().to_owned(),
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                )
+            }),
         );
-        for (state, count) in OPEN.iter().zip(self.open) {
-            out.sample(name, &[("state", state.as_str())], count as f64);
-        }
         out.gauge(
             "elevate_leases_active",
             "Leases in force (state active).",

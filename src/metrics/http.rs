@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Metrics;
-use super::text;
+use super::families;
 use crate::crowd::{Caps, Crowd};
 use crate::store::Store;
 
@@ -136,9 +136,10 @@ async fn respond(
     match metrics.scrape(store).await {
         Ok(exposition) => {
             let mut response = Response::new(Full::new(Bytes::from(exposition)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(text::CONTENT_TYPE));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(families::CONTENT_TYPE),
+            );
             response
         }
         Err(error) => {

@@ -46,18 +46,13 @@
 //! those of commits and calls on a monotonic one. Counters and histograms start from zero
 //! when the daemon starts.
 //!
-//! The text is the Prometheus 0.0.4 format, written by hand ([`text`]) rather than with the
-//! `prometheus-client` crate: that crate writes OpenMetrics text, where a counter's family is
-//! named without `_total` (`# TYPE elevate_requests counter`) and only its samples carry the
-//! suffix. `promtool check metrics`, which reads the 0.0.4 format, then sees samples of a
-//! family it has no help for and fails (`elevate_requests_total no help text`, with
-//! prometheus-client 0.25 and promtool 2.42). The format needed here is small: counters,
-//! gauges and histograms with labels.
+//! The families are kept with the `prometheus-client` crate and written by its encoder of the
+//! Prometheus text format 0.0.4 ([`families`]), which `promtool check metrics` accepts.
 
 pub mod census;
+pub mod families;
 pub mod http;
 pub mod rpc;
-pub mod text;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -67,7 +62,7 @@ use crate::broker::Refusals;
 use crate::model::Timestamp;
 use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
 use crate::tls::revocation::Revocations;
-use text::{Counter, Exposition, Histogram, Kind};
+use families::{Counter, Exposition, Histogram};
 
 /// Bounds of the decision histogram: ten seconds to a day.
 const DECISION_SECONDS: &[f64] = &[
@@ -233,27 +228,27 @@ impl Metrics {
         let census = self.census(store).await?;
         let families = &self.families;
         let mut out = Exposition::default();
-        families.requests.encode(&mut out);
-        families.decisions.encode(&mut out);
-        families.revocation_lag.encode(&mut out);
-        families.revoke_failures.encode(&mut out);
-        families.break_glass_grants.encode(&mut out);
+        families.requests.register(&mut out);
+        families.decisions.register(&mut out);
+        families.revocation_lag.register(&mut out);
+        families.revoke_failures.register(&mut out);
+        families.break_glass_grants.register(&mut out);
         census.encode(&mut out);
-        families.commit_duration.encode(&mut out);
-        families.commit_jobs.encode(&mut out);
-        families.rpc.encode(&mut out);
+        families.commit_duration.register(&mut out);
+        families.commit_jobs.register(&mut out);
+        families.rpc.register(&mut out);
         if let Some(refusals) = families.rate_limited.get() {
-            const LIMITED: &str = "elevate_rate_limited_total";
-            out.family(
-                LIMITED,
-                Kind::Counter,
+            out.counts(
+                "elevate_rate_limited_total",
                 "Calls refused by a per-principal rate limit, by action (submit, extend).",
+                "action",
+                refusals
+                    .counts()
+                    .into_iter()
+                    .map(|(action, count)| (action.to_owned(), count)),
             );
-            for (action, count) in refusals.counts() {
-                out.sample(LIMITED, &[("action", action)], count as f64);
-            }
         }
-        families.handshakes_dropped.encode(&mut out);
+        families.handshakes_dropped.register(&mut out);
         if let Some(revocations) = families.revocations.get() {
             encode_crls(revocations, &mut out);
         }
@@ -265,29 +260,26 @@ impl Metrics {
 fn encode_crls(revocations: &Revocations, out: &mut Exposition) {
     let lists = revocations.crl_lists();
     let now = Timestamp::from_system_time(SystemTime::now());
-    const NEXT: &str = "elevate_tls_crl_next_update_timestamp_seconds";
-    const EXPIRED: &str = "elevate_tls_crl_expired";
-    out.family(
-        NEXT,
-        Kind::Gauge,
+    out.gauges(
+        "elevate_tls_crl_next_update_timestamp_seconds",
         "The nextUpdate of each certificate revocation list, in unix seconds.",
+        "file",
+        lists.iter().filter_map(|list| {
+            let next = list.next_update?;
+            Some((
+                list.file.display().to_string(),
+                i64::try_from(next.unix_millis() / 1000).unwrap_or(i64::MAX),
+            ))
+        }),
     );
-    for list in &lists {
-        if let Some(next) = list.next_update {
-            let file = list.file.display().to_string();
-            out.sample(NEXT, &[("file", &file)], (next.unix_millis() / 1000) as f64);
-        }
-    }
-    out.family(
-        EXPIRED,
-        Kind::Gauge,
+    out.gauges(
+        "elevate_tls_crl_expired",
         "1 for a certificate revocation list past its nextUpdate (still used unless crl_expired = \"refuse\"), else 0.",
+        "file",
+        lists
+            .iter()
+            .map(|list| (list.file.display().to_string(), i64::from(list.expired(now)))),
     );
-    for list in &lists {
-        let file = list.file.display().to_string();
-        let expired = if list.expired(now) { 1.0 } else { 0.0 };
-        out.sample(EXPIRED, &[("file", &file)], expired);
-    }
 }
 
 /// The `outcome` an audit action counts as, if it is a step of a request.
