@@ -4,41 +4,44 @@
 //! the broker grants it on the target system, keeps a durable lease, and takes it away on time,
 //! across restarts, crashes and flaky targets.
 //!
-//! The crate is the library behind two thin binaries: `elevated` (the daemon) and `elevate`
-//! (the CLI). Dependencies point one way, from the edge inwards:
+//! The crate is the library behind two thin binaries: `elevated` (the daemon, whose
+//! subcommands are [`elevated`]) and `elevate` (the CLI, [`cli`]). Dependencies point one way,
+//! from the edge inwards; `ARCHITECTURE.md` has the measured map and where a new store backend,
+//! provisioner or notifier goes.
 //!
 //! ```text
-//! grpc ──▶ broker ──▶ { policy, store, provision, expiry, audit } ──▶ model
-//!  │                                                           ▲
-//!  └─▶ tls (mTLS, identity from the client certificate)        │ clock
-//! cli ──▶ proto client (never the broker)
+//! elevated ─▶ dev ─▶ server (composition root) ─▶ grpc, metrics, reload, service, config
+//!                                                   │
+//!                               broker (Gate, Trail, Broker) ─▶ notify, provision, store
+//!                                                   │
+//!                                  audit, policy, tls, expiry ─▶ model, clock
+//! cli ─▶ proto clients, model, the offline verifiers of audit (never the broker)
 //! ```
 //!
-//! - [`keyed`]: async locks keyed by a value (request ids, targets).
-//! - [`crowd`]: work in progress capped overall and per address, the oldest making room.
-//! - [`model`]: typed ids, names, durations, the request record and its state machine.
+//! Public:
+//! - [`model`]: typed ids, names, durations, the request record, its state machine, and what
+//!   happened (`Happened`).
 //! - [`clock`]: the one source of time; tests advance a manual clock.
 //! - [`config`]: the daemon's configuration file.
-//! - [`policy`]: policy and directory files, and route evaluation.
-//! - [`store`]: redb tables, and the writer task that group-commits transitions with their
-//!   audit events.
-//! - [`audit`]: audit events and their hash chain, signed checkpoints, filters, the export
-//!   format, the offline verifier and the access report.
-//! - [`process`]: running configured programs safely (hooks, notifiers).
+//! - [`policy`]: policy and directory files, route evaluation, the demo policy.
+//! - [`store`]: the store handle, the seam a backend implements, and the embedded redb backend.
+//! - [`audit`]: action names and entries, the hash chain, signed checkpoints, filters, the
+//!   export format, the offline verifier, the witness and the access report.
 //! - [`provision`]: the `Provisioner` trait and the `exec`, `file` and `postgres` targets.
-//! - [`expiry`]: the timer wheel that drives time-outs, retries and expiry.
-//! - [`broker`]: the workflow: submissions, decisions, grants and revocations.
-//! - [`private_file`]: the permission rule for keys and passwords.
-//! - [`tls`]: rustls configuration (swapped whole on reload), client identity, the certificate
-//!   deny list, certificates made with rcgen.
-//! - [`grpc`]: tonic services; the only place where errors become `tonic::Status`.
-//! - [`metrics`]: Prometheus metrics from commits, calls and the store, on their own listener.
-//! - [`server`]: build everything from a configuration, then run it on a bound listener.
-//! - [`reload`]: what `SIGHUP` re-reads while the daemon serves.
+//! - [`notify`]: notifications of changes, their routing, notifiers and the outbox.
+//! - [`broker`]: the workflow, in parts: the gate, the trail, the broker.
+//! - [`tls`]: rustls configuration, client identity, revocation, certificates made with rcgen.
+//! - [`metrics`]: Prometheus metrics with `prometheus-client`, on their own listener.
+//! - [`server`]: the composition root: build everything from options, then run.
 //! - [`service`]: running under systemd: readiness, watchdog, checks before serving.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
-//! - [`cli`]: the `elevate` command-line client.
+//! - [`elevated`]: the daemon's command line; [`cli`]: the `elevate` command line.
 //! - [`proto`]: generated wire types and stubs.
+//!
+//! Private: `grpc` (tonic services, the transport, errors to statuses), `expiry` (the timer
+//! wheel), `reload` (what `SIGHUP` re-reads), `keyed` (keyed async locks), `crowd` (capped work
+//! in progress), `hash`, `process` (running configured programs), `private_file` (the rule for
+//! key files, and reading and writing them).
 
 // The public surface: what the two binaries, the tests, the benchmark and tools built on the
 // library use. Everything else is an internal of the daemon.
