@@ -1,6 +1,9 @@
 //! The daemon's configuration file (TOML). Unknown fields are errors; relative paths are
 //! resolved against the file's directory; every error names the file and the field. The
 //! `postgres` provisioner's section lives with its provisioner ([`crate::provision::postgres::config`]).
+//!
+//! Longer than most files: one struct per section of the file, each with its defaults (taken
+//! from the types they fill) and its validation, so that the file's whole vocabulary is here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! Offline verification: recompute the chain, check every checkpoint signature, and report the
 //! first broken link precisely. Used on a store file (`elevated audit verify --db`) and on an
 //! export (`elevate audit verify --file`); neither needs a running daemon.
+//!
+//! Longer than most files: the chain, checkpoints, exports and their links are verified by one
+//! walk whose every failure must name the entry; its parts only make sense together.
 
 use std::fmt;
 

@@ -5,7 +5,7 @@
 //! and a quorum is reached exactly once: only the call whose transition produced `approved`
 //! starts the grant.
 
-use super::lease::recorded;
+use super::commit::recorded;
 use super::{Broker, BrokerError, Caller};
 use crate::audit::{Actor, entry};
 use crate::model::{

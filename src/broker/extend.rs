@@ -3,7 +3,7 @@
 //! under the request's lock: the target is told the new end first, then the expiry moves in
 //! the record and so in the timer wheel. A target that refuses leaves the earlier end.
 
-use super::lease::recorded;
+use super::commit::recorded;
 use super::{Broker, BrokerError, Caller, Limited};
 use crate::audit::{Actor, entry};
 use crate::model::{

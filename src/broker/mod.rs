@@ -14,6 +14,7 @@
 mod admin;
 mod break_glass;
 mod caller;
+mod commit;
 mod credentials;
 mod decide;
 mod error;
@@ -26,6 +27,7 @@ mod query;
 mod record;
 mod standing;
 mod submit;
+mod sweep;
 mod trail;
 
 use std::sync::Arc;
@@ -39,9 +41,10 @@ pub use admin::{Correction, Reconciliation};
 pub use caller::Caller;
 pub use error::{BrokerError, StorageFailure};
 pub use gate::Gate;
-pub use governance::{Enforcement, Reloaded};
+pub use governance::Reloaded;
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
+pub use sweep::Enforcement;
 pub use trail::{ByteStream, EventStream, Trail};
 
 use crate::clock::SharedClock;

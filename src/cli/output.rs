@@ -4,6 +4,9 @@
 //! The JSON fields are a
 //! contract: `id`, `state`, `requester`, `resource`, `reason`, `created_at`, `expires_at`
 //! (RFC 3339, null when unset) and `approvals` (`approver`, `decision`, `at`, …) at least.
+//!
+//! Longer than most files: every command's table and JSON form is here, so that the JSON field
+//! names scripts rely on are defined in one place.
 
 use std::time::{Duration, SystemTime};
 

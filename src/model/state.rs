@@ -11,6 +11,9 @@
 //!      └─▶ failed (grant kept failing; cleaned up)
 //! active ─▶ revoke_failing ─▶ expired | released | revoked   (retried without limit)
 //! ```
+//!
+//! Longer than most files: the state machine's transitions are one concept, and the checks
+//! they share (stage, quorum, one person once) must be read next to each other.
 
 use std::collections::BTreeSet;
 use std::fmt;

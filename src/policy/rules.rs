@@ -1,4 +1,7 @@
 //! The policy file: resources, their limits and their approval routes.
+//!
+//! Longer than most files: each field of the policy file is parsed and validated here with an
+//! error naming the file, the entry and the field; the rules of one file stay together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

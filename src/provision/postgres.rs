@@ -18,6 +18,10 @@
 //! queries take them as parameters. Passwords are sent as SCRAM verifiers made here, so the
 //! plain password never reaches the server or its logs, and never appears in an error or a log
 //! line of elevate. Operations are serialized per grant key within the daemon.
+//!
+//! Longer than most files: the provisioner's grant, revoke, read-back, listing and password
+//! handling are one protocol with one target; its configuration, TLS and sessions are
+//! submodules.
 
 pub mod config;
 mod quote;

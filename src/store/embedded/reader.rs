@@ -1,4 +1,7 @@
 //! Queries in read transactions. They see a consistent snapshot and never wait for the writer.
+//!
+//! Longer than most files: it is every query of the embedded backend (the [`Reads`] of the
+//! seam), each a short walk over one index; they share the table handles and decoding.
 
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 

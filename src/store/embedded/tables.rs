@@ -23,6 +23,9 @@
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
 //! | `offboarded` | principal → JSON offboarding | principals an administrator offboarded |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
+//!
+//! Longer than most files: the layout, and applying one job's changes to every table and index
+//! it touches, are one concept; splitting them would split each index from its upkeep.
 
 use std::path::Path;
 
