@@ -54,6 +54,7 @@ pub fn action(happened: &Happened) -> &'static str {
 /// says so.
 pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, happened: Happened) -> Draft {
     let mut draft = Draft::new(at, actor, action(&happened));
+    draft.happened = Some(happened.clone());
     draft.request = Some(request.id);
     draft.resource = Some(request.resource.clone());
     draft.principal = Some(request.requester.clone());
@@ -67,7 +68,9 @@ pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, happened: Hap
 
 /// The entry recording that `happened`, which concerns no request, at `at`, caused by `actor`.
 pub fn of(at: Timestamp, actor: Actor, happened: Happened) -> Draft {
-    details(Draft::new(at, actor, action(&happened)), None, happened)
+    let mut draft = Draft::new(at, actor, action(&happened));
+    draft.happened = Some(happened.clone());
+    details(draft, None, happened)
 }
 
 fn text<T: ToString>(value: Option<&T>) -> String {

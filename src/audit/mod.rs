@@ -66,6 +66,9 @@ pub struct Draft {
     pub principal: Option<Principal>,
     /// Action-specific details.
     pub details: BTreeMap<String, String>,
+    /// What happened, typed, when the entry was made from a domain event ([`entry`]): what
+    /// notifications are routed from. Not stored.
+    pub happened: Option<crate::model::Happened>,
 }
 
 impl Draft {
@@ -79,6 +82,7 @@ impl Draft {
             resource: None,
             principal: None,
             details: BTreeMap::new(),
+            happened: None,
         }
     }
 

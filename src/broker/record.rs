@@ -35,7 +35,8 @@ impl Record {
             Vec::new()
         } else {
             let snapshot = self.rules.current();
-            let events = derive::events(old, &new, &snapshot, now);
+            let happened: Vec<_> = drafts.iter().filter_map(|d| d.happened.as_ref()).collect();
+            let events = derive::events(old, &new, &happened, &snapshot, now);
             self.routing.route(events, now)
         };
         let changes = Changes {

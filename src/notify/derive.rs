@@ -1,10 +1,18 @@
 //! What a committed change means for people: the notice times it sets and the events it
 //! causes. Every commit of a request goes through here, so no path can forget to notify.
+//!
+//! Outcomes (a decision, a grant, an end, a failing revoke, a review's steps) are routed from
+//! what happened, as the workflow said it ([`Happened`], the same events the audit trail
+//! records). What is awaited now (a stage waiting for approvers) and the notices the broker
+//! sends by moving their times on (reminders, early warnings) are read from the record.
 
 use std::collections::BTreeSet;
 
 use super::{Event, Notices, Priority, RequestSummary};
-use crate::model::{AccessRequest, Principal, ReviewState, State, StateKind, Timestamp, one_line};
+use crate::model::{
+    AccessRequest, Approval, Ending, Happened, Principal, ReviewState, State, StateKind, Timestamp,
+    one_line,
+};
 use crate::policy::Snapshot;
 
 /// Sets `new`'s notice times after a change from `old` (`None` for a new request): approval
@@ -145,10 +153,29 @@ fn admins(snapshot: &Snapshot) -> Vec<Principal> {
         .collect()
 }
 
-/// The events the change from `old` (`None` for a new request) to `new` causes.
+/// The requester hears of the decision on their request (`outcome`: approved, denied, timed
+/// out), with its reason when one was given.
+fn decided(events: &mut Events<'_>, outcome: &str) {
+    let request = events.request;
+    let why = request
+        .end_reason
+        .as_deref()
+        .map(|r| format!(": {}", quoted(r)))
+        .unwrap_or_default();
+    events.push(
+        "request.decided",
+        Priority::Normal,
+        [request.requester.clone()],
+        format!("{} for {} was {outcome}{why}", request.id, request.resource),
+    );
+}
+
+/// The events the change from `old` (`None` for a new request) to `new` causes, where
+/// `happened` is what the workflow said happened in it.
 pub fn events(
     old: Option<&AccessRequest>,
     new: &AccessRequest,
+    happened: &[&Happened],
     snapshot: &Snapshot,
     now: Timestamp,
 ) -> Vec<Event> {
@@ -159,7 +186,6 @@ pub fn events(
     };
     let who = &new.requester;
     let what = &new.resource;
-    let before = old.map(AccessRequest::kind);
     let urgent = if new.is_break_glass() {
         Priority::High
     } else {
@@ -208,51 +234,76 @@ pub fn events(
         }
     }
 
-    // Decisions, grants and ends, to the requester.
-    let decided = match (before, new.kind()) {
-        (Some(StateKind::Pending), StateKind::Approved | StateKind::Active) => Some("approved"),
-        (Some(StateKind::Pending), StateKind::Denied) => Some("denied"),
-        (Some(StateKind::Pending), StateKind::TimedOut) => Some("timed out"),
-        _ => None,
-    };
-    if let Some(outcome) = decided {
-        let why = new
-            .end_reason
-            .as_deref()
-            .map(|r| format!(": {}", quoted(r)))
-            .unwrap_or_default();
-        events.push(
-            "request.decided",
-            Priority::Normal,
-            [who.clone()],
-            format!("{} for {what} was {outcome}{why}", new.id),
-        );
-    }
-    if new.kind() == StateKind::Active && before != Some(StateKind::Active) {
-        let until = new.expires_at.map(Timestamp::rfc3339).unwrap_or_default();
-        events.push(
-            "access.granted",
-            Priority::Normal,
-            [who.clone()],
-            format!("{who} has {what} until {until} ({})", new.id),
-        );
-        if let Some(break_glass) = &new.break_glass {
-            let reason = new
-                .reason
-                .as_ref()
-                .map(|r| quoted(r.as_str()))
-                .unwrap_or_default();
-            events.push(
-                "break_glass.granted",
-                Priority::High,
-                reviewers(snapshot, new),
+    // Decisions, grants and ends, to the requester; failing revokes, to the admins.
+    for happened in happened {
+        match happened {
+            Happened::Approved {
+                how: Approval::Route,
+            } => decided(&mut events, "approved"),
+            Happened::Denied { .. } => decided(&mut events, "denied"),
+            Happened::TimedOut => decided(&mut events, "timed out"),
+            Happened::Granted { .. } => {
+                let until = new.expires_at.map(Timestamp::rfc3339).unwrap_or_default();
+                events.push(
+                    "access.granted",
+                    Priority::Normal,
+                    [who.clone()],
+                    format!("{who} has {what} until {until} ({})", new.id),
+                );
+                if let Some(break_glass) = &new.break_glass {
+                    let reason = new
+                        .reason
+                        .as_ref()
+                        .map(|r| quoted(r.as_str()))
+                        .unwrap_or_default();
+                    events.push(
+                        "break_glass.granted",
+                        Priority::High,
+                        reviewers(snapshot, new),
+                        format!(
+                            "{who} broke glass on {what} for {} until {until}: {reason}; review {} by {}",
+                            quoted(break_glass.incident.as_str()),
+                            new.id,
+                            new.review().map(|r| r.due_at.rfc3339()).unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+            Happened::Ended {
+                ending: Ending::Expired,
+                ..
+            } => events.push(
+                "access.expired",
+                Priority::Normal,
+                [who.clone()],
                 format!(
-                    "{who} broke glass on {what} for {} until {until}: {reason}; review {} by {}",
-                    quoted(break_glass.incident.as_str()),
-                    new.id,
-                    new.review().map(|r| r.due_at.rfc3339()).unwrap_or_default()
+                    "{what} access of {who} expired and was removed ({})",
+                    new.id
                 ),
-            );
+            ),
+            Happened::Ended {
+                ending: Ending::Revoked,
+                ..
+            } => events.push(
+                "access.revoked",
+                Priority::Normal,
+                [who.clone()],
+                format!("{what} access of {who} was revoked ({})", new.id),
+            ),
+            // The first failure and every tenth.
+            Happened::RevokeFailed { attempt, error, .. } if *attempt == 1 || attempt % 10 == 0 => {
+                events.push(
+                    "revoke.failing",
+                    Priority::High,
+                    admins(snapshot),
+                    format!(
+                        "revoking {what} from {who} ({}) failed {attempt} time(s); access is still held: {}",
+                        new.id,
+                        quoted(error)
+                    ),
+                );
+            }
+            _ => {}
         }
     }
     let warned = new.kind() == StateKind::Active
@@ -270,48 +321,9 @@ pub fn events(
             ),
         );
     }
-    if before != Some(new.kind()) {
-        match new.kind() {
-            StateKind::Expired => events.push(
-                "access.expired",
-                Priority::Normal,
-                [who.clone()],
-                format!(
-                    "{what} access of {who} expired and was removed ({})",
-                    new.id
-                ),
-            ),
-            StateKind::Revoked => events.push(
-                "access.revoked",
-                Priority::Normal,
-                [who.clone()],
-                format!("{what} access of {who} was revoked ({})", new.id),
-            ),
-            _ => {}
-        }
-    }
-    if let State::RevokeFailing { attempts, .. } = &new.state {
-        // A real failure (not a revoke merely decided), the first and every tenth.
-        let before_count = old.and_then(AccessRequest::attempts).map_or(0, |a| a.count);
-        let failed = attempts.count > before_count;
-        if failed && (attempts.count == 1 || attempts.count % 10 == 0) {
-            events.push(
-                "revoke.failing",
-                Priority::High,
-                admins(snapshot),
-                format!(
-                    "revoking {what} from {who} ({}) failed {} time(s); access is still held: {}",
-                    new.id,
-                    attempts.count,
-                    quoted(attempts.last_error.as_deref().unwrap_or(""))
-                ),
-            );
-        }
-    }
 
     // The break-glass review.
     if let (Some(review), Some(break_glass)) = (new.review(), &new.break_glass) {
-        let was = old.and_then(AccessRequest::review);
         let escalation = break_glass.escalate_to.iter().cloned();
         let due_soon = review.state == ReviewState::Pending
             && old.is_some_and(|o| o.notices.review_due_at.is_some())
@@ -329,43 +341,45 @@ pub fn events(
                 ),
             );
         }
-        match (was.map(|r| r.state), review.state) {
-            (Some(ReviewState::Pending), ReviewState::Overdue) => events.push(
-                "review.overdue",
-                Priority::High,
-                reviewers(snapshot, new).into_iter().chain(escalation),
-                format!(
-                    "the review of {who}'s break-glass on {what} ({}) is overdue since {}",
-                    new.id, review.due_at
+        for happened in happened {
+            match happened {
+                Happened::ReviewOverdue => events.push(
+                    "review.overdue",
+                    Priority::High,
+                    reviewers(snapshot, new).into_iter().chain(escalation.clone()),
+                    format!(
+                        "the review of {who}'s break-glass on {what} ({}) is overdue since {}",
+                        new.id, review.due_at
+                    ),
                 ),
-            ),
-            (Some(ReviewState::Overdue), ReviewState::Overdue)
-                if was.is_some_and(|w| review.reminders > w.reminders) =>
-            {
-                events.push(
+                Happened::ReviewReminded { reminder } => events.push(
                     "review.reminder",
                     Priority::High,
-                    reviewers(snapshot, new).into_iter().chain(escalation),
+                    reviewers(snapshot, new).into_iter().chain(escalation.clone()),
                     format!(
-                        "reminder {}: the review of {who}'s break-glass on {what} ({}) is overdue since {}",
-                        review.reminders, new.id, review.due_at
+                        "reminder {reminder}: the review of {who}'s break-glass on {what} ({}) is overdue since {}",
+                        new.id, review.due_at
                     ),
-                )
+                ),
+                Happened::ReviewClosed { .. } => {
+                    let by = review
+                        .verdict
+                        .as_ref()
+                        .map(|v| v.reviewer.to_string())
+                        .unwrap_or_default();
+                    events.push(
+                        "review.closed",
+                        Priority::Normal,
+                        std::iter::once(who.clone()).chain(escalation.clone()),
+                        format!(
+                            "{by} found {who}'s break-glass on {what} ({}) {}",
+                            new.id,
+                            review.state.as_str()
+                        ),
+                    );
+                }
+                _ => {}
             }
-            (Some(open), ReviewState::Justified | ReviewState::Unjustified) if open.is_open() => {
-                let by = review.verdict.as_ref().map(|v| v.reviewer.to_string()).unwrap_or_default();
-                events.push(
-                    "review.closed",
-                    Priority::Normal,
-                    std::iter::once(who.clone()).chain(escalation),
-                    format!(
-                        "{by} found {who}'s break-glass on {what} ({}) {}",
-                        new.id,
-                        review.state.as_str()
-                    ),
-                )
-            }
-            _ => {}
         }
     }
     events.out
@@ -376,8 +390,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::Transition;
     use crate::model::fixtures::{granted_break_glass, p, t, two_stage};
-    use crate::model::{Ending, Transition};
 
     fn snapshot() -> Snapshot {
         crate::policy::demo::snapshot().unwrap()
@@ -388,6 +402,53 @@ mod tests {
         expiring_soon: Some(Duration::from_secs(300)),
         review_due_soon: Some(Duration::from_secs(3600)),
     };
+
+    const APPROVED: Happened = Happened::Approved {
+        how: Approval::Route,
+    };
+    const GRANTED: Happened = Happened::Granted {
+        credentials_issued: false,
+    };
+
+    fn submitted() -> Happened {
+        Happened::Submitted {
+            needs_approval_because: None,
+        }
+    }
+
+    fn approval() -> Happened {
+        Happened::ApprovalRecorded {
+            stage: 0,
+            stage_name: "manager".into(),
+            comment: None,
+        }
+    }
+
+    fn ended(ending: Ending) -> Happened {
+        Happened::Ended {
+            ending,
+            grant_kept_for: None,
+            reason: None,
+            lag: None,
+        }
+    }
+
+    fn revoke_failed(attempt: u32) -> Happened {
+        Happened::RevokeFailed {
+            attempt,
+            error: "down".into(),
+            retry_at: t(10),
+            reason: None,
+        }
+    }
+
+    fn closed_review() -> Happened {
+        Happened::ReviewClosed {
+            justified: true,
+            notes: None,
+            revoke: false,
+        }
+    }
 
     fn kinds(events: &[Event]) -> Vec<(&str, Vec<&str>)> {
         events
@@ -424,7 +485,7 @@ mod tests {
         refresh_notices(None, &mut new, &NOTICES, t(0));
         assert_eq!(new.notices.approval_reminder_at, Some(t(600)));
         assert_eq!(
-            kinds(&events(None, &new, &s, t(0))),
+            kinds(&events(None, &new, &[&submitted()], &s, t(0))),
             [("request.waiting", vec!["manager"])]
         );
 
@@ -434,7 +495,7 @@ mod tests {
         refresh_notices(Some(&new), &mut reminded, &NOTICES, t(600));
         assert_eq!(reminded.notices.approval_reminder_at, Some(t(1200)));
         assert_eq!(
-            kinds(&events(Some(&new), &reminded, &s, t(600))),
+            kinds(&events(Some(&new), &reminded, &[], &s, t(600))),
             [("request.reminder", vec!["manager"])]
         );
 
@@ -448,7 +509,13 @@ mod tests {
         refresh_notices(Some(&reminded), &mut advanced, &NOTICES, t(700));
         assert_eq!(advanced.notices.approval_reminder_at, Some(t(1300)));
         assert_eq!(
-            kinds(&events(Some(&reminded), &advanced, &s, t(700))),
+            kinds(&events(
+                Some(&reminded),
+                &advanced,
+                &[&approval()],
+                &s,
+                t(700)
+            )),
             [("request.waiting", vec!["security"])],
             "manager approved stage one and is not asked again"
         );
@@ -460,20 +527,26 @@ mod tests {
         let old = changed(two_stage().approve(&p("manager"), None, t(1)).unwrap());
         let approved = changed(old.clone().approve(&p("security"), None, t(2)).unwrap());
         assert_eq!(
-            kinds(&events(Some(&old), &approved, &s, t(2))),
+            kinds(&events(
+                Some(&old),
+                &approved,
+                &[&approval(), &APPROVED],
+                &s,
+                t(2)
+            )),
             [("request.decided", vec!["engineer"])]
         );
         let mut active = changed(approved.clone().grant_succeeded(t(3)).unwrap());
         refresh_notices(Some(&approved), &mut active, &NOTICES, t(3));
         assert_eq!(active.notices.expiring_at, Some(t(3 + 1800 - 300)));
         assert_eq!(
-            kinds(&events(Some(&approved), &active, &s, t(3))),
+            kinds(&events(Some(&approved), &active, &[&GRANTED], &s, t(3))),
             [("access.granted", vec!["engineer"])]
         );
         let mut warned = active.clone();
         warned.notices.expiring_at = None;
         assert_eq!(
-            kinds(&events(Some(&active), &warned, &s, t(1503))),
+            kinds(&events(Some(&active), &warned, &[], &s, t(1503))),
             [("access.expiring", vec!["engineer"])]
         );
         // An expiry handled late clears the warning without sending it.
@@ -486,7 +559,13 @@ mod tests {
         refresh_notices(Some(&active), &mut expired, &NOTICES, t(1803));
         assert_eq!(expired.notices.expiring_at, None);
         assert_eq!(
-            kinds(&events(Some(&active), &expired, &s, t(1803))),
+            kinds(&events(
+                Some(&active),
+                &expired,
+                &[&ended(Ending::Expired)],
+                &s,
+                t(1803)
+            )),
             [("access.expired", vec!["engineer"])]
         );
     }
@@ -497,7 +576,7 @@ mod tests {
         let active = granted_break_glass();
         let decided = changed(active.clone().begin_revoke(Ending::Revoked, t(5)).unwrap());
         assert!(
-            !events(Some(&active), &decided, &s, t(5))
+            !events(Some(&active), &decided, &[], &s, t(5))
                 .iter()
                 .any(|e| e.kind == "revoke.failing")
         );
@@ -507,7 +586,7 @@ mod tests {
                 .revoke_failed(Ending::Revoked, "down".into(), t(10))
                 .unwrap(),
         );
-        let first = events(Some(&decided), &failing, &s, t(6));
+        let first = events(Some(&decided), &failing, &[&revoke_failed(1)], &s, t(6));
         assert_eq!(
             first.iter().filter(|e| e.kind == "revoke.failing").count(),
             1
@@ -525,9 +604,15 @@ mod tests {
                     .revoke_failed(Ending::Revoked, "down".into(), t(10))
                     .unwrap(),
             );
-            let told = events(Some(&before), &failing, &s, t(6))
-                .iter()
-                .any(|e| e.kind == "revoke.failing");
+            let told = events(
+                Some(&before),
+                &failing,
+                &[&revoke_failed(attempt)],
+                &s,
+                t(6),
+            )
+            .iter()
+            .any(|e| e.kind == "revoke.failing");
             assert_eq!(told, attempt == 10, "attempt {attempt}");
         }
     }
@@ -555,7 +640,7 @@ mod tests {
             opened.notices.review_due_at,
             Some(due.saturating_sub(Duration::from_secs(3600)))
         );
-        let granted = events(Some(&old), &opened, &s, t(1));
+        let granted = events(Some(&old), &opened, &[&GRANTED], &s, t(1));
         assert_eq!(
             kinds(&granted),
             [
@@ -567,7 +652,7 @@ mod tests {
         let mut warned = opened.clone();
         warned.notices.review_due_at = None;
         assert_eq!(
-            kinds(&events(Some(&opened), &warned, &s, t(2))),
+            kinds(&events(Some(&opened), &warned, &[], &s, t(2))),
             [("review.due", vec!["manager", "security"])]
         );
         let overdue = match warned.clone().review_overdue(due) {
@@ -575,7 +660,13 @@ mod tests {
             Transition::Unchanged(_) => panic!(),
         };
         assert_eq!(
-            kinds(&events(Some(&warned), &overdue, &s, due)),
+            kinds(&events(
+                Some(&warned),
+                &overdue,
+                &[&Happened::ReviewOverdue],
+                &s,
+                due
+            )),
             [("review.overdue", vec!["manager", "security"])]
         );
         let closed = changed(
@@ -585,7 +676,13 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            kinds(&events(Some(&overdue), &closed, &s, due)),
+            kinds(&events(
+                Some(&overdue),
+                &closed,
+                &[&closed_review()],
+                &s,
+                due
+            )),
             [("review.closed", vec!["manager", "oncall"])]
         );
     }
