@@ -6,6 +6,7 @@
 //! resource is superseded (cancelled) rather than blocking an incident response. The grant opens
 //! the review; closing it is final, and an unjustified verdict can revoke the lease at once.
 
+use super::commit::recorded;
 use super::{Broker, BrokerError, Caller};
 use crate::audit::{Actor, entry};
 use crate::model::{
@@ -259,35 +260,26 @@ impl Broker {
                         "only members of {group} review {id}"
                     )));
                 }
-                let mut closed =
-                    match request.close_review(&reviewer, justified, notes.clone(), now)? {
-                        Transition::Changed(closed) => closed,
-                        unchanged @ Transition::Unchanged(_) => return Ok((unchanged, Vec::new())),
-                    };
-                let revoke = !justified
-                    && closed.kind() == StateKind::Active
-                    && closed
-                        .break_glass
-                        .as_ref()
-                        .is_some_and(|b| b.revoke_on_unjustified);
-                let draft = entry::about(
-                    &closed,
-                    now,
-                    Actor::Principal(reviewer.clone()),
-                    Happened::ReviewClosed {
-                        justified,
-                        notes: notes.clone(),
-                        revoke,
-                    },
+                let transition = request.close_review(&reviewer, justified, notes.clone(), now)?;
+                let revoke = matches!(
+                    &transition,
+                    Transition::Changed(_, happened)
+                        if happened.iter().any(|h| matches!(h, Happened::ReviewClosed { revoke: true, .. }))
                 );
+                let (transition, drafts) =
+                    recorded(transition, now, Actor::Principal(reviewer.clone()));
                 // The revoke is decided in the same transaction as the verdict.
-                if revoke {
-                    closed = closed.begin_revoke(Ending::Revoked, now)?.into_request();
-                    closed.end_reason = Some(format!(
-                        "revoked: {reviewer} found the break-glass unjustified"
-                    ));
-                }
-                Ok((Transition::Changed(closed), vec![draft]))
+                let transition = match transition {
+                    Transition::Changed(closed, happened) if revoke => {
+                        let mut closed = closed.begin_revoke(Ending::Revoked, now)?.into_request();
+                        closed.end_reason = Some(format!(
+                            "revoked: {reviewer} found the break-glass unjustified"
+                        ));
+                        Transition::Changed(closed, happened)
+                    }
+                    other => other,
+                };
+                Ok((transition, drafts))
             })
             .await?;
         if closed.kind() == StateKind::RevokeFailing {

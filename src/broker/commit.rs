@@ -3,23 +3,39 @@
 //! notifications ([`record`](super::record)), or nothing when the transition changed nothing.
 
 use super::{Broker, BrokerError};
-use crate::audit::Draft;
+use crate::audit::{Actor, Draft, entry};
 use crate::model::{AccessRequest, RequestId, Timestamp, Transition};
 use crate::store::Changes;
 
-/// What a commit closure returns: the transition and, if it changed the record, the events.
+/// What a commit closure returns: the transition and, if it changed the record, the audit
+/// entries of what happened.
 pub(super) type Outcome = (Transition, Vec<Draft>);
 
-/// Pairs a transition with the events built from its new record, when it changed.
-pub(super) fn recorded(
+/// Pairs a transition with the audit entries of what it says happened (about its new record,
+/// at `at`, caused by `actor`), when it changed the record.
+pub(super) fn recorded(transition: Transition, at: Timestamp, actor: Actor) -> Outcome {
+    recorded_after(Vec::new(), transition, at, actor)
+}
+
+/// Like [`recorded`], after `before`: entries the same change records first (approvals that
+/// stopped counting before a decision), kept only when the record changed.
+pub(super) fn recorded_after(
+    mut before: Vec<Draft>,
     transition: Transition,
-    drafts: impl FnOnce(&AccessRequest) -> Vec<Draft>,
+    at: Timestamp,
+    actor: Actor,
 ) -> Outcome {
-    let drafts = match &transition {
-        Transition::Changed(request) => drafts(request),
-        Transition::Unchanged(_) => Vec::new(),
-    };
-    (transition, drafts)
+    match transition {
+        Transition::Changed(request, happened) => {
+            before.extend(
+                happened
+                    .into_iter()
+                    .map(|happened| entry::about(&request, at, actor.clone(), happened)),
+            );
+            (Transition::Changed(request, Vec::new()), before)
+        }
+        unchanged @ Transition::Unchanged(_) => (unchanged, Vec::new()),
+    }
 }
 
 impl Broker {
@@ -55,7 +71,7 @@ impl Broker {
                 let request = view.request(id)?.ok_or(BrokerError::NotFound(id))?;
                 let old = request.clone();
                 Ok(match change(request, now)? {
-                    (Transition::Changed(new), drafts) => {
+                    (Transition::Changed(new, _), drafts) => {
                         let (changes, new) = record.changes(Some(&old), new, drafts, now);
                         (changes, (new, true))
                     }

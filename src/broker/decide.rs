@@ -5,12 +5,10 @@
 //! and a quorum is reached exactly once: only the call whose transition produced `approved`
 //! starts the grant.
 
-use super::commit::recorded;
+use super::commit::{recorded, recorded_after};
 use super::{Broker, BrokerError, Caller};
-use crate::audit::{Actor, entry};
-use crate::model::{
-    AccessRequest, Approval, Comment, Happened, Reason, RequestId, StateKind, TransitionError,
-};
+use crate::audit::Actor;
+use crate::model::{AccessRequest, Comment, Reason, RequestId, StateKind, TransitionError};
 
 impl Broker {
     /// Approves `id` at its current stage. Returns the request as it is afterwards (active,
@@ -44,36 +42,9 @@ impl Broker {
                 }
                 let (request, voided) =
                     standing.void_leavers(&snapshot, request, &Actor::System, now);
-                let (index, name) = request
-                    .current_stage()
-                    .map(|(index, s)| (index, s.name.clone()))
-                    .unwrap_or_default();
                 let actor = Actor::Principal(approver.clone());
                 let transition = request.approve(&approver, comment.clone(), now)?;
-                Ok(recorded(transition, |r| {
-                    let mut drafts = voided;
-                    drafts.push(entry::about(
-                        r,
-                        now,
-                        actor.clone(),
-                        Happened::ApprovalRecorded {
-                            stage: index,
-                            stage_name: name,
-                            comment,
-                        },
-                    ));
-                    if r.kind() == StateKind::Approved {
-                        drafts.push(entry::about(
-                            r,
-                            now,
-                            actor,
-                            Happened::Approved {
-                                how: Approval::Route,
-                            },
-                        ));
-                    }
-                    drafts
-                }))
+                Ok(recorded_after(voided, transition, now, actor))
             })
             .await
             .inspect_err(|error| self.nudge_if_past_deadline(id, error))?;
@@ -100,23 +71,12 @@ impl Broker {
         self.commit(id, move |request, now| {
             // Ordered against offboardings and reloads (see `standing`).
             standing.check(&approver)?;
-            let (index, name) = request
-                .current_stage()
-                .map(|(index, s)| (index, s.name.clone()))
-                .unwrap_or_default();
             let transition = request.deny(&approver, reason.clone(), now)?;
-            Ok(recorded(transition, |r| {
-                vec![entry::about(
-                    r,
-                    now,
-                    Actor::Principal(approver.clone()),
-                    Happened::Denied {
-                        stage: index,
-                        stage_name: name,
-                        reason,
-                    },
-                )]
-            }))
+            Ok(recorded(
+                transition,
+                now,
+                Actor::Principal(approver.clone()),
+            ))
         })
         .await
         .inspect_err(|error| self.nudge_if_past_deadline(id, error))
@@ -145,17 +105,7 @@ impl Broker {
         let by = caller.principal.clone();
         self.commit(id, move |request, now| {
             let transition = request.cancel(&by, now)?;
-            Ok(recorded(transition, |r| {
-                vec![entry::about(
-                    r,
-                    now,
-                    Actor::Principal(by.clone()),
-                    Happened::Cancelled {
-                        superseded_by: None,
-                        reason: None,
-                    },
-                )]
-            }))
+            Ok(recorded(transition, now, Actor::Principal(by.clone())))
         })
         .await
     }

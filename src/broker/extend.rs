@@ -3,7 +3,7 @@
 //! under the request's lock: the target is told the new end first, then the expiry moves in
 //! the record and so in the timer wheel. A target that refuses leaves the earlier end.
 
-use super::commit::recorded;
+use super::commit::{recorded, recorded_after};
 use super::{Broker, BrokerError, Caller, Limited};
 use crate::audit::{Actor, entry};
 use crate::model::{
@@ -82,22 +82,7 @@ impl Broker {
                         now,
                     )?
                     .map_err(|refused| BrokerError::Invalid(refused.to_string()))?;
-                Ok(recorded(transition, |r| {
-                    let extension = r.open_extension();
-                    vec![entry::about(
-                        r,
-                        now,
-                        Actor::Principal(holder.clone()),
-                        Happened::ExtensionRequested {
-                            by,
-                            reason,
-                            until: extension.map(|e| e.until()),
-                            stage: extension
-                                .and_then(|e| e.stage.as_ref())
-                                .map(|stage| stage.name.clone()),
-                        },
-                    )]
-                }))
+                Ok(recorded(transition, now, Actor::Principal(holder.clone())))
             })
             .await?;
         tracing::info!(%id, holder = %caller.principal, %by, "extension asked");
@@ -143,17 +128,12 @@ impl Broker {
                     })
                     .collect();
                 let transition = request.approve_extension(&approver, comment.clone(), now)?;
-                Ok(recorded(transition, |r| {
-                    voided
-                        .into_iter()
-                        .chain([entry::about(
-                            r,
-                            now,
-                            Actor::Principal(approver.clone()),
-                            Happened::ExtensionApproval { comment },
-                        )])
-                        .collect()
-                }))
+                Ok(recorded_after(
+                    voided,
+                    transition,
+                    now,
+                    Actor::Principal(approver.clone()),
+                ))
             })
             .await?;
         if !changed {
@@ -175,14 +155,11 @@ impl Broker {
             // Ordered against offboardings and reloads (see `standing`).
             standing.check(&approver)?;
             let transition = request.deny_extension(&approver, reason.clone(), now)?;
-            Ok(recorded(transition, |r| {
-                vec![entry::about(
-                    r,
-                    now,
-                    Actor::Principal(approver.clone()),
-                    Happened::ExtensionDenied { reason },
-                )]
-            }))
+            Ok(recorded(
+                transition,
+                now,
+                Actor::Principal(approver.clone()),
+            ))
         })
         .await
     }
@@ -257,15 +234,7 @@ impl Broker {
             Ok(()) => {
                 let request = self
                     .commit(id, move |request, _| {
-                        let from = request.expires_at;
-                        Ok(recorded(request.extension_applied(now), |r| {
-                            vec![entry::about(
-                                r,
-                                now,
-                                Actor::System,
-                                Happened::Extended { from, until },
-                            )]
-                        }))
+                        Ok(recorded(request.extension_applied(now), now, Actor::System))
                     })
                     .await?;
                 tracing::info!(%id, until = %until, "lease extended");
@@ -273,16 +242,12 @@ impl Broker {
             }
             Err(error) => {
                 tracing::warn!(%id, %error, "the target refused an extension; the lease keeps its end");
-                let detail = error.0.clone();
                 self.commit(id, move |request, _| {
-                    Ok(recorded(request.extension_failed(error.0, now), |r| {
-                        vec![entry::about(
-                            r,
-                            now,
-                            Actor::System,
-                            Happened::ExtensionFailed { error: detail },
-                        )]
-                    }))
+                    Ok(recorded(
+                        request.extension_failed(error.0, now),
+                        now,
+                        Actor::System,
+                    ))
                 })
                 .await
             }

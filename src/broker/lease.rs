@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::commit::recorded;
 use super::{Broker, BrokerError, Caller};
-use crate::audit::{Actor, entry};
+use crate::audit::Actor;
 use crate::model::{
-    AccessRequest, Due, Ending, Happened, RequestId, State, Timestamp, Transition, TransitionError,
+    AccessRequest, Due, Ending, RequestId, State, Timestamp, Transition, TransitionError,
 };
 use crate::provision::{LeaseTarget, ProvisionError, Provisioner};
 use crate::store::Changes;
@@ -71,9 +71,7 @@ impl Broker {
             Due::State => match request.state.clone() {
                 State::Pending { .. } => {
                     self.commit(id, move |request, _| {
-                        Ok(recorded(request.time_out(now), |r| {
-                            vec![entry::about(r, now, Actor::System, Happened::TimedOut)]
-                        }))
+                        Ok(recorded(request.time_out(now), now, Actor::System))
                     })
                     .await
                 }
@@ -107,23 +105,13 @@ impl Broker {
             Due::Extension => self.apply_extension_locked(request).await,
             Due::ReviewOverdue => {
                 self.commit(id, move |request, _| {
-                    Ok(recorded(request.review_overdue(now), |r| {
-                        vec![entry::about(r, now, Actor::System, Happened::ReviewOverdue)]
-                    }))
+                    Ok(recorded(request.review_overdue(now), now, Actor::System))
                 })
                 .await
             }
             Due::ReviewReminder => {
                 self.commit(id, move |request, _| {
-                    Ok(recorded(request.review_reminded(now), |r| {
-                        let reminder = r.review().map_or(0, |review| review.reminders);
-                        vec![entry::about(
-                            r,
-                            now,
-                            Actor::System,
-                            Happened::ReviewReminded { reminder },
-                        )]
-                    }))
+                    Ok(recorded(request.review_reminded(now), now, Actor::System))
                 })
                 .await
             }
@@ -140,7 +128,7 @@ impl Broker {
                         Due::Expiring => notices.expiring_at = None,
                         _ => notices.review_due_at = None,
                     }
-                    Ok((Transition::Changed(request), Vec::new()))
+                    Ok((Transition::Changed(request, Vec::new()), Vec::new()))
                 })
                 .await
             }
@@ -194,16 +182,8 @@ impl Broker {
                 }
                 let request = self
                     .commit(id, move |request, _| {
-                        Ok(recorded(request.grant_succeeded(now)?, |r| {
-                            vec![entry::about(
-                                r,
-                                now,
-                                Actor::System,
-                                Happened::Granted {
-                                    credentials_issued: issued,
-                                },
-                            )]
-                        }))
+                        let transition = request.grant_succeeded(now, issued)?;
+                        Ok(recorded(transition, now, Actor::System))
                     })
                     .await?;
                 tracing::info!(%id, holder = %request.requester, resource = %request.resource, "lease granted");
@@ -218,21 +198,11 @@ impl Broker {
                     now.saturating_add(self.inner.settings.backoff.delay(failures))
                 };
                 tracing::warn!(%id, attempt = failures, %error, final_attempt = last, "grant failed");
-                let detail = error.clone();
                 let request = self
                     .commit(id, move |request, _| {
-                        Ok(recorded(request.grant_failed(error, retry_at)?, |r| {
-                            vec![entry::about(
-                                r,
-                                now,
-                                Actor::System,
-                                Happened::GrantFailed {
-                                    attempt: failures,
-                                    error: detail,
-                                    retry_at: (!last).then_some(retry_at),
-                                },
-                            )]
-                        }))
+                        let retry_at = (!last).then_some(retry_at);
+                        let transition = request.grant_failed(error, retry_at, now)?;
+                        Ok(recorded(transition, now, Actor::System))
                     })
                     .await?;
                 if last {
@@ -286,33 +256,10 @@ impl Broker {
                 if let Some(other) = kept_for {
                     tracing::info!(%id, %other, "grant kept on the target for an overlapping lease");
                 }
-                let why_detail = why.clone();
                 let request = self
-                    .commit(id, move |mut request, _| {
-                        if why.is_some() && request.end_reason.is_none() {
-                            request.end_reason = why;
-                        }
-                        Ok(recorded(request.revoke_succeeded(ending, done)?, |r| {
-                            let ending = match r.state {
-                                State::Ended { ending } => ending,
-                                _ => ending,
-                            };
-                            let lag = r
-                                .expires_at
-                                .filter(|_| ending == Ending::Expired)
-                                .map(|expires_at| done.saturating_duration_since(expires_at));
-                            vec![entry::about(
-                                r,
-                                done,
-                                actor,
-                                Happened::Ended {
-                                    ending,
-                                    grant_kept_for: kept_for,
-                                    reason: why_detail,
-                                    lag,
-                                },
-                            )]
-                        }))
+                    .commit(id, move |request, _| {
+                        let transition = request.revoke_succeeded(ending, done, why, kept_for)?;
+                        Ok(recorded(transition, done, actor))
                     })
                     .await?;
                 tracing::info!(%id, holder = %request.requester, resource = %request.resource, state = %request.kind(), "access revoked");
@@ -325,27 +272,9 @@ impl Broker {
                 };
                 let retry_at = done.saturating_add(self.inner.settings.backoff.delay(failures));
                 tracing::warn!(%id, attempt = failures, %error, retry_at = %retry_at, "revoke failed; access is still held");
-                let detail = error.clone();
-                self.commit(id, move |mut request, _| {
-                    if why.is_some() && request.end_reason.is_none() {
-                        request.end_reason = why.clone();
-                    }
-                    Ok(recorded(
-                        request.revoke_failed(ending, error, retry_at)?,
-                        |r| {
-                            vec![entry::about(
-                                r,
-                                done,
-                                actor,
-                                Happened::RevokeFailed {
-                                    attempt: failures,
-                                    error: detail,
-                                    retry_at,
-                                    reason: why,
-                                },
-                            )]
-                        },
-                    ))
+                self.commit(id, move |request, _| {
+                    let transition = request.revoke_failed(ending, error, retry_at, why)?;
+                    Ok(recorded(transition, done, actor))
                 })
                 .await
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use super::BrokerError;
 use crate::audit::entry;
-use crate::model::{Happened, Offboarding, Principal};
+use crate::model::{Offboarding, Principal, Transition};
 use crate::policy::Live;
 
 /// The directory in force plus the offboarded principals. Cloning shares both.
@@ -96,17 +96,17 @@ impl Standing {
             })
             .collect();
         for (approver, why) in leavers {
-            request = request.void_approvals(&approver, &why).into_request();
-            drafts.push(entry::about(
-                &request,
-                now,
-                actor.clone(),
-                Happened::ApprovalVoided {
-                    approver,
-                    reason: why,
-                    extension: false,
-                },
-            ));
+            request = match request.void_approvals(&approver, &why) {
+                Transition::Changed(request, happened) => {
+                    drafts.extend(
+                        happened
+                            .into_iter()
+                            .map(|happened| entry::about(&request, now, actor.clone(), happened)),
+                    );
+                    request
+                }
+                Transition::Unchanged(request) => request,
+            };
         }
         (request, drafts)
     }

@@ -9,10 +9,8 @@ use tokio::task::JoinSet;
 
 use super::commit::recorded;
 use super::{Broker, BrokerError};
-use crate::audit::{Actor, entry};
-use crate::model::{
-    AccessRequest, Ending, Happened, Principal, RequestId, State, StateKind, Transition,
-};
+use crate::audit::Actor;
+use crate::model::{AccessRequest, Ending, Principal, RequestId, State, StateKind, Transition};
 use crate::policy::{OnIneligible, Snapshot};
 
 /// What holding the open requests against the standing of their people did.
@@ -267,18 +265,8 @@ impl Broker {
                 let revoke_actor = actor.clone();
                 let (request, changed) = self
                     .commit_changed(id, move |request, now| {
-                        let detail = why.clone();
-                        Ok(recorded(request.withdraw(why, now), |r| {
-                            vec![entry::about(
-                                r,
-                                now,
-                                actor,
-                                Happened::Cancelled {
-                                    superseded_by: None,
-                                    reason: Some(detail),
-                                },
-                            )]
-                        }))
+                        let _detail = why.clone();
+                        Ok(recorded(request.withdraw(why, now), now, actor))
                     })
                     .await?;
                 if changed {
@@ -295,22 +283,8 @@ impl Broker {
             }
             Step::Flag(why) => {
                 let (_, changed) = self
-                    .commit_changed(id, move |mut request, now| {
-                        let transition =
-                            if request.kind() == StateKind::Active && request.flagged.is_none() {
-                                request.flagged = Some(why.clone());
-                                Transition::Changed(request)
-                            } else {
-                                Transition::Unchanged(request)
-                            };
-                        Ok(recorded(transition, |r| {
-                            vec![entry::about(
-                                r,
-                                now,
-                                actor,
-                                Happened::Flagged { reason: why },
-                            )]
-                        }))
+                    .commit_changed(id, move |request, now| {
+                        Ok(recorded(request.flag(why), now, actor))
                     })
                     .await?;
                 Ok(changed.then_some(Taken::Flagged))
@@ -322,12 +296,11 @@ impl Broker {
                     .commit_changed(id, move |request, now| {
                         let (request, drafts) =
                             standing.void_leavers(&rules.current(), request, &actor, now);
-                        let transition = if drafts.is_empty() {
-                            Transition::Unchanged(request)
+                        Ok(if drafts.is_empty() {
+                            (Transition::Unchanged(request), drafts)
                         } else {
-                            Transition::Changed(request)
-                        };
-                        Ok(recorded(transition, |_| drafts))
+                            (Transition::Changed(request, Vec::new()), drafts)
+                        })
                     })
                     .await?;
                 Ok(changed.then_some(Taken::Voided))

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessRequest, Comment, LeaseDuration, Principal, Reason, RouteStage, State, StateKind,
-    Timestamp, Transition, TransitionError,
+    AccessRequest, Comment, Happened, LeaseDuration, Principal, Reason, RouteStage, State,
+    StateKind, Timestamp, Transition, TransitionError,
 };
 
 /// What became of an extension.
@@ -247,16 +247,23 @@ impl AccessRequest {
         } else {
             ExtensionState::Approved
         };
-        self.extensions.push(Extension {
+        let extension = Extension {
             by,
-            reason,
+            reason: reason.clone(),
             asked_at: now,
             from,
             stage,
             approvals: Vec::new(),
             state,
-        });
-        Ok(Ok(Transition::Changed(self)))
+        };
+        let happened = Happened::ExtensionRequested {
+            by,
+            reason,
+            until: Some(extension.until()),
+            stage: extension.stage.as_ref().map(|stage| stage.name.clone()),
+        };
+        self.extensions.push(extension);
+        Ok(Ok(Transition::Changed(self, vec![happened])))
     }
 
     /// The index of the extension waiting for `approver`'s decision; `None` when there is
@@ -324,7 +331,6 @@ impl AccessRequest {
         comment: Option<Comment>,
         now: Timestamp,
     ) -> Result<Transition, TransitionError> {
-        let _ = comment;
         let repeated = self
             .extensions
             .last()
@@ -341,7 +347,10 @@ impl AccessRequest {
         if extension.approvals.len() >= quorum {
             extension.state = ExtensionState::Approved;
         }
-        Ok(Transition::Changed(self))
+        Ok(Transition::Changed(
+            self,
+            vec![Happened::ExtensionApproval { comment }],
+        ))
     }
 
     /// An approver denies the pending extension; the lease keeps its end. Repeating a
@@ -363,7 +372,10 @@ impl AccessRequest {
             reason: reason.to_string(),
             at: now,
         };
-        Ok(Transition::Changed(self))
+        Ok(Transition::Changed(
+            self,
+            vec![Happened::ExtensionDenied { reason }],
+        ))
     }
 
     /// The target accepted the approved extension's end: the lease now ends there.
@@ -373,8 +385,8 @@ impl AccessRequest {
             Some(extension) if active && extension.state == ExtensionState::Approved => {
                 let until = extension.until();
                 extension.state = ExtensionState::Applied { at: now };
-                self.expires_at = Some(until);
-                Transition::Changed(self)
+                let from = self.expires_at.replace(until);
+                Transition::Changed(self, vec![Happened::Extended { from, until }])
             }
             _ => Transition::Unchanged(self),
         }
@@ -384,8 +396,11 @@ impl AccessRequest {
     pub fn extension_failed(mut self, error: String, now: Timestamp) -> Transition {
         match self.open_extension_mut() {
             Some(extension) if extension.state == ExtensionState::Approved => {
-                extension.state = ExtensionState::Failed { error, at: now };
-                Transition::Changed(self)
+                extension.state = ExtensionState::Failed {
+                    error: error.clone(),
+                    at: now,
+                };
+                Transition::Changed(self, vec![Happened::ExtensionFailed { error }])
             }
             _ => Transition::Unchanged(self),
         }

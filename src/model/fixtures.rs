@@ -87,8 +87,8 @@ pub fn granted_break_glass() -> AccessRequest {
         }),
         ..two_stage()
     };
-    match request.grant_succeeded(t(1)).unwrap() {
-        Transition::Changed(request) => request,
+    match request.grant_succeeded(t(1), false).unwrap() {
+        Transition::Changed(request, _) => request,
         Transition::Unchanged(_) => panic!("not granted"),
     }
 }

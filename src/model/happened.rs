@@ -1,7 +1,9 @@
-//! What happened, typed: the domain events of the workflow. The broker says what happened with
-//! these; the audit trail names each one (its action) and writes its entry
-//! (`crate::audit::entry`); metrics count the entries by action. Nothing here knows how an
-//! event is written down.
+//! What happened, typed: the domain events of the workflow. The transitions of the state
+//! machine return them with the new record (`Transition::Changed`); the broker says what
+//! happens outside a transition (a submission, a daemon start, a reload, drift). The audit
+//! trail names each one (its action) and writes its entry (`crate::audit::entry`);
+//! notifications of outcomes are routed from them (`crate::notify::derive`); metrics count the
+//! entries by action. Nothing here knows how an event is written down.
 
 use std::time::Duration;
 

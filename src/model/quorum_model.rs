@@ -360,7 +360,7 @@ proptest! {
                 ),
             };
             let actual = match result {
-                Ok(Transition::Changed(changed)) => {
+                Ok(Transition::Changed(changed, _)) => {
                     request = changed;
                     Outcome::Changed
                 }

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessRequest, GroupName, LeaseDuration, Principal, Reason, Ticket, Timestamp, Transition,
-    TransitionError,
+    AccessRequest, GroupName, Happened, LeaseDuration, Principal, Reason, StateKind, Ticket,
+    Timestamp, Transition, TransitionError,
 };
 
 /// The break-glass part of a request: the incident and the review rule fixed at submission.
@@ -175,10 +175,24 @@ impl AccessRequest {
         review.verdict = Some(ReviewVerdict {
             reviewer: reviewer.clone(),
             justified,
-            notes: notes.map(String::from),
+            notes: notes.clone().map(String::from),
             at: now,
         });
-        Ok(Transition::Changed(self))
+        // An unjustified verdict revokes an active lease when the resource says so.
+        let revoke = !justified
+            && self.kind() == StateKind::Active
+            && self
+                .break_glass
+                .as_ref()
+                .is_some_and(|b| b.revoke_on_unjustified);
+        Ok(Transition::Changed(
+            self,
+            vec![Happened::ReviewClosed {
+                justified,
+                notes,
+                revoke,
+            }],
+        ))
     }
 
     /// Marks an open review overdue once its deadline passed; the first reminder follows
@@ -195,7 +209,7 @@ impl AccessRequest {
                 review.state = ReviewState::Overdue;
                 review.overdue_since = Some(now);
                 review.next_reminder_at = Some(now.saturating_add(every));
-                Transition::Changed(self)
+                Transition::Changed(self, vec![Happened::ReviewOverdue])
             }
             _ => Transition::Unchanged(self),
         }
@@ -219,7 +233,8 @@ impl AccessRequest {
                             next = next.saturating_add(every);
                         }
                         review.next_reminder_at = Some(next);
-                        Transition::Changed(self)
+                        let reminder = review.reminders;
+                        Transition::Changed(self, vec![Happened::ReviewReminded { reminder }])
                     }
                     _ => Transition::Unchanged(self),
                 }
@@ -243,7 +258,7 @@ mod tests {
 
     fn changed(transition: Transition) -> AccessRequest {
         match transition {
-            Transition::Changed(request) => request,
+            Transition::Changed(request, _) => request,
             Transition::Unchanged(request) => panic!("unchanged: {:?}", request.review()),
         }
     }
@@ -257,8 +272,11 @@ mod tests {
         // The lease's expiry comes first; the review deadline is next.
         assert_eq!(request.next_deadline(), Some(t(1 + 3600)));
         assert_eq!(request.due(t(1 + 3600)), Some(crate::model::Due::State));
-        let ended = match request.revoke_succeeded(Ending::Expired, t(3601)).unwrap() {
-            Transition::Changed(r) => r,
+        let ended = match request
+            .revoke_succeeded(Ending::Expired, t(3601), None, None)
+            .unwrap()
+        {
+            Transition::Changed(r, _) => r,
             Transition::Unchanged(_) => panic!(),
         };
         assert_eq!(ended.kind(), StateKind::Expired);

@@ -22,7 +22,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessRequest, Comment, Decision, Principal, Reason, RequestId, Review, Timestamp, Verdict,
+    AccessRequest, Approval, Comment, Decision, Happened, Principal, Reason, RequestId, Review,
+    Timestamp, Verdict,
 };
 
 /// How a lease ended (or is ending, while its revoke is retried).
@@ -243,8 +244,9 @@ impl Action {
 /// The result of a legal transition.
 #[derive(Debug)]
 pub enum Transition {
-    /// The record changed and must be stored.
-    Changed(AccessRequest),
+    /// The record changed and must be stored; what happened, in order (the audit trail records
+    /// each, notifications are routed from them).
+    Changed(AccessRequest, Vec<Happened>),
     /// Nothing to do: a repeated call, or a timer that is no longer due.
     Unchanged(AccessRequest),
 }
@@ -253,7 +255,7 @@ impl Transition {
     /// The record, changed or not.
     pub fn into_request(self) -> AccessRequest {
         match self {
-            Transition::Changed(request) | Transition::Unchanged(request) => request,
+            Transition::Changed(request, _) | Transition::Unchanged(request) => request,
         }
     }
 }
@@ -456,6 +458,11 @@ impl AccessRequest {
         };
         self.check_deadline(Action::Approve, now)?;
         self.check_eligible(approver, stage)?;
+        let mut happened = vec![Happened::ApprovalRecorded {
+            stage,
+            stage_name: self.stage_name(stage).to_owned(),
+            comment: comment.clone(),
+        }];
         self.decisions.push(Decision {
             approver: approver.clone(),
             verdict: Verdict::Approve,
@@ -485,11 +492,14 @@ impl AccessRequest {
                     attempts: Attempts::due(now),
                 };
                 self.approved_at = Some(now);
+                happened.push(Happened::Approved {
+                    how: Approval::Route,
+                });
             } else {
                 self.state = State::Pending { stage: stage + 1 };
             }
         }
-        Ok(Transition::Changed(self))
+        Ok(Transition::Changed(self, happened))
     }
 
     /// Denies at the current stage; one deny ends the request. Repeating it changes nothing.
@@ -515,6 +525,11 @@ impl AccessRequest {
         };
         self.check_deadline(Action::Deny, now)?;
         self.check_eligible(approver, stage)?;
+        let happened = Happened::Denied {
+            stage,
+            stage_name: self.stage_name(stage).to_owned(),
+            reason: reason.clone(),
+        };
         self.end_reason = Some(format!("denied by {approver}: {reason}"));
         self.decisions.push(Decision {
             approver: approver.clone(),
@@ -526,7 +541,7 @@ impl AccessRequest {
         });
         self.state = State::Denied;
         self.ended_at = Some(now);
-        Ok(Transition::Changed(self))
+        Ok(Transition::Changed(self, vec![happened]))
     }
 
     /// The requester withdraws a pending request.
@@ -543,7 +558,13 @@ impl AccessRequest {
                 self.state = State::Cancelled;
                 self.ended_at = Some(now);
                 self.end_reason = Some(format!("cancelled by {by}"));
-                Ok(Transition::Changed(self))
+                Ok(Transition::Changed(
+                    self,
+                    vec![Happened::Cancelled {
+                        superseded_by: None,
+                        reason: None,
+                    }],
+                ))
             }
             _ => Err(self.illegal(Action::Cancel)),
         }
@@ -557,8 +578,14 @@ impl AccessRequest {
             State::Pending { .. } => {
                 self.state = State::Cancelled;
                 self.ended_at = Some(now);
-                self.end_reason = Some(why);
-                Transition::Changed(self)
+                self.end_reason = Some(why.clone());
+                Transition::Changed(
+                    self,
+                    vec![Happened::Cancelled {
+                        superseded_by: None,
+                        reason: Some(why),
+                    }],
+                )
             }
             _ => Transition::Unchanged(self),
         }
@@ -579,7 +606,14 @@ impl AccessRequest {
             }
         }
         if changed {
-            Transition::Changed(self)
+            Transition::Changed(
+                self,
+                vec![Happened::ApprovalVoided {
+                    approver: approver.clone(),
+                    reason: why.to_owned(),
+                    extension: false,
+                }],
+            )
         } else {
             Transition::Unchanged(self)
         }
@@ -596,7 +630,7 @@ impl AccessRequest {
                     self.stage_name(stage),
                     self.decide_by
                 ));
-                Transition::Changed(self)
+                Transition::Changed(self, vec![Happened::TimedOut])
             }
             _ => Transition::Unchanged(self),
         }
@@ -617,8 +651,13 @@ impl AccessRequest {
         }
     }
 
-    /// The target confirmed the grant: the lease starts now.
-    pub fn grant_succeeded(mut self, now: Timestamp) -> Result<Transition, TransitionError> {
+    /// The target confirmed the grant (and issued credentials, when `credentials_issued`): the
+    /// lease starts now.
+    pub fn grant_succeeded(
+        mut self,
+        now: Timestamp,
+        credentials_issued: bool,
+    ) -> Result<Transition, TransitionError> {
         match self.state {
             State::Approved { .. } => {
                 self.state = State::Active;
@@ -628,25 +667,38 @@ impl AccessRequest {
                     // The grant opens the review at once.
                     break_glass.review = Some(Review::open(now, break_glass.review_within));
                 }
-                Ok(Transition::Changed(self))
+                Ok(Transition::Changed(
+                    self,
+                    vec![Happened::Granted { credentials_issued }],
+                ))
             }
             State::Active => Ok(Transition::Unchanged(self)),
             _ => Err(self.illegal(Action::Grant)),
         }
     }
 
-    /// A grant attempt failed; try again at `retry_at`.
+    /// A grant attempt failed at `now`; try again at `retry_at`, or (`None`: that was the last
+    /// attempt) clean up at once.
     pub fn grant_failed(
         mut self,
         error: String,
-        retry_at: Timestamp,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
     ) -> Result<Transition, TransitionError> {
         match &mut self.state {
             State::Approved { attempts } => {
                 attempts.count += 1;
-                attempts.last_error = Some(error);
-                attempts.retry_at = retry_at;
-                Ok(Transition::Changed(self))
+                attempts.last_error = Some(error.clone());
+                attempts.retry_at = retry_at.unwrap_or(now);
+                let attempt = attempts.count;
+                Ok(Transition::Changed(
+                    self,
+                    vec![Happened::GrantFailed {
+                        attempt,
+                        error,
+                        retry_at,
+                    }],
+                ))
             }
             _ => Err(self.illegal(Action::Grant)),
         }
@@ -666,19 +718,24 @@ impl AccessRequest {
                     ending,
                     attempts: Attempts::due(now),
                 };
-                Ok(Transition::Changed(self))
+                // Decided, not done: what happened is recorded when the target confirms.
+                Ok(Transition::Changed(self, Vec::new()))
             }
             State::RevokeFailing { .. } | State::Ended { .. } => Ok(Transition::Unchanged(self)),
             _ => Err(self.illegal(Action::Revoke)),
         }
     }
 
-    /// The target confirmed that access is gone. A lease already ending keeps the ending it
-    /// started with; one already ended is unchanged.
+    /// The target confirmed that access is gone (or kept the grant for `grant_kept_for`, a live
+    /// lease sharing it). A lease already ending keeps the ending it started with; one already
+    /// ended is unchanged. `why`, when someone gave a reason, is the end reason unless one was
+    /// recorded before.
     pub fn revoke_succeeded(
         mut self,
         ending: Ending,
         now: Timestamp,
+        why: Option<String>,
+        grant_kept_for: Option<RequestId>,
     ) -> Result<Transition, TransitionError> {
         let ending = match &self.state {
             State::Active => ending,
@@ -687,21 +744,42 @@ impl AccessRequest {
             State::Ended { .. } => return Ok(Transition::Unchanged(self)),
             _ => return Err(self.illegal(Action::Revoke)),
         };
+        if why.is_some() && self.end_reason.is_none() {
+            self.end_reason = why.clone();
+        }
         if ending == Ending::Failed && self.end_reason.is_none() {
             self.end_reason = self.last_error().map(|e| format!("grant failed: {e}"));
         }
         self.state = State::Ended { ending };
         self.ended_at = Some(now);
-        Ok(Transition::Changed(self))
+        let lag = self
+            .expires_at
+            .filter(|_| ending == Ending::Expired)
+            .map(|expires_at| now.saturating_duration_since(expires_at));
+        Ok(Transition::Changed(
+            self,
+            vec![Happened::Ended {
+                ending,
+                grant_kept_for,
+                reason: why,
+                lag,
+            }],
+        ))
     }
 
-    /// A revoke attempt failed: the lease is `revoke_failing` until a retry succeeds.
+    /// A revoke attempt failed: the lease is `revoke_failing` until a retry succeeds. `why`,
+    /// when someone gave a reason, is the end reason unless one was recorded before.
     pub fn revoke_failed(
         mut self,
         ending: Ending,
         error: String,
         retry_at: Timestamp,
+        why: Option<String>,
     ) -> Result<Transition, TransitionError> {
+        if why.is_some() && self.end_reason.is_none() {
+            self.end_reason = why.clone();
+        }
+        let detail = error.clone();
         match &mut self.state {
             State::Active => {
                 self.state = State::RevokeFailing {
@@ -735,7 +813,27 @@ impl AccessRequest {
             State::Ended { .. } => return Ok(Transition::Unchanged(self)),
             _ => return Err(self.illegal(Action::Revoke)),
         }
-        Ok(Transition::Changed(self))
+        let attempt = self.attempts().map_or(1, |a| a.count);
+        Ok(Transition::Changed(
+            self,
+            vec![Happened::RevokeFailed {
+                attempt,
+                error: detail,
+                retry_at,
+                reason: why,
+            }],
+        ))
+    }
+
+    /// Flags an active lease whose holder stopped being eligible, kept to its end for review
+    /// (`why` says why). Anything else, or a lease flagged already, is unchanged.
+    pub fn flag(mut self, why: String) -> Transition {
+        if self.kind() == StateKind::Active && self.flagged.is_none() {
+            self.flagged = Some(why.clone());
+            Transition::Changed(self, vec![Happened::Flagged { reason: why }])
+        } else {
+            Transition::Unchanged(self)
+        }
     }
 
     /// Attempts of the grant or revoke in progress.
@@ -761,7 +859,7 @@ mod tests {
 
     fn changed(result: Result<Transition, TransitionError>) -> AccessRequest {
         match result.unwrap() {
-            Transition::Changed(request) => request,
+            Transition::Changed(request, _) => request,
             Transition::Unchanged(request) => panic!("unexpectedly unchanged: {:?}", request.state),
         }
     }
@@ -773,11 +871,11 @@ mod tests {
         let r = changed(r.approve(&p("security"), None, t(2)));
         assert_eq!(r.kind(), StateKind::Approved);
         assert_eq!(r.approved_at, Some(t(2)));
-        let r = changed(r.grant_succeeded(t(3)));
+        let r = changed(r.grant_succeeded(t(3), false));
         assert_eq!(r.kind(), StateKind::Active);
         assert_eq!(r.expires_at, Some(t(3 + 1800)));
         assert_eq!(r.next_deadline(), Some(t(1803)));
-        let r = changed(r.revoke_succeeded(Ending::Expired, t(1803)));
+        let r = changed(r.revoke_succeeded(Ending::Expired, t(1803), None, None));
         assert_eq!(r.kind(), StateKind::Expired);
         assert_eq!(r.next_deadline(), None);
     }
@@ -794,10 +892,10 @@ mod tests {
         // The manager's approval passed stage 0 already: it stays.
         let r = match r.void_approvals(&p("manager"), "left") {
             Transition::Unchanged(r) => r,
-            Transition::Changed(_) => panic!("a passed stage's approval was voided"),
+            Transition::Changed(_, _) => panic!("a passed stage's approval was voided"),
         };
         let r = match r.void_approvals(&p("security"), "security left") {
-            Transition::Changed(r) => r,
+            Transition::Changed(r, _) => r,
             Transition::Unchanged(_) => panic!("nothing voided"),
         };
         assert_eq!(r.approvals_at(1).count(), 0);
@@ -812,7 +910,7 @@ mod tests {
     #[test]
     fn withdraw_ends_only_a_pending_request() {
         let r = match two_stage().withdraw("engineer left".to_owned(), t(5)) {
-            Transition::Changed(r) => r,
+            Transition::Changed(r, _) => r,
             Transition::Unchanged(_) => panic!("not withdrawn"),
         };
         assert_eq!(r.kind(), StateKind::Cancelled);
@@ -826,7 +924,7 @@ mod tests {
                     t(2),
                 ),
             )
-            .grant_succeeded(t(3)),
+            .grant_succeeded(t(3), false),
         );
         assert!(matches!(
             active.withdraw("x".to_owned(), t(4)),
@@ -843,11 +941,19 @@ mod tests {
                 t(2),
             ),
         );
-        let r = changed(approved.clone().revoke_succeeded(Ending::Revoked, t(3)));
+        let r = changed(
+            approved
+                .clone()
+                .revoke_succeeded(Ending::Revoked, t(3), None, None),
+        );
         assert_eq!(r.kind(), StateKind::Revoked);
-        let r = changed(approved.revoke_failed(Ending::Revoked, "down".to_owned(), t(9)));
+        let r = changed(approved.revoke_failed(Ending::Revoked, "down".to_owned(), t(9), None));
         assert_eq!(r.kind(), StateKind::RevokeFailing);
-        assert!(two_stage().revoke_succeeded(Ending::Revoked, t(3)).is_err());
+        assert!(
+            two_stage()
+                .revoke_succeeded(Ending::Revoked, t(3), None, None)
+                .is_err()
+        );
     }
 
     #[test]
@@ -878,7 +984,7 @@ mod tests {
         let r = changed(request.approve(&p("manager"), None, t(1)));
         let r = match r.approve(&p("manager"), None, t(2)).unwrap() {
             Transition::Unchanged(r) => r,
-            Transition::Changed(_) => panic!("repeat changed the request"),
+            Transition::Changed(_, _) => panic!("repeat changed the request"),
         };
         assert_eq!(r.decisions.len(), 1);
         assert_eq!(r.state, State::Pending { stage: 0 });
@@ -989,7 +1095,7 @@ mod tests {
             Transition::Unchanged(_)
         ));
         match two_stage().time_out(t(3600)) {
-            Transition::Changed(r) => assert_eq!(r.kind(), StateKind::TimedOut),
+            Transition::Changed(r, _) => assert_eq!(r.kind(), StateKind::TimedOut),
             Transition::Unchanged(_) => panic!("not timed out"),
         }
     }
@@ -998,13 +1104,94 @@ mod tests {
     fn failing_revoke_keeps_its_ending_until_confirmed() {
         let r = changed(two_stage().approve(&p("manager"), None, t(1)));
         let r = changed(r.approve(&p("security"), None, t(2)));
-        let r = changed(r.grant_succeeded(t(3)));
-        let r = changed(r.revoke_failed(Ending::Expired, "down".into(), t(1900)));
+        let r = changed(r.grant_succeeded(t(3), false));
+        let r = changed(r.revoke_failed(Ending::Expired, "down".into(), t(1900), None));
         assert_eq!(r.kind(), StateKind::RevokeFailing);
         assert_eq!(r.last_error(), Some("down"));
-        let r = changed(r.revoke_failed(Ending::Released, "still down".into(), t(1950)));
+        let r = changed(r.revoke_failed(Ending::Released, "still down".into(), t(1950), None));
         assert_eq!(r.attempts().unwrap().count, 2);
-        let r = changed(r.revoke_succeeded(Ending::Released, t(2000)));
+        let r = changed(r.revoke_succeeded(Ending::Released, t(2000), None, None));
         assert_eq!(r.kind(), StateKind::Expired, "the first ending wins");
+    }
+
+    #[test]
+    fn transitions_say_what_happened() {
+        let happened = |transition: Transition| match transition {
+            Transition::Changed(request, happened) => (request, happened),
+            Transition::Unchanged(_) => panic!("unchanged"),
+        };
+        let (first, events) = happened(two_stage().approve(&p("manager"), None, t(1)).unwrap());
+        assert_eq!(
+            events,
+            [Happened::ApprovalRecorded {
+                stage: 0,
+                stage_name: "manager".into(),
+                comment: None,
+            }]
+        );
+        let (approved, events) = happened(first.approve(&p("security"), None, t(2)).unwrap());
+        assert!(matches!(
+            events.as_slice(),
+            [
+                Happened::ApprovalRecorded { stage: 1, .. },
+                Happened::Approved {
+                    how: Approval::Route
+                }
+            ]
+        ));
+        let (active, events) = happened(approved.grant_succeeded(t(3), true).unwrap());
+        assert_eq!(
+            events,
+            [Happened::Granted {
+                credentials_issued: true
+            }]
+        );
+        let end = active.expires_at.unwrap();
+        let late = end.saturating_add(std::time::Duration::from_millis(250));
+        let (_, events) = happened(
+            active
+                .revoke_succeeded(Ending::Expired, late, None, None)
+                .unwrap(),
+        );
+        assert_eq!(
+            events,
+            [Happened::Ended {
+                ending: Ending::Expired,
+                grant_kept_for: None,
+                reason: None,
+                lag: Some(std::time::Duration::from_millis(250)),
+            }]
+        );
+        // Deciding to revoke is not yet a revoke: nothing happened that is recorded. Its first
+        // failed attempt is attempt 1.
+        let (revoking, events) = happened(
+            two_stage()
+                .approve(&p("manager"), None, t(1))
+                .unwrap()
+                .into_request()
+                .approve(&p("security"), None, t(2))
+                .unwrap()
+                .into_request()
+                .grant_succeeded(t(3), false)
+                .unwrap()
+                .into_request()
+                .begin_revoke(Ending::Revoked, t(4))
+                .unwrap(),
+        );
+        assert!(events.is_empty());
+        let (_, events) = happened(
+            revoking
+                .revoke_failed(Ending::Revoked, "down".into(), t(9), Some("audit".into()))
+                .unwrap(),
+        );
+        assert_eq!(
+            events,
+            [Happened::RevokeFailed {
+                attempt: 1,
+                error: "down".into(),
+                retry_at: t(9),
+                reason: Some("audit".into()),
+            }]
+        );
     }
 }

@@ -464,7 +464,7 @@ mod tests {
 
     fn changed(transition: Transition) -> AccessRequest {
         match transition {
-            Transition::Changed(request) => request,
+            Transition::Changed(request, _) => request,
             Transition::Unchanged(_) => panic!("unchanged"),
         }
     }
@@ -536,7 +536,7 @@ mod tests {
             )),
             [("request.decided", vec!["engineer"])]
         );
-        let mut active = changed(approved.clone().grant_succeeded(t(3)).unwrap());
+        let mut active = changed(approved.clone().grant_succeeded(t(3), false).unwrap());
         refresh_notices(Some(&approved), &mut active, &NOTICES, t(3));
         assert_eq!(active.notices.expiring_at, Some(t(3 + 1800 - 300)));
         assert_eq!(
@@ -553,7 +553,7 @@ mod tests {
         let mut expired = changed(
             active
                 .clone()
-                .revoke_succeeded(Ending::Expired, t(1803))
+                .revoke_succeeded(Ending::Expired, t(1803), None, None)
                 .unwrap(),
         );
         refresh_notices(Some(&active), &mut expired, &NOTICES, t(1803));
@@ -583,7 +583,7 @@ mod tests {
         let mut failing = changed(
             decided
                 .clone()
-                .revoke_failed(Ending::Revoked, "down".into(), t(10))
+                .revoke_failed(Ending::Revoked, "down".into(), t(10), None)
                 .unwrap(),
         );
         let first = events(Some(&decided), &failing, &[&revoke_failed(1)], &s, t(6));
@@ -601,7 +601,7 @@ mod tests {
             let before = failing.clone();
             failing = changed(
                 failing
-                    .revoke_failed(Ending::Revoked, "down".into(), t(10))
+                    .revoke_failed(Ending::Revoked, "down".into(), t(10), None)
                     .unwrap(),
             );
             let told = events(
@@ -656,7 +656,7 @@ mod tests {
             [("review.due", vec!["manager", "security"])]
         );
         let overdue = match warned.clone().review_overdue(due) {
-            Transition::Changed(r) => r,
+            Transition::Changed(r, _) => r,
             Transition::Unchanged(_) => panic!(),
         };
         assert_eq!(
