@@ -275,6 +275,18 @@ impl Broker {
         }
     }
 
+    /// One of the slots that bound the grants and revokes in flight; waits for one.
+    pub(super) async fn effect_slot(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, BrokerError> {
+        self.inner
+            .effect_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)
+    }
+
     /// The gate every call passes (shares the directory and offboardings with the workflow).
     pub fn gate(&self) -> Gate {
         self.inner.gate.clone()
@@ -337,13 +349,7 @@ impl Broker {
         let overdue = deadlines;
         let mut running = tokio::task::JoinSet::new();
         for &(_, id) in &overdue {
-            let slot = self
-                .inner
-                .effect_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)?;
+            let slot = self.effect_slot().await?;
             let broker = self.clone();
             running.spawn(async move {
                 let outcome = broker.drive(id).await;

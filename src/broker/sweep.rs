@@ -90,13 +90,7 @@ impl Broker {
                 continue;
             };
             // Bounded like every other grant and revoke.
-            let slot = self
-                .inner
-                .effect_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)?;
+            let slot = self.effect_slot().await?;
             let broker = self.clone();
             let actor = actor.clone();
             let id = request.id;

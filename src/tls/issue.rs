@@ -22,39 +22,32 @@ pub enum IssueError {
     /// rcgen refused.
     #[error("cannot make the certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    /// A file exists and overwriting was not asked for.
-    #[error("{} already exists (pass --force to replace it)", .0.display())]
-    Exists(PathBuf),
-    /// A file could not be written or read.
-    #[error("{}: {source}", file.display())]
-    Io {
-        /// The file.
-        file: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// A file exists and replacing it was not asked for, or a file could not be written or
+    /// read.
+    #[error(transparent)]
+    File(#[from] WriteError),
     /// A name is not usable.
     #[error("{0}")]
     Name(String),
 }
 
 fn io(file: &Path) -> impl FnOnce(std::io::Error) -> IssueError + '_ {
-    move |source| IssueError::Io {
-        file: file.to_path_buf(),
-        source,
+    move |source| {
+        IssueError::File(WriteError::Io {
+            file: file.to_path_buf(),
+            source,
+        })
     }
 }
 
+/// Writes a certificate, key or list with `mode` ([`crate::private_file::write`]).
 pub(crate) fn write_file(
     file: &Path,
     contents: &str,
     mode: u32,
     force: bool,
 ) -> Result<(), IssueError> {
-    crate::private_file::write(file, contents, mode, force).map_err(|error| match error {
-        WriteError::Exists(file) => IssueError::Exists(file),
-        WriteError::Io { file, source } => IssueError::Io { file, source },
-    })
+    Ok(crate::private_file::write(file, contents, mode, force)?)
 }
 
 fn random_serial() -> SerialNumber {
@@ -109,7 +102,7 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Vec<PathB
     let files = CertDir(dir.to_path_buf());
     for file in [files.ca_key(), files.server_key()] {
         if !force && file.exists() {
-            return Err(IssueError::Exists(file));
+            return Err(WriteError::Exists(file).into());
         }
     }
     let ca_key = KeyPair::generate()?;
@@ -205,7 +198,7 @@ pub fn issue(
     let (cert_file, key_file) = (files.client_cert(name), files.client_key(name));
     for file in [&cert_file, &key_file] {
         if !force && file.exists() {
-            return Err(IssueError::Exists(file.clone()));
+            return Err(WriteError::Exists(file.clone()).into());
         }
     }
     let issuer = issuer(&files)?;
@@ -268,12 +261,12 @@ mod tests {
         init(dir.path(), &[], false).unwrap();
         assert!(matches!(
             init(dir.path(), &[], false),
-            Err(IssueError::Exists(_))
+            Err(IssueError::File(WriteError::Exists(_)))
         ));
         issue(dir.path(), "bob", DEFAULT_TRUST_DOMAIN, 30, false).unwrap();
         assert!(matches!(
             issue(dir.path(), "bob", DEFAULT_TRUST_DOMAIN, 30, false),
-            Err(IssueError::Exists(_))
+            Err(IssueError::File(WriteError::Exists(_)))
         ));
         assert!(matches!(
             issue(dir.path(), "bad name", DEFAULT_TRUST_DOMAIN, 30, false),
