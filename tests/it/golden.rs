@@ -45,40 +45,6 @@ fn normalized(event: &elevate::audit::Event, root: &str) -> String {
         .replace(root, "<state>")
 }
 
-async fn offboard(admin: &mut elevate::cli::client::Clients, who: &str, reason: &str) {
-    admin
-        .admin
-        .offboard(pb::OffboardRequest {
-            principal: who.into(),
-            reason: reason.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn reinstate(admin: &mut elevate::cli::client::Clients, who: &str) {
-    admin
-        .admin
-        .reinstate(pb::ReinstateRequest {
-            principal: who.into(),
-            reason: "came back".into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn reconcile(admin: &mut elevate::cli::client::Clients) -> Vec<String> {
-    admin
-        .admin
-        .reconcile(pb::ReconcileRequest {
-            resource: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .corrections
-}
-
 #[tokio::test]
 async fn a_scripted_day_writes_exactly_the_golden_audit_entries() {
     // 2026-03-02T09:00:00Z: every time below follows from it.
@@ -239,10 +205,10 @@ async fn a_scripted_day_writes_exactly_the_golden_audit_entries() {
     env.advance(MINUTE);
     // The first restore fails and is retried by the next reconciliation.
     env.targets.fail_grants.store(1, Ordering::SeqCst);
-    let corrections = reconcile(&mut admin).await;
+    let corrections = reconcile(&mut admin, "").await.unwrap();
     assert_eq!(corrections.len(), 2, "{corrections:?}");
     env.advance(MINUTE);
-    let corrections = reconcile(&mut admin).await;
+    let corrections = reconcile(&mut admin, "").await.unwrap();
     assert_eq!(corrections.len(), 1, "{corrections:?}");
     release(&mut engineer, &drifting.id).await.unwrap();
 
@@ -261,12 +227,14 @@ async fn a_scripted_day_writes_exactly_the_golden_audit_entries() {
         .await
         .unwrap();
     approve(&mut manager, &staged.id).await.unwrap();
-    offboard(&mut admin, "manager", "left the company").await;
+    offboard(&mut admin, "manager", "left the company")
+        .await
+        .unwrap();
     env.advance(MINUTE);
-    reinstate(&mut admin, "manager").await;
-    offboard(&mut admin, "engineer", "moved on").await;
+    reinstate(&mut admin, "manager").await.unwrap();
+    offboard(&mut admin, "engineer", "moved on").await.unwrap();
     env.advance(MINUTE);
-    reinstate(&mut admin, "engineer").await;
+    reinstate(&mut admin, "engineer").await.unwrap();
 
     // A certificate the directory does not know.
     let mut outsider = daemon.client("outsider").await;

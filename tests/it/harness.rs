@@ -610,6 +610,44 @@ manager = "manager"
 groups = ["admins"]
 "#;
 
+/// Offboards `who` as the client's principal.
+pub async fn offboard(clients: &mut Clients, who: &str, reason: &str) -> Result<(), tonic::Status> {
+    clients
+        .admin
+        .offboard(pb::OffboardRequest {
+            principal: who.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Reinstates `who` as the client's principal.
+pub async fn reinstate(clients: &mut Clients, who: &str) -> Result<(), tonic::Status> {
+    clients
+        .admin
+        .reinstate(pb::ReinstateRequest {
+            principal: who.into(),
+            reason: "came back".into(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Reconciles the targets of `resource` (all of them when empty); the corrections made.
+pub async fn reconcile(
+    clients: &mut Clients,
+    resource: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    clients
+        .admin
+        .reconcile(pb::ReconcileRequest {
+            resource: resource.into(),
+        })
+        .await
+        .map(|r| r.into_inner().corrections)
+}
+
 /// Who the daemon says `clients` is.
 pub async fn who_am_i(clients: &mut Clients) -> Result<String, tonic::Status> {
     clients

@@ -159,34 +159,6 @@ async fn an_approver_who_leaves_before_the_commit_denies_no_extension() {
     daemon.stop().await;
 }
 
-async fn offboard(
-    admin: &mut elevate::cli::client::Clients,
-    who: &str,
-) -> Result<(), tonic::Status> {
-    admin
-        .admin
-        .offboard(pb::OffboardRequest {
-            principal: who.into(),
-            reason: "left the company".into(),
-        })
-        .await
-        .map(drop)
-}
-
-async fn reinstate(
-    admin: &mut elevate::cli::client::Clients,
-    who: &str,
-) -> Result<(), tonic::Status> {
-    admin
-        .admin
-        .reinstate(pb::ReinstateRequest {
-            principal: who.into(),
-            reason: "came back".into(),
-        })
-        .await
-        .map(drop)
-}
-
 #[tokio::test]
 async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
     let env = Env::new();
@@ -196,11 +168,17 @@ async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
 
     // An offboarding that is not stored does not lock anybody out.
     daemon.store.refuse_commits(true);
-    assert!(offboard(&mut admin, "oncall").await.is_err());
+    assert!(
+        offboard(&mut admin, "oncall", "left the company")
+            .await
+            .is_err()
+    );
     daemon.store.refuse_commits(false);
     assert_eq!(who_am_i(&mut oncall).await.unwrap(), "oncall");
 
-    offboard(&mut admin, "oncall").await.unwrap();
+    offboard(&mut admin, "oncall", "left the company")
+        .await
+        .unwrap();
     assert_eq!(
         who_am_i(&mut oncall).await.unwrap_err().code(),
         Code::PermissionDenied

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use elevate::cli::client::Clients;
 use elevate::proto::v1 as pb;
 use tonic::Code;
 
@@ -20,16 +19,6 @@ fn overlapping_policy(env: &Env) -> String {
             "auto_approve = true\n",
             "auto_approve = true\nallow_overlap = true\n",
         )
-}
-
-async fn reconcile(clients: &mut Clients, resource: &str) -> Result<Vec<String>, tonic::Status> {
-    clients
-        .admin
-        .reconcile(pb::ReconcileRequest {
-            resource: resource.into(),
-        })
-        .await
-        .map(|r| r.into_inner().corrections)
 }
 
 #[tokio::test]
