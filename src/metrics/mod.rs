@@ -57,10 +57,9 @@ pub mod rpc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::audit::actions as events;
 use crate::broker::Refusals;
-use crate::model::Timestamp;
-use crate::store::{Commit, CommitListener, Recorded, Store, StoreError};
+use crate::model::{Approval, Ending, Happened, Timestamp};
+use crate::store::{Commit, CommitListener, Store, StoreError};
 use crate::tls::revocation::Revocations;
 use families::{Counter, Exposition, Histogram};
 
@@ -282,20 +281,24 @@ fn encode_crls(revocations: &Revocations, out: &mut Exposition) {
     );
 }
 
-/// The `outcome` an audit action counts as, if it is a step of a request.
-fn outcome(event: &Recorded) -> Option<&'static str> {
-    Some(match event.action {
-        events::SUBMITTED => "submitted",
-        events::APPROVED if event.automatic => "auto_approved",
-        events::APPROVED => "approved",
-        events::DENIED => "denied",
-        events::CANCELLED => "cancelled",
-        events::TIMED_OUT => "timed_out",
-        events::GRANTED => "granted",
-        events::FAILED => "failed",
-        events::EXPIRED => "expired",
-        events::RELEASED => "released",
-        events::REVOKED => "revoked",
+/// The `outcome` what happened counts as, if it is a step of a request.
+fn outcome(happened: &Happened) -> Option<&'static str> {
+    Some(match happened {
+        Happened::Submitted { .. } => "submitted",
+        Happened::Approved {
+            how: Approval::Route,
+        } => "approved",
+        Happened::Approved { .. } => "auto_approved",
+        Happened::Denied { .. } => "denied",
+        Happened::Cancelled { .. } => "cancelled",
+        Happened::TimedOut => "timed_out",
+        Happened::Granted { .. } => "granted",
+        Happened::Ended { ending, .. } => match ending {
+            Ending::Failed => "failed",
+            Ending::Expired => "expired",
+            Ending::Released => "released",
+            Ending::Revoked => "revoked",
+        },
         _ => return None,
     })
 }
@@ -308,11 +311,12 @@ impl CommitListener for Metrics {
             .observe([], commit.took.as_secs_f64());
         families.commit_jobs.observe([], commit.jobs as f64);
         for event in commit.events {
-            let Some(request) = commit.request_of(event) else {
+            let (Some(request), Some(happened)) = (commit.request_of(event), &event.happened)
+            else {
                 continue;
             };
             let resource = request.resource.as_str();
-            if let Some(outcome) = outcome(event) {
+            if let Some(outcome) = outcome(happened) {
                 families.requests.increment([resource, outcome]);
             }
             let waited = || {
@@ -321,20 +325,17 @@ impl CommitListener for Metrics {
                     .saturating_duration_since(request.created_at)
                     .as_secs_f64()
             };
-            match event.action {
-                events::APPROVED if !event.automatic => {
-                    families.decisions.observe(["approved"], waited());
-                }
-                events::DENIED => families.decisions.observe(["denied"], waited()),
-                events::GRANTED if request.is_break_glass() => {
+            match happened {
+                Happened::Approved {
+                    how: Approval::Route,
+                } => families.decisions.observe(["approved"], waited()),
+                Happened::Denied { .. } => families.decisions.observe(["denied"], waited()),
+                Happened::Granted { .. } if request.is_break_glass() => {
                     families.break_glass_grants.increment([resource]);
                 }
-                events::REVOKE_FAILED => families.revoke_failures.increment([resource]),
-                events::EXPIRED => {
-                    if let Some(expires_at) = request.expires_at {
-                        let lag = event.at.saturating_duration_since(expires_at);
-                        families.revocation_lag.observe([], lag.as_secs_f64());
-                    }
+                Happened::RevokeFailed { .. } => families.revoke_failures.increment([resource]),
+                Happened::Ended { lag: Some(lag), .. } => {
+                    families.revocation_lag.observe([], lag.as_secs_f64())
                 }
                 _ => {}
             }
@@ -345,14 +346,15 @@ impl CommitListener for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::State;
     use crate::model::fixtures;
-    use crate::model::{Ending, State, Timestamp};
+    use crate::store::Recorded;
 
-    fn event(action: &'static str, at: Timestamp, automatic: bool) -> Recorded {
+    fn event(happened: Happened, at: Timestamp) -> Recorded {
         Recorded {
-            action,
+            action: crate::audit::entry::action(&happened),
+            happened: Some(happened),
             at,
-            automatic,
             request: Some(0),
         }
     }
@@ -372,19 +374,53 @@ mod tests {
                 took: Duration::from_millis(3),
             });
         };
-        commit(&request, &[event(events::SUBMITTED, created, false)]);
-        commit(&request, &[event(events::APPROVED, decided, false)]);
+        commit(
+            &request,
+            &[event(
+                Happened::Submitted {
+                    needs_approval_because: None,
+                },
+                created,
+            )],
+        );
+        commit(
+            &request,
+            &[event(
+                Happened::Approved {
+                    how: Approval::Route,
+                },
+                decided,
+            )],
+        );
         let expires = decided.saturating_add(Duration::from_secs(600));
         request.expires_at = Some(expires);
         request.state = State::Ended {
             ending: Ending::Expired,
         };
         let revoked = expires.saturating_add(Duration::from_secs(4));
-        commit(&request, &[event(events::EXPIRED, revoked, true)]);
+        commit(
+            &request,
+            &[event(
+                Happened::Ended {
+                    ending: Ending::Expired,
+                    grant_kept_for: None,
+                    reason: None,
+                    lag: Some(Duration::from_secs(4)),
+                },
+                revoked,
+            )],
+        );
         // An event about no stored request counts for nothing.
         metrics.committed(&Commit {
             requests: &[],
-            events: &[event(events::DENIED, decided, false)],
+            events: &[event(
+                Happened::Denied {
+                    stage: 0,
+                    stage_name: "manager".into(),
+                    reason: crate::model::Reason::parse("no").unwrap(),
+                },
+                decided,
+            )],
             queued: 0,
             jobs: 1,
             took: Duration::ZERO,
@@ -410,7 +446,12 @@ mod tests {
         let request = fixtures::two_stage();
         metrics.committed(&Commit {
             requests: std::slice::from_ref(&request),
-            events: &[event(events::APPROVED, request.created_at, true)],
+            events: &[event(
+                Happened::Approved {
+                    how: Approval::Auto,
+                },
+                request.created_at,
+            )],
             queued: 0,
             jobs: 1,
             took: Duration::ZERO,

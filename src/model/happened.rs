@@ -2,8 +2,8 @@
 //! machine return them with the new record (`Transition::Changed`); the broker says what
 //! happens outside a transition (a submission, a daemon start, a reload, drift). The audit
 //! trail names each one (its action) and writes its entry (`crate::audit::entry`);
-//! notifications of outcomes are routed from them (`crate::notify::derive`); metrics count the
-//! entries by action. Nothing here knows how an event is written down.
+//! notifications of outcomes are routed from them (`crate::notify::derive`); metrics count
+//! them as they commit (`crate::metrics`). Nothing here knows how an event is written down.
 
 use std::time::Duration;
 

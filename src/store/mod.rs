@@ -216,14 +216,14 @@ impl Commit<'_> {
 }
 
 /// An audit event of a commit in brief: what happened, when, and to which of its requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
     /// The action ("request.approved").
     pub action: &'static str,
+    /// What happened, typed, when the entry was made from a domain event.
+    pub happened: Option<crate::model::Happened>,
     /// When it happened.
     pub at: Timestamp,
-    /// Caused by the daemon itself (timers, retries, automatic approval), not by a principal.
-    pub automatic: bool,
     /// Where the request it concerns is in [`Commit::requests`], when the same job stored it.
     pub request: Option<usize>,
 }

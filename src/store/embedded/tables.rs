@@ -264,8 +264,8 @@ impl<'txn> Tables<'txn> {
         committed.extend(changes.touched);
         recorded.extend(changes.events.iter().map(|draft| Recorded {
             action: draft.action,
+            happened: draft.happened.clone(),
             at: draft.at,
-            automatic: draft.actor == Actor::System,
             request: draft.request.and_then(|id| {
                 committed[first..]
                     .iter()
