@@ -159,7 +159,7 @@ impl Broker {
         let mut run = Reconciliation::default();
         let corrections = &mut run.corrections;
         for (name, resources) in scope {
-            let Ok(provisioner) = self.inner.provisioners.get(&name) else {
+            let Ok(provisioner) = self.inner.effects.provisioners.get(&name) else {
                 run.skipped
                     .push(format!("{name}: not configured in this daemon"));
                 continue;
@@ -386,7 +386,7 @@ impl Broker {
         id: RequestId,
         actor: &Actor,
     ) -> Result<Option<Correction>, BrokerError> {
-        let _held = self.inner.locks.lock(id).await;
+        let _held = self.inner.effects.requests.lock(id).await;
         let Some(lease) = self.read_request(id).await? else {
             return Ok(None);
         };
@@ -414,7 +414,7 @@ impl Broker {
             Ok(granted) => {
                 let reissued = granted.credentials.is_some();
                 if let Some(credentials) = granted.credentials {
-                    self.inner.credentials.put(id, credentials);
+                    self.inner.effects.credentials.put(id, credentials);
                 }
                 tracing::warn!(%id, key = %key, "restored a grant that had disappeared from the target");
                 self.record(entry::about(
@@ -463,7 +463,7 @@ impl Broker {
     ) {
         let broker = self.clone();
         // Tracked, so shutdown waits for a run in progress to record what it changed.
-        self.inner.effects.spawn(async move {
+        self.inner.effects.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,

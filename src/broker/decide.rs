@@ -87,7 +87,7 @@ impl Broker {
     fn nudge_if_past_deadline(&self, id: RequestId, error: &BrokerError) {
         if let BrokerError::Transition(TransitionError::PastDeadline { .. }) = error {
             let broker = self.clone();
-            self.inner.effects.spawn(async move {
+            self.inner.effects.tasks.spawn(async move {
                 if let Err(error) = broker.drive(id).await {
                     tracing::warn!(%id, %error, "could not record a time-out");
                 }

@@ -180,13 +180,14 @@ impl Broker {
         let task = self
             .inner
             .effects
+            .tasks
             .spawn(async move { broker.apply_extension(id).await });
         task.await.map_err(|_| BrokerError::ShuttingDown)?
     }
 
     /// Takes the request's lock and applies its approved extension, if it has one.
     async fn apply_extension(&self, id: RequestId) -> Result<AccessRequest, BrokerError> {
-        let _held = self.inner.locks.lock(id).await;
+        let _held = self.inner.effects.requests.lock(id).await;
         let request = self
             .read_request(id)
             .await?
@@ -220,7 +221,7 @@ impl Broker {
             return Ok(request);
         }
         let target = Self::target(&request, until);
-        let result = match self.inner.provisioners.get(&request.provisioner) {
+        let result = match self.inner.effects.provisioners.get(&request.provisioner) {
             Ok(provisioner) => {
                 let _grant = self
                     .lock_grant(&request.provisioner, provisioner.grant_key(&target))

@@ -52,6 +52,7 @@ impl Broker {
         // On a tracked task: a caller giving up never cuts the sweep short.
         self.inner
             .effects
+            .tasks
             .spawn(async move { broker.reload(actor).await })
             .await
             .map_err(|_| BrokerError::ShuttingDown)?
@@ -66,7 +67,7 @@ impl Broker {
             ));
         };
         let _one = self.inner.reloading.lock().await;
-        let configured: BTreeSet<&str> = self.inner.provisioners.names().collect();
+        let configured: BTreeSet<&str> = self.inner.effects.provisioners.names().collect();
         let loaded = Snapshot::load(&files.policy, &files.directory).and_then(|snapshot| {
             snapshot
                 .check_provisioners(&files.policy, &configured)
@@ -155,6 +156,7 @@ impl Broker {
         // On a tracked task: a caller giving up never cuts the sweep short.
         self.inner
             .effects
+            .tasks
             .spawn(async move { broker.offboard_now(&caller, principal, reason).await })
             .await
             .map_err(|_| BrokerError::ShuttingDown)?

@@ -21,6 +21,7 @@ impl Broker {
         let task = self
             .inner
             .effects
+            .tasks
             .spawn(async move { broker.drive(id).await });
         match task.await {
             Ok(result) => result?.ok_or(BrokerError::NotFound(id)),
@@ -34,7 +35,7 @@ impl Broker {
     /// fired) the timer is re-armed through the writer, so a newer deadline committed meanwhile
     /// is never overwritten by this stale one.
     pub async fn drive(&self, id: RequestId) -> Result<Option<AccessRequest>, BrokerError> {
-        let _held = self.inner.locks.lock(id).await;
+        let _held = self.inner.effects.requests.lock(id).await;
         let Some(mut request) = self.read_request(id).await? else {
             return Ok(None);
         };
@@ -158,7 +159,7 @@ impl Broker {
         let id = request.id;
         let now = self.inner.clock.now();
         let target = Self::target(&request, now.saturating_add(request.duration.get()));
-        let provisioner = self.inner.provisioners.get(&request.provisioner);
+        let provisioner = self.inner.effects.provisioners.get(&request.provisioner);
         // Held until the outcome is committed: a lease sharing this grant decides whether to
         // keep it only after seeing this one active (or not).
         let grant_lock = match &provisioner {
@@ -178,7 +179,7 @@ impl Broker {
                 if let Some(credentials) = granted.credentials {
                     // Waiting for the holder before the commit makes the lease active, so
                     // whoever sees it active can collect them.
-                    self.inner.credentials.put(id, credentials);
+                    self.inner.effects.credentials.put(id, credentials);
                 }
                 let request = self
                     .commit(id, move |request, _| {
@@ -231,9 +232,9 @@ impl Broker {
         let id = request.id;
         let now = self.inner.clock.now();
         let target = Self::target(&request, request.expires_at.unwrap_or(now));
-        let provisioner = self.inner.provisioners.get(&request.provisioner);
+        let provisioner = self.inner.effects.provisioners.get(&request.provisioner);
         // Credentials nobody collected die with the lease, even while its revoke is retried.
-        drop(self.inner.credentials.take(id));
+        drop(self.inner.effects.credentials.take(id));
         let mut kept_for = None;
         // Held until the outcome is committed, like a grant's.
         let mut _grant = None;
@@ -287,7 +288,11 @@ impl Broker {
         provisioner: &str,
         key: String,
     ) -> crate::keyed::Held<(String, String)> {
-        self.inner.grants.lock((provisioner.to_owned(), key)).await
+        self.inner
+            .effects
+            .grants
+            .lock((provisioner.to_owned(), key))
+            .await
     }
 
     /// Another live lease holding the same grant as `request` (same provisioner and grant
@@ -358,8 +363,8 @@ impl Broker {
         F: FnOnce(&AccessRequest) -> Result<bool, TransitionError> + Send + 'static,
     {
         let broker = self.clone();
-        let task = self.inner.effects.spawn(async move {
-            let _held = broker.inner.locks.lock(id).await;
+        let task = self.inner.effects.tasks.spawn(async move {
+            let _held = broker.inner.effects.requests.lock(id).await;
             let request = broker
                 .read_request(id)
                 .await?

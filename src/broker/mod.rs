@@ -17,6 +17,7 @@ mod caller;
 mod commit;
 mod credentials;
 mod decide;
+mod effects;
 mod error;
 mod extend;
 mod gate;
@@ -132,27 +133,17 @@ struct Inner {
     rules: Live,
     /// The daemon's one clock.
     clock: SharedClock,
-    /// The targets, by provisioner name.
-    provisioners: Provisioners,
     /// The timer wheel; told every deadline by the commit listener ([`CommitFanout`]).
     expiry: Expiry,
-    /// Held around each grant or revoke and the commit of its outcome.
-    locks: KeyedLocks<RequestId>,
     /// Ids of committed requests, for watchers; the commit listener sends on it.
     changes: broadcast::Sender<RequestId>,
     settings: Settings,
     /// Stores records with their notice times and notifications.
     record: record::Record,
-    /// Grant and revoke tasks, so shutdown can wait for them; shared with the outbox.
-    effects: TaskTracker,
+    /// What grants and revokes share: targets, locks, slots, tasks, credentials.
+    effects: effects::Effects,
     /// Cancelled when shutdown begins: watchers end their streams (the trail's queries too).
     closing: CancellationToken,
-    effect_slots: Arc<Semaphore>,
-    /// Credentials waiting for their holders.
-    credentials: credentials::Vault,
-    /// Held around every change of a grant on a target, by provisioner and grant key, so that
-    /// leases sharing a grant decide one at a time whether it stays.
-    grants: KeyedLocks<(String, String)>,
     /// The offboarded principals; shared with the gate, which checks them on every call.
     standing: standing::Standing,
     /// Held by reloads, offboardings and the sweeps after them, one at a time.
@@ -257,17 +248,19 @@ impl Broker {
                 gate,
                 rules,
                 clock,
-                provisioners,
                 expiry,
-                locks: KeyedLocks::default(),
                 changes,
                 record,
-                effects,
+                effects: effects::Effects {
+                    provisioners,
+                    requests: KeyedLocks::default(),
+                    grants: KeyedLocks::default(),
+                    slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
+                    tasks: effects,
+                    credentials: Default::default(),
+                },
                 closing,
-                effect_slots: Arc::new(Semaphore::new(settings.max_concurrent_effects.max(1))),
                 settings,
-                credentials: Default::default(),
-                grants: KeyedLocks::default(),
                 standing,
                 reloading: tokio::sync::Mutex::new(()),
                 limiter: Default::default(),
@@ -280,7 +273,8 @@ impl Broker {
         &self,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, BrokerError> {
         self.inner
-            .effect_slots
+            .effects
+            .slots
             .clone()
             .acquire_owned()
             .await
@@ -308,11 +302,11 @@ impl Broker {
         let broker = self.clone();
         tokio::spawn(async move {
             while let Some(id) = due.recv().await {
-                let Ok(slot) = broker.inner.effect_slots.clone().acquire_owned().await else {
+                let Ok(slot) = broker.inner.effects.slots.clone().acquire_owned().await else {
                     return;
                 };
                 let driver = broker.clone();
-                broker.inner.effects.spawn(async move {
+                broker.inner.effects.tasks.spawn(async move {
                     if let Err(error) = driver.drive(id).await {
                         tracing::warn!(%id, %error, "timer action failed; it will be retried");
                         driver.rearm_later(id);
@@ -379,8 +373,8 @@ impl Broker {
     /// recovery for).
     pub async fn shutdown(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
-        self.inner.effects.close();
-        if tokio::time::timeout_at(deadline, self.inner.effects.wait())
+        self.inner.effects.tasks.close();
+        if tokio::time::timeout_at(deadline, self.inner.effects.tasks.wait())
             .await
             .is_err()
         {

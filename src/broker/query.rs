@@ -37,7 +37,7 @@ impl Broker {
         if request.requester != caller.principal {
             return None;
         }
-        let taken = self.inner.credentials.take(request.id);
+        let taken = self.inner.effects.credentials.take(request.id);
         if taken.is_some() {
             tracing::info!(id = %request.id, holder = %caller.principal, "credentials delivered");
         }
@@ -46,7 +46,7 @@ impl Broker {
 
     /// Whether credentials of `request` wait for `caller`: only its holder is told.
     pub fn credentials_waiting(&self, caller: &Caller, request: &AccessRequest) -> bool {
-        request.requester == caller.principal && self.inner.credentials.waiting(request.id)
+        request.requester == caller.principal && self.inner.effects.credentials.waiting(request.id)
     }
 
     /// The credentials of lease `id`, for its holder, once.
