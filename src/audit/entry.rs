@@ -54,7 +54,6 @@ pub fn action(happened: &Happened) -> &'static str {
 /// says so.
 pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, happened: Happened) -> Draft {
     let mut draft = Draft::new(at, actor, action(&happened));
-    draft.happened = Some(happened.clone());
     draft.request = Some(request.id);
     draft.resource = Some(request.resource.clone());
     draft.principal = Some(request.requester.clone());
@@ -63,14 +62,16 @@ pub fn about(request: &AccessRequest, at: Timestamp, actor: Actor, happened: Hap
             .detail("break_glass", true)
             .detail("incident", &break_glass.incident);
     }
-    details(draft, Some(request), happened)
+    let mut draft = details(draft, Some(request), &happened);
+    draft.happened = Some(happened);
+    draft
 }
 
 /// The entry recording that `happened`, which concerns no request, at `at`, caused by `actor`.
 pub fn of(at: Timestamp, actor: Actor, happened: Happened) -> Draft {
-    let mut draft = Draft::new(at, actor, action(&happened));
-    draft.happened = Some(happened.clone());
-    details(draft, None, happened)
+    let mut draft = details(Draft::new(at, actor, action(&happened)), None, &happened);
+    draft.happened = Some(happened);
+    draft
 }
 
 fn text<T: ToString>(value: Option<&T>) -> String {
@@ -82,7 +83,7 @@ fn rfc3339(at: Option<Timestamp>) -> String {
 }
 
 /// Adds the details (and subjects) `happened` records.
-fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) -> Draft {
+fn details(draft: Draft, request: Option<&AccessRequest>, happened: &Happened) -> Draft {
     match happened {
         Happened::Submitted {
             needs_approval_because,
@@ -135,7 +136,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             extension,
         } => {
             let draft = draft.detail("approver", approver).detail("reason", reason);
-            if extension {
+            if *extension {
                 draft.detail("extension", true)
             } else {
                 draft
@@ -146,7 +147,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             let draft = draft
                 .detail("provisioner", &request.provisioner)
                 .detail("expires_at", rfc3339(request.expires_at));
-            if credentials_issued {
+            if *credentials_issued {
                 // That credentials exist is audited; they themselves never are.
                 draft.detail("credentials", "issued")
             } else {
@@ -160,7 +161,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
         } => draft
             .detail("attempt", attempt)
             .detail("error", error)
-            .detail("retry_at", rfc3339(retry_at)),
+            .detail("retry_at", rfc3339(*retry_at)),
         Happened::Ended {
             ending: _,
             grant_kept_for,
@@ -203,7 +204,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
         } => draft
             .detail("by", by)
             .detail("reason", reason)
-            .detail("until", rfc3339(until))
+            .detail("until", rfc3339(*until))
             .detail(
                 "approval",
                 match stage {
@@ -214,7 +215,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
         Happened::ExtensionApproval { comment } => draft.detail("comment", text(comment.as_ref())),
         Happened::ExtensionDenied { reason } => draft.detail("reason", reason),
         Happened::Extended { from, until } => draft
-            .detail("from", rfc3339(from))
+            .detail("from", rfc3339(*from))
             .detail("until", until.rfc3339()),
         Happened::ExtensionFailed { error } => draft.detail("error", error),
         Happened::ReviewReminded { reminder } => draft.detail("reminder", reminder),
@@ -225,7 +226,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
         } => draft
             .detail(
                 "verdict",
-                if justified {
+                if *justified {
                     "justified"
                 } else {
                     "unjustified"
@@ -235,11 +236,11 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             .detail("revoke", revoke),
         Happened::DriftRevoked { drift } => {
             let mut draft = draft
-                .detail("provisioner", drift.provisioner)
-                .detail("account", drift.account)
-                .detail("key", drift.key);
+                .detail("provisioner", &drift.provisioner)
+                .detail("account", &drift.account)
+                .detail("key", &drift.key);
             if request.is_none() {
-                draft.resource = drift.resource;
+                draft.resource = drift.resource.clone();
             }
             draft
         }
@@ -248,10 +249,10 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             credentials_reissued,
         } => {
             let draft = draft
-                .detail("provisioner", drift.provisioner)
-                .detail("account", drift.account)
-                .detail("key", drift.key);
-            if credentials_reissued {
+                .detail("provisioner", &drift.provisioner)
+                .detail("account", &drift.account)
+                .detail("key", &drift.key);
+            if *credentials_reissued {
                 draft.detail("credentials", "reissued")
             } else {
                 draft
@@ -265,11 +266,11 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             let mut draft = draft.detail("provisioner", provisioner);
             if let Some((correction, drift)) = correction {
                 draft = draft
-                    .detail("account", drift.account)
-                    .detail("key", drift.key)
+                    .detail("account", &drift.account)
+                    .detail("key", &drift.key)
                     .detail("correction", correction.as_str());
                 if request.is_none() {
-                    draft.resource = drift.resource;
+                    draft.resource = drift.resource.clone();
                 }
             }
             draft.detail("error", error)
@@ -294,7 +295,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
         }
         Happened::AuthRefused { principal, reason } => {
             let mut draft = draft.detail("reason", reason);
-            draft.principal = Some(principal);
+            draft.principal = Some(principal.clone());
             draft
         }
         Happened::RateLimited {
@@ -304,8 +305,8 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             rate,
         } => {
             let mut draft = draft.detail("action", action).detail("rate", rate);
-            draft.principal = Some(principal);
-            draft.resource = Some(resource);
+            draft.principal = Some(principal.clone());
+            draft.resource = Some(resource.clone());
             draft
         }
         Happened::PolicyReloaded {
@@ -330,7 +331,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
             .detail("directory_version", directory_version),
         Happened::Offboarded { principal, reason } | Happened::Reinstated { principal, reason } => {
             let mut draft = draft.detail("reason", reason);
-            draft.principal = Some(principal);
+            draft.principal = Some(principal.clone());
             draft
         }
         Happened::NotificationDropped {
@@ -345,7 +346,7 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: Happened) ->
                 .detail("attempts", attempts)
                 .detail("error", error);
             if let Some((kind, id)) = notification {
-                draft.request = about;
+                draft.request = *about;
                 draft = draft.detail("event", kind).detail("event_id", id);
             }
             draft
