@@ -352,7 +352,6 @@ mod tests {
 
     fn event(happened: Happened, at: Timestamp) -> Recorded {
         Recorded {
-            action: crate::audit::entry::action(&happened),
             happened: Some(happened),
             at,
             request: Some(0),

@@ -218,9 +218,8 @@ impl Commit<'_> {
 /// An audit event of a commit in brief: what happened, when, and to which of its requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
-    /// The action ("request.approved").
-    pub action: &'static str,
-    /// What happened, typed, when the entry was made from a domain event.
+    /// What happened, typed, when the entry was made from a domain event (its action is
+    /// `audit::entry::action` of it).
     pub happened: Option<crate::model::Happened>,
     /// When it happened.
     pub at: Timestamp,

@@ -252,7 +252,7 @@ impl<'txn> Tables<'txn> {
     /// audit event, in brief, to `recorded`.
     pub(super) fn apply(
         &mut self,
-        changes: Changes,
+        mut changes: Changes,
         committed: &mut Vec<AccessRequest>,
         recorded: &mut Vec<Recorded>,
     ) -> Result<(), StoreError> {
@@ -262,9 +262,9 @@ impl<'txn> Tables<'txn> {
             committed.push(request);
         }
         committed.extend(changes.touched);
-        recorded.extend(changes.events.iter().map(|draft| Recorded {
-            action: draft.action,
-            happened: draft.happened.clone(),
+        // The typed event is not stored: it moves to the commit listener.
+        recorded.extend(changes.events.iter_mut().map(|draft| Recorded {
+            happened: draft.happened.take(),
             at: draft.at,
             request: draft.request.and_then(|id| {
                 committed[first..]
