@@ -316,15 +316,142 @@ fn default_grace() -> Duration {
     DEFAULT_SHUTDOWN_GRACE
 }
 
-/// Where state lives and how it is written.
+/// Where state lives and how it is written: one redb file (`kind = "redb"`, the default) or
+/// a PostgreSQL database shared by several daemons (`kind = "postgres"`, with the connection
+/// keys of a `postgres` provisioner, the role named `user`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The store's file (the embedded backend).
-    pub path: PathBuf,
+    /// Which backend.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// The store's file (`redb`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Batch concurrent transitions into one transaction and one fsync (default on).
     #[serde(default = "yes")]
     pub group_commit: bool,
+    /// `postgres`: a host name, an IP address, or a Unix-socket directory.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `postgres`: the port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `postgres`: the database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `postgres`: the role elevated logs in as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `postgres`: a file holding the role's password (mode 0600).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `postgres`: `disable`, `require` or `verify-full` (the default over TCP).
+    #[serde(default)]
+    pub tls: Option<PostgresTls>,
+    /// `postgres`: CA certificates the server's certificate must chain to.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `postgres`: a client certificate chain, for certificate authentication.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `postgres`: the key of `client_cert` (mode 0600).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// `postgres`: longest connect, and longest single statement (default 10s).
+    #[serde(default, deserialize_with = "optional_humantime")]
+    pub timeout: Option<Duration>,
+}
+
+/// The store's backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One redb file, for one daemon.
+    #[default]
+    Redb,
+    /// A PostgreSQL database, for one or several daemons.
+    Postgres,
+}
+
+/// The default longest connect and statement of the PostgreSQL store.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl StoreConfig {
+    /// A redb store in `path`.
+    pub fn redb(path: PathBuf) -> Self {
+        Self {
+            kind: StoreKind::Redb,
+            path: Some(path),
+            group_commit: true,
+            host: None,
+            port: None,
+            database: None,
+            user: None,
+            password_file: None,
+            tls: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            timeout: None,
+        }
+    }
+
+    /// How the PostgreSQL store logs in (`kind = "postgres"` and the keys checked).
+    pub(crate) fn login(&self) -> Option<crate::pg::Login<'_>> {
+        Some(crate::pg::Login {
+            host: self.host.as_deref()?,
+            port: self.port.unwrap_or(5432),
+            database: self.database.as_deref()?,
+            user: ("user", self.user.as_deref()?),
+            password_file: self.password_file.as_deref(),
+            tls: self.tls,
+            ca: self.ca.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            timeout: self.timeout.unwrap_or(DEFAULT_STORE_TIMEOUT),
+        })
+    }
+
+    /// Every mistake that can be found without connecting, as `key: problem`.
+    pub fn check(&self) -> Result<(), String> {
+        let postgres_keys = [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("database", self.database.is_some()),
+            ("user", self.user.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("tls", self.tls.is_some()),
+            ("ca", self.ca.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ];
+        match self.kind {
+            StoreKind::Redb => {
+                if self.path.is_none() {
+                    return Err("path: required (the store's redb file)".to_owned());
+                }
+                if let Some((key, _)) = postgres_keys.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "{key}: only used with kind = \"postgres\" (this store is a redb file)"
+                    ));
+                }
+                Ok(())
+            }
+            StoreKind::Postgres => {
+                if self.path.is_some() {
+                    return Err("path: a PostgreSQL store has no file; leave path out".to_owned());
+                }
+                for (key, set) in &postgres_keys[..4] {
+                    if !set && *key != "port" {
+                        return Err(format!("{key}: required with kind = \"postgres\""));
+                    }
+                }
+                self.login().map_or(Ok(()), |login| login.check())
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -468,11 +595,28 @@ impl Config {
         for crl in &mut self.tls.crls {
             join(crl);
         }
-        join(&mut self.store.path);
+        for file in [
+            &mut self.store.path,
+            &mut self.store.password_file,
+            &mut self.store.ca,
+            &mut self.store.client_cert,
+            &mut self.store.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(file);
+        }
         match &mut self.audit.key {
             Some(key) => join(key),
             None => {
-                let dir = self.store.path.parent().unwrap_or(base);
+                // Beside the redb file, else beside this file.
+                let dir = self
+                    .store
+                    .path
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .unwrap_or(base);
                 self.audit.key = Some(dir.join("audit.key"));
             }
         }
@@ -548,6 +692,9 @@ impl Config {
         }
         if let Err(message) = self.tls.check() {
             return Err(invalid(format!("tls.{message}")));
+        }
+        if let Err(message) = self.store.check() {
+            return Err(invalid(format!("store.{message}")));
         }
         if self.workflow.grant_attempts == 0 {
             return Err(invalid(
@@ -765,7 +912,7 @@ mod tests {
     #[test]
     fn loads_with_defaults_and_resolves_paths() {
         let config = load(MINIMAL).unwrap();
-        assert!(config.store.path.is_absolute());
+        assert!(config.store.path.as_ref().unwrap().is_absolute());
         assert!(config.store.group_commit);
         assert_eq!(config.trust_domain, "elevate.local");
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));

@@ -74,6 +74,7 @@ mod expiry;
 mod grpc;
 mod hash;
 mod keyed;
+mod pg;
 mod private_file;
 mod process;
 mod reload;

@@ -90,6 +90,10 @@ pub enum StorageFailure {
     Closing,
     /// The writer stopped: no write succeeds until a restart.
     WriterStopped,
+    /// The database cannot be reached: retry shortly.
+    Unreachable,
+    /// This daemon is not the leader (any more): ask the leader.
+    NotLeader,
     /// Anything else: an internal error, logged.
     Failed,
 }
@@ -101,6 +105,8 @@ impl BrokerError {
         match self {
             Self::ShuttingDown | Self::Store(StoreError::Closed) => Some(StorageFailure::Closing),
             Self::Store(StoreError::WriterGone) => Some(StorageFailure::WriterStopped),
+            Self::Store(StoreError::Unreachable(_)) => Some(StorageFailure::Unreachable),
+            Self::Store(StoreError::Fenced(_)) => Some(StorageFailure::NotLeader),
             Self::Store(_) => Some(StorageFailure::Failed),
             _ => None,
         }

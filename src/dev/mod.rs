@@ -152,7 +152,7 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
             layout.certs.server_cert(),
             layout.certs.server_key(),
         ),
-        store: layout.store.clone(),
+        store: crate::store::Location::Embedded(layout.store.clone()),
         store_options: StoreOptions::default(),
         policy: layout.policy.clone(),
         directory: layout.directory.clone(),

@@ -10,7 +10,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::dev;
 use crate::server::Options;
-use crate::store::offline;
+use crate::store::{Location, offline};
 
 /// Prints the public half of the audit key of a configuration, of dev mode, or of a key file.
 pub(super) fn pubkey(
@@ -46,8 +46,8 @@ pub(super) fn pubkey(
 }
 
 /// Exit status 1 on any damage, with one line saying where and what.
-pub(super) fn verify(
-    db: &Path,
+pub(super) async fn verify(
+    store: &Location,
     pubkey: Option<String>,
     witness: Option<&Path>,
 ) -> Result<(), CommandError> {
@@ -76,9 +76,18 @@ pub(super) fn verify(
         })
         .transpose()?;
     let wanted = witnessed.as_ref().map(witness::entries).unwrap_or_default();
-    let verified = offline::verify_store_keeping(db, key, &wanted).map_err(|error| {
-        CommandError::Failed(format!("{}: verification failed: {error}", db.display()))
-    })?;
+    let (verified, db) = match store {
+        Location::Embedded(path) => (
+            offline::verify_store_keeping(path, key, &wanted),
+            path.display().to_string(),
+        ),
+        Location::Postgres(target) => (
+            crate::store::postgres::verify(target, key, wanted).await,
+            target.shown().to_owned(),
+        ),
+    };
+    let verified = verified
+        .map_err(|error| CommandError::Failed(format!("{db}: verification failed: {error}")))?;
     let agreement = witnessed
         .map(|witnessed| {
             witness::compare(
@@ -89,14 +98,11 @@ pub(super) fn verify(
                 true,
             )
             .map_err(|disagreement| {
-                CommandError::Failed(format!(
-                    "{}: verification failed: {disagreement}",
-                    db.display()
-                ))
+                CommandError::Failed(format!("{db}: verification failed: {disagreement}"))
             })
         })
         .transpose()?;
-    println!("{}: intact", db.display());
+    println!("{db}: intact");
     if let Some(agreed) = &agreement {
         println!("  witness: {agreed}");
     }

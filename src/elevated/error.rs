@@ -72,6 +72,9 @@ pub enum CommandError {
     /// A public audit key given on the command line.
     #[error(transparent)]
     PublicKey(#[from] crate::audit::key::BadPublicKey),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Any other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -10,6 +10,7 @@ mod certs;
 mod check;
 mod error;
 mod serve;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,8 +81,27 @@ pub enum Command {
         #[command(subcommand)]
         command: Audit,
     },
+    /// Create or check the store a configuration names.
+    Store {
+        /// Which.
+        #[command(subcommand)]
+        command: Store,
+    },
     /// Validate a configuration with its policy and directory, then exit.
     CheckConfig {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The store subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Store {
+    /// Create the store's schema (PostgreSQL) or file (redb) when missing, check its version,
+    /// and record the audit key (generated when the key file does not exist yet): what every
+    /// daemon does at start, ahead of time.
+    Init {
         /// Configuration file.
         #[arg(long)]
         config: PathBuf,
@@ -106,11 +126,16 @@ pub enum Audit {
         #[arg(long)]
         key: Option<PathBuf>,
     },
-    /// Verify the audit trail of a store file offline (stop the daemon, or use a copy).
+    /// Verify the audit trail of a store: a redb file offline (stop the daemon, or use a
+    /// copy), or the store a configuration names (a PostgreSQL store is verified in one
+    /// consistent snapshot while daemons keep writing).
     Verify {
         /// The store file.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        db: Option<PathBuf>,
+        /// The configuration whose store to verify.
         #[arg(long)]
-        db: PathBuf,
+        config: Option<PathBuf>,
         /// Check signatures with this public key (ed25519:… or a file holding it) instead of
         /// the key the store recorded on its first start.
         #[arg(long)]
@@ -279,9 +304,24 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             command:
                 Audit::Verify {
                     db,
+                    config,
                     pubkey,
                     witness,
                 },
-        } => audit::verify(&db, pubkey, witness.as_deref()),
+        } => {
+            let store = match (db, config) {
+                (Some(db), _) => crate::store::Location::Embedded(db),
+                (None, Some(config)) => store::location(&config)?,
+                (None, None) => {
+                    return Err(CommandError::Usage(
+                        "name the store: --db FILE or --config FILE".into(),
+                    ));
+                }
+            };
+            audit::verify(&store, pubkey, witness.as_deref()).await
+        }
+        Command::Store {
+            command: Store::Init { config },
+        } => store::init(&config).await,
     }
 }

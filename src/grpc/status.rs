@@ -70,6 +70,13 @@ fn storage(error: &BrokerError) -> Status {
             tracing::error!("the store writer stopped; writes cannot succeed until a restart");
             Status::unavailable("elevated cannot write its store; the daemon log has the details")
         }
+        Some(StorageFailure::Unreachable) => {
+            tracing::error!(%error, "the store is unreachable while serving an RPC");
+            Status::unavailable("elevated cannot reach its store; retry shortly")
+        }
+        Some(StorageFailure::NotLeader) => {
+            Status::unavailable("this elevated is no longer the leader; retry on the leader")
+        }
         Some(StorageFailure::Failed) | None => {
             tracing::error!(%error, "store failure while serving an RPC");
             Status::internal("internal storage error; the daemon log has the details")

@@ -26,11 +26,9 @@
 pub mod config;
 mod quote;
 mod session;
-mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -39,11 +37,10 @@ use tokio::time::Instant;
 pub use quote::{MAX_IDENTIFIER_BYTES, QuoteError, identifier_problem, quote_ident, quote_literal};
 
 use self::session::{Server, Session, column};
-use self::tls::{RustlsConnector, Verify};
 use super::{BoxFuture, Credentials, Granted, Holding, LeaseTarget, ProvisionError, Provisioner};
 use crate::keyed::KeyedLocks;
 use crate::model::{RequestId, ResourceName, Timestamp};
-use config::{PostgresConfig, PostgresMode, PostgresTls};
+use config::{PostgresConfig, PostgresMode};
 
 /// The longest `role_prefix`: what leaves room for the longest lease id (`req_` and 20 digits)
 /// within PostgreSQL's 63-byte names.
@@ -116,35 +113,11 @@ impl PostgresProvisioner {
     /// A provisioner for a checked configuration section. Reads the password file and the
     /// certificates now, so that unusable ones stop the daemon before it serves.
     pub fn new(config: &PostgresConfig) -> Result<Self, String> {
-        let mut settings = tokio_postgres::Config::new();
-        if config.is_socket() {
-            settings.host_path(&config.host);
-        } else {
-            settings.host(&config.host);
-        }
-        settings
-            .port(config.port)
-            .dbname(&config.database)
-            .user(&config.admin_role);
-        if let Some(file) = &config.password_file {
-            settings.password(read_password(file)?);
-        }
-        let tls = match config.tls_mode() {
-            PostgresTls::Disable => None,
-            mode => Some(RustlsConnector::new(
-                if mode == PostgresTls::VerifyFull {
-                    Verify::Full
-                } else {
-                    Verify::Nothing
-                },
-                config.ca.as_deref(),
-                config
-                    .client_cert
-                    .as_deref()
-                    .zip(config.client_key.as_deref()),
-            )?),
-        };
-        let shown = format!("{}:{}/{}", config.host, config.port, config.database);
+        let crate::pg::Settings {
+            config: settings,
+            tls,
+            shown,
+        } = config.login().settings()?;
         let mode = match config.mode {
             PostgresMode::Membership => Mode::Membership {
                 terminate_sessions: config.terminate_sessions(),
@@ -612,22 +585,6 @@ impl Provisioner for PostgresProvisioner {
     }
 }
 
-/// Reads a password file: its contents without one trailing newline. Refuses files open to
-/// others ([`crate::private_file`]), and empty passwords.
-fn read_password(file: &Path) -> Result<String, String> {
-    let shown = file.display();
-    crate::private_file::check(file, "password file").map_err(|error| error.to_string())?;
-    let text = std::fs::read_to_string(file).map_err(|error| format!("{shown}: {error}"))?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(format!("{shown}: the password file is empty"));
-    }
-    Ok(password.to_owned())
-}
-
 /// A fresh password of letters and digits from the system's random source.
 fn new_password() -> Result<String, ProvisionError> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -807,7 +764,6 @@ async fn end_sessions(session: &Session, login: &str) -> Result<(), ProvisionErr
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
@@ -850,20 +806,5 @@ mod tests {
         let literal = verifier("s3cret").unwrap();
         assert!(literal.starts_with("'SCRAM-SHA-256$4096:"), "{literal}");
         assert!(!literal.contains("s3cret"));
-    }
-
-    #[test]
-    fn password_files_lose_one_trailing_newline_and_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("password");
-        std::fs::write(&file, "pa ss\n\n").unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_password(&file).unwrap(), "pa ss\n");
-        std::fs::write(&file, "word\r\n").unwrap();
-        assert_eq!(read_password(&file).unwrap(), "word");
-        std::fs::write(&file, "\n").unwrap();
-        assert!(read_password(&file).unwrap_err().contains("empty"));
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_password(&file).unwrap_err().contains("chmod 600"));
     }
 }

@@ -133,7 +133,7 @@ impl Server {
             .signing
             .as_ref()
             .map(|signing| signing.key.clone());
-        let store = Store::open(
+        let store = Store::open_at(
             &options.store,
             store_options,
             Arc::new(CommitFanout {
@@ -143,6 +143,7 @@ impl Server {
                 observer: Arc::new(metrics.clone()),
             }),
         )
+        .await
         .map_err(BrokerError::from)?;
         let effects = tokio_util::task::TaskTracker::new();
         outbox::spawn(

@@ -52,8 +52,8 @@ pub struct Options {
     pub trust_domain: String,
     /// Server TLS files and the certificate deny list.
     pub tls: TlsFiles,
-    /// The store's file.
-    pub store: PathBuf,
+    /// Where the store lives.
+    pub store: crate::store::Location,
     /// Writer batching.
     pub store_options: StoreOptions,
     /// Policy file.
@@ -110,14 +110,15 @@ impl Options {
         Ok(Self {
             trust_domain: config.trust_domain.clone(),
             tls: config.tls.clone(),
-            store: config.store.path.clone(),
+            store: crate::store::Location::from_config(&config.store)
+                .map_err(|error| BuildError::Config(format!("store.{error}")))?,
             store_options: StoreOptions {
                 max_batch: if config.store.group_commit {
                     StoreOptions::default().max_batch
                 } else {
                     1
                 },
-                signing: None,
+                ..StoreOptions::default()
             },
             policy: config.policy.policy.clone(),
             directory: config.policy.directory.clone(),
@@ -166,7 +167,7 @@ impl Options {
                     .audit
                     .key
                     .clone()
-                    .unwrap_or_else(|| config.store.path.with_file_name("audit.key")),
+                    .unwrap_or_else(|| PathBuf::from("audit.key")),
                 checkpoint_every: config.audit.checkpoint_every,
                 checkpoint_interval: config.audit.checkpoint_interval,
                 witness: config.audit.witness.clone(),

@@ -9,6 +9,7 @@
 //! [`Reads`], and one more way to open a [`Store`].
 
 mod embedded;
+pub mod postgres;
 pub mod seam;
 
 /// What the embedded store's file is called where elevate picks the name (dev mode).
@@ -22,11 +23,35 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use embedded::offline;
-pub use seam::{Reads, View};
+pub use seam::{Fence, Reads, View};
 
 use crate::audit::key::{AuditKey, PublicKey};
 use crate::audit::{Draft, Event};
 use crate::model::{AccessRequest, Offboarding, Principal, Timestamp};
+
+/// Where a store lives.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// One redb file.
+    Embedded(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Box<postgres::Target>),
+}
+
+impl Location {
+    /// The store a configuration section names (reading its password file and certificates).
+    pub fn from_config(store: &crate::config::StoreConfig) -> Result<Self, String> {
+        match (store.kind, &store.path) {
+            (crate::config::StoreKind::Redb, Some(path)) => Ok(Self::Embedded(path.clone())),
+            (crate::config::StoreKind::Redb, None) => {
+                Err("path: required (the store's redb file)".to_owned())
+            }
+            (crate::config::StoreKind::Postgres, _) => {
+                postgres::Target::new(store).map(|target| Self::Postgres(Box::new(target)))
+            }
+        }
+    }
+}
 
 /// A notification waiting in the outbox for one notifier. The store keeps it opaque.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,6 +135,13 @@ pub enum StoreError {
     /// A write transaction failed as a whole; nothing of it was stored.
     #[error("write transaction failed: {0}")]
     Failed(String),
+    /// The database cannot be reached (or the connection broke): retry shortly.
+    #[error("the store is unreachable: {0}")]
+    Unreachable(String),
+    /// This daemon is not (or no longer) the leader: its write was refused and nothing of it
+    /// was stored.
+    #[error("not the leader: {0}")]
+    Fenced(String),
     /// A read job panicked.
     #[error("a store read failed unexpectedly")]
     ReadPanicked,
@@ -233,6 +265,14 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, commit: &Commit<'_>);
 }
 
+/// A commit listener that hears nothing: for tools that open a store without a daemon.
+#[derive(Debug)]
+pub struct Unheard;
+
+impl CommitListener for Unheard {
+    fn committed(&self, _: &Commit<'_>) {}
+}
+
 /// How the audit chain's head is signed.
 #[derive(Clone, Debug)]
 pub struct Signing {
@@ -262,6 +302,8 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Checkpoint signing; `None` writes no checkpoints.
     pub signing: Option<Signing>,
+    /// With several daemons on one store: the leadership every write transaction checks.
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 impl Default for StoreOptions {
@@ -269,6 +311,7 @@ impl Default for StoreOptions {
         Self {
             max_batch: 1024,
             signing: None,
+            fence: None,
         }
     }
 }
@@ -280,6 +323,8 @@ pub struct StoreStats {
     pub commits: AtomicU64,
     /// Jobs answered.
     pub jobs: AtomicU64,
+    /// Write transactions refused because this daemon was no longer the leader.
+    pub fenced: AtomicU64,
     /// Whether commits are refused after their jobs ran, as a full disk would refuse them
     /// ([`Store::refuse_commits`]).
     refuse_commits: std::sync::atomic::AtomicBool,
@@ -324,6 +369,36 @@ impl Store {
             stats,
             closed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Opens the PostgreSQL store at `target` (creating its schema when missing, refusing one
+    /// this build does not understand) and starts its writer.
+    pub async fn open_postgres(
+        target: postgres::Target,
+        options: StoreOptions,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<Self, StoreError> {
+        let stats = Arc::new(StoreStats::default());
+        let backend = postgres::Postgres::open(target, options, listener, stats.clone()).await?;
+        Ok(Self {
+            backend: Arc::new(backend),
+            stats,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Opens the store at `location`.
+    pub async fn open_at(
+        location: &Location,
+        options: StoreOptions,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<Self, StoreError> {
+        match location {
+            Location::Embedded(path) => Self::open(path, options, listener),
+            Location::Postgres(target) => {
+                Self::open_postgres((**target).clone(), options, listener).await
+            }
+        }
     }
 
     /// Where the store lives.

@@ -190,6 +190,30 @@ pub type Job = Box<dyn FnOnce(&dyn View) -> (Option<Changes>, Responder) + Send>
 /// A read, type-erased: runs on a blocking thread with a snapshot.
 pub type Read<'a> = Box<dyn FnOnce(Result<&dyn Reads, StoreError>) + Send + 'a>;
 
+/// Who may write, when several daemons share one store: only the leader, in its epoch, and
+/// only while its lease holds by its own clock. A backend checks the epoch inside every write
+/// transaction.
+pub trait Fence: Send + Sync + 'static {
+    /// The epoch this daemon leads in, while its lease holds by its own monotonic clock;
+    /// `None` once it may no longer act.
+    fn current(&self) -> Option<u64>;
+
+    /// The leadership lease: a transaction left open longer than a fraction of it is ended by
+    /// the database, so that a stopped leader cannot hold up a takeover.
+    fn lease(&self) -> Duration;
+
+    /// A write was refused because a newer epoch took over: this daemon is deposed.
+    fn deposed(&self);
+}
+
+impl std::fmt::Debug for dyn Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("epoch", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A storage backend.
 pub trait Backend: Send + Sync + 'static {
     /// Queues `job` for a coming write transaction; waits while the queue is full. Fails
@@ -241,6 +265,8 @@ fn copy(error: &StoreError) -> StoreError {
     match error {
         StoreError::Closed => StoreError::Closed,
         StoreError::WriterGone => StoreError::WriterGone,
+        StoreError::Unreachable(why) => StoreError::Unreachable(why.clone()),
+        StoreError::Fenced(why) => StoreError::Fenced(why.clone()),
         other => StoreError::Failed(other.to_string()),
     }
 }

@@ -732,6 +732,9 @@ async fn a_store_file_verifies_offline_and_tampering_is_caught() {
     // Stopping records one more entry (daemon.stopped) and signs the head.
     let total = daemon.all_events().await.len() as u64 + 1;
     daemon.stop().await;
+    if let Some((server, database)) = env.postgres() {
+        return a_postgres_store_verifies_and_tampering_is_caught(&server, &database, total).await;
+    }
     let store = env.layout.store.clone();
     let key = pubkey(&env).await;
 
@@ -801,6 +804,124 @@ async fn a_store_file_verifies_offline_and_tampering_is_caught() {
         verify_db(dir.path(), &["--pubkey", &other]).await,
         "bad signature",
     );
+}
+
+/// The same damage as in a redb file, done with SQL to a PostgreSQL store (and undone after
+/// each check), caught by verifying one snapshot of it.
+async fn a_postgres_store_verifies_and_tampering_is_caught(
+    server: &super::harness::PostgresUnderTest,
+    database: &str,
+    total: u64,
+) {
+    let elevate::store::Location::Postgres(target) = server.location(database) else {
+        unreachable!()
+    };
+    let verify = |key: Option<elevate::audit::key::PublicKey>| {
+        let target = target.clone();
+        async move { elevate::store::postgres::verify(&target, key, Default::default()).await }
+    };
+    let verified = verify(None).await.unwrap();
+    assert!(verified.recorded_key);
+    assert_eq!(verified.summary.events, total);
+    let (client, connection) = server
+        .config(database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT seq, at, request, resource, action, record FROM elevate_audit ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let record = |seq: u64| -> Vec<u8> { rows[seq as usize - 1].get(5) };
+    let put = |seq: u64, bytes: Vec<u8>| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "UPDATE elevate_audit SET record = $2 WHERE seq = $1",
+                    &[&(seq as i64), &bytes],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let restore = || {
+        let (client, rows) = (&client, &rows);
+        async move {
+            client
+                .execute("DELETE FROM elevate_audit", &[])
+                .await
+                .unwrap();
+            for row in rows {
+                let (seq, at, request, resource, action, record): (
+                    i64,
+                    i64,
+                    Option<i64>,
+                    Option<String>,
+                    String,
+                    Vec<u8>,
+                ) = (
+                    row.get(0),
+                    row.get(1),
+                    row.get(2),
+                    row.get(3),
+                    row.get(4),
+                    row.get(5),
+                );
+                client
+                    .execute(
+                        "INSERT INTO elevate_audit VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&seq, &at, &request, &resource, &action, &record],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let fails = |wanted: String| {
+        let verify = &verify;
+        async move {
+            let error = verify(None).await.unwrap_err().to_string();
+            assert!(error.contains(&wanted), "wanted {wanted:?} in: {error}");
+        }
+    };
+    // An edited entry.
+    let mut event: Value = serde_json::from_slice(&record(3)).unwrap();
+    event["details"]["reason"] = Value::String("innocent".into());
+    put(3, serde_json::to_vec(&event).unwrap()).await;
+    fails("altered entry at entry 3".into()).await;
+    restore().await;
+    // A removed entry.
+    client
+        .execute("DELETE FROM elevate_audit WHERE seq = 5", &[])
+        .await
+        .unwrap();
+    fails("missing entry at entry 5".into()).await;
+    restore().await;
+    // Two entries swapped.
+    put(6, record(7)).await;
+    put(7, record(6)).await;
+    fails("reordering at entry 6".into()).await;
+    restore().await;
+    // The tail cut off after a checkpoint.
+    client
+        .execute(
+            "DELETE FROM elevate_audit WHERE seq >= $1",
+            &[&((total - 3) as i64)],
+        )
+        .await
+        .unwrap();
+    fails(format!("truncation at entry {}", total - 3)).await;
+    restore().await;
+    assert_eq!(verify(None).await.unwrap().summary.events, total);
+    // Another key.
+    let other = elevate::audit::key::AuditKey::ephemeral().unwrap().public();
+    let error = verify(Some(other)).await.unwrap_err().to_string();
+    assert!(error.contains("bad signature"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,9 @@ pub struct Env {
     pub provisioners: std::sync::Mutex<Vec<(String, Arc<dyn Provisioner>)>>,
     /// Changes to the daemon's options (from the next start on).
     pub tweaks: std::sync::Mutex<Vec<Tweak>>,
+    /// The PostgreSQL database the daemon's store lives in, when the suite runs on that
+    /// store ([`store_under_test`]); made at the first start.
+    database: std::sync::Mutex<Option<String>>,
     /// Kept for its Drop: the state directory lives as long as the environment.
     _dir: tempfile::TempDir,
     pub layout: Layout,
@@ -145,6 +148,7 @@ impl Env {
             give_up_after: std::sync::Mutex::new(None),
             provisioners: std::sync::Mutex::new(Vec::new()),
             tweaks: std::sync::Mutex::new(Vec::new()),
+            database: std::sync::Mutex::new(None),
             _dir: dir,
             layout,
             clock,
@@ -189,6 +193,43 @@ impl Env {
             .count()
     }
 
+    /// The PostgreSQL server and database of this environment's store, when the suite runs on
+    /// PostgreSQL and the daemon started once.
+    pub fn postgres(&self) -> Option<(PostgresUnderTest, String)> {
+        Some((store_under_test()?, self.database.lock().unwrap().clone()?))
+    }
+
+    /// The store in this environment's own database on `server` (made at the first call).
+    async fn postgres_store(&self, server: &PostgresUnderTest) -> elevate::store::Location {
+        let existing = self.database.lock().unwrap().clone();
+        let database = match existing {
+            Some(database) => database,
+            None => {
+                static NEXT: AtomicU32 = AtomicU32::new(1);
+                let database = format!(
+                    "elevate_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::SeqCst)
+                );
+                let (client, connection) = server
+                    .config("postgres")
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("CREATE DATABASE {database}"))
+                    .await
+                    .unwrap();
+                drop(client);
+                let _ = task.await;
+                *self.database.lock().unwrap() = Some(database.clone());
+                database
+            }
+        };
+        server.location(&database)
+    }
+
     /// Changes the daemon's options from the next start on.
     pub fn tweak(&self, tweak: impl Fn(&mut elevate::server::Options) + Send + 'static) {
         self.tweaks.lock().unwrap().push(Box::new(tweak));
@@ -214,6 +255,9 @@ impl Env {
     /// that is going away, for instance).
     pub async fn try_start(&self) -> Result<Daemon, elevate::server::BuildError> {
         let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
+        if let Some(server) = store_under_test() {
+            options.store = self.postgres_store(&server).await;
+        }
         options.provisioners.insert("files", self.targets.clone());
         for (name, provisioner) in self.provisioners.lock().unwrap().iter() {
             options
@@ -669,4 +713,66 @@ pub async fn metrics_text(daemon: &Daemon) -> String {
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// A PostgreSQL server the suite's daemons keep their stores in, reached over its Unix socket
+/// as the superuser (trust authentication).
+#[derive(Clone, Debug)]
+pub struct PostgresUnderTest {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+}
+
+/// Where the store tests run on: `ELEVATE_TEST_STORE=postgres:SOCKET_DIR:PORT` puts every
+/// daemon's store in a database of its own on that server; unset, each uses a redb file.
+pub const STORE_UNDER_TEST: &str = "ELEVATE_TEST_STORE";
+
+/// The PostgreSQL server of [`STORE_UNDER_TEST`], when the suite runs on PostgreSQL.
+pub fn store_under_test() -> Option<PostgresUnderTest> {
+    let value = std::env::var(STORE_UNDER_TEST).ok()?;
+    let rest = value
+        .strip_prefix("postgres:")
+        .unwrap_or_else(|| panic!("{STORE_UNDER_TEST}={value}: expected postgres:SOCKET_DIR:PORT"));
+    let (dir, port) = rest.rsplit_once(':').unwrap();
+    Some(PostgresUnderTest {
+        socket_dir: PathBuf::from(dir),
+        port: port.parse().unwrap(),
+    })
+}
+
+impl PostgresUnderTest {
+    /// The value of [`STORE_UNDER_TEST`] naming this server.
+    pub fn variable(&self) -> String {
+        format!("postgres:{}:{}", self.socket_dir.display(), self.port)
+    }
+
+    /// Connection settings for `database`.
+    pub fn config(&self, database: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname(database);
+        config
+    }
+
+    /// The `[store]` section of a daemon keeping its store in `database`.
+    pub fn section(&self, database: &str) -> String {
+        format!(
+            "[store]\nkind = \"postgres\"\nhost = \"{}\"\nport = {}\ndatabase = \"{database}\"\nuser = \"postgres\"\n",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
+    /// The store in `database`.
+    pub fn location(&self, database: &str) -> elevate::store::Location {
+        #[derive(serde::Deserialize)]
+        struct File {
+            store: elevate::config::StoreConfig,
+        }
+        let file: File = toml::from_str(&self.section(database)).unwrap();
+        elevate::store::Location::from_config(&file.store).unwrap()
+    }
 }

@@ -29,5 +29,6 @@ mod restart;
 mod revocation;
 mod service;
 mod shutdown;
+mod stores;
 mod tls;
 mod witness;

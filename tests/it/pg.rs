@@ -130,7 +130,7 @@ impl Cluster {
              ssl_ca_file = '{server}/ca.crt'\n\
              password_encryption = 'scram-sha-256'\n\
              log_statement = 'ddl'\n\
-             max_connections = 40\n\
+             max_connections = 80\n\
              shared_buffers = 16MB\n\
              fsync = off\n\
              synchronous_commit = off\n\

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::pg::PostgresTls;
+
 use super::{MAX_ROLE_PREFIX_BYTES, identifier_problem};
 
 /// A PostgreSQL server whose roles elevate grants.
@@ -66,18 +68,6 @@ pub struct PostgresConfig {
     pub timeout: Duration,
 }
 
-/// How the connection to PostgreSQL is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PostgresTls {
-    /// Plain TCP.
-    Disable,
-    /// TLS without checking the server's certificate: protects against eavesdropping only.
-    Require,
-    /// TLS with the server's certificate checked against the CA and the host name.
-    VerifyFull,
-}
-
 /// What a lease gives on a PostgreSQL server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,18 +91,19 @@ fn default_timeout() -> Duration {
 }
 
 impl PostgresConfig {
-    /// Whether `host` is a Unix-socket directory.
-    pub fn is_socket(&self) -> bool {
-        self.host.starts_with('/')
-    }
-
-    /// The TLS mode in force: as configured, else `verify-full` over TCP and `disable` over a
-    /// socket.
-    pub fn tls_mode(&self) -> PostgresTls {
-        match self.tls {
-            Some(tls) => tls,
-            None if self.is_socket() => PostgresTls::Disable,
-            None => PostgresTls::VerifyFull,
+    /// Where the server is and how elevate logs in.
+    pub fn login(&self) -> crate::pg::Login<'_> {
+        crate::pg::Login {
+            host: &self.host,
+            port: self.port,
+            database: &self.database,
+            user: ("admin_role", &self.admin_role),
+            password_file: self.password_file.as_deref(),
+            tls: self.tls,
+            ca: self.ca.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            timeout: self.timeout,
         }
     }
 
@@ -128,66 +119,15 @@ impl PostgresConfig {
 
     /// The first problem with this section, as `field: message`.
     pub fn check(&self) -> Result<(), String> {
-        if self.host.is_empty() {
-            return Err("host: must not be empty".to_owned());
-        }
-        if self.host.contains('/') && !self.is_socket() {
-            return Err(format!(
-                "host: '{}' looks like a path; a Unix-socket directory must be absolute",
-                self.host
-            ));
-        }
-        if self.host.chars().any(char::is_control) {
-            return Err("host: must not contain control characters".to_owned());
-        }
-        if self.port == 0 {
-            return Err("port: must be above zero".to_owned());
-        }
-        for (field, name) in [
-            ("database", &self.database),
-            ("admin_role", &self.admin_role),
-            ("target_role", &self.target_role),
-        ] {
-            if let Some(problem) = identifier_problem(name) {
-                return Err(format!("{field}: {problem}"));
-            }
+        self.login().check()?;
+        if let Some(problem) = identifier_problem(&self.target_role) {
+            return Err(format!("target_role: {problem}"));
         }
         if self.admin_role == self.target_role {
             return Err(
                 "target_role: must not be admin_role (elevate would grant its own login)"
                     .to_owned(),
             );
-        }
-        for (field, file) in [
-            ("password_file", &self.password_file),
-            ("ca", &self.ca),
-            ("client_cert", &self.client_cert),
-            ("client_key", &self.client_key),
-        ] {
-            if let Some(file) = file.as_ref().filter(|file| !file.is_file()) {
-                return Err(format!("{field}: {} does not exist", file.display()));
-            }
-        }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err(
-                "client_cert: client_cert and client_key must be given together".to_owned(),
-            );
-        }
-        let tls = self.tls_mode();
-        if self.is_socket() && tls != PostgresTls::Disable {
-            return Err(
-                "tls: TLS is not used over a Unix socket; leave tls out or set it to \"disable\""
-                    .to_owned(),
-            );
-        }
-        if self.ca.is_some() && tls != PostgresTls::VerifyFull {
-            return Err("ca: only used with tls = \"verify-full\"".to_owned());
-        }
-        if self.client_cert.is_some() && tls == PostgresTls::Disable {
-            return Err("client_cert: certificates need TLS; tls is \"disable\"".to_owned());
-        }
-        if self.timeout.is_zero() || self.timeout > Duration::from_secs(300) {
-            return Err("timeout: must be above zero and at most 5m".to_owned());
         }
         match self.mode {
             PostgresMode::Membership => {
@@ -257,12 +197,12 @@ mod tests {
         let config = parse(MEMBERSHIP).unwrap();
         config.check().unwrap();
         assert_eq!(config.port, 5432);
-        assert_eq!(config.tls_mode(), PostgresTls::VerifyFull);
+        assert_eq!(config.login().tls_mode(), PostgresTls::VerifyFull);
         assert!(config.terminate_sessions());
         assert_eq!(config.timeout, Duration::from_secs(10));
         let socket = parse(&MEMBERSHIP.replace("db.example.com", "/run/postgresql")).unwrap();
         socket.check().unwrap();
-        assert_eq!(socket.tls_mode(), PostgresTls::Disable);
+        assert_eq!(socket.login().tls_mode(), PostgresTls::Disable);
         let ephemeral = parse(&MEMBERSHIP.replace("membership", "ephemeral")).unwrap();
         ephemeral.check().unwrap();
         assert_eq!(ephemeral.role_prefix(), "elevate_");

@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::tls::RustlsConnector;
+use crate::pg::describe;
+use crate::pg::tls::RustlsConnector;
 use crate::provision::ProvisionError;
 
 /// How to log in to one PostgreSQL server.
@@ -176,28 +177,4 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
 
 fn failed(what: &str, error: &tokio_postgres::Error) -> ProvisionError {
     ProvisionError(format!("{what}: {}", describe(error)))
-}
-
-/// The server's message (with its detail and hint), or the client's error with its cause.
-fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        let mut text = db.message().to_owned();
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!(" ({detail})"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!(" (hint: {hint})"));
-        }
-        return text;
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(&format!(": {cause_text}"));
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -9,7 +9,7 @@
 //! blocking threads and never wait for the writer. [`offline`] verifies a file's audit trail
 //! without a daemon.
 
-mod codec;
+pub(super) mod codec;
 pub mod offline;
 mod reader;
 mod tables;
@@ -28,6 +28,7 @@ use super::{
 };
 use crate::BoxFuture;
 pub(super) use reader::Reader;
+pub(super) use tables::{review_code, state_code};
 
 /// The redb file and the channel to its writer thread.
 pub(super) struct Embedded {

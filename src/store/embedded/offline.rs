@@ -161,12 +161,22 @@ fn verify_database(
     wanted: &std::collections::BTreeSet<u64>,
 ) -> Result<StoreVerified, OfflineError> {
     let reader = Reader::begin(db)?;
+    verify_reads(&reader, &path.display().to_string(), key, wanted)
+}
+
+/// Verifies the audit trail a snapshot of any backend holds; `shown` names the store.
+pub(in crate::store) fn verify_reads(
+    reader: &dyn Reads,
+    shown: &str,
+    key: Option<PublicKey>,
+    wanted: &std::collections::BTreeSet<u64>,
+) -> Result<StoreVerified, OfflineError> {
     let mut hashes = std::collections::BTreeMap::new();
     let recorded = reader.audit_key()?;
     let (key, recorded_key) = match (key, recorded) {
         (Some(key), recorded) => (key, recorded == Some(key)),
         (None, Some(recorded)) => (recorded, true),
-        (None, None) => return Err(OfflineError::NoKey(path.display().to_string())),
+        (None, None) => return Err(OfflineError::NoKey(shown.to_owned())),
     };
     let mut chain = Chain::new(key, true);
     let mut checkpoints = std::collections::VecDeque::new();

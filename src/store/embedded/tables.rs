@@ -82,7 +82,7 @@ const META_NEXT_OUTBOX: &str = "outbox_next_seq";
 pub(super) const META_AUDIT_KEY: &str = "audit_key";
 
 /// The stable one-byte code of a request state in the `requests_by_state` index.
-pub(super) fn state_code(kind: StateKind) -> u8 {
+pub(in crate::store) fn state_code(kind: StateKind) -> u8 {
     match kind {
         StateKind::Pending => 1,
         StateKind::Approved => 2,
@@ -99,7 +99,7 @@ pub(super) fn state_code(kind: StateKind) -> u8 {
 }
 
 /// The by-state index code of a review state.
-pub(super) fn review_code(state: ReviewState) -> u8 {
+pub(in crate::store) fn review_code(state: ReviewState) -> u8 {
     match state {
         ReviewState::Pending => 1,
         ReviewState::Overdue => 2,

@@ -1,0 +1,664 @@
+//! The writer thread of the PostgreSQL store: group commit, fenced. It takes the first queued
+//! job, drains whatever else is queued (up to the batch limit) into one transaction, checks
+//! the leadership epoch inside it, applies each job's changes as the job returns them (so the
+//! next job of the batch reads them), commits once, tells the commit listener, then answers
+//! every caller.
+//!
+//! Longer than most files: applying one job's changes to every table and column it touches is
+//! one concept (as in the embedded backend's `tables`), and the View of a job reads the same
+//! transaction.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement, Transaction};
+
+use super::schema::{META_AUDIT_HEAD, META_NEXT_ID, META_NEXT_OUTBOX, META_NEXT_SEQ, u64_of};
+use super::{Target, failed};
+use crate::audit::key::Checkpoint;
+use crate::audit::{Actor, Draft, Event, GENESIS};
+use crate::model::{AccessRequest, Principal, RequestId, ResourceName, Timestamp};
+use crate::store::embedded::codec::{decode, encode};
+use crate::store::embedded::{review_code, state_code};
+use crate::store::seam::{Job, View};
+use crate::store::{
+    Changes, Commit, CommitListener, Outgoing, Recorded, Signing, StoreError, StoreOptions,
+    StoreStats,
+};
+
+pub(super) enum Message {
+    Job(Job),
+    Close(oneshot::Sender<()>),
+}
+
+/// Queued jobs beyond this make callers wait (backpressure).
+const QUEUE: usize = 8192;
+
+pub(super) fn spawn(
+    target: Arc<Target>,
+    runtime: Handle,
+    options: StoreOptions,
+    listener: Arc<dyn CommitListener>,
+    stats: Arc<StoreStats>,
+) -> Result<mpsc::Sender<Message>, StoreError> {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("store-writer".to_owned())
+        .spawn(move || {
+            let mut writer = Writer {
+                target,
+                runtime,
+                client: None,
+                prepared: Prepared::default(),
+                options,
+            };
+            writer.run(receiver, &*listener, &stats);
+        })
+        .map_err(|error| StoreError::Failed(format!("cannot start the writer thread: {error}")))?;
+    Ok(sender)
+}
+
+struct Writer {
+    target: Arc<Target>,
+    runtime: Handle,
+    /// The writer's connection; made again after it broke.
+    client: Option<Client>,
+    /// Statements prepared on `client`.
+    prepared: Prepared,
+    options: StoreOptions,
+}
+
+impl Writer {
+    fn run(
+        &mut self,
+        mut receiver: mpsc::Receiver<Message>,
+        listener: &dyn CommitListener,
+        stats: &StoreStats,
+    ) {
+        let max_batch = self.options.max_batch.max(1);
+        let mut close = None;
+        while close.is_none() {
+            let mut batch = Vec::new();
+            match receiver.blocking_recv() {
+                Some(Message::Job(job)) => batch.push(job),
+                Some(Message::Close(done)) => close = Some(done),
+                None => break,
+            }
+            while close.is_none() && batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(Message::Job(job)) => batch.push(job),
+                    Ok(Message::Close(done)) => close = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                let jobs = batch.len() as u64;
+                self.commit_batch(batch, listener, stats);
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.jobs.fetch_add(jobs, Ordering::Relaxed);
+            }
+        }
+        receiver.close();
+        while receiver.try_recv().is_ok() {}
+        self.client = None;
+        if let Some(done) = close {
+            let _ = done.send(());
+        }
+    }
+
+    /// The writer's connection, made when there is none (or it broke).
+    fn connection(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.prepared = Prepared::default();
+            let statement = self.target.timeout;
+            // A transaction left open by a daemon that stopped (paused, or cut off) is ended by
+            // the server well within the leadership lease, so it cannot hold up a takeover.
+            let idle = self
+                .options
+                .fence
+                .as_ref()
+                .map_or(statement, |fence| (fence.lease() / 3).min(statement));
+            let client = self
+                .runtime
+                .block_on(self.target.connect(statement, idle))?;
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or(StoreError::WriterGone)
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Job>, listener: &dyn CommitListener, stats: &StoreStats) {
+        let started = Instant::now();
+        let jobs = batch.len();
+        let mut responders = Vec::with_capacity(jobs);
+        let mut committed: Vec<AccessRequest> = Vec::new();
+        let mut recorded: Vec<Recorded> = Vec::new();
+        let mut queued = 0;
+        let runtime = self.runtime.clone();
+        let fence = self.options.fence.clone();
+        let signing = self.options.signing.clone();
+        let outcome = (|| -> Result<(), StoreError> {
+            let epoch = match &fence {
+                Some(fence) => Some(fence.current().ok_or_else(|| {
+                    StoreError::Fenced("this node's leadership lapsed".to_owned())
+                })?),
+                None => None,
+            };
+            let prepared = std::mem::take(&mut self.prepared);
+            let client = self.connection()?;
+            let txn = runtime
+                .block_on(client.transaction())
+                .map_err(|e| failed("beginning a transaction", &e))?;
+            let mut tables = Tables {
+                runtime: &runtime,
+                txn: &txn,
+                prepared: &prepared,
+                signing: signing.as_ref(),
+                counters: Counters::default(),
+                queued: 0,
+            };
+            let result = (|| {
+                if let Some(epoch) = epoch {
+                    tables.check_epoch(epoch)?;
+                }
+                tables.counters = tables.load_counters()?;
+                let mut jobs = batch.into_iter();
+                for job in jobs.by_ref() {
+                    let view = TablesView { tables: &tables };
+                    match catch_unwind(AssertUnwindSafe(|| job(&view))) {
+                        Ok((changes, respond)) => {
+                            responders.push(respond);
+                            if let Some(changes) = changes {
+                                tables.apply(changes, &mut committed, &mut recorded)?;
+                            }
+                        }
+                        Err(_) => {
+                            tracing::error!("a store job panicked; its changes were discarded");
+                        }
+                    }
+                }
+                tables.store_counters()?;
+                queued = tables.queued;
+                if stats.refuse_commit() {
+                    return Err(StoreError::Failed(
+                        "the commit was refused (injected fault)".to_owned(),
+                    ));
+                }
+                // Still the leader by this daemon's own clock? A daemon paused since the
+                // check above must not commit now (the epoch row says the same once a standby
+                // took over; this also covers the time before it does).
+                if let (Some(fence), Some(epoch)) = (&fence, epoch)
+                    && fence.current() != Some(epoch)
+                {
+                    return Err(StoreError::Fenced(
+                        "this node's leadership lapsed during the transaction".to_owned(),
+                    ));
+                }
+                Ok(())
+            })();
+            let outcome = match result {
+                Ok(()) => runtime
+                    .block_on(txn.commit())
+                    .map_err(|e| failed("committing", &e)),
+                Err(error) => {
+                    let _ = runtime.block_on(txn.rollback());
+                    Err(error)
+                }
+            };
+            self.prepared = prepared;
+            outcome
+        })();
+        match &outcome {
+            Ok(()) => listener.committed(&Commit {
+                requests: &committed,
+                events: &recorded,
+                queued,
+                jobs,
+                took: started.elapsed(),
+            }),
+            Err(StoreError::Fenced(why)) => {
+                stats.fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%why, "a write was refused: this node is not the leader");
+                if let Some(fence) = &fence {
+                    fence.deposed();
+                }
+            }
+            Err(error) => {
+                if matches!(error, StoreError::Unreachable(_)) {
+                    self.client = None;
+                }
+                tracing::error!(%error, "store commit failed");
+            }
+        }
+        for respond in responders {
+            respond(outcome.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Statements prepared on the writer's connection, by their text.
+#[derive(Default)]
+struct Prepared(RefCell<HashMap<&'static str, Statement>>);
+
+/// The counters of `elevate_meta`, read at the start of a batch and written at its end.
+#[derive(Default)]
+struct Counters {
+    next_id: u64,
+    next_seq: u64,
+    head: [u8; 32],
+    next_outbox: u64,
+    /// The newest checkpoint's sequence number.
+    covered: u64,
+}
+
+/// One write transaction.
+struct Tables<'a> {
+    runtime: &'a Handle,
+    txn: &'a Transaction<'a>,
+    prepared: &'a Prepared,
+    signing: Option<&'a Signing>,
+    counters: Counters,
+    /// Outbox entries queued in this transaction.
+    queued: usize,
+}
+
+fn id(raw: u64) -> i64 {
+    raw as i64
+}
+
+impl Tables<'_> {
+    fn statement(&self, sql: &'static str) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.prepared.0.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .runtime
+            .block_on(self.txn.prepare(sql))
+            .map_err(|e| failed("preparing a statement", &e))?;
+        self.prepared.0.borrow_mut().insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(
+        &self,
+        what: &str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let statement = self.statement(sql)?;
+        self.runtime
+            .block_on(self.txn.query(&statement, params))
+            .map_err(|e| failed(what, &e))
+    }
+
+    fn execute(
+        &self,
+        what: &str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let statement = self.statement(sql)?;
+        self.runtime
+            .block_on(self.txn.execute(&statement, params))
+            .map_err(|e| failed(what, &e))
+    }
+
+    /// Takes the leadership row for this transaction and checks it is still `epoch`'s.
+    fn check_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        let rows = self.query(
+            "checking the leadership epoch",
+            "SELECT epoch FROM elevate_leader WHERE id = 1 FOR SHARE",
+            &[],
+        )?;
+        let current = rows.first().map(|row| row.get::<_, i64>(0) as u64);
+        if current != Some(epoch) {
+            return Err(StoreError::Fenced(format!(
+                "epoch {epoch} was superseded by epoch {}",
+                current.unwrap_or(0)
+            )));
+        }
+        Ok(())
+    }
+
+    fn load_counters(&self) -> Result<Counters, StoreError> {
+        let rows = self.query(
+            "reading the counters",
+            "SELECT name, value FROM elevate_meta WHERE name = ANY($1)",
+            &[&vec![
+                META_NEXT_ID,
+                META_NEXT_SEQ,
+                META_AUDIT_HEAD,
+                META_NEXT_OUTBOX,
+            ]],
+        )?;
+        let mut counters = Counters {
+            next_id: RequestId::FIRST.raw(),
+            next_seq: 1,
+            head: GENESIS,
+            next_outbox: 1,
+            covered: 0,
+        };
+        for row in rows {
+            let name: &str = row.get(0);
+            let value: &[u8] = row.get(1);
+            let number = || {
+                u64_of(value).ok_or_else(|| StoreError::Corrupt {
+                    table: "elevate_meta",
+                    message: format!("{name} is not 8 bytes"),
+                })
+            };
+            match name {
+                META_NEXT_ID => counters.next_id = number()?,
+                META_NEXT_SEQ => counters.next_seq = number()?,
+                META_NEXT_OUTBOX => counters.next_outbox = number()?,
+                _ => {
+                    counters.head =
+                        <[u8; 32]>::try_from(value).map_err(|_| StoreError::Corrupt {
+                            table: "elevate_meta",
+                            message: "audit head is not 32 bytes".to_owned(),
+                        })?;
+                }
+            }
+        }
+        let covered = self.query(
+            "reading the newest checkpoint",
+            "SELECT seq FROM elevate_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?;
+        counters.covered = covered.first().map_or(0, |row| row.get::<_, i64>(0) as u64);
+        Ok(counters)
+    }
+
+    fn store_counters(&self) -> Result<(), StoreError> {
+        let counters = &self.counters;
+        let values: [(&str, Vec<u8>); 4] = [
+            (META_NEXT_ID, counters.next_id.to_le_bytes().to_vec()),
+            (META_NEXT_SEQ, counters.next_seq.to_le_bytes().to_vec()),
+            (META_AUDIT_HEAD, counters.head.to_vec()),
+            (
+                META_NEXT_OUTBOX,
+                counters.next_outbox.to_le_bytes().to_vec(),
+            ),
+        ];
+        let names: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
+        let bytes: Vec<&[u8]> = values.iter().map(|(_, value)| value.as_slice()).collect();
+        self.execute(
+            "writing the counters",
+            "INSERT INTO elevate_meta (name, value) SELECT * FROM unnest($1::text[], $2::bytea[]) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&names, &bytes],
+        )?;
+        Ok(())
+    }
+
+    fn request(&self, id_: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        let rows = self.query(
+            "reading a request",
+            "SELECT record FROM elevate_requests WHERE id = $1",
+            &[&id(id_.raw())],
+        )?;
+        rows.first()
+            .map(|row| decode("elevate_requests", row.get(0)))
+            .transpose()
+    }
+
+    fn requests(&self, rows: Vec<Row>) -> Result<Vec<AccessRequest>, StoreError> {
+        rows.iter()
+            .map(|row| decode("elevate_requests", row.get(0)))
+            .collect()
+    }
+
+    /// Stores `changes`, appending each stored (or touched) request to `committed` and each
+    /// audit event, in brief, to `recorded`.
+    fn apply(
+        &mut self,
+        mut changes: Changes,
+        committed: &mut Vec<AccessRequest>,
+        recorded: &mut Vec<Recorded>,
+    ) -> Result<(), StoreError> {
+        let first = committed.len();
+        for request in changes.requests {
+            self.put_request(&request)?;
+            committed.push(request);
+        }
+        committed.extend(changes.touched);
+        recorded.extend(changes.events.iter_mut().map(|draft| Recorded {
+            happened: draft.happened.take(),
+            at: draft.at,
+            request: draft.request.and_then(|id| {
+                committed[first..]
+                    .iter()
+                    .rposition(|request| request.id == id)
+                    .map(|index| first + index)
+            }),
+        }));
+        if !changes.events.is_empty() {
+            self.append_events(changes.events)?;
+        }
+        if let Some(at) = changes.checkpoint {
+            self.checkpoint(at, 1)?;
+        }
+        for outgoing in changes.outgoing {
+            self.queue(&outgoing)?;
+        }
+        for (seq, outgoing) in changes.retried {
+            self.execute(
+                "rescheduling a notification",
+                "UPDATE elevate_outbox SET due = $2, notifier = $3, record = $4 WHERE seq = $1",
+                &[
+                    &id(seq),
+                    &id(outgoing.next_attempt_at.unix_millis()),
+                    &outgoing.notifier,
+                    &encode(&outgoing),
+                ],
+            )?;
+        }
+        for seq in changes.delivered {
+            self.execute(
+                "removing a delivered notification",
+                "DELETE FROM elevate_outbox WHERE seq = $1",
+                &[&id(seq)],
+            )?;
+        }
+        for offboarding in changes.offboarded {
+            self.execute(
+                "recording an offboarding",
+                "INSERT INTO elevate_offboarded (principal, record) VALUES ($1, $2) \
+                 ON CONFLICT (principal) DO UPDATE SET record = EXCLUDED.record",
+                &[&offboarding.principal.as_str(), &encode(&offboarding)],
+            )?;
+        }
+        for principal in changes.reinstated {
+            self.execute(
+                "removing an offboarding",
+                "DELETE FROM elevate_offboarded WHERE principal = $1",
+                &[&principal.as_str()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
+        let raw = request.id.raw();
+        let kind = request.kind();
+        self.execute(
+            "storing a request",
+            "INSERT INTO elevate_requests (id, state, requester, resource, deadline, open, review, \
+             extension_pending, break_glass_at, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, deadline = EXCLUDED.deadline, \
+             open = EXCLUDED.open, review = EXCLUDED.review, \
+             extension_pending = EXCLUDED.extension_pending, record = EXCLUDED.record",
+            &[
+                &id(raw),
+                &i16::from(state_code(kind)),
+                &request.requester.as_str(),
+                &request.resource.as_str(),
+                &request.next_deadline().map(|at| id(at.unix_millis())),
+                &kind.is_open(),
+                &request
+                    .review()
+                    .map(|review| i16::from(review_code(review.state))),
+                &request.extension_pending(),
+                &request
+                    .is_break_glass()
+                    .then(|| id(request.created_at.unix_millis())),
+                &encode(request),
+            ],
+        )?;
+        self.counters.next_id = self.counters.next_id.max(raw + 1);
+        Ok(())
+    }
+
+    fn append_events(&mut self, drafts: Vec<Draft>) -> Result<(), StoreError> {
+        let mut last_at = None;
+        for draft in drafts {
+            let seq = self.counters.next_seq;
+            let (event, hash) = Event::chain(draft, seq, &self.counters.head);
+            self.execute(
+                "appending an audit entry",
+                "INSERT INTO elevate_audit (seq, at, request, resource, action, record) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &id(seq),
+                    &id(event.at.unix_millis()),
+                    &event.request.map(|request| id(request.raw())),
+                    &event.resource.as_ref().map(ResourceName::as_str),
+                    &event.action,
+                    &encode(&event),
+                ],
+            )?;
+            for principal in principals_of(&event) {
+                self.execute(
+                    "indexing an audit entry",
+                    "INSERT INTO elevate_audit_principals (principal, at, seq) VALUES ($1, $2, $3)",
+                    &[&principal.as_str(), &id(event.at.unix_millis()), &id(seq)],
+                )?;
+            }
+            last_at = Some(event.at);
+            self.counters.head = hash;
+            self.counters.next_seq = seq + 1;
+        }
+        if let (Some(at), Some(signing)) = (last_at, self.signing) {
+            self.checkpoint(at, signing.every)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the chain's head as of now when at least `after` events are not yet covered by a
+    /// checkpoint (and a signing key is configured).
+    fn checkpoint(&mut self, at: Timestamp, after: u64) -> Result<(), StoreError> {
+        let Some(signing) = self.signing else {
+            return Ok(());
+        };
+        let last = self.counters.next_seq.saturating_sub(1);
+        if last == 0 || last < self.counters.covered.saturating_add(after.max(1)) {
+            return Ok(());
+        }
+        let checkpoint: Checkpoint = signing.key.checkpoint(last, &self.counters.head, at);
+        self.execute(
+            "storing a checkpoint",
+            "INSERT INTO elevate_checkpoints (seq, record) VALUES ($1, $2)",
+            &[&id(last), &encode(&checkpoint)],
+        )?;
+        self.counters.covered = last;
+        if let Some(witness) = &signing.witness {
+            self.queue(&Outgoing {
+                notifier: witness.notifier.clone(),
+                event: (witness.event)(&checkpoint),
+                queued_at: at,
+                attempts: 0,
+                next_attempt_at: at,
+                last_error: None,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Adds `outgoing` to the outbox under the next sequence number.
+    fn queue(&mut self, outgoing: &Outgoing) -> Result<(), StoreError> {
+        let seq = self.counters.next_outbox;
+        self.execute(
+            "queueing a notification",
+            "INSERT INTO elevate_outbox (seq, due, notifier, record) VALUES ($1, $2, $3, $4)",
+            &[
+                &id(seq),
+                &id(outgoing.next_attempt_at.unix_millis()),
+                &outgoing.notifier,
+                &encode(outgoing),
+            ],
+        )?;
+        self.counters.next_outbox = seq + 1;
+        self.queued += 1;
+        Ok(())
+    }
+}
+
+/// Who an audit entry is about or by: the rows of `elevate_audit_principals`.
+pub(super) fn principals_of(event: &Event) -> Vec<&Principal> {
+    let mut out: Vec<&Principal> = event.principal.iter().collect();
+    if let Actor::Principal(actor) = &event.actor
+        && event.principal.as_ref() != Some(actor)
+    {
+        out.push(actor);
+    }
+    out
+}
+
+/// What a write job may read: the transaction, with the earlier jobs of its batch applied.
+struct TablesView<'a, 'b> {
+    tables: &'a Tables<'b>,
+}
+
+impl View for TablesView<'_, '_> {
+    fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        self.tables.request(id)
+    }
+
+    fn open_requests(
+        &self,
+        principal: &Principal,
+        resource: &ResourceName,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let rows = self.tables.query(
+            "reading open requests",
+            "SELECT record FROM elevate_requests WHERE open AND requester = $1 AND resource = $2 \
+             ORDER BY id",
+            &[&principal.as_str(), &resource.as_str()],
+        )?;
+        self.tables.requests(rows)
+    }
+
+    fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
+        let rows = self.tables.query(
+            "reading break-glass requests",
+            "SELECT record FROM elevate_requests \
+             WHERE requester = $1 AND break_glass_at IS NOT NULL \
+             ORDER BY break_glass_at DESC, id DESC",
+            &[&principal.as_str()],
+        )?;
+        self.tables.requests(rows)
+    }
+
+    fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
+        let rows = self.tables.query(
+            "reading a notification",
+            "SELECT record FROM elevate_outbox WHERE seq = $1",
+            &[&id(seq)],
+        )?;
+        rows.first()
+            .map(|row| decode("elevate_outbox", row.get(0)))
+            .transpose()
+    }
+
+    fn next_request_id(&self) -> Result<RequestId, StoreError> {
+        Ok(RequestId::from_raw(self.tables.counters.next_id))
+    }
+}
