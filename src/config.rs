@@ -58,6 +58,9 @@ pub struct Config {
     pub tls: TlsFiles,
     /// The store.
     pub store: StoreConfig,
+    /// Several daemons on one PostgreSQL store: this node, one leader at a time.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Policy and directory files.
     pub policy: PolicyFiles,
     /// Retry and grant settings.
@@ -361,6 +364,59 @@ pub struct StoreConfig {
     /// `postgres`: longest connect, and longest single statement (default 10s).
     #[serde(default, deserialize_with = "optional_humantime")]
     pub timeout: Option<Duration>,
+}
+
+/// This node of several daemons sharing one PostgreSQL store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The node's name, unique among the nodes.
+    pub node: String,
+    /// Where clients reach this node (`https://host:port`), told to clients of standbys.
+    pub advertise: String,
+    /// The leadership lease: a leader that cannot renew it stops acting within it, and a
+    /// standby takes over after it ran out (default 5s).
+    #[serde(default = "default_cluster_lease", deserialize_with = "humantime")]
+    pub lease: Duration,
+}
+
+/// The default leadership lease.
+pub const DEFAULT_CLUSTER_LEASE: Duration = Duration::from_secs(5);
+
+fn default_cluster_lease() -> Duration {
+    DEFAULT_CLUSTER_LEASE
+}
+
+impl ClusterConfig {
+    /// Every mistake that can be found without connecting, as `key: problem`.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = !self.node.is_empty()
+            && self.node.len() <= 64
+            && self
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(format!(
+                "node: '{}' must be 1-64 letters, digits, '-', '_' or '.'",
+                self.node
+            ));
+        }
+        let address = self
+            .advertise
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("advertise: '{}' must start with https://", self.advertise))?;
+        if address.is_empty() || address.contains(['/', ' ', ',']) || !address.contains(':') {
+            return Err(format!(
+                "advertise: '{}' must be https://HOST:PORT",
+                self.advertise
+            ));
+        }
+        if self.lease < Duration::from_secs(1) || self.lease > Duration::from_secs(300) {
+            return Err("lease: must be between 1s and 5m".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// The store's backends.
@@ -696,6 +752,17 @@ impl Config {
         if let Err(message) = self.store.check() {
             return Err(invalid(format!("store.{message}")));
         }
+        if let Some(cluster) = &self.cluster {
+            if self.store.kind != StoreKind::Postgres {
+                return Err(invalid(
+                    "cluster: several nodes share a PostgreSQL store; set store.kind = \"postgres\""
+                        .to_owned(),
+                ));
+            }
+            if let Err(message) = cluster.check() {
+                return Err(invalid(format!("cluster.{message}")));
+            }
+        }
         if self.workflow.grant_attempts == 0 {
             return Err(invalid(
                 "workflow.grant_attempts: must be at least 1".to_owned(),
@@ -908,6 +975,63 @@ mod tests {
         kind = "file"
         dir = "targets"
     "#;
+
+    #[test]
+    fn a_postgres_store_and_a_cluster_are_checked_key_by_key() {
+        let postgres = MINIMAL.replace(
+            "path = \"elevate.store\"",
+            "kind = \"postgres\"\nhost = \"db.internal\"\ndatabase = \"elevate\"\nuser = \"elevated\"",
+        );
+        let config = load(&postgres).unwrap();
+        assert_eq!(config.store.kind, StoreKind::Postgres);
+        assert!(config.cluster.is_none());
+        let cases = [
+            (
+                MINIMAL.replace(
+                    "path = \"elevate.store\"",
+                    "kind = \"postgres\"\nhost = \"db\"",
+                ),
+                "store.database: required with kind = \"postgres\"",
+            ),
+            (
+                MINIMAL.replace("path = \"elevate.store\"", "path = \"x\"\nhost = \"db\""),
+                "store.host: only used with kind = \"postgres\"",
+            ),
+            (
+                postgres.replace("user = \"elevated\"", "user = \"elevated\"\npath = \"x\""),
+                "store.path: a PostgreSQL store has no file",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nnode = \"a\"\nadvertise = \"https://h:1\"\n"),
+                "cluster: several nodes share a PostgreSQL store",
+            ),
+            (
+                format!("{postgres}\n[cluster]\nnode = \"a b\"\nadvertise = \"https://h:1\"\n"),
+                "cluster.node: 'a b' must be",
+            ),
+            (
+                format!("{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"http://h:1\"\n"),
+                "cluster.advertise: 'http://h:1' must start with https://",
+            ),
+            (
+                format!(
+                    "{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"https://h:1\"\nlease = \"100ms\"\n"
+                ),
+                "cluster.lease: must be between 1s and 5m",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let error = load(&text).unwrap_err().to_string();
+            assert!(error.contains(wanted), "wanted {wanted:?} in {error}");
+        }
+        let cluster = load(&format!(
+            "{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"https://10.0.0.1:7443\"\n"
+        ))
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(cluster.lease, DEFAULT_CLUSTER_LEASE);
+    }
 
     #[test]
     fn loads_with_defaults_and_resolves_paths() {

@@ -49,6 +49,7 @@ pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod elevated;

@@ -156,6 +156,12 @@ pub(super) async fn serve(
         preflight::check_private_files(&config)?;
         let address = listen.unwrap_or(config.listen);
         let metrics = metrics_listen.or(config.metrics_listen);
+        if let Some(cluster) = config.cluster.clone() {
+            return serve_node(
+                &config, cluster, clock, address, metrics, terminate, notifier,
+            )
+            .await;
+        }
         (
             Options::from_config(&config, clock)?,
             address,
@@ -225,4 +231,63 @@ pub(super) async fn serve(
     };
     server.run(listener, shutdown).await?;
     Ok(())
+}
+
+/// Serves as one node of several on a PostgreSQL store ([`crate::server::node`]).
+async fn serve_node(
+    config: &Config,
+    cluster: crate::config::ClusterConfig,
+    clock: Arc<SystemClock>,
+    address: SocketAddr,
+    metrics: Option<SocketAddr>,
+    terminate: tokio::signal::unix::Signal,
+    notifier: Notifier,
+) -> Result<(), CommandError> {
+    let crate::store::Location::Postgres(target) =
+        crate::store::Location::from_config(&config.store)
+            .map_err(|error| CommandError::Failed(format!("store.{error}")))?
+    else {
+        return Err(CommandError::Failed(
+            "cluster: several nodes share a PostgreSQL store".into(),
+        ));
+    };
+    let bind = |address: SocketAddr, metrics: bool| {
+        std::net::TcpListener::bind(address).map_err(|source| CommandError::Listen {
+            address,
+            metrics,
+            source,
+        })
+    };
+    let listener = bind(address, false)?;
+    let address = listener.local_addr()?;
+    let metrics_listener = metrics.map(|metrics| bind(metrics, true)).transpose()?;
+    let leadership = crate::cluster::Leadership::new(
+        cluster.node.clone(),
+        cluster.advertise.clone(),
+        cluster.lease,
+        *target,
+    );
+    announce(
+        address,
+        metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        None,
+    );
+    let stopping = {
+        let notifier = notifier.clone();
+        async move {
+            shutdown_signal(terminate).await;
+            notifier.stopping("stopping: draining calls, grants and revokes");
+        }
+    };
+    crate::server::node::run(
+        config,
+        leadership,
+        clock,
+        listener,
+        metrics_listener,
+        stopping,
+        move |status| notifier.ready(status),
+    )
+    .await
+    .map_err(|error| CommandError::Failed(crate::elevated::chain(&error)))
 }

@@ -31,6 +31,8 @@ impl Health {
 pub struct HealthService {
     serving: watch::Receiver<bool>,
     services: BTreeSet<&'static str>,
+    /// A standby: only the server as a whole (`""`) is serving, its services are not.
+    standby: bool,
 }
 
 /// A health service reporting `services` (and the server as a whole) as serving, and the
@@ -42,8 +44,17 @@ pub fn health(services: impl IntoIterator<Item = &'static str>) -> (Health, Heal
         HealthService {
             serving: receiver,
             services: services.into_iter().chain([""]).collect(),
+            standby: false,
         },
     )
+}
+
+/// The health of a standby: the server as a whole (`""`) serving while it is up, each of
+/// `services` not serving (they are served by the leader).
+pub fn standby(services: impl IntoIterator<Item = &'static str>) -> (Health, HealthService) {
+    let (health, mut service) = health(services);
+    service.standby = true;
+    (health, service)
 }
 
 fn status(serving: bool) -> HealthCheckResponse {
@@ -58,6 +69,11 @@ fn status(serving: bool) -> HealthCheckResponse {
 }
 
 impl HealthService {
+    /// Whether `service` is serving while the server is `up`.
+    fn serves(&self, service: &str, up: bool) -> bool {
+        up && (service.is_empty() || !self.standby)
+    }
+
     fn known(&self, service: &str) -> Result<(), Status> {
         if self.services.contains(service) {
             Ok(())
@@ -73,8 +89,11 @@ impl HealthApi for HealthService {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        self.known(&request.get_ref().service)?;
-        Ok(Response::new(status(*self.serving.borrow())))
+        let service = &request.get_ref().service;
+        self.known(service)?;
+        Ok(Response::new(status(
+            self.serves(service, *self.serving.borrow()),
+        )))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
@@ -84,11 +103,12 @@ impl HealthApi for HealthService {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.known(&request.get_ref().service)?;
+        let standing_by = self.standby && !request.get_ref().service.is_empty();
         let mut serving = self.serving.clone();
         let (updates, stream) = mpsc::channel(2);
         tokio::spawn(async move {
             loop {
-                let now = *serving.borrow_and_update();
+                let now = *serving.borrow_and_update() && !standing_by;
                 if updates.send(Ok(status(now))).await.is_err() || !now {
                     return;
                 }

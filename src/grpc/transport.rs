@@ -152,7 +152,7 @@ pub struct Admission {
     /// The deny list and the CRLs.
     pub revocations: Revocations,
     /// Records callers refused for a revoked certificate in the audit trail.
-    pub gate: Gate,
+    pub gate: Option<Gate>,
     /// Counts dropped handshakes.
     pub metrics: Metrics,
     /// Handshakes in progress at once.
@@ -180,7 +180,9 @@ impl Admission {
                     "refused a revoked client certificate"
                 );
                 if let Ok(principal) = &identity.principal {
-                    self.gate.record_refusal(principal, "certificate revoked");
+                    if let Some(gate) = &self.gate {
+                        gate.record_refusal(principal, "certificate revoked");
+                    }
                 }
                 Err("the client certificate has been revoked".to_owned())
             }

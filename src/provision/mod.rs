@@ -191,4 +191,15 @@ impl Provisioners {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+
+    /// Every provisioner wrapped by `wrap` (the same names).
+    pub fn map(self, wrap: impl Fn(Arc<dyn Provisioner>) -> Arc<dyn Provisioner>) -> Self {
+        Self {
+            by_name: self
+                .by_name
+                .into_iter()
+                .map(|(name, provisioner)| (name, wrap(provisioner)))
+                .collect(),
+        }
+    }
 }

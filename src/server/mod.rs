@@ -7,6 +7,7 @@
 //! ([`Server::with_metrics`]). What it is built from, and how a configuration becomes that, is
 //! [`options`].
 
+pub mod node;
 mod options;
 
 use std::future::Future;
@@ -275,7 +276,7 @@ impl Server {
             trust_domain: self.trust_domain.clone(),
             identity: files.identity,
             revocations: self.revocations.clone(),
-            gate: self.gate.clone(),
+            gate: Some(self.gate.clone()),
             metrics: self.metrics.clone(),
             handshakes: crate::crowd::Caps {
                 total: files.max_handshakes,

@@ -4,6 +4,7 @@ mod audit_trail;
 mod bad_input;
 mod break_glass;
 pub mod cli;
+mod cluster;
 mod concurrency;
 pub mod config_mode;
 pub mod crash;

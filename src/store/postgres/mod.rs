@@ -96,7 +96,8 @@ impl Target {
     ) -> Result<Client, StoreError> {
         let mut config = self.config.clone();
         config.options(format!(
-            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c client_min_messages=warning",
             statement.as_millis(),
             statement.as_millis(),
             idle.as_millis().max(1),

@@ -1,0 +1,248 @@
+//! Three `elevated` processes on one PostgreSQL store: one leads, two stand by; the leader is
+//! killed with SIGKILL in the middle of the work and a standby takes over within the lease.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use elevate::cli::client::{self, ClientFiles, Clients};
+use elevate::proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Code;
+
+use super::harness::*;
+use super::pg::Cluster;
+
+/// The leadership lease of the test nodes.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A cluster of nodes sharing one state directory (certificates, policy, directory, audit
+/// key, target files) and one database.
+struct Nodes {
+    root: PathBuf,
+    configs: Vec<(String, PathBuf, String)>,
+    children: Vec<Option<Child>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nodes {
+    async fn new(pg: &Cluster, root: &Path, names: &[&str]) -> Self {
+        let superuser = pg.superuser().await;
+        superuser
+            .batch_execute("CREATE DATABASE elevate")
+            .await
+            .unwrap();
+        let state = root.join("state");
+        let layout = elevate::dev::prepare(&state).unwrap();
+        let policy = std::fs::read_to_string(&layout.policy).unwrap().replace(
+            "default_duration = \"1h\"\nmax_duration = \"8h\"\nauto_approve = true",
+            "default_duration = \"1h\"\nmin_duration = \"1s\"\nmax_duration = \"8h\"\nauto_approve = true",
+        );
+        std::fs::write(&layout.policy, policy).unwrap();
+        let mut configs = Vec::new();
+        for name in names {
+            let port = free_port();
+            let endpoint = format!("https://127.0.0.1:{port}");
+            let config = root.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\nallow_root = true\n\
+                     [tls]\nca = \"state/certs/ca.crt\"\ncert = \"state/certs/server.crt\"\nkey = \"state/certs/server.key\"\n\
+                     [store]\nkind = \"postgres\"\nhost = \"{socket}\"\nport = {pg_port}\ndatabase = \"elevate\"\nuser = \"postgres\"\n\
+                     [cluster]\nnode = \"{name}\"\nadvertise = \"{endpoint}\"\nlease = \"{lease}s\"\n\
+                     [policy]\npolicy = \"state/policy.toml\"\ndirectory = \"state/directory.toml\"\n\
+                     [audit]\nkey = \"state/audit.key\"\n\
+                     [provisioners.files]\nkind = \"file\"\ndir = \"state/targets\"\n",
+                    socket = pg.socket_dir().display(),
+                    pg_port = pg.port(),
+                    lease = LEASE.as_secs(),
+                ),
+            )
+            .unwrap();
+            configs.push((name.to_string(), config, endpoint));
+        }
+        // The schema and the shared audit key, made once before the nodes start together.
+        let init = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["store", "init", "--config"])
+            .arg(&configs[0].1)
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        Self {
+            root: root.to_path_buf(),
+            children: configs.iter().map(|_| None).collect(),
+            configs,
+        }
+    }
+
+    async fn start(&mut self, index: usize) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["serve", "--config"])
+            .arg(&self.configs[index].1)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.root.join(format!("{}.log", self.configs[index].0)))
+                    .unwrap(),
+            ))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("listening on ") {
+                    return;
+                }
+            }
+            panic!("elevated exited before listening");
+        })
+        .await
+        .unwrap();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.children[index] = Some(child);
+    }
+
+    fn endpoint(&self, index: usize) -> &str {
+        &self.configs[index].2
+    }
+
+    async fn client(&self, index: usize, name: &str) -> Clients {
+        let certs = self.root.join("state/certs");
+        client::connect(
+            self.endpoint(index),
+            &ClientFiles {
+                ca: certs.join("ca.crt"),
+                cert: certs.join(format!("{name}.crt")),
+                key: certs.join(format!("{name}.key")),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Which running node leads, once one does: every other one refuses with the leader's
+    /// address in `elevate-leader`.
+    async fn leader(&self) -> usize {
+        until("a leader", || async {
+            let mut leader = None;
+            for index in 0..self.configs.len() {
+                if self.children[index].is_none() {
+                    continue;
+                }
+                let mut engineer = self.client(index, "engineer").await;
+                match engineer
+                    .access
+                    .list_requests(pb::ListRequestsRequest::default())
+                    .await
+                {
+                    Ok(_) => leader = Some(index),
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                        if let Some(hint) = status.metadata().get("elevate-leader") {
+                            let hint = hint.to_str().unwrap();
+                            assert!(self.configs.iter().any(|(_, _, e)| e == hint), "{hint}");
+                        }
+                    }
+                }
+            }
+            leader
+        })
+        .await
+    }
+
+    fn kill(&mut self, index: usize) {
+        let child = self.children[index].take().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        std::mem::forget(child);
+    }
+
+    async fn stop_all(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            let mut child = child;
+            tokio::time::timeout(Duration::from_secs(20), child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    fn holders(&self, resource: &str) -> String {
+        std::fs::read_to_string(self.root.join("state/targets").join(resource)).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
+    for index in 0..3 {
+        nodes.start(index).await;
+    }
+    let first = nodes.leader().await;
+    let mut engineer = nodes.client(first, "engineer").await;
+    let mut oncall = nodes.client(first, "oncall").await;
+    // A lease that ends during the failover, and one that outlives it.
+    let short = request(&mut engineer, "staging-db", "3s", "", "")
+        .await
+        .unwrap();
+    let long = request(&mut oncall, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&short), "active");
+    assert_eq!(state(&long), "active");
+    assert!(nodes.holders("staging-db").contains("engineer"));
+
+    nodes.kill(first);
+    let killed = Instant::now();
+    let second = nodes.leader().await;
+    let failover = killed.elapsed();
+    assert_ne!(second, first);
+    assert!(
+        failover < LEASE * 4,
+        "the standby took over after {failover:?} (lease {LEASE:?})"
+    );
+    let mut engineer = nodes.client(second, "engineer").await;
+    // Every acknowledged transition is there; the lease that ended in the gap is revoked.
+    let ended = until_state(&engineer, &short.id, "expired").await;
+    assert_eq!(ended.id, short.id);
+    assert!(!nodes.holders("staging-db").contains("engineer"));
+    assert!(nodes.holders("staging-db").contains("oncall"));
+    let mut oncall = nodes.client(second, "oncall").await;
+    assert_eq!(state(&status(&mut oncall, &long.id).await), "active");
+    // The new leader grants.
+    let again = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&again), "active");
+
+    nodes.stop_all().await;
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+        .args(["audit", "verify", "--config"])
+        .arg(&nodes.configs[0].1)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("intact"), "{stdout}");
+}
