@@ -259,6 +259,27 @@ pub struct Recorded {
     pub request: Option<usize>,
 }
 
+impl Recorded {
+    /// Each of `events` in brief, its typed event moved out (it is not stored), pointing at
+    /// where its request stands among `committed[first..]` (the requests of its own job).
+    pub(crate) fn of<'a>(
+        events: &'a mut [Draft],
+        committed: &'a [AccessRequest],
+        first: usize,
+    ) -> impl Iterator<Item = Recorded> + 'a {
+        events.iter_mut().map(move |draft| Recorded {
+            happened: draft.happened.take(),
+            at: draft.at,
+            request: draft.request.and_then(|id| {
+                committed[first..]
+                    .iter()
+                    .rposition(|request| request.id == id)
+                    .map(|index| first + index)
+            }),
+        })
+    }
+}
+
 /// Told about every committed batch, in commit order, on the writer thread. Must not block.
 pub trait CommitListener: Send + Sync + 'static {
     /// `commit` is durable.

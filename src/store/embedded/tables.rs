@@ -263,16 +263,7 @@ impl<'txn> Tables<'txn> {
         }
         committed.extend(changes.touched);
         // The typed event is not stored: it moves to the commit listener.
-        recorded.extend(changes.events.iter_mut().map(|draft| Recorded {
-            happened: draft.happened.take(),
-            at: draft.at,
-            request: draft.request.and_then(|id| {
-                committed[first..]
-                    .iter()
-                    .rposition(|request| request.id == id)
-                    .map(|index| first + index)
-            }),
-        }));
+        recorded.extend(Recorded::of(&mut changes.events, committed, first));
         if !changes.events.is_empty() {
             self.append_events(changes.events)?;
         }

@@ -429,16 +429,7 @@ impl Tables<'_> {
             committed.push(request);
         }
         committed.extend(changes.touched);
-        recorded.extend(changes.events.iter_mut().map(|draft| Recorded {
-            happened: draft.happened.take(),
-            at: draft.at,
-            request: draft.request.and_then(|id| {
-                committed[first..]
-                    .iter()
-                    .rposition(|request| request.id == id)
-                    .map(|index| first + index)
-            }),
-        }));
+        recorded.extend(Recorded::of(&mut changes.events, committed, first));
         if !changes.events.is_empty() {
             self.append_events(changes.events)?;
         }
