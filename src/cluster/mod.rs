@@ -63,7 +63,9 @@ impl std::fmt::Debug for Leadership {
 
 impl Leadership {
     /// Node `node`, reached at `advertise`, with a lease of `lease`, on the store at `target`.
+    /// Its leadership sessions are named `elevated-NODE-leadership` in PostgreSQL.
     pub fn new(node: String, advertise: String, lease: Duration, target: Target) -> Self {
+        let target = target.named(&format!("elevated-{node}-leadership"));
         Self {
             inner: Arc::new(Inner {
                 node,
@@ -340,13 +342,20 @@ impl Fenced {
         Self { inner, fence }
     }
 
-    fn check(&self) -> Result<(), ProvisionError> {
-        match self.fence.current() {
-            Some(_) => Ok(()),
-            None => Err(ProvisionError(
-                "this node is not the leader; the target was not called".to_owned(),
-            )),
-        }
+    /// `call` on the inner provisioner, made only while this node leads (checked when the
+    /// returned future first runs, right before the call).
+    fn fenced<'a, T: 'a>(
+        &'a self,
+        call: impl FnOnce(&'a dyn Provisioner) -> BoxFuture<'a, Result<T, ProvisionError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, ProvisionError>> {
+        Box::pin(async move {
+            if self.fence.current().is_none() {
+                return Err(ProvisionError(
+                    "this node is not the leader; the target was not called".to_owned(),
+                ));
+            }
+            call(&*self.inner).await
+        })
     }
 }
 
@@ -355,34 +364,22 @@ impl Provisioner for Fenced {
         &'a self,
         target: &'a LeaseTarget,
     ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.grant(target).await
-        })
+        self.fenced(move |inner| inner.grant(target))
     }
 
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.revoke(target).await
-        })
+        self.fenced(move |inner| inner.revoke(target))
     }
 
     fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.extend(target).await
-        })
+        self.fenced(move |inner| inner.extend(target))
     }
 
     fn restore<'a>(
         &'a self,
         target: &'a LeaseTarget,
     ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.restore(target).await
-        })
+        self.fenced(move |inner| inner.restore(target))
     }
 
     fn grant_key(&self, target: &LeaseTarget) -> String {
@@ -397,17 +394,11 @@ impl Provisioner for Fenced {
         &'a self,
         resources: &'a [ResourceName],
     ) -> BoxFuture<'a, Result<Option<Vec<Holding>>, ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.list(resources).await
-        })
+        self.fenced(move |inner| inner.list(resources))
     }
 
     fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.remove(holding).await
-        })
+        self.fenced(move |inner| inner.remove(holding))
     }
 }
 

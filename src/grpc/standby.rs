@@ -3,10 +3,6 @@
 //! leader) and, to every `elevate.v1` call, `UNAVAILABLE` naming the leader's advertised
 //! address, also in the response metadata `elevate-leader`, so that clients go there.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +10,6 @@ use tonic::Status;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use super::transport::Admission;
 use crate::cluster::Leader;
@@ -61,56 +55,15 @@ pub async fn serve(
     let accepting = stop.child_token();
     let incoming = super::transport::incoming(listener, admission.clone(), accepting.clone());
     tonic::transport::Server::builder()
-        .layer(super::admit::AdmitLayer::new(admission))
-        .layer(StandbyLayer { leader })
+        .layer(super::admit::layer(admission))
+        .layer(super::refuse::RefuseLayer::new(
+            move |path: &http::Uri, _: &http::Extensions| {
+                path.path()
+                    .starts_with("/elevate.v1.")
+                    .then(|| not_leader(&leader.borrow()))
+            },
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.cancelled())
         .await
-}
-
-/// Answers every `elevate.v1` call with [`not_leader`].
-#[derive(Clone, Debug)]
-struct StandbyLayer {
-    leader: watch::Receiver<Leader>,
-}
-
-impl<S> Layer<S> for StandbyLayer {
-    type Service = Standby<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Standby {
-            inner,
-            leader: self.leader.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Standby<S> {
-    inner: S,
-    leader: watch::Receiver<Leader>,
-}
-
-impl<S, B, R> Service<http::Request<B>> for Standby<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path().starts_with("/elevate.v1.") {
-            let response = not_leader(&self.leader.borrow()).into_http();
-            return Box::pin(async move { Ok(response) });
-        }
-        Box::pin(self.inner.call(request))
-    }
 }

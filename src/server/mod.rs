@@ -288,7 +288,7 @@ impl Server {
             .http2_keepalive_timeout(Some(files.keepalive_timeout))
             .max_connection_age(files.max_connection_age)
             .max_connection_age_grace(files.max_connection_age_grace);
-        let admit = grpc::admit::AdmitLayer::new(admission.clone());
+        let admit = grpc::admit::layer(admission.clone());
         let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
         let (routes, health) = grpc::routes(&self.broker, &self.gate, &self.trail);
         let grace = self.grace;

@@ -8,6 +8,7 @@
 //! thread. A second backend is a module beside it implementing [`seam::Backend`], [`View`] and
 //! [`Reads`], and one more way to open a [`Store`].
 
+mod batch;
 mod embedded;
 pub mod postgres;
 pub mod seam;
@@ -262,7 +263,7 @@ pub struct Recorded {
 impl Recorded {
     /// Each of `events` in brief, its typed event moved out (it is not stored), pointing at
     /// where its request stands among `committed[first..]` (the requests of its own job).
-    pub(crate) fn of<'a>(
+    pub(super) fn of<'a>(
         events: &'a mut [Draft],
         committed: &'a [AccessRequest],
         first: usize,

@@ -116,7 +116,13 @@ pub trait Reads {
     fn audit_head(&self) -> Result<[u8; 32], StoreError>;
 
     /// Audit events with sequence numbers from `from`, at most `limit`, oldest first.
-    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .events_with_keys(from, limit)?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
+    }
 
     /// One page of the events matching `filter`, newest first (by time, then sequence
     /// number), strictly before `cursor` when given. Looks at no more than `scan` index rows, so
@@ -183,9 +189,19 @@ pub trait View {
 /// Told a job's outcome once its transaction committed (or failed).
 pub type Responder = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
-/// A type-erased write job: reads through the view, then yields its changes (none when it
-/// refused) and its responder.
-pub type Job = Box<dyn FnOnce(&dyn View) -> (Option<Changes>, Responder) + Send>;
+/// A write job, type-erased.
+pub trait Work: Send {
+    /// Reads through the view, then yields its changes (none when it refused) and its
+    /// responder.
+    fn run(self: Box<Self>, view: &dyn View) -> (Option<Changes>, Responder);
+
+    /// Answers the caller with `error` without running: the transaction could not start, or
+    /// an earlier job of the batch failed to apply.
+    fn refuse(self: Box<Self>, error: &StoreError);
+}
+
+/// A type-erased write job.
+pub type Job = Box<dyn Work>;
 
 /// A read, type-erased: runs on a blocking thread with a snapshot.
 pub type Read<'a> = Box<dyn FnOnce(Result<&dyn Reads, StoreError>) + Send + 'a>;
@@ -241,23 +257,45 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    Box::new(move |view| match job(view) {
-        Ok((changes, value)) => {
-            let respond: Responder = Box::new(move |commit| {
-                let _ = answer.send(match commit {
-                    Ok(()) => Ok(value),
-                    Err(error) => Err(E::from(copy(error))),
+    Box::new(Typed { job, answer })
+}
+
+/// A job and where its answer goes.
+struct Typed<F, T, E> {
+    job: F,
+    answer: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Work for Typed<F, T, E>
+where
+    F: FnOnce(&dyn View) -> Result<(Changes, T), E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, view: &dyn View) -> (Option<Changes>, Responder) {
+        let Typed { job, answer } = *self;
+        match job(view) {
+            Ok((changes, value)) => {
+                let respond: Responder = Box::new(move |commit| {
+                    let _ = answer.send(match commit {
+                        Ok(()) => Ok(value),
+                        Err(error) => Err(E::from(copy(error))),
+                    });
                 });
-            });
-            (Some(changes), respond)
+                (Some(changes), respond)
+            }
+            Err(error) => {
+                let respond: Responder = Box::new(move |_| {
+                    let _ = answer.send(Err(error));
+                });
+                (None, respond)
+            }
         }
-        Err(error) => {
-            let respond: Responder = Box::new(move |_| {
-                let _ = answer.send(Err(error));
-            });
-            (None, respond)
-        }
-    })
+    }
+
+    fn refuse(self: Box<Self>, error: &StoreError) {
+        let _ = self.answer.send(Err(E::from(copy(error))));
+    }
 }
 
 /// Each caller of a failed batch gets its own copy of the error.

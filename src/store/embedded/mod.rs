@@ -20,12 +20,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redb::Database;
-use tokio::sync::{mpsc, oneshot};
 
+use super::batch::Queue;
 use super::seam::{Backend, Job, Read};
-use super::{
-    Changes, CommitListener, Outgoing, Recorded, Signing, StoreError, StoreOptions, StoreStats,
-};
+use super::{CommitListener, Outgoing, Signing, StoreError, StoreOptions, StoreStats};
 use crate::BoxFuture;
 pub(super) use reader::Reader;
 pub(super) use tables::{review_code, state_code};
@@ -35,7 +33,7 @@ pub(super) struct Embedded {
     /// The open database; taken out by [`Backend::close`], after which reads fail with
     /// `Closed`. A std lock, held only to clone or take the `Arc`.
     db: RwLock<Option<Arc<Database>>>,
-    jobs: mpsc::Sender<writer::Message>,
+    jobs: Queue,
     path: PathBuf,
 }
 
@@ -76,12 +74,7 @@ impl Embedded {
 
 impl Backend for Embedded {
     fn submit(&self, job: Job) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.jobs
-                .send(writer::Message::Job(job))
-                .await
-                .map_err(|_| StoreError::WriterGone)
-        })
+        Box::pin(self.jobs.submit(job))
     }
 
     fn read(&self, read: Read<'_>) {
@@ -94,12 +87,7 @@ impl Backend for Embedded {
     fn close(&self, within: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + within;
-            let (done, closed) = oneshot::channel();
-            if self.jobs.send(writer::Message::Close(done)).await.is_ok()
-                && tokio::time::timeout_at(deadline, closed).await.is_err()
-            {
-                tracing::warn!("the store writer is still committing; it finishes on its own");
-            }
+            self.jobs.close(deadline).await;
             let db = match self.db.write() {
                 Ok(mut db) => db.take(),
                 Err(poisoned) => poisoned.into_inner().take(),
@@ -121,6 +109,6 @@ impl Backend for Embedded {
     }
 
     fn queued_jobs(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
+        self.jobs.queued()
     }
 }

@@ -318,6 +318,7 @@ mod tests {
     use crate::audit::key::AuditKey;
     use crate::audit::{Actor, Draft};
     use crate::model::Timestamp;
+    use crate::store::batch::Transaction;
     use crate::store::embedded::tables::{self, AUDIT, Tables};
     use crate::store::{Changes, Signing};
 

@@ -377,14 +377,6 @@ impl Reads for Reader {
             .unwrap_or(crate::audit::GENESIS))
     }
 
-    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        Ok(self
-            .events_with_keys(from, limit)?
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect())
-    }
-
     fn audit_page(
         &self,
         filter: &Filter,

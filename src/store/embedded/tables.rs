@@ -32,10 +32,13 @@ use std::path::Path;
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
-use super::{Changes, Outgoing, Recorded, Signing, StoreError};
+use super::{Outgoing, Signing, StoreError};
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
-use crate::model::{AccessRequest, Principal, RequestId, ResourceName, ReviewState, StateKind};
+use crate::model::{
+    AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
+};
+use crate::store::batch::Transaction;
 use crate::store::seam::View;
 
 pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
@@ -248,51 +251,6 @@ impl<'txn> Tables<'txn> {
         }
     }
 
-    /// Stores `changes`, appending each stored (or touched) request to `committed` and each
-    /// audit event, in brief, to `recorded`.
-    pub(super) fn apply(
-        &mut self,
-        mut changes: Changes,
-        committed: &mut Vec<AccessRequest>,
-        recorded: &mut Vec<Recorded>,
-    ) -> Result<(), StoreError> {
-        let first = committed.len();
-        for request in changes.requests {
-            self.put_request(&request)?;
-            committed.push(request);
-        }
-        committed.extend(changes.touched);
-        // The typed event is not stored: it moves to the commit listener.
-        recorded.extend(Recorded::of(&mut changes.events, committed, first));
-        if !changes.events.is_empty() {
-            self.append_events(changes.events)?;
-        }
-        if let Some(at) = changes.checkpoint {
-            self.checkpoint(at, 1)?;
-        }
-        for outgoing in changes.outgoing {
-            self.queue(&outgoing)?;
-        }
-        for (seq, outgoing) in changes.retried {
-            if self.remove_outgoing(seq)? {
-                self.put_outgoing(seq, &outgoing)?;
-            }
-        }
-        for seq in changes.delivered {
-            self.remove_outgoing(seq)?;
-        }
-        for offboarding in changes.offboarded {
-            self.offboarded.insert(
-                offboarding.principal.as_str(),
-                encode(&offboarding).as_slice(),
-            )?;
-        }
-        for principal in changes.reinstated {
-            self.offboarded.remove(principal.as_str())?;
-        }
-        Ok(())
-    }
-
     /// Adds `outgoing` to the outbox under the next sequence number.
     fn queue(&mut self, outgoing: &Outgoing) -> Result<(), StoreError> {
         let seq = self.meta_u64(META_NEXT_OUTBOX)?.unwrap_or(1);
@@ -477,16 +435,54 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// What a write job may read: the state as of the jobs committed before it, including the
-/// earlier jobs of its own batch.
-pub(super) struct TablesView<'a, 'txn> {
-    pub(super) tables: &'a Tables<'txn>,
+impl Transaction for Tables<'_> {
+    fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
+        Tables::put_request(self, request)
+    }
+
+    fn append_events(&mut self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        Tables::append_events(self, drafts)
+    }
+
+    fn checkpoint(&mut self, at: crate::model::Timestamp, after: u64) -> Result<(), StoreError> {
+        Tables::checkpoint(self, at, after)
+    }
+
+    fn queue(&mut self, outgoing: &Outgoing) -> Result<(), StoreError> {
+        Tables::queue(self, outgoing)
+    }
+
+    fn reschedule(&mut self, seq: u64, outgoing: &Outgoing) -> Result<(), StoreError> {
+        if Tables::remove_outgoing(self, seq)? {
+            self.put_outgoing(seq, outgoing)?;
+        }
+        Ok(())
+    }
+
+    fn remove_outgoing(&mut self, seq: u64) -> Result<(), StoreError> {
+        Tables::remove_outgoing(self, seq).map(drop)
+    }
+
+    fn offboard(&mut self, offboarding: &Offboarding) -> Result<(), StoreError> {
+        self.offboarded.insert(
+            offboarding.principal.as_str(),
+            encode(offboarding).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    fn reinstate(&mut self, principal: &Principal) -> Result<(), StoreError> {
+        self.offboarded.remove(principal.as_str())?;
+        Ok(())
+    }
 }
 
-impl View for TablesView<'_, '_> {
+/// What a write job may read: the state as of the jobs committed before it, including the
+/// earlier jobs of its own batch.
+impl View for Tables<'_> {
     /// The request with `id`.
     fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
-        self.tables.request(id)
+        self.request(id)
     }
 
     /// The open (pending, approved, active or revoke-failing) requests of `principal` for
@@ -499,12 +495,11 @@ impl View for TablesView<'_, '_> {
         let mut out = Vec::new();
         let key = (principal.as_str(), resource.as_str());
         for entry in self
-            .tables
             .open
             .range((key.0, key.1, 0)..=(key.0, key.1, u64::MAX))?
         {
             let (key, _) = entry?;
-            if let Some(request) = self.tables.request(RequestId::from_raw(key.value().2))? {
+            if let Some(request) = self.request(RequestId::from_raw(key.value().2))? {
                 out.push(request);
             }
         }
@@ -515,10 +510,10 @@ impl View for TablesView<'_, '_> {
     fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
         let mut out = Vec::new();
         let range = (principal.as_str(), 0, 0)..=(principal.as_str(), u64::MAX, u64::MAX);
-        for entry in self.tables.break_glass.range(range)?.rev() {
+        for entry in self.break_glass.range(range)?.rev() {
             let (key, _) = entry?;
             let (_, _, id) = key.value();
-            if let Some(request) = self.tables.request(RequestId::from_raw(id))? {
+            if let Some(request) = self.request(RequestId::from_raw(id))? {
                 out.push(request);
             }
         }
@@ -527,7 +522,7 @@ impl View for TablesView<'_, '_> {
 
     /// The outbox entry `seq`, if still queued.
     fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
-        match self.tables.outbox.get(seq)? {
+        match self.outbox.get(seq)? {
             Some(bytes) => decode("outbox", bytes.value()).map(Some),
             None => Ok(None),
         }
@@ -536,8 +531,7 @@ impl View for TablesView<'_, '_> {
     /// The id the next new request gets.
     fn next_request_id(&self) -> Result<RequestId, StoreError> {
         Ok(RequestId::from_raw(
-            self.tables
-                .meta_u64(META_NEXT_ID)?
+            self.meta_u64(META_NEXT_ID)?
                 .unwrap_or(RequestId::FIRST.raw()),
         ))
     }

@@ -75,10 +75,14 @@ impl<'a> Snapshot<'a> {
             })
     }
 
+    /// The records (first column) `sql` selects from `table`, decoded.
     fn records<T: serde::de::DeserializeOwned>(
+        &self,
         table: &'static str,
-        rows: &[Row],
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<T>, StoreError> {
+        let rows = self.query(&format!("reading {table}"), sql, params)?;
         rows.iter().map(|row| decode(table, row.get(0))).collect()
     }
 
@@ -87,8 +91,7 @@ impl<'a> Snapshot<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<AccessRequest>, StoreError> {
-        let rows = self.query("reading requests", sql, params)?;
-        Self::records("elevate_requests", &rows)
+        self.records("elevate_requests", sql, params)
     }
 
     fn count(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
@@ -301,12 +304,11 @@ impl Reads for Snapshot<'_> {
     }
 
     fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError> {
-        let rows = self.query(
-            "reading offboarded principals",
+        self.records(
+            "elevate_offboarded",
             "SELECT record FROM elevate_offboarded ORDER BY principal",
             &[],
-        )?;
-        Self::records("elevate_offboarded", &rows)
+        )
     }
 
     fn outbox_len(&self) -> Result<u64, StoreError> {
@@ -314,12 +316,11 @@ impl Reads for Snapshot<'_> {
     }
 
     fn events_of(&self, id: RequestId) -> Result<Vec<Event>, StoreError> {
-        let rows = self.query(
-            "reading a request's history",
+        self.records(
+            "elevate_audit",
             "SELECT record FROM elevate_audit WHERE request = $1 ORDER BY seq",
             &[&int(id.raw())],
-        )?;
-        Self::records("elevate_audit", &rows)
+        )
     }
 
     fn events_with_keys(&self, from: u64, limit_: usize) -> Result<Vec<(u64, Event)>, StoreError> {
@@ -346,14 +347,6 @@ impl Reads for Snapshot<'_> {
             .meta(META_AUDIT_HEAD)?
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .unwrap_or(crate::audit::GENESIS))
-    }
-
-    fn events(&self, from: u64, limit_: usize) -> Result<Vec<Event>, StoreError> {
-        Ok(self
-            .events_with_keys(from, limit_)?
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect())
     }
 
     fn audit_page(
@@ -439,39 +432,41 @@ impl Reads for Snapshot<'_> {
     }
 
     fn checkpoints(&self, from: u64, limit_: usize) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = self.query(
-            "reading checkpoints",
+        self.records(
+            "elevate_checkpoints",
             "SELECT record FROM elevate_checkpoints WHERE seq >= $1 ORDER BY seq LIMIT $2",
             &[&int(from), &limit(limit_)],
-        )?;
-        Self::records("elevate_checkpoints", &rows)
+        )
     }
 
     fn checkpoint_at(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
-        let rows = self.query(
-            "reading a checkpoint",
-            "SELECT record FROM elevate_checkpoints WHERE seq = $1",
-            &[&int(seq)],
-        )?;
-        Ok(Self::records("elevate_checkpoints", &rows)?.pop())
+        Ok(self
+            .records(
+                "elevate_checkpoints",
+                "SELECT record FROM elevate_checkpoints WHERE seq = $1",
+                &[&int(seq)],
+            )?
+            .pop())
     }
 
     fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let rows = self.query(
-            "reading the newest checkpoint",
-            "SELECT record FROM elevate_checkpoints ORDER BY seq DESC LIMIT 1",
-            &[],
-        )?;
-        Ok(Self::records("elevate_checkpoints", &rows)?.pop())
+        Ok(self
+            .records(
+                "elevate_checkpoints",
+                "SELECT record FROM elevate_checkpoints ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .pop())
     }
 
     fn last_event(&self) -> Result<Option<Event>, StoreError> {
-        let rows = self.query(
-            "reading the last audit entry",
-            "SELECT record FROM elevate_audit ORDER BY seq DESC LIMIT 1",
-            &[],
-        )?;
-        Ok(Self::records("elevate_audit", &rows)?.pop())
+        Ok(self
+            .records(
+                "elevate_audit",
+                "SELECT record FROM elevate_audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .pop())
     }
 
     fn audit_key(&self) -> Result<Option<PublicKey>, StoreError> {

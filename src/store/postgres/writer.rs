@@ -10,36 +10,23 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement, Transaction};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{META_AUDIT_HEAD, META_NEXT_ID, META_NEXT_OUTBOX, META_NEXT_SEQ, u64_of};
 use super::{Target, failed};
 use crate::audit::key::Checkpoint;
 use crate::audit::{Actor, Draft, Event, GENESIS};
-use crate::model::{AccessRequest, Principal, RequestId, ResourceName, Timestamp};
+use crate::model::{AccessRequest, Offboarding, Principal, RequestId, ResourceName, Timestamp};
+use crate::store::batch::{self, Batch, Queue, Transaction};
 use crate::store::embedded::codec::{decode, encode};
 use crate::store::embedded::{review_code, state_code};
 use crate::store::seam::{Job, View};
-use crate::store::{
-    Changes, Commit, CommitListener, Outgoing, Recorded, Signing, StoreError, StoreOptions,
-    StoreStats,
-};
-
-pub(super) enum Message {
-    Job(Job),
-    Close(oneshot::Sender<()>),
-}
-
-/// Queued jobs beyond this make callers wait (backpressure).
-const QUEUE: usize = 8192;
+use crate::store::{CommitListener, Outgoing, Signing, StoreError, StoreOptions, StoreStats};
 
 pub(super) fn spawn(
     target: Arc<Target>,
@@ -47,77 +34,38 @@ pub(super) fn spawn(
     options: StoreOptions,
     listener: Arc<dyn CommitListener>,
     stats: Arc<StoreStats>,
-) -> Result<mpsc::Sender<Message>, StoreError> {
-    let (sender, receiver) = mpsc::channel(QUEUE);
-    std::thread::Builder::new()
-        .name("store-writer".to_owned())
-        .spawn(move || {
-            let mut writer = Writer {
-                target,
-                runtime,
-                client: None,
-                prepared: Prepared::default(),
-                options,
-            };
-            writer.run(receiver, &*listener, &stats);
-        })
-        .map_err(|error| StoreError::Failed(format!("cannot start the writer thread: {error}")))?;
-    Ok(sender)
+) -> Result<Queue, StoreError> {
+    Queue::spawn(move |receiver| {
+        let mut writer = Writer {
+            target,
+            runtime,
+            connection: None,
+            options,
+        };
+        let max_batch = writer.options.max_batch;
+        batch::serve(receiver, max_batch, &stats, |jobs| {
+            writer.commit_batch(jobs, &*listener, &stats);
+        });
+    })
 }
 
 struct Writer {
     target: Arc<Target>,
     runtime: Handle,
-    /// The writer's connection; made again after it broke.
-    client: Option<Client>,
-    /// Statements prepared on `client`.
-    prepared: Prepared,
+    /// The writer's connection and the statements prepared on it; made again after it broke.
+    connection: Option<(Client, Prepared)>,
     options: StoreOptions,
 }
 
 impl Writer {
-    fn run(
-        &mut self,
-        mut receiver: mpsc::Receiver<Message>,
-        listener: &dyn CommitListener,
-        stats: &StoreStats,
-    ) {
-        let max_batch = self.options.max_batch.max(1);
-        let mut close = None;
-        while close.is_none() {
-            let mut batch = Vec::new();
-            match receiver.blocking_recv() {
-                Some(Message::Job(job)) => batch.push(job),
-                Some(Message::Close(done)) => close = Some(done),
-                None => break,
-            }
-            while close.is_none() && batch.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(Message::Job(job)) => batch.push(job),
-                    Ok(Message::Close(done)) => close = Some(done),
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                let jobs = batch.len() as u64;
-                self.commit_batch(batch, listener, stats);
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.jobs.fetch_add(jobs, Ordering::Relaxed);
-            }
-        }
-        receiver.close();
-        while receiver.try_recv().is_ok() {}
-        self.client = None;
-        if let Some(done) = close {
-            let _ = done.send(());
-        }
-    }
-
     /// The writer's connection, made when there is none (or it broke).
-    fn connection(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            self.prepared = Prepared::default();
+    fn connection(&mut self) -> Result<&mut (Client, Prepared), StoreError> {
+        if self
+            .connection
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
+            self.connection = None;
             let statement = self.target.timeout;
             // A transaction left open by a daemon that stopped (paused, or cut off) is ended by
             // the server well within the leadership lease, so it cannot hold up a takeover.
@@ -129,18 +77,15 @@ impl Writer {
             let client = self
                 .runtime
                 .block_on(self.target.connect(statement, idle))?;
-            self.client = Some(client);
+            self.connection = Some((client, Prepared::default()));
         }
-        self.client.as_mut().ok_or(StoreError::WriterGone)
+        self.connection.as_mut().ok_or(StoreError::WriterGone)
     }
 
-    fn commit_batch(&mut self, batch: Vec<Job>, listener: &dyn CommitListener, stats: &StoreStats) {
-        let started = Instant::now();
-        let jobs = batch.len();
-        let mut responders = Vec::with_capacity(jobs);
-        let mut committed: Vec<AccessRequest> = Vec::new();
-        let mut recorded: Vec<Recorded> = Vec::new();
-        let mut queued = 0;
+    fn commit_batch(&mut self, jobs: Vec<Job>, listener: &dyn CommitListener, stats: &StoreStats) {
+        let mut batch = Batch::new(jobs.len());
+        // Taken when they run; refused when the transaction could not even start.
+        let mut jobs = Some(jobs);
         let runtime = self.runtime.clone();
         let fence = self.options.fence.clone();
         let signing = self.options.signing.clone();
@@ -151,15 +96,14 @@ impl Writer {
                 })?),
                 None => None,
             };
-            let prepared = std::mem::take(&mut self.prepared);
-            let client = self.connection()?;
+            let (client, prepared) = self.connection()?;
             let txn = runtime
                 .block_on(client.transaction())
                 .map_err(|e| failed("beginning a transaction", &e))?;
             let mut tables = Tables {
                 runtime: &runtime,
                 txn: &txn,
-                prepared: &prepared,
+                prepared,
                 signing: signing.as_ref(),
                 counters: Counters::default(),
                 queued: 0,
@@ -169,23 +113,9 @@ impl Writer {
                     tables.check_epoch(epoch)?;
                 }
                 tables.counters = tables.load_counters()?;
-                let mut jobs = batch.into_iter();
-                for job in jobs.by_ref() {
-                    let view = TablesView { tables: &tables };
-                    match catch_unwind(AssertUnwindSafe(|| job(&view))) {
-                        Ok((changes, respond)) => {
-                            responders.push(respond);
-                            if let Some(changes) = changes {
-                                tables.apply(changes, &mut committed, &mut recorded)?;
-                            }
-                        }
-                        Err(_) => {
-                            tracing::error!("a store job panicked; its changes were discarded");
-                        }
-                    }
-                }
+                batch.run(jobs.take().unwrap_or_default(), &mut tables)?;
                 tables.store_counters()?;
-                queued = tables.queued;
+                batch.queued = tables.queued;
                 if stats.refuse_commit() {
                     return Err(StoreError::Failed(
                         "the commit was refused (injected fault)".to_owned(),
@@ -203,7 +133,7 @@ impl Writer {
                 }
                 Ok(())
             })();
-            let outcome = match result {
+            match result {
                 Ok(()) => runtime
                     .block_on(txn.commit())
                     .map_err(|e| failed("committing", &e)),
@@ -211,18 +141,10 @@ impl Writer {
                     let _ = runtime.block_on(txn.rollback());
                     Err(error)
                 }
-            };
-            self.prepared = prepared;
-            outcome
+            }
         })();
         match &outcome {
-            Ok(()) => listener.committed(&Commit {
-                requests: &committed,
-                events: &recorded,
-                queued,
-                jobs,
-                took: started.elapsed(),
-            }),
+            Ok(()) => {}
             Err(StoreError::Fenced(why)) => {
                 stats.fenced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%why, "a write was refused: this node is not the leader");
@@ -232,14 +154,15 @@ impl Writer {
             }
             Err(error) => {
                 if matches!(error, StoreError::Unreachable(_)) {
-                    self.client = None;
+                    self.connection = None;
                 }
                 tracing::error!(%error, "store commit failed");
             }
         }
-        for respond in responders {
-            respond(outcome.as_ref().map(|_| ()));
+        if let (Some(jobs), Err(error)) = (jobs, &outcome) {
+            batch::refuse(jobs, error);
         }
+        batch.finish(outcome, listener);
     }
 }
 
@@ -261,7 +184,7 @@ struct Counters {
 /// One write transaction.
 struct Tables<'a> {
     runtime: &'a Handle,
-    txn: &'a Transaction<'a>,
+    txn: &'a tokio_postgres::Transaction<'a>,
     prepared: &'a Prepared,
     signing: Option<&'a Signing>,
     counters: Counters,
@@ -414,68 +337,20 @@ impl Tables<'_> {
             .map(|row| decode("elevate_requests", row.get(0)))
             .collect()
     }
+}
 
-    /// Stores `changes`, appending each stored (or touched) request to `committed` and each
-    /// audit event, in brief, to `recorded`.
-    fn apply(
-        &mut self,
-        mut changes: Changes,
-        committed: &mut Vec<AccessRequest>,
-        recorded: &mut Vec<Recorded>,
-    ) -> Result<(), StoreError> {
-        let first = committed.len();
-        for request in changes.requests {
-            self.put_request(&request)?;
-            committed.push(request);
-        }
-        committed.extend(changes.touched);
-        recorded.extend(Recorded::of(&mut changes.events, committed, first));
-        if !changes.events.is_empty() {
-            self.append_events(changes.events)?;
-        }
-        if let Some(at) = changes.checkpoint {
-            self.checkpoint(at, 1)?;
-        }
-        for outgoing in changes.outgoing {
-            self.queue(&outgoing)?;
-        }
-        for (seq, outgoing) in changes.retried {
-            self.execute(
-                "rescheduling a notification",
-                "UPDATE elevate_outbox SET due = $2, notifier = $3, record = $4 WHERE seq = $1",
-                &[
-                    &id(seq),
-                    &id(outgoing.next_attempt_at.unix_millis()),
-                    &outgoing.notifier,
-                    &encode(&outgoing),
-                ],
-            )?;
-        }
-        for seq in changes.delivered {
-            self.execute(
-                "removing a delivered notification",
-                "DELETE FROM elevate_outbox WHERE seq = $1",
-                &[&id(seq)],
-            )?;
-        }
-        for offboarding in changes.offboarded {
-            self.execute(
-                "recording an offboarding",
-                "INSERT INTO elevate_offboarded (principal, record) VALUES ($1, $2) \
-                 ON CONFLICT (principal) DO UPDATE SET record = EXCLUDED.record",
-                &[&offboarding.principal.as_str(), &encode(&offboarding)],
-            )?;
-        }
-        for principal in changes.reinstated {
-            self.execute(
-                "removing an offboarding",
-                "DELETE FROM elevate_offboarded WHERE principal = $1",
-                &[&principal.as_str()],
-            )?;
-        }
-        Ok(())
+/// Who an audit entry is about or by: the rows of `elevate_audit_principals`.
+pub(super) fn principals_of(event: &Event) -> Vec<&Principal> {
+    let mut out: Vec<&Principal> = event.principal.iter().collect();
+    if let Actor::Principal(actor) = &event.actor
+        && event.principal.as_ref() != Some(actor)
+    {
+        out.push(actor);
     }
+    out
+}
 
+impl Transaction for Tables<'_> {
     fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
         let raw = request.id.raw();
         let kind = request.kind();
@@ -590,27 +465,54 @@ impl Tables<'_> {
         self.queued += 1;
         Ok(())
     }
-}
 
-/// Who an audit entry is about or by: the rows of `elevate_audit_principals`.
-pub(super) fn principals_of(event: &Event) -> Vec<&Principal> {
-    let mut out: Vec<&Principal> = event.principal.iter().collect();
-    if let Actor::Principal(actor) = &event.actor
-        && event.principal.as_ref() != Some(actor)
-    {
-        out.push(actor);
+    fn reschedule(&mut self, seq: u64, outgoing: &Outgoing) -> Result<(), StoreError> {
+        self.execute(
+            "rescheduling a notification",
+            "UPDATE elevate_outbox SET due = $2, notifier = $3, record = $4 WHERE seq = $1",
+            &[
+                &id(seq),
+                &id(outgoing.next_attempt_at.unix_millis()),
+                &outgoing.notifier,
+                &encode(outgoing),
+            ],
+        )?;
+        Ok(())
     }
-    out
+
+    fn remove_outgoing(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.execute(
+            "removing a delivered notification",
+            "DELETE FROM elevate_outbox WHERE seq = $1",
+            &[&id(seq)],
+        )?;
+        Ok(())
+    }
+
+    fn offboard(&mut self, offboarding: &Offboarding) -> Result<(), StoreError> {
+        self.execute(
+            "recording an offboarding",
+            "INSERT INTO elevate_offboarded (principal, record) VALUES ($1, $2) \
+             ON CONFLICT (principal) DO UPDATE SET record = EXCLUDED.record",
+            &[&offboarding.principal.as_str(), &encode(offboarding)],
+        )?;
+        Ok(())
+    }
+
+    fn reinstate(&mut self, principal: &Principal) -> Result<(), StoreError> {
+        self.execute(
+            "removing an offboarding",
+            "DELETE FROM elevate_offboarded WHERE principal = $1",
+            &[&principal.as_str()],
+        )?;
+        Ok(())
+    }
 }
 
 /// What a write job may read: the transaction, with the earlier jobs of its batch applied.
-struct TablesView<'a, 'b> {
-    tables: &'a Tables<'b>,
-}
-
-impl View for TablesView<'_, '_> {
+impl View for Tables<'_> {
     fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
-        self.tables.request(id)
+        self.request(id)
     }
 
     fn open_requests(
@@ -618,28 +520,28 @@ impl View for TablesView<'_, '_> {
         principal: &Principal,
         resource: &ResourceName,
     ) -> Result<Vec<AccessRequest>, StoreError> {
-        let rows = self.tables.query(
+        let rows = self.query(
             "reading open requests",
             "SELECT record FROM elevate_requests WHERE open AND requester = $1 AND resource = $2 \
              ORDER BY id",
             &[&principal.as_str(), &resource.as_str()],
         )?;
-        self.tables.requests(rows)
+        self.requests(rows)
     }
 
     fn break_glass_of(&self, principal: &Principal) -> Result<Vec<AccessRequest>, StoreError> {
-        let rows = self.tables.query(
+        let rows = self.query(
             "reading break-glass requests",
             "SELECT record FROM elevate_requests \
              WHERE requester = $1 AND break_glass_at IS NOT NULL \
              ORDER BY break_glass_at DESC, id DESC",
             &[&principal.as_str()],
         )?;
-        self.tables.requests(rows)
+        self.requests(rows)
     }
 
     fn outgoing(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
-        let rows = self.tables.query(
+        let rows = self.query(
             "reading a notification",
             "SELECT record FROM elevate_outbox WHERE seq = $1",
             &[&id(seq)],
@@ -650,6 +552,6 @@ impl View for TablesView<'_, '_> {
     }
 
     fn next_request_id(&self) -> Result<RequestId, StoreError> {
-        Ok(RequestId::from_raw(self.tables.counters.next_id))
+        Ok(RequestId::from_raw(self.counters.next_id))
     }
 }
