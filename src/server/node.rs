@@ -87,6 +87,12 @@ pub async fn run(
             async move { leadership.hold(epoch).await }
         });
         let mut options = Options::from_config(config, clock.clone())?;
+        if let crate::store::Location::Postgres(target) = options.store {
+            // The store's sessions are named after the node.
+            options.store = crate::store::Location::Postgres(Box::new(
+                target.named(&format!("elevated-{}", leadership.node())),
+            ));
+        }
         options.store_options.fence = Some(Arc::new(leadership.clone()));
         options.provisioners = options
             .provisioners

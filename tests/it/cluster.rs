@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use elevate::cli::client::{self, ClientFiles, Clients};
+use elevate::cli::client::Clients;
 use elevate::proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -47,6 +47,21 @@ impl Nodes {
             "default_duration = \"1h\"\nmin_duration = \"1s\"\nmax_duration = \"8h\"\nauto_approve = true",
         );
         std::fs::write(&layout.policy, policy).unwrap();
+        // The example hook, logging every call with the node that made it.
+        let hook = root.join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$NODE $1 $2\" >> \"$CALLS\"\n\
+                 if [ \"$1\" = revoke ] && [ -e fail-revokes ]; then exit 1; fi\nexec {} \"$@\"\n",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("examples/hooks/holders.sh")
+                    .display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let mut configs = Vec::new();
         for name in names {
             let port = free_port();
@@ -59,9 +74,11 @@ impl Nodes {
                      [tls]\nca = \"state/certs/ca.crt\"\ncert = \"state/certs/server.crt\"\nkey = \"state/certs/server.key\"\n\
                      [store]\nkind = \"postgres\"\nhost = \"{socket}\"\nport = {pg_port}\ndatabase = \"elevate\"\nuser = \"postgres\"\n\
                      [cluster]\nnode = \"{name}\"\nadvertise = \"{endpoint}\"\nlease = \"{lease}s\"\n\
+                     [workflow]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n\
                      [policy]\npolicy = \"state/policy.toml\"\ndirectory = \"state/directory.toml\"\n\
                      [audit]\nkey = \"state/audit.key\"\n\
-                     [provisioners.files]\nkind = \"file\"\ndir = \"state/targets\"\n",
+                     [provisioners.files]\nkind = \"exec\"\nprogram = \"hook.sh\"\ntimeout = \"10s\"\n\
+                     env = {{ NODE = \"{name}\", CALLS = \"calls.log\", HOLDERS_DIR = \"state/targets\" }}\n",
                     socket = pg.socket_dir().display(),
                     pg_port = pg.port(),
                     lease = LEASE.as_secs(),
@@ -120,26 +137,21 @@ impl Nodes {
     }
 
     async fn client(&self, index: usize, name: &str) -> Clients {
-        let certs = self.root.join("state/certs");
-        client::connect(
-            self.endpoint(index),
-            &ClientFiles {
-                ca: certs.join("ca.crt"),
-                cert: certs.join(format!("{name}.crt")),
-                key: certs.join(format!("{name}.key")),
-            },
-        )
-        .await
-        .unwrap()
+        super::crash::connect(self.endpoint(index), &self.root.join("state"), name).await
     }
 
     /// Which running node leads, once one does: every other one refuses with the leader's
     /// address in `elevate-leader`.
     async fn leader(&self) -> usize {
+        self.leader_except(None).await
+    }
+
+    /// [`Nodes::leader`], not asking node `except` (a paused one would not answer).
+    async fn leader_except(&self, except: Option<usize>) -> usize {
         until("a leader", || async {
             let mut leader = None;
             for index in 0..self.configs.len() {
-                if self.children[index].is_none() {
+                if self.children[index].is_none() || Some(index) == except {
                     continue;
                 }
                 let mut engineer = self.client(index, "engineer").await;
@@ -149,12 +161,15 @@ impl Nodes {
                     .await
                 {
                     Ok(_) => leader = Some(index),
-                    Err(status) => {
-                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    Err(status) if status.code() == Code::Unavailable => {
                         if let Some(hint) = status.metadata().get("elevate-leader") {
                             let hint = hint.to_str().unwrap();
                             assert!(self.configs.iter().any(|(_, _, e)| e == hint), "{hint}");
                         }
+                    }
+                    // A connection cut while the node changes role (standby to leader).
+                    Err(status) => {
+                        assert!(status.message().contains("transport error"), "{status:?}")
                     }
                 }
             }
@@ -183,7 +198,19 @@ impl Nodes {
     }
 
     fn holders(&self, resource: &str) -> String {
-        std::fs::read_to_string(self.root.join("state/targets").join(resource)).unwrap_or_default()
+        std::fs::read_to_string(self.root.join(format!("state/targets/{resource}.allow")))
+            .unwrap_or_default()
+    }
+
+    /// The hook calls made so far, as `NODE ACTION PRINCIPAL` lines.
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.root.join("calls.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, index: usize, signal: rustix::process::Signal) {
+        let child = self.children[index].as_ref().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
     }
 }
 
@@ -245,4 +272,170 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
         String::from_utf8_lossy(&verified.stderr)
     );
     assert!(stdout.contains("intact"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
+    let pg = Cluster::start();
+    pg.sql("ALTER SYSTEM SET log_statement = 'mod'").await;
+    pg.sql("ALTER SYSTEM SET log_line_prefix = '%m [%a] '")
+        .await;
+    pg.sql("SELECT pg_reload_conf()").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
+    for index in 0..3 {
+        nodes.start(index).await;
+    }
+    let old = nodes.leader().await;
+    let old_name = nodes.configs[old].0.clone();
+    let mut engineer = nodes.client(old, "engineer").await;
+    // A lease that ends while the leader is paused: both would revoke it.
+    let short = request(&mut engineer, "staging-db", "3s", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&short), "active");
+    assert!(
+        nodes
+            .calls()
+            .contains(&format!("{old_name} grant engineer"))
+    );
+
+    // While it is paused the target refuses revokes, so the lease is still to be revoked
+    // when the old leader resumes, with its end long past: it has work it must not do.
+    std::fs::write(dir.path().join("fail-revokes"), "").unwrap();
+    nodes.signal(old, rustix::process::Signal::STOP);
+    let new = nodes.leader_except(Some(old)).await;
+    assert_ne!(new, old);
+    let mut engineer = nodes.client(new, "engineer").await;
+    let new_name = nodes.configs[new].0.clone();
+    until("the new leader to try the revoke", || async {
+        nodes
+            .calls()
+            .contains(&format!("{new_name} revoke engineer"))
+            .then_some(())
+    })
+    .await;
+
+    // Everything from here on happens after the old leader resumed.
+    let calls_before = nodes.calls().len();
+    let log_before = pg.log().len();
+    nodes.signal(old, rustix::process::Signal::CONT);
+    // It stands by, naming the new leader.
+    let leader_endpoint = nodes.endpoint(new).to_owned();
+    until("the resumed leader to stand by", || {
+        let nodes = &nodes;
+        let wanted = leader_endpoint.clone();
+        async move {
+            let mut client = nodes.client(old, "engineer").await;
+            let status = client
+                .access
+                .list_requests(pb::ListRequestsRequest::default())
+                .await
+                .err()?;
+            (status.code() == Code::Unavailable
+                && status
+                    .metadata()
+                    .get("elevate-leader")
+                    .is_some_and(|hint| hint.to_str().unwrap() == wanted))
+            .then_some(())
+        }
+    })
+    .await;
+    // Give whatever it had scheduled (the lease's end, retries, the outbox) time to run.
+    tokio::time::sleep(LEASE).await;
+    std::fs::remove_file(dir.path().join("fail-revokes")).unwrap();
+    until_state(&engineer, &short.id, "expired").await;
+    let calls = nodes.calls();
+    let after = &calls[calls_before..];
+    assert!(
+        !after
+            .lines()
+            .any(|line| line.starts_with(&format!("{old_name} "))),
+        "the resumed leader called the target:\n{after}"
+    );
+    let log = pg.log();
+    let writes: Vec<&str> = log[log_before..]
+        .lines()
+        .filter(|line| line.contains(&format!("[elevated-{old_name}]")))
+        .filter(|line| {
+            ["INSERT", "UPDATE", "DELETE"]
+                .iter()
+                .any(|verb| line.contains(verb))
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the resumed leader wrote to the store:\n{}",
+        writes.join("\n")
+    );
+    // The log really names each node's store sessions, so the check above can fail: the new
+    // leader's writes are there.
+    assert!(
+        log.lines().any(|line| line.contains(&format!("[elevated-{new_name}]"))
+            && line.contains("INSERT")),
+        "no write of the new leader in the server log"
+    );
+    assert_eq!(state(&status(&mut engineer, &short.id).await), "expired");
+    let again = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&again), "active");
+
+    nodes.stop_all().await;
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+        .args(["audit", "verify", "--config"])
+        .arg(&nodes.configs[0].1)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_fails_calls_clearly_loses_nothing_and_service_resumes() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b"]).await;
+    for index in 0..2 {
+        nodes.start(index).await;
+    }
+    let leader = nodes.leader().await;
+    let mut oncall = nodes.client(leader, "oncall").await;
+    let long = request(&mut oncall, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&long), "active");
+
+    pg.stop();
+    let mut engineer = nodes.client(leader, "engineer").await;
+    let refused = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::Unavailable,
+        "{refused:?}\n{}",
+        std::fs::read_to_string(dir.path().join(format!("{}.log", nodes.configs[leader].0)))
+            .unwrap_or_default()
+    );
+    assert!(
+        refused.message().contains("cannot reach its store")
+            || refused.message().contains("leader"),
+        "{refused:?}"
+    );
+    pg.start_again();
+
+    let leader = nodes.leader().await;
+    let mut oncall = nodes.client(leader, "oncall").await;
+    assert_eq!(state(&status(&mut oncall, &long.id).await), "active");
+    let mut engineer = nodes.client(leader, "engineer").await;
+    let granted = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&granted), "active");
+    assert!(nodes.holders("staging-db").contains("engineer"));
+    nodes.stop_all().await;
 }

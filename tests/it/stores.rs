@@ -49,4 +49,45 @@ fn the_workflow_break_glass_audit_and_lease_modules_pass_on_postgres() {
         );
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+    // And the daemons really kept their stores there: a database per environment, each with
+    // its audit trail.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (databases, with_history) = runtime.block_on(async {
+        let client = cluster.superuser().await;
+        let names: Vec<String> = client
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'elevate\\_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut with_history = 0;
+        for name in &names {
+            let (db, connection) = server
+                .config(name)
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let task = tokio::spawn(connection);
+            let entries: i64 = db
+                .query_one("SELECT count(*) FROM elevate_audit", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if entries > 0 {
+                with_history += 1;
+            }
+            drop(db);
+            let _ = task.await;
+        }
+        (names.len(), with_history)
+    });
+    assert!(
+        databases >= 30,
+        "only {databases} stores were made in PostgreSQL"
+    );
+    assert_eq!(with_history, databases);
 }

@@ -25,9 +25,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
+use super::batch::Queue;
 use super::seam::{Backend, Job, Read};
 use super::{CommitListener, StoreError, StoreOptions, StoreStats};
 use crate::BoxFuture;
@@ -79,6 +79,13 @@ impl Target {
             timeout: login.timeout,
             shown: format!("postgres://{}", settings.shown),
         })
+    }
+
+    /// The same store, its sessions named `name` in PostgreSQL (`application_name`, seen in
+    /// `pg_stat_activity` and the server's log).
+    pub fn named(mut self, name: &str) -> Self {
+        self.config.application_name(name);
+        self
     }
 
     /// `postgres://host:port/database`, for messages.
@@ -141,12 +148,22 @@ where
     }
 }
 
-/// A failed statement: unreachable when the connection is gone, else the server's message.
+/// A failed statement: unreachable when the connection is gone or the server is going away or
+/// coming back (SQLSTATE classes 08 and 57P, and 53: out of connections or memory), else the
+/// server's message. Unreachable means "retry shortly" to callers.
 pub(super) fn failed(what: &str, error: &tokio_postgres::Error) -> StoreError {
-    if error.is_closed() || error.as_db_error().is_none() {
-        StoreError::Unreachable(format!("{what}: {}", crate::pg::describe(error)))
+    let transient = match error.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }
+    };
+    let text = format!("{what}: {}", crate::pg::describe(error));
+    if transient || error.is_closed() {
+        StoreError::Unreachable(text)
     } else {
-        StoreError::Failed(format!("{what}: {}", crate::pg::describe(error)))
+        StoreError::Failed(text)
     }
 }
 
@@ -188,7 +205,7 @@ pub(super) struct Postgres {
     /// Signalled when a read connection is given back (or closed).
     returned: Condvar,
     runtime: Handle,
-    jobs: mpsc::Sender<writer::Message>,
+    jobs: Queue,
     shown: PathBuf,
     closed: AtomicBool,
 }
@@ -268,12 +285,7 @@ struct Readers {
 
 impl Backend for Postgres {
     fn submit(&self, job: Job) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.jobs
-                .send(writer::Message::Job(job))
-                .await
-                .map_err(|_| StoreError::WriterGone)
-        })
+        Box::pin(self.jobs.submit(job))
     }
 
     fn read(&self, read: Read<'_>) {
@@ -294,12 +306,7 @@ impl Backend for Postgres {
 
     fn close(&self, within: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let (done, closed) = oneshot::channel();
-            if self.jobs.send(writer::Message::Close(done)).await.is_ok()
-                && tokio::time::timeout(within, closed).await.is_err()
-            {
-                tracing::warn!("the store writer is still committing; it finishes on its own");
-            }
+            self.jobs.close(tokio::time::Instant::now() + within).await;
             self.closed.store(true, Ordering::SeqCst);
             let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
             readers.open -= readers.idle.len();
@@ -313,6 +320,6 @@ impl Backend for Postgres {
     }
 
     fn queued_jobs(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
+        self.jobs.queued()
     }
 }
