@@ -106,6 +106,17 @@ pub enum Store {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Copy a redb store file (stop its daemon first) into the empty PostgreSQL store a
+    /// configuration names: requests, the audit chain as stored (same entries, same head),
+    /// checkpoints, the outbox and offboardings.
+    Migrate {
+        /// Configuration file naming the PostgreSQL store.
+        #[arg(long)]
+        config: PathBuf,
+        /// The redb store file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// The audit subcommands.
@@ -323,5 +334,8 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Store {
             command: Store::Init { config },
         } => store::init(&config).await,
+        Command::Store {
+            command: Store::Migrate { config, from },
+        } => store::migrate(&config, &from).await,
     }
 }

@@ -60,3 +60,39 @@ pub(super) async fn init(config: &Path) -> Result<(), CommandError> {
     }
     Ok(())
 }
+
+/// Copies the redb file `from` into the empty PostgreSQL store of `config`.
+pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandError> {
+    let Location::Postgres(target) = location(config)? else {
+        return Err(CommandError::Usage(format!(
+            "{}: the store is not a PostgreSQL store (kind = \"postgres\"); migrate copies a redb file into one",
+            config.display()
+        )));
+    };
+    if !from.is_file() {
+        return Err(CommandError::Failed(format!(
+            "{}: no such store file",
+            from.display()
+        )));
+    }
+    let imported = crate::store::postgres::migrate(&target, from)
+        .await
+        .map_err(|error| {
+            CommandError::Failed(format!(
+                "migrating {} into {}: {error}",
+                from.display(),
+                target.shown()
+            ))
+        })?;
+    println!(
+        "{} → {}: {} requests, {} audit entries, {} checkpoints, {} queued notifications, {} offboarded principals",
+        from.display(),
+        target.shown(),
+        imported.requests,
+        imported.entries,
+        imported.checkpoints,
+        imported.queued,
+        imported.offboarded
+    );
+    Ok(())
+}

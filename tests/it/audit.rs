@@ -453,7 +453,7 @@ async fn non_auditors_are_refused() {
 
 /// Makes some history: requests, an approval, a denial, a break-glass and its review, and
 /// expiry; enough events for several checkpoints.
-async fn some_history(env: &Env, daemon: &Daemon) {
+pub async fn some_history(env: &Env, daemon: &Daemon) {
     let mut engineer = daemon.client("engineer").await;
     let mut manager = daemon.client("manager").await;
     let mut oncall = daemon.client("oncall").await;

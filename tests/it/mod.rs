@@ -18,6 +18,7 @@ mod leases;
 mod leavers;
 mod lifecycle;
 mod metrics;
+mod migrate;
 mod model;
 mod notifications;
 mod notify_safety;

@@ -13,7 +13,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase};
+use redb::{Database, ReadOnlyDatabase};
 
 use super::StoreError;
 use super::codec::decode;
@@ -79,19 +79,31 @@ pub fn verify_store_keeping(
     key: Option<PublicKey>,
     wanted: &std::collections::BTreeSet<u64>,
 ) -> Result<StoreVerified, OfflineError> {
+    let shown = path.display().to_string();
+    let (verified, repaired) = read_file(path, |reader| verify_reads(reader, &shown, key, wanted))?;
+    Ok(StoreVerified {
+        repaired,
+        ..verified
+    })
+}
+
+/// Runs `read` with a snapshot of the store file at `path`, which no daemon may hold. A file
+/// left by a crash is read through a repaired private copy (and the second value is true);
+/// the file itself is never changed.
+pub fn read_file<T>(
+    path: &Path,
+    read: impl FnOnce(&dyn Reads) -> Result<T, OfflineError>,
+) -> Result<(T, bool), OfflineError> {
     match ReadOnlyDatabase::open(path) {
-        Ok(db) => verify_database(&db, path, key, wanted),
+        Ok(db) => Ok((read(&Reader::begin(&db)?)?, false)),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             Err(OfflineError::InUse(path.display().to_string()))
         }
         Err(redb::DatabaseError::RepairAborted) => {
             let copy = RepairedCopy::make(path)?;
-            let verified = verify_database(&copy.db, path, key, wanted);
+            let value = read(&Reader::begin(&copy.db)?)?;
             drop(copy);
-            verified.map(|verified| StoreVerified {
-                repaired: true,
-                ..verified
-            })
+            Ok((value, true))
         }
         Err(error) => Err(StoreError::Redb(error.into()).into()),
     }
@@ -152,16 +164,6 @@ impl RepairedCopy {
         let db = Database::open(&path).map_err(|error| failed(error.to_string()))?;
         Ok(Self { db, _file: file })
     }
-}
-
-fn verify_database(
-    db: &impl ReadableDatabase,
-    path: &Path,
-    key: Option<PublicKey>,
-    wanted: &std::collections::BTreeSet<u64>,
-) -> Result<StoreVerified, OfflineError> {
-    let reader = Reader::begin(db)?;
-    verify_reads(&reader, &path.display().to_string(), key, wanted)
 }
 
 /// Verifies the audit trail a snapshot of any backend holds; `shown` names the store.

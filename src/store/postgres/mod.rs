@@ -19,6 +19,8 @@ mod reader;
 mod schema;
 mod writer;
 
+pub use writer::Imported;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -193,6 +195,24 @@ pub async fn verify(
         let verified = super::offline::verify_reads(&snapshot, &shown, key, &wanted);
         drop(snapshot.finish());
         verified
+    })
+    .await
+    .map_err(|_| StoreError::ReadPanicked)?
+}
+
+/// Copies the redb store file at `from` (no daemon may hold it) into the empty store at
+/// `target`, recording the file's audit key; the PostgreSQL store then holds the same chain
+/// with the same head.
+pub async fn migrate(
+    target: &Target,
+    from: &Path,
+) -> Result<writer::Imported, super::offline::OfflineError> {
+    let key = super::offline::read_file(from, |reads| Ok(reads.audit_key()?))?.0;
+    initialize(target, key).await?;
+    let (target, from, runtime) = (target.clone(), from.to_path_buf(), Handle::current());
+    tokio::task::spawn_blocking(move || {
+        super::offline::read_file(&from, |reads| Ok(writer::import(&target, &runtime, reads)?))
+            .map(|(imported, _)| imported)
     })
     .await
     .map_err(|_| StoreError::ReadPanicked)?

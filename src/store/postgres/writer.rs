@@ -321,6 +321,56 @@ impl Tables<'_> {
         Ok(())
     }
 
+    /// Stores audit entry `event` as `record` (its stored bytes), with its columns and the
+    /// rows of who it is about or by.
+    fn put_event(&self, event: &Event, record: &[u8]) -> Result<(), StoreError> {
+        let seq = event.seq;
+        self.execute(
+            "appending an audit entry",
+            "INSERT INTO elevate_audit (seq, at, request, resource, action, record) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id(seq),
+                &id(event.at.unix_millis()),
+                &event.request.map(|request| id(request.raw())),
+                &event.resource.as_ref().map(ResourceName::as_str),
+                &event.action,
+                &record,
+            ],
+        )?;
+        for principal in principals_of(event) {
+            self.execute(
+                "indexing an audit entry",
+                "INSERT INTO elevate_audit_principals (principal, at, seq) VALUES ($1, $2, $3)",
+                &[&principal.as_str(), &id(event.at.unix_millis()), &id(seq)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.execute(
+            "storing a checkpoint",
+            "INSERT INTO elevate_checkpoints (seq, record) VALUES ($1, $2)",
+            &[&id(checkpoint.seq), &encode(checkpoint)],
+        )?;
+        Ok(())
+    }
+
+    fn put_outgoing(&self, seq: u64, outgoing: &Outgoing) -> Result<(), StoreError> {
+        self.execute(
+            "queueing a notification",
+            "INSERT INTO elevate_outbox (seq, due, notifier, record) VALUES ($1, $2, $3, $4)",
+            &[
+                &id(seq),
+                &id(outgoing.next_attempt_at.unix_millis()),
+                &outgoing.notifier,
+                &encode(outgoing),
+            ],
+        )?;
+        Ok(())
+    }
+
     fn request(&self, id_: RequestId) -> Result<Option<AccessRequest>, StoreError> {
         let rows = self.query(
             "reading a request",
@@ -388,26 +438,7 @@ impl Transaction for Tables<'_> {
         for draft in drafts {
             let seq = self.counters.next_seq;
             let (event, hash) = Event::chain(draft, seq, &self.counters.head);
-            self.execute(
-                "appending an audit entry",
-                "INSERT INTO elevate_audit (seq, at, request, resource, action, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &id(seq),
-                    &id(event.at.unix_millis()),
-                    &event.request.map(|request| id(request.raw())),
-                    &event.resource.as_ref().map(ResourceName::as_str),
-                    &event.action,
-                    &encode(&event),
-                ],
-            )?;
-            for principal in principals_of(&event) {
-                self.execute(
-                    "indexing an audit entry",
-                    "INSERT INTO elevate_audit_principals (principal, at, seq) VALUES ($1, $2, $3)",
-                    &[&principal.as_str(), &id(event.at.unix_millis()), &id(seq)],
-                )?;
-            }
+            self.put_event(&event, &encode(&event))?;
             last_at = Some(event.at);
             self.counters.head = hash;
             self.counters.next_seq = seq + 1;
@@ -429,11 +460,7 @@ impl Transaction for Tables<'_> {
             return Ok(());
         }
         let checkpoint: Checkpoint = signing.key.checkpoint(last, &self.counters.head, at);
-        self.execute(
-            "storing a checkpoint",
-            "INSERT INTO elevate_checkpoints (seq, record) VALUES ($1, $2)",
-            &[&id(last), &encode(&checkpoint)],
-        )?;
+        self.put_checkpoint(&checkpoint)?;
         self.counters.covered = last;
         if let Some(witness) = &signing.witness {
             self.queue(&Outgoing {
@@ -451,16 +478,7 @@ impl Transaction for Tables<'_> {
     /// Adds `outgoing` to the outbox under the next sequence number.
     fn queue(&mut self, outgoing: &Outgoing) -> Result<(), StoreError> {
         let seq = self.counters.next_outbox;
-        self.execute(
-            "queueing a notification",
-            "INSERT INTO elevate_outbox (seq, due, notifier, record) VALUES ($1, $2, $3, $4)",
-            &[
-                &id(seq),
-                &id(outgoing.next_attempt_at.unix_millis()),
-                &outgoing.notifier,
-                &encode(outgoing),
-            ],
-        )?;
+        self.put_outgoing(seq, outgoing)?;
         self.counters.next_outbox = seq + 1;
         self.queued += 1;
         Ok(())
@@ -554,4 +572,119 @@ impl View for Tables<'_> {
     fn next_request_id(&self) -> Result<RequestId, StoreError> {
         Ok(RequestId::from_raw(self.counters.next_id))
     }
+}
+
+/// What [`import`] copied.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Requests.
+    pub requests: u64,
+    /// Audit entries.
+    pub entries: u64,
+    /// Signed checkpoints.
+    pub checkpoints: u64,
+    /// Notifications waiting in the outbox.
+    pub queued: u64,
+    /// Offboarded principals.
+    pub offboarded: u64,
+}
+
+/// Entries read from the source per step.
+const IMPORT_PAGE: usize = 4096;
+
+/// Copies everything `source` holds into the empty store at `target`, in one transaction:
+/// requests, the audit entries as their stored bytes (so the chain and its head stay exactly
+/// the same), checkpoints, the outbox, offboardings and counters. Runs on a blocking thread.
+pub(super) fn import(
+    target: &Target,
+    runtime: &Handle,
+    source: &dyn crate::store::Reads,
+) -> Result<Imported, StoreError> {
+    let mut client = runtime.block_on(target.connect_plain())?;
+    let txn = runtime
+        .block_on(client.transaction())
+        .map_err(|e| failed("beginning the import", &e))?;
+    let prepared = Prepared::default();
+    let mut tables = Tables {
+        runtime,
+        txn: &txn,
+        prepared: &prepared,
+        signing: None,
+        counters: Counters::default(),
+        queued: 0,
+    };
+    let held = tables.query(
+        "checking the store is empty",
+        "SELECT (SELECT count(*) FROM elevate_requests) + (SELECT count(*) FROM elevate_audit)",
+        &[],
+    )?;
+    if held.first().is_some_and(|row| row.get::<_, i64>(0) > 0) {
+        return Err(StoreError::Failed(format!(
+            "{} is not empty: a store is migrated into an empty one only",
+            target.shown()
+        )));
+    }
+    tables.counters = tables.load_counters()?;
+    let mut imported = Imported::default();
+    let mut after = None;
+    loop {
+        let page = source.requests_after(after, IMPORT_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for request in &page {
+            tables.put_request(request)?;
+            imported.requests += 1;
+        }
+    }
+    let mut from = 1;
+    loop {
+        let page = source.event_records(from, IMPORT_PAGE)?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (seq, record) in &page {
+            let event: Event = decode("audit", record)?;
+            if event.seq != *seq {
+                return Err(StoreError::Corrupt {
+                    table: "audit",
+                    message: format!("the entry stored as {seq} says it is entry {}", event.seq),
+                });
+            }
+            tables.put_event(&event, record)?;
+            imported.entries += 1;
+        }
+        from = last + 1;
+    }
+    let mut from = 1;
+    loop {
+        let page = source.checkpoints(from, IMPORT_PAGE)?;
+        let Some(last) = page.last().map(|c| c.seq) else {
+            break;
+        };
+        for checkpoint in &page {
+            tables.put_checkpoint(checkpoint)?;
+            imported.checkpoints += 1;
+        }
+        from = last + 1;
+    }
+    let outbox = source.outbox_due(
+        Timestamp::from_unix_millis(u64::MAX),
+        usize::MAX,
+        &Default::default(),
+        usize::MAX,
+    )?;
+    for (seq, outgoing) in &outbox.due {
+        tables.put_outgoing(*seq, outgoing)?;
+        tables.counters.next_outbox = tables.counters.next_outbox.max(seq + 1);
+        imported.queued += 1;
+    }
+    for offboarding in source.offboarded()? {
+        tables.offboard(&offboarding)?;
+        imported.offboarded += 1;
+    }
+    tables.counters.next_seq = source.audit_count()? + 1;
+    tables.counters.head = source.audit_head()?;
+    tables.store_counters()?;
+    runtime
+        .block_on(txn.commit())
+        .map_err(|e| failed("committing the import", &e))?;
+    Ok(imported)
 }
