@@ -236,6 +236,43 @@ pub fn offboarded_table(listed: &[pb::Offboarded]) -> String {
         .collect()
 }
 
+/// A cluster's nodes as JSON.
+pub fn cluster_json(status: &pb::ClusterStatusResponse) -> Value {
+    json!({
+        "epoch": status.epoch,
+        "leader": status.leader,
+        "nodes": status.nodes.iter().map(|node| json!({
+            "node": node.node,
+            "advertise": node.advertise,
+            "role": node.role,
+            "epoch": node.epoch,
+            "last_seen": time(node.last_seen_ms),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A cluster's nodes, a line each, under a header.
+pub fn cluster_table(status: &pb::ClusterStatusResponse) -> String {
+    let mut out = format!(
+        "{:<12} {:<32} {:<8} {:>6}  LAST SEEN\n",
+        "NODE", "ADVERTISE", "ROLE", "EPOCH"
+    );
+    for node in &status.nodes {
+        out.push_str(&format!(
+            "{:<12} {:<32} {:<8} {:>6}  {}\n",
+            node.node,
+            node.advertise,
+            node.role,
+            node.epoch,
+            time(node.last_seen_ms)
+        ));
+    }
+    if status.leader.is_empty() {
+        out.push_str("no leader holds the lease right now\n");
+    }
+    out
+}
+
 /// The review state word.
 pub fn review_state_word(state: i32) -> &'static str {
     match pb::ReviewState::try_from(state).unwrap_or(pb::ReviewState::Unspecified) {

@@ -79,6 +79,11 @@ impl Leadership {
         }
     }
 
+    /// The cluster's nodes as the store records them.
+    pub async fn status(&self) -> Result<crate::proto::v1::ClusterStatusResponse, StoreError> {
+        status(&self.inner.target).await
+    }
+
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.inner.node
@@ -402,16 +407,41 @@ impl Provisioner for Fenced {
     }
 }
 
-/// The nodes of a cluster as the store records them: `(node, advertise, last seen, leader)`,
-/// for `elevated cluster status`.
-pub async fn nodes(target: &Target) -> Result<(Leader, Vec<NodeSeen>), StoreError> {
+/// The nodes of a cluster as the store records them, as `elevate admin cluster` and
+/// `elevated cluster status` show them.
+pub async fn status(
+    target: &Target,
+) -> Result<crate::proto::v1::ClusterStatusResponse, StoreError> {
+    let (leader, nodes) = nodes(target).await?;
+    let leading = nodes
+        .iter()
+        .find(|node| node.leader)
+        .map(|node| node.node.clone());
+    Ok(crate::proto::v1::ClusterStatusResponse {
+        nodes: nodes
+            .into_iter()
+            .map(|node| crate::proto::v1::ClusterNode {
+                role: if node.leader { "leader" } else { "standby" }.to_owned(),
+                node: node.node,
+                advertise: node.advertise,
+                epoch: leader.epoch,
+                last_seen_ms: node.seen_at_ms,
+            })
+            .collect(),
+        epoch: leader.epoch,
+        leader: leading.unwrap_or_default(),
+    })
+}
+
+/// The leadership row and every node seen.
+async fn nodes(target: &Target) -> Result<(Leader, Vec<NodeSeen>), StoreError> {
     let db = target.connect_plain().await?;
     let failed = |e: tokio_postgres::Error| StoreError::Unreachable(crate::pg::describe(&e));
     let row = db
         .query_one(
             "SELECT epoch, node, advertise, \
-             (extract(epoch FROM renewed_at) * 1000)::bigint, expires_at > clock_timestamp() \
-             FROM elevate_leader WHERE id = 1",
+             CASE WHEN isfinite(renewed_at) THEN (extract(epoch FROM renewed_at) * 1000)::bigint END, \
+             expires_at > clock_timestamp() FROM elevate_leader WHERE id = 1",
             &[],
         )
         .await
@@ -453,7 +483,7 @@ pub async fn nodes(target: &Target) -> Result<(Leader, Vec<NodeSeen>), StoreErro
 
 /// One node as the store saw it last.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeSeen {
+struct NodeSeen {
     /// Its name.
     pub node: String,
     /// Where clients reach it.

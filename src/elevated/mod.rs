@@ -81,6 +81,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Audit,
     },
+    /// The nodes of a cluster on PostgreSQL, read from the store.
+    Cluster {
+        /// Which.
+        #[command(subcommand)]
+        command: Cluster,
+    },
     /// Create or check the store a configuration names.
     Store {
         /// Which.
@@ -92,6 +98,20 @@ pub enum Command {
         /// Configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// The cluster subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cluster {
+    /// Name, advertised address, leader or standby, epoch and last renewal of every node.
+    Status {
+        /// Configuration file (of any node).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -334,6 +354,9 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Store {
             command: Store::Init { config },
         } => store::init(&config).await,
+        Command::Cluster {
+            command: Cluster::Status { config, json },
+        } => store::cluster_status(&config, json).await,
         Command::Store {
             command: Store::Migrate { config, from },
         } => store::migrate(&config, &from).await,

@@ -1,4 +1,5 @@
-//! `elevated store`: create or check the store a configuration names.
+//! `elevated store` and `elevated cluster`: create, migrate or check the store a configuration
+//! names, and list the nodes of a cluster on it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,5 +95,22 @@ pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandErr
         imported.queued,
         imported.offboarded
     );
+    Ok(())
+}
+
+/// Prints the nodes of the cluster whose store `config` names.
+pub(super) async fn cluster_status(config: &Path, json: bool) -> Result<(), CommandError> {
+    let Location::Postgres(target) = location(config)? else {
+        return Err(CommandError::Usage(format!(
+            "{}: a cluster keeps its store in PostgreSQL (kind = \"postgres\")",
+            config.display()
+        )));
+    };
+    let status = crate::cluster::status(&target).await?;
+    if json {
+        println!("{}", crate::cli::output::cluster_json(&status));
+    } else {
+        print!("{}", crate::cli::output::cluster_table(&status));
+    }
     Ok(())
 }

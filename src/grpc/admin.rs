@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use super::status::{from_broker, invalid};
 use super::{caller, convert};
 use crate::broker::{Broker, Enforcement, Gate};
+use crate::cluster::Leadership;
 use crate::model::{Principal, Reason};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_service_server::AdminService;
@@ -15,12 +16,18 @@ use crate::proto::v1::admin_service_server::AdminService;
 pub struct Admin {
     broker: Broker,
     gate: Gate,
+    /// This node's leadership, when it is one of several.
+    cluster: Option<Leadership>,
 }
 
 impl Admin {
-    /// The service over `broker`.
-    pub fn new(broker: Broker, gate: Gate) -> Self {
-        Self { broker, gate }
+    /// The service over `broker`, on a node of `cluster` when it is one.
+    pub fn new(broker: Broker, gate: Gate, cluster: Option<Leadership>) -> Self {
+        Self {
+            broker,
+            gate,
+            cluster,
+        }
     }
 }
 
@@ -145,6 +152,25 @@ impl AdminService for Admin {
                 })
                 .collect(),
         }))
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let caller = caller(&self.gate, &request)?;
+        caller
+            .require_admin("showing the cluster")
+            .map_err(from_broker)?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition(
+                "this elevated runs alone: its configuration has no [cluster] section",
+            ));
+        };
+        cluster.status().await.map(Response::new).map_err(|error| {
+            tracing::error!(%error, "cannot read the cluster's nodes");
+            Status::unavailable("elevated cannot reach its store; retry shortly")
+        })
     }
 
     async fn reconcile(

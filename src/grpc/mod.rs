@@ -56,14 +56,19 @@ pub fn caller<T>(gate: &Gate, request: &Request<T>) -> Result<Caller, Status> {
 }
 
 /// Every elevate service, each over the part it needs, plus health reporting them serving.
-pub fn routes(broker: &Broker, gate: &Gate, trail: &Trail) -> (Routes, Health) {
+pub fn routes(
+    broker: &Broker,
+    gate: &Gate,
+    trail: &Trail,
+    cluster: Option<&crate::cluster::Leadership>,
+) -> (Routes, Health) {
     let (health, health_service) = health::health([
         <AccessServiceServer<Access> as NamedService>::NAME,
         <ApprovalServiceServer<Approvals> as NamedService>::NAME,
         <BreakGlassServiceServer<BreakGlass> as NamedService>::NAME,
         <AuditServiceServer<Audit> as NamedService>::NAME,
     ]);
-    let admin = Admin::new(broker.clone(), gate.clone());
+    let admin = Admin::new(broker.clone(), gate.clone(), cluster.cloned());
     let routes = Routes::new(HealthServer::new(health_service))
         .add_service(
             AccessServiceServer::new(Access::new(broker.clone(), gate.clone()))

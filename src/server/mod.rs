@@ -85,6 +85,8 @@ pub struct Server {
     metrics: Metrics,
     /// Where metrics are served, if anywhere.
     metrics_listener: Option<TcpListener>,
+    /// This node's leadership, when it is one of several.
+    cluster: Option<crate::cluster::Leadership>,
 }
 
 impl Server {
@@ -211,6 +213,7 @@ impl Server {
             recovery,
             metrics,
             metrics_listener: None,
+            cluster: None,
         })
     }
 
@@ -218,6 +221,12 @@ impl Server {
     /// [`Server::run`] starts until shutdown begins.
     pub fn with_metrics(mut self, listener: TcpListener) -> Self {
         self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// Serves as the leader of a cluster: `elevate admin cluster` shows its nodes.
+    pub fn in_cluster(mut self, leadership: crate::cluster::Leadership) -> Self {
+        self.cluster = Some(leadership);
         self
     }
 
@@ -290,7 +299,8 @@ impl Server {
             .max_connection_age_grace(files.max_connection_age_grace);
         let admit = grpc::admit::layer(admission.clone());
         let incoming = grpc::transport::incoming(listener, admission, accepting.clone());
-        let (routes, health) = grpc::routes(&self.broker, &self.gate, &self.trail);
+        let (routes, health) =
+            grpc::routes(&self.broker, &self.gate, &self.trail, self.cluster.as_ref());
         let grace = self.grace;
         let deadline = Arc::new(OnceLock::new());
         let stopping = Arc::new(Notify::new());

@@ -98,7 +98,7 @@ pub async fn run(
             .provisioners
             .map(|inner| Arc::new(Fenced::new(inner, leadership.clone())) as Arc<dyn Provisioner>);
         let server = match Server::build(options).await {
-            Ok(server) => server,
+            Ok(server) => server.in_cluster(leadership.clone()),
             Err(error) => {
                 tracing::error!(%error, epoch, "taking over failed; standing by again");
                 crate::store::Fence::deposed(&leadership);

@@ -223,7 +223,36 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
         nodes.start(index).await;
     }
     let first = nodes.leader().await;
+    // The admin sees the nodes; nobody else does.
+    let mut admin = nodes.client(first, "admin").await;
+    let nodes_seen = admin
+        .admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nodes_seen.nodes.len(), 3, "{nodes_seen:?}");
+    assert_eq!(nodes_seen.leader, nodes.configs[first].0);
+    let leaders: Vec<_> = nodes_seen
+        .nodes
+        .iter()
+        .filter(|n| n.role == "leader")
+        .collect();
+    assert_eq!(leaders.len(), 1);
+    assert_eq!(leaders[0].advertise, nodes.endpoint(first));
+    assert!(
+        nodes_seen
+            .nodes
+            .iter()
+            .all(|n| n.epoch == nodes_seen.epoch && n.last_seen_ms > 0)
+    );
     let mut engineer = nodes.client(first, "engineer").await;
+    let refused = engineer
+        .admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
     let mut oncall = nodes.client(first, "oncall").await;
     // A lease that ends during the failover, and one that outlives it.
     let short = request(&mut engineer, "staging-db", "3s", "", "")
@@ -438,4 +467,22 @@ async fn a_postgresql_restart_fails_calls_clearly_loses_nothing_and_service_resu
     assert_eq!(state(&granted), "active");
     assert!(nodes.holders("staging-db").contains("engineer"));
     nodes.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_runs_alone_has_no_cluster_to_show() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut admin = daemon.client("admin").await;
+    let refused = admin
+        .admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("no [cluster] section"),
+        "{refused:?}"
+    );
+    daemon.stop().await;
 }

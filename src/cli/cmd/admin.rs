@@ -1,4 +1,5 @@
-//! `elevate admin`: revoke, reconcile, reload, offboard and reinstate (admin group).
+//! `elevate admin`: revoke, reconcile, reload, offboard and reinstate, and the cluster's nodes
+//! (admin group).
 
 use crate::cli::CliError;
 use crate::cli::output::{self, Format};
@@ -44,6 +45,9 @@ pub enum Admin {
     },
     /// List the offboarded principals.
     Offboarded,
+    /// The nodes of a cluster: name, advertised address, leader or standby, epoch, last
+    /// renewal (the leader) or look at the leadership (a standby).
+    Cluster,
 }
 
 impl Admin {
@@ -138,6 +142,18 @@ impl Admin {
                 match session.output {
                     Format::Json => println!("{}", output::offboarded_json(&listed)),
                     Format::Table => print!("{}", output::offboarded_table(&listed)),
+                }
+            }
+            Admin::Cluster => {
+                let status = session
+                    .clients
+                    .admin
+                    .cluster_status(pb::ClusterStatusRequest {})
+                    .await?
+                    .into_inner();
+                match session.output {
+                    Format::Json => println!("{}", output::cluster_json(&status)),
+                    Format::Table => print!("{}", output::cluster_table(&status)),
                 }
             }
         }
