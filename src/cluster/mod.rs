@@ -10,6 +10,7 @@
 //! can see the row expire — and [`Fenced`] provisioners refuse to call targets from that
 //! moment on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,23 @@ struct Inner {
     leader: watch::Sender<Leader>,
     /// Signalled when this node stops leading.
     deposed: tokio::sync::Notify,
+    /// Times this node took over.
+    takeovers: AtomicU64,
+    /// Write transactions refused because this node no longer led.
+    fenced_writes: AtomicU64,
+}
+
+/// This node's leadership in numbers, for the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    /// Whether it leads (its lease holds by its own clock).
+    pub leading: bool,
+    /// The epoch it leads in or follows.
+    pub epoch: u64,
+    /// Times it took over.
+    pub takeovers: u64,
+    /// Its writes refused because it no longer led.
+    pub fenced_writes: u64,
 }
 
 impl std::fmt::Debug for Leadership {
@@ -75,6 +93,8 @@ impl Leadership {
                 term: Mutex::new(None),
                 leader: watch::Sender::new(Leader::default()),
                 deposed: tokio::sync::Notify::new(),
+                takeovers: AtomicU64::new(0),
+                fenced_writes: AtomicU64::new(0),
             }),
         }
     }
@@ -177,7 +197,31 @@ impl Leadership {
         Ok(None)
     }
 
+    /// This node's leadership in numbers.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            leading: self.current().is_some(),
+            epoch: self.inner.leader.borrow().epoch,
+            takeovers: self.inner.takeovers.load(Ordering::Relaxed),
+            fenced_writes: self.inner.fenced_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops leading at once (a takeover that failed, or the daemon deposed).
+    pub fn stand_down(&self) {
+        let epoch = self
+            .inner
+            .term
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.0);
+        if let Some(epoch) = epoch {
+            self.step_down(epoch);
+        }
+    }
+
     fn begin(&self, epoch: u64, sent: Instant) {
+        self.inner.takeovers.fetch_add(1, Ordering::Relaxed);
         let until = sent + self.inner.lease - self.margin();
         *self.inner.term.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, until));
         self.inner.leader.send_replace(Leader {
@@ -320,15 +364,8 @@ impl Fence for Leadership {
     }
 
     fn deposed(&self) {
-        let epoch = self
-            .inner
-            .term
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|t| t.0);
-        if let Some(epoch) = epoch {
-            self.step_down(epoch);
-        }
+        self.inner.fenced_writes.fetch_add(1, Ordering::Relaxed);
+        self.stand_down();
     }
 }
 

@@ -166,6 +166,14 @@ impl Exposition {
         self.registry.register(name, help(text), gauge);
     }
 
+    /// A counter without labels (named with `_total`), read now.
+    pub fn count(&mut self, name: &'static str, text: &'static str, value: u64) {
+        let count: Count = Count::default();
+        count.inc_by(value);
+        self.registry
+            .register(counter_name(name), help(text), count);
+    }
+
     /// A gauge family with one label, a series per `(label value, value)`.
     pub fn gauges(
         &mut self,

@@ -45,8 +45,14 @@ pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// How long open connections may take to finish once the listener stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves the metrics of `metrics` and `store` on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Metrics, store: Store, stop: CancellationToken) {
+/// Serves the metrics of `metrics` and `store` (a standby has none) on `listener` until
+/// `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    store: Option<Store>,
+    stop: CancellationToken,
+) {
     let crowd = Crowd::new(Caps {
         total: CONNECTIONS,
         per_address: PER_ADDRESS,
@@ -118,7 +124,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, store: Store, stop: 
 async fn respond(
     request: &Request<Incoming>,
     metrics: &Metrics,
-    store: &Store,
+    store: &Option<Store>,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != PATH {
         return plain(
@@ -133,7 +139,7 @@ async fn respond(
             .insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
-    match metrics.scrape(store).await {
+    match metrics.scrape(store.as_ref()).await {
         Ok(exposition) => {
             let mut response = Response::new(Full::new(Bytes::from(exposition)));
             response.headers_mut().insert(

@@ -55,6 +55,8 @@ pub mod http;
 pub mod rpc;
 
 use std::sync::{Arc, OnceLock};
+
+use crate::cluster::Leadership;
 use std::time::{Duration, SystemTime};
 
 use crate::broker::Refusals;
@@ -108,6 +110,8 @@ struct Families {
     handshakes_dropped: Counter<1>,
     /// The CRLs whose freshness is reported, once the server has them.
     revocations: OnceLock<Revocations>,
+    /// The node's leadership, when it is one of a cluster.
+    cluster: OnceLock<Leadership>,
     /// The last census and when it was taken; the async lock makes concurrent scrapes wait for
     /// one read instead of each reading the store.
     census: tokio::sync::Mutex<Option<(std::time::Instant, census::Census)>>,
@@ -175,6 +179,7 @@ impl Metrics {
                 ["reason"],
             ),
             revocations: OnceLock::new(),
+            cluster: OnceLock::new(),
             census: tokio::sync::Mutex::new(None),
         };
         Self {
@@ -197,6 +202,11 @@ impl Metrics {
     /// Counts a TLS handshake dropped for `reason`.
     pub fn handshake_dropped(&self, reason: &str) {
         self.families.handshakes_dropped.increment([reason]);
+    }
+
+    /// Reports this node's part in `cluster` from now on.
+    pub fn watch_cluster(&self, cluster: Leadership) {
+        let _ = self.families.cluster.set(cluster);
     }
 
     /// Reports the freshness of the CRLs of `revocations` from now on.
@@ -222,9 +232,13 @@ impl Metrics {
         Ok(census)
     }
 
-    /// Writes every metric, reading the gauges from `store` (at most once a second).
-    pub async fn scrape(&self, store: &Store) -> Result<String, StoreError> {
-        let census = self.census(store).await?;
+    /// Writes every metric, reading the gauges from `store` (at most once a second; a standby
+    /// has no store to read).
+    pub async fn scrape(&self, store: Option<&Store>) -> Result<String, StoreError> {
+        let census = match store {
+            Some(store) => Some(self.census(store).await?),
+            None => None,
+        };
         let families = &self.families;
         let mut out = Exposition::default();
         families.requests.register(&mut out);
@@ -232,7 +246,9 @@ impl Metrics {
         families.revocation_lag.register(&mut out);
         families.revoke_failures.register(&mut out);
         families.break_glass_grants.register(&mut out);
-        census.encode(&mut out);
+        if let Some(census) = &census {
+            census.encode(&mut out);
+        }
         families.commit_duration.register(&mut out);
         families.commit_jobs.register(&mut out);
         families.rpc.register(&mut out);
@@ -251,8 +267,36 @@ impl Metrics {
         if let Some(revocations) = families.revocations.get() {
             encode_crls(revocations, &mut out);
         }
+        if let Some(cluster) = families.cluster.get() {
+            encode_cluster(cluster, &mut out);
+        }
         Ok(out.finish())
     }
+}
+
+/// This node's part in its cluster.
+fn encode_cluster(cluster: &Leadership, out: &mut Exposition) {
+    let counts = cluster.counts();
+    out.gauge(
+        "elevate_cluster_leader",
+        "1 on the node that leads its cluster (its lease holds by its own clock), else 0.",
+        u64::from(counts.leading),
+    );
+    out.gauge(
+        "elevate_cluster_epoch",
+        "The leadership epoch this node leads in or, on a standby, follows.",
+        counts.epoch,
+    );
+    out.count(
+        "elevate_cluster_failovers_total",
+        "Times this node took over the leadership.",
+        counts.takeovers,
+    );
+    out.count(
+        "elevate_cluster_fenced_writes_total",
+        "Write transactions of this node refused because it no longer led (nothing of them was stored).",
+        counts.fenced_writes,
+    );
 }
 
 /// The freshness of each CRL.

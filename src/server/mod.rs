@@ -226,6 +226,7 @@ impl Server {
 
     /// Serves as the leader of a cluster: `elevate admin cluster` shows its nodes.
     pub fn in_cluster(mut self, leadership: crate::cluster::Leadership) -> Self {
+        self.metrics.watch_cluster(leadership.clone());
         self.cluster = Some(leadership);
         self
     }
@@ -275,7 +276,7 @@ impl Server {
             tokio::spawn(crate::metrics::http::serve(
                 metrics_listener,
                 self.metrics.clone(),
-                self.store.clone(),
+                Some(self.store.clone()),
                 metrics_stop.clone(),
             ))
         });

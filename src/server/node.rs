@@ -58,6 +58,9 @@ pub async fn run(
     });
     // Checked once, so that a broken file stops the node before it stands by.
     Options::from_config(config, clock.clone())?;
+    // What a standby reports: its part in the cluster (the leader reports everything).
+    let standby_metrics = Metrics::new();
+    standby_metrics.watch_cluster(leadership.clone());
     loop {
         // Standing by.
         let admission = standby_admission(config)?;
@@ -68,6 +71,15 @@ pub async fn run(
             leadership.leader(),
             stop_standby.clone(),
         ));
+        let standby_scrapes = match &metrics {
+            Some(metrics) => Some(tokio::spawn(crate::metrics::http::serve(
+                tokio::net::TcpListener::from_std(metrics.try_clone()?)?,
+                standby_metrics.clone(),
+                None,
+                stop_standby.clone(),
+            ))),
+            None => None,
+        };
         ready(&format!("standing by as node {}", leadership.node()));
         let epoch = tokio::select! {
             epoch = leadership.campaign() => Some(epoch),
@@ -76,6 +88,9 @@ pub async fn run(
         stop_standby.cancel();
         if let Ok(Err(error)) = standby.await {
             tracing::error!(%error, "the standby listener failed");
+        }
+        if let Some(scrapes) = standby_scrapes {
+            let _ = scrapes.await;
         }
         let Some(epoch) = epoch else {
             return Ok(());
@@ -101,7 +116,7 @@ pub async fn run(
             Ok(server) => server.in_cluster(leadership.clone()),
             Err(error) => {
                 tracing::error!(%error, epoch, "taking over failed; standing by again");
-                crate::store::Fence::deposed(&leadership);
+                leadership.stand_down();
                 let _ = holding.await;
                 continue;
             }
@@ -145,7 +160,7 @@ pub async fn run(
             served?;
             return Ok(());
         }
-        crate::store::Fence::deposed(&leadership);
+        leadership.stand_down();
         let _ = holding.await;
         if let Err(error) = served {
             tracing::error!(%error, "serving as the leader failed");

@@ -22,6 +22,8 @@ const LEASE: Duration = Duration::from_secs(2);
 struct Nodes {
     root: PathBuf,
     configs: Vec<(String, PathBuf, String)>,
+    /// Where each node serves its metrics.
+    metrics: Vec<std::net::SocketAddr>,
     children: Vec<Option<Child>>,
 }
 
@@ -63,14 +65,17 @@ impl Nodes {
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let mut configs = Vec::new();
+        let mut metrics = Vec::new();
         for name in names {
             let port = free_port();
+            let metrics_port = free_port();
+            metrics.push(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
             let endpoint = format!("https://127.0.0.1:{port}");
             let config = root.join(format!("{name}.toml"));
             std::fs::write(
                 &config,
                 format!(
-                    "listen = \"127.0.0.1:{port}\"\nallow_root = true\n\
+                    "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nallow_root = true\n\
                      [tls]\nca = \"state/certs/ca.crt\"\ncert = \"state/certs/server.crt\"\nkey = \"state/certs/server.key\"\n\
                      [store]\nkind = \"postgres\"\nhost = \"{socket}\"\nport = {pg_port}\ndatabase = \"elevate\"\nuser = \"postgres\"\n\
                      [cluster]\nnode = \"{name}\"\nadvertise = \"{endpoint}\"\nlease = \"{lease}s\"\n\
@@ -102,6 +107,7 @@ impl Nodes {
             root: root.to_path_buf(),
             children: configs.iter().map(|_| None).collect(),
             configs,
+            metrics,
         }
     }
 
@@ -168,9 +174,10 @@ impl Nodes {
                         }
                     }
                     // A connection cut while the node changes role (standby to leader).
-                    Err(status) => {
-                        assert!(status.message().contains("transport error"), "{status:?}")
-                    }
+                    Err(status) => assert!(
+                        matches!(status.code(), Code::Unknown | Code::Cancelled),
+                        "{status:?}"
+                    ),
                 }
             }
             leader
@@ -195,6 +202,20 @@ impl Nodes {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// Node `index`'s cluster metrics, by name (checked by promtool).
+    async fn cluster_metrics(&self, index: usize) -> std::collections::BTreeMap<String, u64> {
+        let (status, _, body) = super::metrics::http(self.metrics[index], "GET", "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        super::metrics::promtool_accepts(&body);
+        body.lines()
+            .filter(|line| line.starts_with("elevate_cluster_"))
+            .map(|line| {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
     }
 
     fn holders(&self, resource: &str) -> String {
@@ -246,6 +267,26 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
             .iter()
             .all(|n| n.epoch == nodes_seen.epoch && n.last_seen_ms > 0)
     );
+    for index in 0..3 {
+        let metrics = nodes.cluster_metrics(index).await;
+        let leads = u64::from(index == first);
+        assert_eq!(
+            metrics["elevate_cluster_leader"], leads,
+            "{index}: {metrics:?}"
+        );
+        assert_eq!(
+            metrics["elevate_cluster_epoch"], nodes_seen.epoch,
+            "{metrics:?}"
+        );
+        assert_eq!(
+            metrics["elevate_cluster_failovers_total"], leads,
+            "{metrics:?}"
+        );
+        assert_eq!(
+            metrics["elevate_cluster_fenced_writes_total"], 0,
+            "{metrics:?}"
+        );
+    }
     let mut engineer = nodes.client(first, "engineer").await;
     let refused = engineer
         .admin
@@ -370,6 +411,8 @@ async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
         }
     })
     .await;
+    let metrics = nodes.cluster_metrics(old).await;
+    assert_eq!(metrics["elevate_cluster_leader"], 0, "{metrics:?}");
     // Give whatever it had scheduled (the lease's end, retries, the outbox) time to run.
     tokio::time::sleep(LEASE).await;
     std::fs::remove_file(dir.path().join("fail-revokes")).unwrap();

@@ -14,7 +14,7 @@ use super::harness::*;
 
 /// One HTTP/1.1 request on a fresh connection: the status code, the headers (lowercase names)
 /// and the body.
-async fn http(
+pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -84,7 +84,7 @@ fn assert_samples(samples: &BTreeMap<String, f64>, expected: &[(&str, f64)]) {
 }
 
 /// Runs `promtool check metrics` on `text`; skipped, saying so, when promtool is missing.
-fn promtool_accepts(text: &str) {
+pub fn promtool_accepts(text: &str) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let child = Command::new("promtool")

@@ -17,7 +17,7 @@ mod in_transaction;
 mod leases;
 mod leavers;
 mod lifecycle;
-mod metrics;
+pub mod metrics;
 mod migrate;
 mod model;
 mod notifications;
