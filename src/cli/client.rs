@@ -1,9 +1,10 @@
 //! Connecting to the daemon over mutual TLS.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+pub use super::failover::Failover;
 
 use super::CliError;
 use crate::proto::v1::access_service_client::AccessServiceClient;
@@ -36,18 +37,20 @@ fn read(what: &str, file: &Path) -> Result<Vec<u8>, CliError> {
 #[derive(Clone, Debug)]
 pub struct Clients {
     /// Requests and leases.
-    pub access: AccessServiceClient<Channel>,
+    pub access: AccessServiceClient<Failover>,
     /// Approvals.
-    pub approval: ApprovalServiceClient<Channel>,
+    pub approval: ApprovalServiceClient<Failover>,
     /// Break-glass and reviews.
-    pub break_glass: BreakGlassServiceClient<Channel>,
+    pub break_glass: BreakGlassServiceClient<Failover>,
     /// The audit trail.
-    pub audit: AuditServiceClient<Channel>,
+    pub audit: AuditServiceClient<Failover>,
     /// Administration.
-    pub admin: AdminServiceClient<Channel>,
+    pub admin: AdminServiceClient<Failover>,
 }
 
-/// Connects to `endpoint` presenting `files`' certificate.
+/// Connects to `endpoint` presenting `files`' certificate. `endpoint` may name several
+/// daemons of a cluster, separated by commas: calls then go to the leader, through failovers
+/// ([`Failover`]).
 pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, CliError> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("CA certificate", &files.ca)?))
@@ -55,20 +58,13 @@ pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, Cli
             read("client certificate", &files.cert)?,
             read("client key", &files.key)?,
         ));
-    let channel = Channel::from_shared(endpoint.to_owned())
-        .map_err(|error| CliError::Usage(format!("invalid endpoint '{endpoint}': {error}")))?
-        .tls_config(tls)
-        .map_err(|error| CliError::Connect {
-            endpoint: endpoint.to_owned(),
-            message: chain(&error),
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|error| CliError::Connect {
-            endpoint: endpoint.to_owned(),
-            message: chain(&error),
-        })?;
+    let endpoints = endpoint
+        .split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let channel = Failover::connect(endpoints, tls).await?;
     Ok(Clients {
         access: AccessServiceClient::new(channel.clone()),
         approval: ApprovalServiceClient::new(channel.clone()),

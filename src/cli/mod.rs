@@ -7,6 +7,7 @@
 pub mod client;
 pub mod cmd;
 mod error;
+pub mod failover;
 pub mod output;
 pub mod session;
 
@@ -29,7 +30,8 @@ pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7443";
 #[derive(Debug, Parser)]
 #[command(name = "elevate", version)]
 pub struct Cli {
-    /// The daemon's address.
+    /// The daemon's address; the nodes of a cluster separated by commas (calls go to the
+    /// leader, and wait through a failover).
     #[arg(
         long,
         env = "ELEVATE_ENDPOINT",

@@ -529,3 +529,105 @@ async fn a_daemon_that_runs_alone_has_no_cluster_to_show() {
     );
     daemon.stop().await;
 }
+
+/// The `elevate` CLI as `name`, knowing every node of `nodes`.
+fn cli(nodes: &Nodes, name: &str) -> Command {
+    let endpoints: Vec<&str> = (0..nodes.configs.len())
+        .map(|i| nodes.endpoint(i))
+        .collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_elevate"));
+    command
+        .env("ELEVATE_ENDPOINT", endpoints.join(","))
+        .env("ELEVATE_CERT_DIR", nodes.root.join("state/certs"))
+        .env("ELEVATE_AS", name)
+        .env_remove("ELEVATE_CA")
+        .env_remove("ELEVATE_CERT")
+        .env_remove("ELEVATE_KEY")
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
+    for index in 0..3 {
+        nodes.start(index).await;
+    }
+    let old = nodes.leader().await;
+    // Given every node, the CLI goes where the leader is, whichever it asks first.
+    let listed = cli(&nodes, "engineer")
+        .args(["-o", "json", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    // A request that waits for an approval, while the leader dies.
+    let waiting = cli(&nodes, "engineer")
+        .args(["-o", "json", "request", "prod-db-read", "--for", "30m"])
+        .args(["--reason", "INC-7 slow queries", "--wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let manager = nodes.client(old, "manager").await;
+    let pending = until("the request to wait for its approval", || {
+        let mut manager = manager.clone();
+        async move {
+            let pending = manager
+                .approval
+                .list_pending(pb::ListPendingRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .requests;
+            pending.into_iter().next()
+        }
+    })
+    .await;
+    nodes.kill(old);
+    let new = nodes.leader().await;
+    let mut manager_on_new = nodes.client(new, "manager").await;
+    approve(&mut manager_on_new, &pending.id).await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["id"], pending.id.as_str());
+    assert_eq!(answer["state"], "active");
+    // The killed node first in the list: the CLI goes on to the others.
+    let shown = cli(&nodes, "engineer")
+        .env(
+            "ELEVATE_ENDPOINT",
+            format!(
+                "{},{},{}",
+                nodes.endpoint(old),
+                nodes.endpoint((old + 1) % 3),
+                nodes.endpoint((old + 2) % 3)
+            ),
+        )
+        .args(["-o", "json", "status", &pending.id])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    drop(manager);
+    nodes.stop_all().await;
+}
