@@ -5,7 +5,7 @@
 //!
 //! | table | holds | indexed by |
 //! |---|---|---|
-//! | `elevate_requests` | every request, never deleted | state, requester, resource, deadline, open (requester, resource), review state, extension pending, break-glass (requester, created) |
+//! | `elevate_requests` | every request, never deleted | state, requester, deadline, open (requester, resource), review state, extension pending, break-glass (requester, created) |
 //! | `elevate_audit` | the hash-chained audit log, append-only | request, time, resource, action (each with time and sequence number) |
 //! | `elevate_audit_principals` | who each entry is about or by | (principal, time, sequence number) |
 //! | `elevate_checkpoints` | signed heads of the chain | sequence number |
@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS elevate_requests (
 );
 CREATE INDEX IF NOT EXISTS elevate_requests_state ON elevate_requests (state, id);
 CREATE INDEX IF NOT EXISTS elevate_requests_requester ON elevate_requests (requester, id);
-CREATE INDEX IF NOT EXISTS elevate_requests_resource ON elevate_requests (resource, id);
 CREATE INDEX IF NOT EXISTS elevate_requests_deadline ON elevate_requests (deadline, id)
     WHERE deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS elevate_requests_open ON elevate_requests (requester, resource, id)
