@@ -52,6 +52,16 @@ pub struct Clients {
 /// daemons of a cluster, separated by commas: calls then go to the leader, through failovers
 /// ([`Failover`]).
 pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, CliError> {
+    open(endpoint, files, true).await
+}
+
+/// Connects to exactly the daemon at `endpoint`: a standby's refusal (naming the leader) is
+/// the answer, not followed.
+pub async fn connect_to(endpoint: &str, files: &ClientFiles) -> Result<Clients, CliError> {
+    open(endpoint, files, false).await
+}
+
+async fn open(endpoint: &str, files: &ClientFiles, follow: bool) -> Result<Clients, CliError> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("CA certificate", &files.ca)?))
         .identity(Identity::from_pem(
@@ -64,7 +74,7 @@ pub async fn connect(endpoint: &str, files: &ClientFiles) -> Result<Clients, Cli
         .filter(|endpoint| !endpoint.is_empty())
         .map(str::to_owned)
         .collect();
-    let channel = Failover::connect(endpoints, tls).await?;
+    let channel = Failover::connect(endpoints, tls, follow).await?;
     Ok(Clients {
         access: AccessServiceClient::new(channel.clone()),
         approval: ApprovalServiceClient::new(channel.clone()),

@@ -71,6 +71,8 @@ impl std::fmt::Debug for Failover {
 
 struct Inner {
     endpoints: Vec<String>,
+    /// Whether to go where a standby says the leader is (else its refusal is the answer).
+    follow: bool,
     tls: ClientTlsConfig,
     /// The endpoint in use and its connection.
     current: Mutex<Option<(String, Channel)>>,
@@ -78,8 +80,13 @@ struct Inner {
 
 impl Failover {
     /// Connects to the first of `endpoints` that answers (waiting through [`WAIT`] for one
-    /// when there are several).
-    pub async fn connect(endpoints: Vec<String>, tls: ClientTlsConfig) -> Result<Self, CliError> {
+    /// when there are several). With `follow`, calls go where a standby says the leader is;
+    /// without, a standby's refusal is the answer (to talk to exactly one node).
+    pub async fn connect(
+        endpoints: Vec<String>,
+        tls: ClientTlsConfig,
+        follow: bool,
+    ) -> Result<Self, CliError> {
         if endpoints.is_empty() {
             return Err(CliError::Usage("no endpoint given".into()));
         }
@@ -91,6 +98,7 @@ impl Failover {
         let failover = Self {
             inner: Arc::new(Inner {
                 endpoints,
+                follow,
                 tls,
                 current: Mutex::new(None),
             }),
@@ -195,7 +203,7 @@ impl Failover {
                         .get(LEADER_HEADER)
                         .and_then(|hint| hint.to_str().ok())
                         .map(str::to_owned);
-                    if standby && !waited {
+                    if standby && self.inner.follow && !waited {
                         self.forget(&endpoint);
                         match hint {
                             // Where the leader is, as long as it does not send us in circles.

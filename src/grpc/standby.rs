@@ -21,18 +21,26 @@ use crate::proto::v1::break_glass_service_server::BreakGlassServiceServer;
 /// The metadata key naming the leader's advertised address.
 pub const LEADER_HEADER: &str = "elevate-leader";
 
+/// The metadata key saying the refusal comes from a standby, which did nothing of the call.
+pub const STANDBY_HEADER: &str = "elevate-standby";
+
 /// The refusal of an `elevate.v1` call on a standby.
 pub fn not_leader(leader: &Leader) -> Status {
-    if leader.advertise.is_empty() {
-        return Status::unavailable(
-            "this elevated is a standby and no leader is known yet; retry shortly",
-        );
-    }
-    let mut status = Status::unavailable(format!(
-        "this elevated is a standby; the leader is {} at {}",
-        leader.node, leader.advertise
-    ));
-    if let Ok(value) = leader.advertise.parse() {
+    let mut status = if leader.advertise.is_empty() {
+        Status::unavailable("this elevated is a standby and no leader is known yet; retry shortly")
+    } else {
+        Status::unavailable(format!(
+            "this elevated is a standby; the leader is {} at {}",
+            leader.node, leader.advertise
+        ))
+    };
+    status.metadata_mut().insert(
+        STANDBY_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    if !leader.advertise.is_empty()
+        && let Ok(value) = leader.advertise.parse()
+    {
         status.metadata_mut().insert(LEADER_HEADER, value);
     }
     status

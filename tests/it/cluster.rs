@@ -142,8 +142,19 @@ impl Nodes {
         &self.configs[index].2
     }
 
+    /// A client of exactly node `index` (a standby's refusal is not followed).
     async fn client(&self, index: usize, name: &str) -> Clients {
-        super::crash::connect(self.endpoint(index), &self.root.join("state"), name).await
+        let certs = self.root.join("state/certs");
+        elevate::cli::client::connect_to(
+            self.endpoint(index),
+            &elevate::cli::client::ClientFiles {
+                ca: certs.join("ca.crt"),
+                cert: certs.join(format!("{name}.crt")),
+                key: certs.join(format!("{name}.key")),
+            },
+        )
+        .await
+        .unwrap()
     }
 
     /// Which running node leads, once one does: every other one refuses with the leader's
@@ -405,6 +416,10 @@ async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
             (status.code() == Code::Unavailable
                 && status
                     .metadata()
+                    .get("elevate-standby")
+                    .is_some_and(|standby| standby == "true")
+                && status
+                    .metadata()
                     .get("elevate-leader")
                     .is_some_and(|hint| hint.to_str().unwrap() == wanted))
             .then_some(())
@@ -530,10 +545,11 @@ async fn a_daemon_that_runs_alone_has_no_cluster_to_show() {
     daemon.stop().await;
 }
 
-/// The `elevate` CLI as `name`, knowing every node of `nodes`.
-fn cli(nodes: &Nodes, name: &str) -> Command {
-    let endpoints: Vec<&str> = (0..nodes.configs.len())
-        .map(|i| nodes.endpoint(i))
+/// The `elevate` CLI as `name`, knowing every node of `nodes`, node `first` first.
+fn cli(nodes: &Nodes, name: &str, first: usize) -> Command {
+    let count = nodes.configs.len();
+    let endpoints: Vec<&str> = (0..count)
+        .map(|i| nodes.endpoint((first + i) % count))
         .collect();
     let mut command = Command::new(env!("CARGO_BIN_EXE_elevate"));
     command
@@ -556,8 +572,9 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
         nodes.start(index).await;
     }
     let old = nodes.leader().await;
-    // Given every node, the CLI goes where the leader is, whichever it asks first.
-    let listed = cli(&nodes, "engineer")
+    // Given every node, a standby first, the CLI goes where the standby says the leader is.
+    let standby = (old + 1) % 3;
+    let listed = cli(&nodes, "engineer", standby)
         .args(["-o", "json", "list"])
         .output()
         .await
@@ -568,8 +585,9 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
-    // A request that waits for an approval, while the leader dies.
-    let waiting = cli(&nodes, "engineer")
+    // A request that waits for an approval, while the leader dies. It changes something, so
+    // it reaches the leader only by following the standby's hint.
+    let waiting = cli(&nodes, "engineer", standby)
         .args(["-o", "json", "request", "prod-db-read", "--for", "30m"])
         .args(["--reason", "INC-7 slow queries", "--wait"])
         .stdout(Stdio::piped())
@@ -609,16 +627,7 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
     assert_eq!(answer["id"], pending.id.as_str());
     assert_eq!(answer["state"], "active");
     // The killed node first in the list: the CLI goes on to the others.
-    let shown = cli(&nodes, "engineer")
-        .env(
-            "ELEVATE_ENDPOINT",
-            format!(
-                "{},{},{}",
-                nodes.endpoint(old),
-                nodes.endpoint((old + 1) % 3),
-                nodes.endpoint((old + 2) % 3)
-            ),
-        )
+    let shown = cli(&nodes, "engineer", old)
         .args(["-o", "json", "status", &pending.id])
         .output()
         .await
