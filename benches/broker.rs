@@ -910,12 +910,8 @@ async fn main() {
         }
         put("audit_verify_events_per_s_postgres", figures.audit_verify);
         put("takeover_ready_100k_s", figures.takeover);
-        absent.push((
-            "failover_s",
-            "not measured by this harness yet: the kill -9 failover of three real nodes is \
-             exercised by tests/it/cluster.rs (about two seconds with a 2s lease)"
-                .to_owned(),
-        ));
+        put("failover_s", figures.failover.0);
+        put("failover_s_max", figures.failover.1);
     }
     for (name, reason) in absent {
         println!("{name:<28} {:>12}  ({reason})", "null");
@@ -938,6 +934,8 @@ struct PostgresFigures {
     audit_query: f64,
     audit_verify: f64,
     takeover: f64,
+    /// Median and slowest.
+    failover: (f64, f64),
 }
 
 /// The store in database `name` of `cluster` (made here), reached over its Unix socket.
@@ -1015,11 +1013,125 @@ async fn postgres_figures(sizes: Sizes) -> PostgresFigures {
     let takeover = started.elapsed().as_secs_f64();
     assert!(daemon.count(StateKind::Active).await > LEASES as u64);
     daemon.stop().await;
+    let failover = failovers(&env, &cluster, "takeover", FAILOVERS).await;
     PostgresFigures {
         rtt,
         grants_per_s,
         audit_query,
         audit_verify,
         takeover,
+        failover,
     }
+}
+
+/// Failovers measured per run.
+const FAILOVERS: usize = 3;
+
+/// The leadership lease of the failover figure's nodes.
+const FAILOVER_LEASE: &str = "3s";
+
+/// Two real `elevated` nodes on the store `database` of `cluster` (with its 100,000 leases):
+/// `samples` times the leader is killed with SIGKILL and the time until a grant succeeds
+/// through the CLI's client given both nodes is taken; the killed node then comes back as a
+/// standby. Returns the median and the slowest, in seconds.
+async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: usize) -> (f64, f64) {
+    let root = &env.layout.root;
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let configs: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .zip(&ports)
+        .map(|(node, port)| {
+            let file = root.join(format!("{node}.toml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\nallow_root = true\n\
+                     [tls]\nca = \"certs/ca.crt\"\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\
+                     [store]\nkind = \"postgres\"\nhost = \"{socket}\"\nport = {pg}\ndatabase = \"{database}\"\nuser = \"postgres\"\n\
+                     [cluster]\nnode = \"{node}\"\nadvertise = \"https://127.0.0.1:{port}\"\nlease = \"{FAILOVER_LEASE}\"\n\
+                     [policy]\npolicy = \"policy.toml\"\ndirectory = \"directory.toml\"\n\
+                     [audit]\nkey = \"audit.key\"\n\
+                     [provisioners.files]\nkind = \"file\"\ndir = \"targets\"\n",
+                    socket = cluster.socket_dir().display(),
+                    pg = cluster.port(),
+                ),
+            )
+            .unwrap();
+            file
+        })
+        .collect();
+    let start = |index: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["serve", "--config"])
+            .arg(&configs[index])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let endpoints = ports
+        .iter()
+        .map(|port| format!("https://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let files = ClientFiles {
+        ca: env.layout.certs.0.join("ca.crt"),
+        cert: env.layout.certs.0.join("p0.crt"),
+        key: env.layout.certs.0.join("p0.key"),
+    };
+    let mut nodes = vec![Some(start(0)), None];
+    // The first leads before the second stands by.
+    let mut client = client::connect(&endpoints, &files).await.unwrap();
+    submit(&mut client, "auto-1").await;
+    nodes[1] = Some(start(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut taken = Vec::new();
+    for sample in 0..samples {
+        // Which one leads, as the leadership row says.
+        let (db, connection) = {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host_path(cluster.socket_dir())
+                .port(cluster.port())
+                .user("postgres")
+                .dbname(database);
+            config.connect(tokio_postgres::NoTls).await.unwrap()
+        };
+        tokio::spawn(connection);
+        let node: String = db
+            .query_one(
+                "SELECT node FROM elevate_leader WHERE expires_at > clock_timestamp()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let leader = usize::from(node == "b");
+        let mut killed = nodes[leader].take().unwrap();
+        killed.kill().unwrap();
+        let started = Instant::now();
+        killed.wait().unwrap();
+        let mut client = client::connect(&endpoints, &files).await.unwrap();
+        let granted = submit(&mut client, &format!("auto-{}", 2 + sample)).await;
+        taken.push(started.elapsed());
+        println!("  (failover {}: {:.2} s)", sample + 1, started.elapsed().as_secs_f64());
+        assert_eq!(granted.state, pb::RequestState::Active as i32);
+        nodes[leader] = Some(start(leader));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for mut node in nodes.into_iter().flatten() {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+    let slowest = taken.iter().max().unwrap().as_secs_f64();
+    (percentile(&mut taken, 0.5) / 1000.0, slowest)
 }
