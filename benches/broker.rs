@@ -1123,7 +1123,11 @@ async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: us
         let mut client = client::connect(&endpoints, &files).await.unwrap();
         let granted = submit(&mut client, &format!("auto-{}", 2 + sample)).await;
         taken.push(started.elapsed());
-        println!("  (failover {}: {:.2} s)", sample + 1, started.elapsed().as_secs_f64());
+        println!(
+            "  (failover {}: {:.2} s)",
+            sample + 1,
+            started.elapsed().as_secs_f64()
+        );
         assert_eq!(granted.state, pb::RequestState::Active as i32);
         nodes[leader] = Some(start(leader));
         tokio::time::sleep(Duration::from_secs(1)).await;

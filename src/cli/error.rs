@@ -24,7 +24,7 @@ pub enum CliError {
     /// A waited-for request ended without access.
     #[error("{0}")]
     Ended(String),
-    /// The daemon stopped sending updates before the wait ended.
+    /// No daemon sent updates for a while before the wait ended.
     #[error("{0}")]
     Interrupted(String),
     /// An audit export failed verification.

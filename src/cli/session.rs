@@ -76,13 +76,11 @@ impl Session {
         if settled(&last) {
             return Ok(last);
         }
-        // The daemon closes connections that reach their maximum age (and a failover or a
-        // network blip ends a stream too): follow the request again on a new one, unless the
-        // first call of that one fails as well, or streams keep ending at once.
-        let mut watching = true;
-        let mut quick_ends = 0;
-        while watching && quick_ends < 3 {
-            let started = std::time::Instant::now();
+        // The daemon closes connections that reach their maximum age, a restart or a failover
+        // ends a stream, and a stopping daemon ends it cleanly: follow the request again, on
+        // whichever node answers, until no update came for `failover::WAIT`.
+        let mut heard = std::time::Instant::now();
+        while heard.elapsed() < super::failover::WAIT {
             let mut updates = match self
                 .clients
                 .access
@@ -92,25 +90,19 @@ impl Session {
                 .await
             {
                 Ok(updates) => updates.into_inner(),
-                Err(status) if status.code() == tonic::Code::Unavailable => break,
+                Err(status) if again(&status) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    continue;
+                }
                 Err(status) => return Err(status.into()),
             };
-            watching = false;
             while let Some(update) = updates.next().await {
                 let update = match update {
                     Ok(update) => update,
-                    Err(status)
-                        if matches!(
-                            status.code(),
-                            tonic::Code::Unavailable | tonic::Code::Unknown
-                        ) =>
-                    {
-                        watching = true;
-                        break;
-                    }
+                    Err(status) if again(&status) => break,
                     Err(status) => return Err(status.into()),
                 };
-                watching = true;
+                heard = std::time::Instant::now();
                 if !update.credentials.is_empty() {
                     *credentials = update.credentials;
                 }
@@ -130,19 +122,25 @@ impl Session {
                     return Ok(last);
                 }
             }
-            if started.elapsed() < std::time::Duration::from_secs(1) {
-                quick_ends += 1;
-            } else {
-                quick_ends = 0;
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         Err(CliError::Interrupted(format!(
-            "{}: the daemon stopped sending updates while it was {}; check with: elevate status {}",
+            "{}: no daemon sent updates for {:?} while it was {}; check with: elevate status {}",
             last.id,
+            super::failover::WAIT,
             output::state_word(last.state),
             last.id
         )))
     }
+}
+
+/// Whether a failed watch is worth starting again: the daemon was unreachable, stopping, or a
+/// standby, or the connection broke.
+fn again(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 /// The request an answer carries; the daemon always sends one.
