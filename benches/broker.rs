@@ -256,6 +256,18 @@ impl Daemon {
         self.task.await.unwrap().unwrap();
     }
 
+    /// A lease the daemon really granted (principal 0 on `auto-0`), as stored: what the
+    /// seeded leases are copies of.
+    async fn granted_template(&self) -> elevate::model::AccessRequest {
+        let mut client = self.client(&principal(0)).await;
+        let granted = submit(&mut client, "auto-0").await;
+        self.store
+            .read(move |r| r.request(granted.id.parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     async fn count(&self, kind: StateKind) -> u64 {
         self.store
             .read(move |r| r.count_in_state(kind))
@@ -503,14 +515,7 @@ async fn expiry_burst(leases: usize) -> f64 {
     const RESOURCES: usize = 100;
     let env = Env::with_certificates(PRINCIPALS, 1, RESOURCES);
     let daemon = env.start(StoreOptions::default().max_batch).await;
-    let mut client = daemon.client(&principal(0)).await;
-    let template = submit(&mut client, "auto-0").await;
-    let template = daemon
-        .store
-        .read(move |r| r.request(template.id.parse().unwrap()))
-        .await
-        .unwrap()
-        .unwrap();
+    let template = daemon.granted_template().await;
     let end = env.clock.now().saturating_add(Duration::from_secs(7200));
     seed_leases(
         &daemon.store,
@@ -642,14 +647,7 @@ async fn scale_figures(leases: usize, lag_samples: usize) -> (f64, f64, f64, f64
     empty.stop();
 
     let daemon = env.start(StoreOptions::default().max_batch).await;
-    let mut client = daemon.client(&principal(0)).await;
-    let template = submit(&mut client, "auto-0").await;
-    let template = daemon
-        .store
-        .read(move |r| r.request(template.id.parse().unwrap()))
-        .await
-        .unwrap()
-        .unwrap();
+    let template = daemon.granted_template().await;
     let first_end = env
         .clock
         .now()
@@ -987,14 +985,7 @@ async fn postgres_figures(sizes: Sizes) -> PostgresFigures {
     let env = Env::with_certificates(PRINCIPALS, 1, RESOURCES)
         .on(Some(postgres_store(&cluster, "takeover").await));
     let daemon = env.start(StoreOptions::default().max_batch).await;
-    let mut client = daemon.client(&principal(0)).await;
-    let template = submit(&mut client, "auto-0").await;
-    let template = daemon
-        .store
-        .read(move |r| r.request(template.id.parse().unwrap()))
-        .await
-        .unwrap()
-        .unwrap();
+    let template = daemon.granted_template().await;
     let first_end = env.clock.now().saturating_add(Duration::from_secs(86_400));
     let seeded = seed_leases(
         &daemon.store,

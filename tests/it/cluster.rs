@@ -229,6 +229,22 @@ impl Nodes {
             .collect()
     }
 
+    /// `elevated audit verify --config` passes on the store: one chain across the epochs.
+    fn audit_verifies(&self) {
+        let verified = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["audit", "verify", "--config"])
+            .arg(&self.configs[0].1)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&verified.stdout);
+        assert!(
+            verified.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        assert!(stdout.contains("intact"), "{stdout}");
+    }
+
     fn holders(&self, resource: &str) -> String {
         std::fs::read_to_string(self.root.join(format!("state/targets/{resource}.allow")))
             .unwrap_or_default()
@@ -341,18 +357,7 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
     assert_eq!(state(&again), "active");
 
     nodes.stop_all().await;
-    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
-        .args(["audit", "verify", "--config"])
-        .arg(&nodes.configs[0].1)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&verified.stdout);
-    assert!(
-        verified.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
-    assert!(stdout.contains("intact"), "{stdout}");
+    nodes.audit_verifies();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,16 +474,7 @@ async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
     assert_eq!(state(&again), "active");
 
     nodes.stop_all().await;
-    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
-        .args(["audit", "verify", "--config"])
-        .arg(&nodes.configs[0].1)
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    nodes.audit_verifies();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
