@@ -158,7 +158,12 @@ pub(super) async fn serve(
         let metrics = metrics_listen.or(config.metrics_listen);
         if let Some(cluster) = config.cluster.clone() {
             return serve_node(
-                &config, cluster, clock, address, metrics, terminate, notifier,
+                &config,
+                cluster,
+                clock,
+                (address, metrics),
+                (terminate, hangup),
+                notifier,
             )
             .await;
         }
@@ -238,9 +243,8 @@ async fn serve_node(
     config: &Config,
     cluster: crate::config::ClusterConfig,
     clock: Arc<SystemClock>,
-    address: SocketAddr,
-    metrics: Option<SocketAddr>,
-    terminate: tokio::signal::unix::Signal,
+    (address, metrics): (SocketAddr, Option<SocketAddr>),
+    (terminate, mut hangup): (Signal, Signal),
     notifier: Notifier,
 ) -> Result<(), CommandError> {
     let crate::store::Location::Postgres(target) =
@@ -279,14 +283,43 @@ async fn serve_node(
             notifier.stopping("stopping: draining calls, grants and revokes");
         }
     };
+    // SIGHUP reloads what the leader runs with; a standby reads the files when it takes over.
+    let (reloader, leading) = tokio::sync::watch::channel(None::<Reloader>);
+    tokio::spawn({
+        let notifier = notifier.clone();
+        async move {
+            while hangup.recv().await.is_some() {
+                let current = leading.borrow().clone();
+                let Some(reloader) = current else {
+                    tracing::info!(
+                        "standing by: the files are read again when this node takes over"
+                    );
+                    continue;
+                };
+                notifier.reloading("reloading");
+                let problems = on_reload(&reloader).await;
+                notifier.ready(&if problems.is_empty() {
+                    "leading; reloaded".to_owned()
+                } else {
+                    format!(
+                        "leading; reload failed, previous files in force: {}",
+                        problems.join("; ")
+                    )
+                });
+            }
+        }
+    });
     crate::server::node::run(
-        config,
-        leadership,
-        clock,
-        listener,
-        metrics_listener,
+        crate::server::node::Node {
+            config,
+            leadership,
+            clock,
+            listener,
+            metrics: metrics_listener,
+        },
         stopping,
         move |status| notifier.ready(status),
+        &reloader,
     )
     .await
     .map_err(|error| CommandError::Failed(crate::elevated::chain(&error)))

@@ -19,6 +19,22 @@ use crate::provision::Provisioner;
 use crate::tls::LiveTls;
 use crate::tls::revocation::Revocations;
 
+/// One node: its configuration, its part in the leadership, its clock and its listeners (the
+/// same sockets whether it leads or stands by).
+#[derive(Debug)]
+pub struct Node<'a> {
+    /// The configuration (with a `[cluster]` section).
+    pub config: &'a Config,
+    /// This node's leadership.
+    pub leadership: Leadership,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Where gRPC is served.
+    pub listener: std::net::TcpListener,
+    /// Where metrics are served, if anywhere.
+    pub metrics: Option<std::net::TcpListener>,
+}
+
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -34,16 +50,22 @@ pub enum NodeError {
 }
 
 /// Runs a node of `config` (which has a `[cluster]` section) on `listener` until `shutdown`
-/// completes. `ready` is told each time the node starts leading or standing by.
+/// completes. `ready` is told each time the node starts leading or standing by, and
+/// `reloader` holds what `SIGHUP` reloads while it leads (nothing while it stands by: a node
+/// reads the files afresh when it takes over).
 pub async fn run(
-    config: &Config,
-    leadership: Leadership,
-    clock: SharedClock,
-    listener: std::net::TcpListener,
-    metrics: Option<std::net::TcpListener>,
+    node: Node<'_>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl Fn(&str) + Send + Sync,
+    reloader: &tokio::sync::watch::Sender<Option<crate::Reloader>>,
 ) -> Result<(), NodeError> {
+    let Node {
+        config,
+        leadership,
+        clock,
+        listener,
+        metrics,
+    } = node;
     listener.set_nonblocking(true)?;
     if let Some(metrics) = &metrics {
         metrics.set_nonblocking(true)?;
@@ -128,6 +150,7 @@ pub async fn run(
             None => server,
         };
         let recovery = server.recovery();
+        reloader.send_replace(Some(server.reloader()));
         tracing::info!(
             epoch,
             overdue = recovery.overdue,
@@ -153,6 +176,7 @@ pub async fn run(
                 ended,
             )
             .await;
+        reloader.send_replace(None);
         if stopping.is_cancelled() {
             // Stepping down at once: a standby takes over without waiting for the lease.
             leadership.release(epoch).await;

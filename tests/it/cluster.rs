@@ -636,3 +636,49 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
     drop(manager);
     nodes.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_leader_and_a_standby_reads_the_files_when_it_takes_over() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b"]).await;
+    for index in 0..2 {
+        nodes.start(index).await;
+    }
+    let leader = nodes.leader().await;
+    let mut oncall = nodes.client(leader, "oncall").await;
+    let lease = request(&mut oncall, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(state(&lease), "active");
+    // The leaver is marked in the directory file; SIGHUP to the leader makes it so.
+    let file = nodes.root.join("state/directory.toml");
+    let directory = std::fs::read_to_string(&file).unwrap().replace(
+        "[principals.oncall]\n",
+        "[principals.oncall]\nstatus = \"suspended\"\n",
+    );
+    std::fs::write(&file, directory).unwrap();
+    nodes.signal(leader, rustix::process::Signal::HUP);
+    let mut admin = nodes.client(leader, "admin").await;
+    let revoked = until_state(&admin, &lease.id, "revoked").await;
+    assert!(
+        revoked.end_reason.contains("suspended"),
+        "{}",
+        revoked.end_reason
+    );
+    // A SIGHUP to the standby changes nothing and stops nothing.
+    let standby = 1 - leader;
+    nodes.signal(standby, rustix::process::Signal::HUP);
+    // The standby takes over with the files as they are now: the leaver stays refused.
+    nodes.kill(leader);
+    let new = nodes.leader().await;
+    assert_eq!(new, standby);
+    let mut oncall = nodes.client(new, "oncall").await;
+    let refused = request(&mut oncall, "staging-db", "1h", "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    admin = nodes.client(new, "admin").await;
+    assert_eq!(state(&status(&mut admin, &lease.id).await), "revoked");
+    nodes.stop_all().await;
+}
