@@ -614,9 +614,18 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
         .unwrap()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs: String = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            format!(
+                "--- {name}\n{}",
+                std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default()
+            )
+        })
+        .collect();
     assert!(
         output.status.success(),
-        "{stdout}{}",
+        "{stdout}{}\nold {old} new {new}\n{logs}",
         String::from_utf8_lossy(&output.stderr)
     );
     let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -681,4 +690,38 @@ async fn sighup_reloads_the_leader_and_a_standby_reads_the_files_when_it_takes_o
     admin = nodes.client(new, "admin").await;
     assert_eq!(state(&status(&mut admin, &lease.id).await), "revoked");
     nodes.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_cluster_has_its_database_to_itself() {
+    let pg = Cluster::start();
+    pg.sql("CREATE DATABASE alone").await;
+    let server = PostgresUnderTest {
+        socket_dir: pg.socket_dir(),
+        port: pg.port(),
+    };
+    let first = Env::new();
+    first.tweak({
+        let server = server.clone();
+        move |options| options.store = server.location("alone")
+    });
+    let daemon = first.start().await;
+    // A second daemon on the same database (with the same audit key) would write beside it,
+    // unfenced: refused.
+    let second = Env::new();
+    std::fs::copy(&first.layout.audit_key, &second.layout.audit_key).unwrap();
+    second.tweak({
+        let server = server.clone();
+        move |options| options.store = server.location("alone")
+    });
+    let refused = second
+        .try_start()
+        .await
+        .err()
+        .expect("the second daemon was refused");
+    assert!(refused.to_string().contains("in use"), "{refused}");
+    // Once the first has stopped, the database is free at once.
+    daemon.stop().await;
+    let daemon = second.start().await;
+    daemon.stop().await;
 }

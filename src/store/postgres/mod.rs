@@ -228,6 +228,43 @@ pub(super) struct Postgres {
     jobs: Queue,
     shown: PathBuf,
     closed: AtomicBool,
+    /// The session holding this daemon's claim on the database ([`claim`]); closed with the
+    /// store.
+    claim: Mutex<Option<Client>>,
+}
+
+/// The advisory lock that says which daemons use a database.
+const IN_USE: i64 = 7_265_747;
+
+/// Claims the database for this daemon, on a session of its own held while the store is
+/// open: alone (a daemon without `[cluster]`, which fences nothing, must have the database to
+/// itself, as a redb file is held by one process) or `shared` with the other nodes of its
+/// cluster (whose writes the leadership epoch fences). Either kind keeps the other out.
+async fn claim(target: &Target, shared: bool) -> Result<Client, StoreError> {
+    let client = target.connect_plain().await?;
+    let sql = if shared {
+        "SELECT pg_try_advisory_lock_shared($1)"
+    } else {
+        "SELECT pg_try_advisory_lock($1)"
+    };
+    let held: bool = client
+        .query_one(sql, &[&IN_USE])
+        .await
+        .map_err(|e| failed("claiming the database", &e))?
+        .get(0);
+    if !held {
+        return Err(StoreError::InUse(PathBuf::from(format!(
+            "{} (another elevated {}; a daemon without [cluster] needs the database to itself, \
+             and the nodes of a cluster share it only with each other)",
+            target.shown,
+            if shared {
+                "without [cluster] uses it"
+            } else {
+                "uses it"
+            }
+        ))));
+    }
+    Ok(client)
 }
 
 impl Postgres {
@@ -240,6 +277,7 @@ impl Postgres {
     ) -> Result<Self, StoreError> {
         let key = options.signing.as_ref().map(|signing| signing.key.public());
         initialize(&target, key).await?;
+        let claim = claim(&target, options.fence.is_some()).await?;
         let target = Arc::new(target);
         let runtime = Handle::current();
         let jobs = writer::spawn(target.clone(), runtime.clone(), options, listener, stats)?;
@@ -251,6 +289,7 @@ impl Postgres {
             runtime,
             jobs,
             closed: AtomicBool::new(false),
+            claim: Mutex::new(Some(claim)),
         })
     }
 
@@ -328,6 +367,12 @@ impl Backend for Postgres {
         Box::pin(async move {
             self.jobs.close(tokio::time::Instant::now() + within).await;
             self.closed.store(true, Ordering::SeqCst);
+            // Released now, not when the server notices the session ended: a daemon started
+            // right after this one stopped finds the database free.
+            let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(claim) = claim {
+                let _ = claim.batch_execute("SELECT pg_advisory_unlock_all()").await;
+            }
             let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
             readers.open -= readers.idle.len();
             readers.idle.clear();
