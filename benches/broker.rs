@@ -1015,6 +1015,16 @@ async fn postgres_figures(sizes: Sizes) -> PostgresFigures {
     }
 }
 
+/// An `elevated` node process, killed with SIGKILL when dropped (a panicking run leaves none).
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Failovers measured per run.
 const FAILOVERS: usize = 3;
 
@@ -1067,6 +1077,7 @@ async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: us
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
+            .map(Node)
             .unwrap()
     };
     let endpoints = ports
@@ -1107,10 +1118,9 @@ async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: us
             .unwrap()
             .get(0);
         let leader = usize::from(node == "b");
-        let mut killed = nodes[leader].take().unwrap();
-        killed.kill().unwrap();
+        let killed = nodes[leader].take().unwrap();
         let started = Instant::now();
-        killed.wait().unwrap();
+        drop(killed);
         let mut client = client::connect(&endpoints, &files).await.unwrap();
         let granted = submit(&mut client, &format!("auto-{}", 2 + sample)).await;
         taken.push(started.elapsed());
@@ -1123,10 +1133,7 @@ async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: us
         nodes[leader] = Some(start(leader));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for mut node in nodes.into_iter().flatten() {
-        let _ = node.kill();
-        let _ = node.wait();
-    }
+    drop(nodes);
     let slowest = taken.iter().max().unwrap().as_secs_f64();
     (percentile(&mut taken, 0.5) / 1000.0, slowest)
 }
