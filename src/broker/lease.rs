@@ -363,22 +363,28 @@ impl Broker {
         F: FnOnce(&AccessRequest) -> Result<bool, TransitionError> + Send + 'static,
     {
         let broker = self.clone();
-        let task = self.inner.effects.tasks.spawn(async move {
-            let _held = broker.inner.effects.requests.lock(id).await;
-            let request = broker
-                .read_request(id)
-                .await?
-                .ok_or(BrokerError::NotFound(id))?;
-            match (check(&request)?, &request.state) {
-                (true, State::Active) => broker.revoke(request, ending, actor, why).await,
-                // A leaver's or mover's lease whose grant is still being retried: whatever the
-                // attempts left on the target is removed and the request ends as revoked.
-                (true, State::Approved { .. }) if ending == Ending::Revoked => {
-                    broker.revoke(request, ending, actor, why).await
+        // The call's idempotency key goes with it: the revoke's first write claims it.
+        let slot = crate::store::idempotency::carried();
+        let task = self
+            .inner
+            .effects
+            .tasks
+            .spawn(crate::store::idempotency::within(slot, async move {
+                let _held = broker.inner.effects.requests.lock(id).await;
+                let request = broker
+                    .read_request(id)
+                    .await?
+                    .ok_or(BrokerError::NotFound(id))?;
+                match (check(&request)?, &request.state) {
+                    (true, State::Active) => broker.revoke(request, ending, actor, why).await,
+                    // A leaver's or mover's lease whose grant is still being retried: whatever the
+                    // attempts left on the target is removed and the request ends as revoked.
+                    (true, State::Approved { .. }) if ending == Ending::Revoked => {
+                        broker.revoke(request, ending, actor, why).await
+                    }
+                    _ => Ok(request),
                 }
-                _ => Ok(request),
-            }
-        });
+            }));
         task.await.map_err(|_| BrokerError::ShuttingDown)?
     }
 }

@@ -17,6 +17,19 @@ fn settled(request: &AccessRequest) -> bool {
 }
 
 impl Broker {
+    /// The time by the broker's clock.
+    pub fn now(&self) -> crate::model::Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The idempotency key `key` as claimed, if it was.
+    pub async fn claimed(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::idempotency::Claim>, BrokerError> {
+        Ok(self.inner.store.claimed(key).await?)
+    }
+
     /// Request `id`, if `caller` may see it ([`Caller::may_see`]).
     pub async fn request(
         &self,

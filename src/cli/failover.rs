@@ -7,12 +7,13 @@
 //!   anything, so this is always safe);
 //! - after a standby said no leader is known yet, a moment later;
 //! - to the next endpoint when one cannot be reached (nothing was sent);
-//! - for calls that change nothing (reads), also after a connection broke mid-call or the
-//!   leader could not reach its store.
+//! - also after a connection broke mid-call or the leader could not reach its store: reads
+//!   change nothing, and every call that changes something carries an `idempotency-key` (a
+//!   random one per call, set here), so the daemon answers a repeat with the first call's
+//!   outcome instead of doing it twice.
 //!
-//! A call that changes something and whose connection broke after it was sent is not sent again:
-//! its outcome is unknown, and the error says so. All this within [`WAIT`]; with a single
-//! endpoint only a leader hint is followed.
+//! All this within [`WAIT`]; with a single endpoint only a leader hint is followed, and a
+//! broken connection is the answer (with the call's key, should the caller want to look).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,17 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The metadata a standby's refusal carries: the leader's address, and that it is a standby.
 const LEADER_HEADER: &str = "elevate-leader";
 const STANDBY_HEADER: &str = "elevate-standby";
+
+/// The header naming a call that changes something, so that a repeat is recognised.
+const KEY_HEADER: &str = "idempotency-key";
+
+/// A fresh idempotency key: 128 random bits, hex.
+fn fresh_key() -> Result<String, BoxError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "the system's random number generator failed")?;
+    Ok(crate::hash::hex(&bytes))
+}
 
 /// The methods that change nothing, so that sending them twice is harmless.
 fn changes_nothing(path: &str) -> bool {
@@ -173,9 +185,12 @@ impl Failover {
     }
 
     async fn send(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let body: Bytes = body.collect().await?.to_bytes();
         let reading = changes_nothing(parts.uri.path());
+        if !reading && !parts.headers.contains_key(KEY_HEADER) {
+            parts.headers.insert(KEY_HEADER, fresh_key()?.parse()?);
+        }
         let several = self.inner.endpoints.len() > 1;
         let started = tokio::time::Instant::now();
         let mut hints = 0;
@@ -206,18 +221,25 @@ impl Failover {
                     if standby && self.inner.follow && !waited {
                         self.forget(&endpoint);
                         match hint {
-                            // Where the leader is, as long as it does not send us in circles.
+                            // Where the leader is, as long as standbys do not send us in
+                            // circles (each may have a stale view for a moment).
                             Some(leader) if hints < 8 && leader != endpoint => {
-                                hints += 1;
-                                if self.open(&leader).await.is_err() && !several {
-                                    return Ok(response);
+                                match self.open(&leader).await {
+                                    Ok(_) => hints += 1,
+                                    Err(_) if !several => return Ok(response),
+                                    // The leader named is gone: a standby takes over soon,
+                                    // and the next refusal names it.
+                                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
                                 }
                             }
-                            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                            _ => {
+                                hints = 0;
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                            }
                         }
                         continue;
                     }
-                    if unavailable && reading && several && !waited {
+                    if unavailable && several && !waited {
                         self.forget(&endpoint);
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         continue;
@@ -226,15 +248,16 @@ impl Failover {
                 }
                 Err(error) => {
                     self.forget(&endpoint);
-                    if reading && several && !waited {
+                    if several && !waited {
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         continue;
                     }
-                    if !reading {
+                    if let Some(key) = parts.headers.get(KEY_HEADER) {
                         return Err(format!(
                             "the connection to {endpoint} broke after the call was sent, so \
                              whether it took effect is unknown (check with `elevate status` or \
-                             `elevate list`): {}",
+                             `elevate list`; the call's {KEY_HEADER} was {}): {}",
+                            key.to_str().unwrap_or_default(),
                             chain(&error)
                         )
                         .into());
@@ -266,7 +289,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_calls_that_change_nothing_are_sent_twice_after_a_break() {
+    fn keys_are_fresh_and_accepted_by_the_daemon() {
+        let (a, b) = (fresh_key().unwrap(), fresh_key().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn calls_that_change_something_are_told_apart() {
         for read in [
             "/elevate.v1.AccessService/GetRequest",
             "/elevate.v1.AccessService/ListRequests",

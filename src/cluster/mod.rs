@@ -160,26 +160,13 @@ impl Leadership {
         )
         .await
         .map_err(failed)?;
-        let sent = Instant::now();
-        let lease_ms = self.inner.lease.as_millis() as f64;
-        let taken = db
-            .query_opt(
-                "UPDATE elevate_leader SET epoch = epoch + 1, node = $1, advertise = $2, \
-                 expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
-                 renewed_at = clock_timestamp() \
-                 WHERE id = 1 AND expires_at < clock_timestamp() RETURNING epoch",
-                &[&self.inner.node, &self.inner.advertise, &lease_ms],
-            )
-            .await
-            .map_err(failed)?;
-        if let Some(row) = taken {
-            let epoch = row.get::<_, i64>(0) as u64;
-            self.begin(epoch, sent);
-            return Ok(Some(epoch));
-        }
+        // Read first, without a lock: a standby never queues behind the leader's writes (each
+        // of which holds the row `FOR SHARE`), so it learns a new leader at once and costs the
+        // leader nothing; only an expired row is worth taking.
         let row = db
             .query_one(
-                "SELECT epoch, node, advertise FROM elevate_leader WHERE id = 1",
+                "SELECT epoch, node, advertise, expires_at < clock_timestamp() \
+                 FROM elevate_leader WHERE id = 1",
                 &[],
             )
             .await
@@ -194,7 +181,29 @@ impl Leadership {
             *seen = leader;
             changed
         });
-        Ok(None)
+        if !row.get::<_, bool>(3) {
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        let lease_ms = self.inner.lease.as_millis() as f64;
+        let taken = db
+            .query_opt(
+                // The epoch's history row in the same statement: who led from when.
+                "WITH taken AS (UPDATE elevate_leader SET epoch = epoch + 1, node = $1, \
+                 advertise = $2, expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
+                 renewed_at = clock_timestamp() \
+                 WHERE id = 1 AND expires_at < clock_timestamp() RETURNING epoch, node, advertise) \
+                 INSERT INTO elevate_epochs (epoch, node, advertise, began_at) \
+                 SELECT epoch, node, advertise, clock_timestamp() FROM taken RETURNING epoch",
+                &[&self.inner.node, &self.inner.advertise, &lease_ms],
+            )
+            .await
+            .map_err(failed)?;
+        Ok(taken.map(|row| {
+            let epoch = row.get::<_, i64>(0) as u64;
+            self.begin(epoch, sent);
+            epoch
+        }))
     }
 
     /// This node's leadership in numbers.
@@ -366,6 +375,10 @@ impl Fence for Leadership {
     fn deposed(&self) {
         self.inner.fenced_writes.fetch_add(1, Ordering::Relaxed);
         self.stand_down();
+    }
+
+    fn node(&self) -> &str {
+        &self.inner.node
     }
 }
 

@@ -86,14 +86,15 @@ pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandErr
             ))
         })?;
     println!(
-        "{} → {}: {} requests, {} audit entries, {} checkpoints, {} queued notifications, {} offboarded principals",
+        "{} → {}: {} requests, {} audit entries, {} checkpoints, {} queued notifications, {} offboarded principals, {} idempotency keys",
         from.display(),
         target.shown(),
         imported.requests,
         imported.entries,
         imported.checkpoints,
         imported.queued,
-        imported.offboarded
+        imported.offboarded,
+        imported.claims
     );
     Ok(())
 }

@@ -6,7 +6,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
-use super::{caller, convert};
+use super::{caller, convert, idempotent};
 use std::collections::HashMap;
 
 use crate::broker::{Broker, Caller, Gate};
@@ -86,6 +86,12 @@ impl AccessService for Access {
         request: Request<pb::SubmitRequestRequest>,
     ) -> Result<Response<pb::SubmitRequestResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AccessService/SubmitRequest",
+            &request,
+        )?;
         let body = request.into_inner();
         let ask = Ask {
             resource: convert::resource(&body.resource)?,
@@ -93,11 +99,10 @@ impl AccessService for Access {
             reason: convert::reason("reason", &body.reason)?,
             ticket: convert::ticket(&body.ticket)?,
         };
-        let submitted = self
-            .broker
-            .submit(&caller, ask)
-            .await
-            .map_err(from_broker)?;
+        let submitted = idempotent::once(&self.broker, claim, self.broker.submit(&caller, ask))
+            .await?
+            .request(&self.broker, &caller)
+            .await?;
         let (wire, credentials) = delivered(&self.broker, &caller, &submitted);
         Ok(Response::new(pb::SubmitRequestResponse {
             request: Some(wire),
@@ -180,8 +185,17 @@ impl AccessService for Access {
         request: Request<pb::CancelRequestRequest>,
     ) -> Result<Response<pb::CancelRequestResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AccessService/CancelRequest",
+            &request,
+        )?;
         let id = convert::request_id("id", &request.get_ref().id)?;
-        let cancelled = self.broker.cancel(&caller, id).await.map_err(from_broker)?;
+        let cancelled = idempotent::once(&self.broker, claim, self.broker.cancel(&caller, id))
+            .await?
+            .request(&self.broker, &caller)
+            .await?;
         Ok(Response::new(pb::CancelRequestResponse {
             request: Some(convert::request_to_proto(&cancelled)),
         }))
@@ -192,12 +206,17 @@ impl AccessService for Access {
         request: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AccessService/ReleaseLease",
+            &request,
+        )?;
         let id = convert::request_id("id", &request.get_ref().id)?;
-        let released = self
-            .broker
-            .release(&caller, id)
-            .await
-            .map_err(from_broker)?;
+        let released = idempotent::once(&self.broker, claim, self.broker.release(&caller, id))
+            .await?
+            .request(&self.broker, &caller)
+            .await?;
         Ok(Response::new(pb::ReleaseLeaseResponse {
             request: Some(convert::request_to_proto(&released)),
         }))
@@ -208,17 +227,26 @@ impl AccessService for Access {
         request: Request<pb::ExtendLeaseRequest>,
     ) -> Result<Response<pb::ExtendLeaseResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AccessService/ExtendLease",
+            &request,
+        )?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let by = convert::duration("by", &body.by)?
             .ok_or_else(|| invalid("by", "say how much longer, e.g. 30m"))?;
         let reason = convert::reason("reason", &body.reason)?
             .ok_or_else(|| invalid("reason", "a reason is required to extend"))?;
-        let extended = self
-            .broker
-            .extend(&caller, id, by, reason)
-            .await
-            .map_err(from_broker)?;
+        let extended = idempotent::once(
+            &self.broker,
+            claim,
+            self.broker.extend(&caller, id, by, reason),
+        )
+        .await?
+        .request(&self.broker, &caller)
+        .await?;
         Ok(Response::new(pb::ExtendLeaseResponse {
             request: Some(convert::request_to_proto(&extended)),
         }))

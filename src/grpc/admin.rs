@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
-use super::{caller, convert};
+use super::{caller, convert, idempotent};
 use crate::broker::{Broker, Enforcement, Gate};
 use crate::cluster::Leadership;
 use crate::model::{Principal, Reason};
@@ -67,15 +67,24 @@ impl AdminService for Admin {
         request: Request<pb::RevokeLeaseRequest>,
     ) -> Result<Response<pb::RevokeLeaseResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AdminService/RevokeLease",
+            &request,
+        )?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let reason = convert::reason("reason", &body.reason)?
             .ok_or_else(|| invalid("reason", "a reason is required to revoke a lease"))?;
-        let revoked = self
-            .broker
-            .admin_revoke(&caller, id, reason)
-            .await
-            .map_err(from_broker)?;
+        let revoked = idempotent::once(
+            &self.broker,
+            claim,
+            self.broker.admin_revoke(&caller, id, reason),
+        )
+        .await?
+        .request(&self.broker, &caller)
+        .await?;
         Ok(Response::new(pb::RevokeLeaseResponse {
             request: Some(convert::request_to_proto(&revoked)),
         }))
@@ -124,12 +133,21 @@ impl AdminService for Admin {
         request: Request<pb::ReinstateRequest>,
     ) -> Result<Response<pb::ReinstateResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.AdminService/Reinstate",
+            &request,
+        )?;
         let body = request.into_inner();
         let (principal, reason) = principal_and_reason(&body.principal, &body.reason, "reinstate")?;
-        self.broker
-            .reinstate(&caller, principal, reason)
-            .await
-            .map_err(from_broker)?;
+        // A repeat after the first call reinstated them answers as the first call did.
+        idempotent::once(
+            &self.broker,
+            claim,
+            self.broker.reinstate(&caller, principal, reason),
+        )
+        .await?;
         Ok(Response::new(pb::ReinstateResponse {}))
     }
 

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
-use super::{caller, convert};
+use super::{caller, convert, idempotent};
 use crate::broker::{Broker, Gate};
 use crate::proto::v1 as pb;
 use crate::proto::v1::approval_service_server::ApprovalService;
@@ -40,14 +40,23 @@ impl ApprovalService for Approvals {
         request: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.ApprovalService/Approve",
+            &request,
+        )?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let comment = convert::comment(&body.comment)?;
-        let approved = self
-            .broker
-            .approve(&caller, id, comment)
-            .await
-            .map_err(from_broker)?;
+        let approved = idempotent::once(
+            &self.broker,
+            claim,
+            self.broker.approve(&caller, id, comment),
+        )
+        .await?
+        .request(&self.broker, &caller)
+        .await?;
         Ok(Response::new(pb::ApproveResponse {
             request: Some(convert::request_to_proto(&approved)),
         }))
@@ -58,15 +67,20 @@ impl ApprovalService for Approvals {
         request: Request<pb::DenyRequest>,
     ) -> Result<Response<pb::DenyResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.ApprovalService/Deny",
+            &request,
+        )?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let reason = convert::reason("reason", &body.reason)?
             .ok_or_else(|| invalid("reason", "a reason is required to deny"))?;
-        let denied = self
-            .broker
-            .deny(&caller, id, reason)
-            .await
-            .map_err(from_broker)?;
+        let denied = idempotent::once(&self.broker, claim, self.broker.deny(&caller, id, reason))
+            .await?
+            .request(&self.broker, &caller)
+            .await?;
         Ok(Response::new(pb::DenyResponse {
             request: Some(convert::request_to_proto(&denied)),
         }))

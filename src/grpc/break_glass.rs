@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::status::{from_broker, invalid};
-use super::{caller, convert};
+use super::{caller, convert, idempotent};
 use crate::broker::{Broker, Gate};
 use crate::policy::BreakGlassAsk;
 use crate::proto::v1 as pb;
@@ -30,6 +30,12 @@ impl BreakGlassService for BreakGlass {
         request: Request<pb::BreakGlassRequest>,
     ) -> Result<Response<pb::BreakGlassResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.BreakGlassService/BreakGlass",
+            &request,
+        )?;
         let body = request.into_inner();
         let ask = BreakGlassAsk {
             resource: convert::resource(&body.resource)?,
@@ -38,11 +44,10 @@ impl BreakGlassService for BreakGlass {
                 .ok_or_else(|| invalid("reason", "a reason is required to break glass"))?,
             incident: convert::incident(&body.incident)?,
         };
-        let granted = self
-            .broker
-            .break_glass(&caller, ask)
-            .await
-            .map_err(from_broker)?;
+        let granted = idempotent::once(&self.broker, claim, self.broker.break_glass(&caller, ask))
+            .await?
+            .request(&self.broker, &caller)
+            .await?;
         Ok(Response::new(pb::BreakGlassResponse {
             request: Some(convert::request_to_proto(&granted)),
         }))
@@ -72,6 +77,12 @@ impl BreakGlassService for BreakGlass {
         request: Request<pb::SubmitReviewRequest>,
     ) -> Result<Response<pb::SubmitReviewResponse>, Status> {
         let caller = caller(&self.gate, &request)?;
+        let claim = idempotent::claim(
+            &self.broker,
+            &caller,
+            "elevate.v1.BreakGlassService/SubmitReview",
+            &request,
+        )?;
         let body = request.into_inner();
         let id = convert::request_id("id", &body.id)?;
         let justified = match body.verdict.as_str() {
@@ -85,11 +96,14 @@ impl BreakGlassService for BreakGlass {
             }
         };
         let notes = convert::reason("notes", &body.notes)?;
-        let reviewed = self
-            .broker
-            .review(&caller, id, justified, notes)
-            .await
-            .map_err(from_broker)?;
+        let reviewed = idempotent::once(
+            &self.broker,
+            claim,
+            self.broker.review(&caller, id, justified, notes),
+        )
+        .await?
+        .request(&self.broker, &caller)
+        .await?;
         Ok(Response::new(pb::SubmitReviewResponse {
             review: convert::review_to_proto(&reviewed),
             request: Some(convert::request_to_proto(&reviewed)),

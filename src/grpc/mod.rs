@@ -11,6 +11,7 @@ mod audit;
 mod break_glass;
 pub mod convert;
 pub mod health;
+pub mod idempotent;
 pub mod refuse;
 pub mod standby;
 pub mod status;

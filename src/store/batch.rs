@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::idempotency::Claim;
 use super::seam::{Job, Responder, View};
 use super::{Changes, Commit, CommitListener, Outgoing, Recorded, StoreError, StoreStats};
 use crate::audit::Draft;
@@ -53,6 +54,9 @@ pub(super) trait Transaction: View {
     /// Removes the offboarding of `principal`.
     fn reinstate(&mut self, principal: &Principal) -> Result<(), StoreError>;
 
+    /// Records a claimed idempotency key.
+    fn claim(&mut self, claim: &Claim) -> Result<(), StoreError>;
+
     /// Stores `changes`, appending each stored (or touched) request to `committed` and each
     /// audit event, in brief, to `recorded`.
     fn apply(
@@ -89,6 +93,9 @@ pub(super) trait Transaction: View {
         }
         for principal in &changes.reinstated {
             self.reinstate(principal)?;
+        }
+        for claim in &changes.claims {
+            self.claim(claim)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 mod batch;
 mod embedded;
+pub mod idempotency;
 pub mod postgres;
 pub mod seam;
 
@@ -143,6 +144,9 @@ pub enum StoreError {
     /// was stored.
     #[error("not the leader: {0}")]
     Fenced(String),
+    /// The call's idempotency key was claimed already (by this claim): nothing was changed.
+    #[error("idempotency key '{}' was used already", .0.key)]
+    Replayed(Box<idempotency::Claim>),
     /// A read job panicked.
     #[error("a store read failed unexpectedly")]
     ReadPanicked,
@@ -201,6 +205,8 @@ pub struct Changes {
     pub offboarded: Vec<Offboarding>,
     /// Principals reinstated: their offboarding is removed.
     pub reinstated: Vec<Principal>,
+    /// Idempotency keys claimed by the calls these changes are the first writes of.
+    pub claims: Vec<idempotency::Claim>,
 }
 
 impl Changes {
@@ -215,6 +221,13 @@ impl Changes {
         self.checkpoint = self.checkpoint.max(other.checkpoint);
         self.offboarded.extend(other.offboarded);
         self.reinstated.extend(other.reinstated);
+        self.claims.extend(other.claims);
+    }
+
+    /// Whether these changes store something of the workflow (a request or an audit event),
+    /// so that they are what a call's idempotency key is claimed with.
+    fn store_something(&self) -> bool {
+        !self.requests.is_empty() || !self.events.is_empty()
     }
 
     /// Announces `request` as it is, storing nothing.
@@ -278,6 +291,42 @@ impl Recorded {
                     .map(|index| first + index)
             }),
         })
+    }
+}
+
+/// `job`, for the call whose idempotency slot is `slot` (if any): while the slot's key is not
+/// yet claimed, a key claimed already refuses the job, and the first of its writes that stores
+/// something claims it, with the request it stores first.
+fn claiming<T, E, F>(
+    slot: Option<idempotency::Slot>,
+    job: F,
+) -> impl FnOnce(&dyn View) -> Result<(Changes, T), E> + Send + 'static
+where
+    F: FnOnce(&dyn View) -> Result<(Changes, T), E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    move |view| {
+        let Some(slot) = slot.filter(|slot| slot.pending().is_some()) else {
+            return job(view);
+        };
+        if let Some(key) = slot.pending()
+            && let Some(first) = view.claimed(&key)?
+        {
+            return Err(E::from(StoreError::Replayed(Box::new(first))));
+        }
+        let (mut changes, answer) = job(view)?;
+        if changes.store_something()
+            && let Some(mut claim) = slot.take()
+        {
+            claim.request = changes
+                .requests
+                .first()
+                .or(changes.touched.first())
+                .map(|request| request.id);
+            changes.claims.push(claim);
+        }
+        Ok((changes, answer))
     }
 }
 
@@ -455,7 +504,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job = seam::erase(job, answer);
+        let job = seam::erase(claiming(idempotency::carried(), job), answer);
         if self.backend.submit(job).await.is_err() {
             return Err(E::from(self.stopped()));
         }
@@ -468,6 +517,12 @@ impl Store {
                 "the write was discarded; the daemon log says why".to_owned(),
             ))),
         }
+    }
+
+    /// The idempotency key `key` as claimed, if it was.
+    pub async fn claimed(&self, key: &str) -> Result<Option<idempotency::Claim>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |reads| reads.claimed(&key)).await
     }
 
     fn stopped(&self) -> StoreError {

@@ -17,6 +17,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::idempotency::Claim;
 use super::{AuditCursor, AuditPage, Changes, OutboxDue, Outgoing, StoreError};
 use crate::BoxFuture;
 use crate::audit::Event;
@@ -154,6 +155,12 @@ pub trait Reads {
     /// number minus one).
     fn audit_count(&self) -> Result<u64, StoreError>;
 
+    /// The idempotency key `key` as claimed, if it was.
+    fn claimed(&self, key: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// Every claimed idempotency key (to copy a store).
+    fn claims(&self) -> Result<Vec<Claim>, StoreError>;
+
     /// Requests with ids above `after`, oldest first, at most `limit`.
     fn requests_after(
         &self,
@@ -184,6 +191,9 @@ pub trait View {
 
     /// The id the next new request gets.
     fn next_request_id(&self) -> Result<RequestId, StoreError>;
+
+    /// The idempotency key `key` as claimed, if it was (by an earlier job of this batch too).
+    fn claimed(&self, key: &str) -> Result<Option<Claim>, StoreError>;
 }
 
 /// Told a job's outcome once its transaction committed (or failed).
@@ -220,6 +230,9 @@ pub trait Fence: Send + Sync + 'static {
 
     /// A write was refused because a newer epoch took over: this daemon is deposed.
     fn deposed(&self);
+
+    /// This daemon's node name, recorded with what it writes.
+    fn node(&self) -> &str;
 }
 
 impl std::fmt::Debug for dyn Fence {

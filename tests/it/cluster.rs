@@ -356,6 +356,39 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
         .unwrap();
     assert_eq!(state(&again), "active");
 
+    // Each audit entry names the epoch and node that wrote it; each epoch, the node that took
+    // it: the killed leader's entries are all of its epoch, the new leader's of the next.
+    let db = pg.superuser_on("elevate").await;
+    let epochs: Vec<(i64, String)> = db
+        .query("SELECT epoch, node FROM elevate_epochs ORDER BY epoch", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let names = [
+        nodes.configs[first].0.clone(),
+        nodes.configs[second].0.clone(),
+    ];
+    assert_eq!(
+        epochs
+            .iter()
+            .map(|(_, node)| node.clone())
+            .collect::<Vec<_>>(),
+        names,
+        "{epochs:?}"
+    );
+    let writers: Vec<(i64, String)> = db
+        .query(
+            "SELECT DISTINCT epoch, node FROM elevate_audit ORDER BY epoch",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(writers, epochs);
     nodes.stop_all().await;
     nodes.audit_verifies();
 }
@@ -539,6 +572,164 @@ async fn a_daemon_that_runs_alone_has_no_cluster_to_show() {
         "{refused:?}"
     );
     daemon.stop().await;
+}
+
+/// `message` sent with `key` as its idempotency key.
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failover_get_the_first_outcome()
+ {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
+    for index in 0..3 {
+        nodes.start(index).await;
+    }
+    let first = nodes.leader().await;
+    let mut engineer = nodes.client(first, "engineer").await;
+    let mut manager = nodes.client(first, "manager").await;
+    let submit = pb::SubmitRequestRequest {
+        resource: "prod-db-read".into(),
+        duration: "1h".into(),
+        reason: "INC-9 replay".into(),
+        ticket: String::new(),
+    };
+    let submitted = engineer
+        .access
+        .submit_request(keyed(submit.clone(), "submit-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&submitted), "pending");
+    let approval = pb::ApproveRequest {
+        id: submitted.id.clone(),
+        comment: String::new(),
+    };
+    let approved = manager
+        .approval
+        .approve(keyed(approval.clone(), "approve-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&approved), "active");
+    let release = pb::ReleaseLeaseRequest {
+        id: submitted.id.clone(),
+    };
+    let released = engineer
+        .access
+        .release_lease(keyed(release.clone(), "release-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&released), "released");
+
+    // The answers are lost with the leader; each call is sent again, with its key, to the
+    // next one.
+    nodes.kill(first);
+    let second = nodes.leader().await;
+    let mut engineer = nodes.client(second, "engineer").await;
+    let mut manager = nodes.client(second, "manager").await;
+    let submitted_again = engineer
+        .access
+        .submit_request(keyed(submit.clone(), "submit-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(
+        submitted_again.id, submitted.id,
+        "a second request was made"
+    );
+    let approved_again = manager
+        .approval
+        .approve(keyed(approval, "approve-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(approved_again.id, submitted.id);
+    assert_eq!(approved_again.decisions.len(), 1);
+    let released_again = engineer
+        .access
+        .release_lease(keyed(release.clone(), "release-9"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(released_again.id, submitted.id);
+    assert_eq!(state(&released_again), "released");
+    assert_eq!(released_again.ended_at_ms, released.ended_at_ms);
+
+    // A key names one call: another call with it is refused and does nothing.
+    let other = engineer
+        .access
+        .submit_request(keyed(
+            pb::SubmitRequestRequest {
+                resource: "staging-db".into(),
+                ..submit
+            },
+            "submit-9",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument, "{other:?}");
+    assert!(other.message().contains("idempotency-key"), "{other:?}");
+    let listed = engineer
+        .access
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // One grant and one revoke on the target, one of each in the history.
+    let calls = nodes.calls();
+    assert_eq!(calls.matches(" grant engineer").count(), 1, "{calls}");
+    assert_eq!(calls.matches(" revoke engineer").count(), 1, "{calls}");
+    let history = engineer
+        .audit
+        .get_history(pb::GetHistoryRequest {
+            request_id: submitted.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = history.events.iter().map(|e| e.action.as_str()).collect();
+    for once in [
+        "request.submitted",
+        "request.approval",
+        "lease.granted",
+        "lease.released",
+    ] {
+        assert_eq!(
+            actions.iter().filter(|a| **a == once).count(),
+            1,
+            "{actions:?}"
+        );
+    }
+    // Sent without its key, the same submit is a new request: the key made the repeat safe.
+    let anew = request(&mut engineer, "prod-db-read", "1h", "INC-9 replay", "")
+        .await
+        .unwrap();
+    assert_ne!(anew.id, submitted.id);
+    nodes.stop_all().await;
+    nodes.audit_verifies();
 }
 
 /// The `elevate` CLI as `name`, knowing every node of `nodes`, node `first` first.

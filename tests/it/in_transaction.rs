@@ -199,3 +199,65 @@ async fn a_reinstatement_or_offboarding_whose_commit_fails_is_not_in_force() {
     assert_eq!(who_am_i(&mut oncall).await.unwrap(), "oncall");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_twice_at_once_makes_one_request() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let engineer = daemon.client("engineer").await;
+    let store = daemon.store.clone();
+    let (holding, held) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn(async move {
+        store
+            .write(move |_| {
+                let _ = holding.send(());
+                let _ = released.recv();
+                Ok::<_, StoreError>((Changes::default(), ()))
+            })
+            .await
+    });
+    held.await.unwrap();
+    // Both pass the lookup before the writer runs: the key is claimed by neither yet.
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let mut engineer = engineer.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(pb::SubmitRequestRequest {
+                    resource: "prod-db-read".into(),
+                    duration: "1h".into(),
+                    reason: "twice at once".into(),
+                    ticket: String::new(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("idempotency-key", "both".parse().unwrap());
+                engineer.access.submit_request(request).await
+            })
+        })
+        .collect();
+    let store = daemon.store.clone();
+    until("both submits to wait for the writer", || {
+        let queued = store.queued_jobs();
+        async move { (queued >= 2).then_some(()) }
+    })
+    .await;
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for call in calls {
+        let answer = call.await.unwrap().unwrap().into_inner();
+        ids.push(answer.request.unwrap().id);
+    }
+    assert_eq!(ids[0], ids[1], "{ids:?}");
+    let mut engineer = engineer;
+    let listed = engineer
+        .access
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    daemon.stop().await;
+}

@@ -215,3 +215,138 @@ async fn a_grant_that_keeps_failing_ends_failed_after_cleaning_up() {
     );
     daemon.stop().await;
 }
+
+/// `message` sent with `key` as its idempotency key.
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_call_sent_again_with_its_idempotency_key_gets_the_first_outcome() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let submit = pb::SubmitRequestRequest {
+        resource: "staging-db".into(),
+        duration: "30m".into(),
+        reason: "check replication".into(),
+        ticket: String::new(),
+    };
+    let answer = |response: tonic::Response<pb::SubmitRequestResponse>| {
+        response.into_inner().request.unwrap()
+    };
+    let first = answer(
+        engineer
+            .access
+            .submit_request(keyed(submit.clone(), "k-1"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(state(&first), "active");
+    let again = answer(
+        engineer
+            .access
+            .submit_request(keyed(submit.clone(), "k-1"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.id, first.id);
+    assert_eq!(env.grants(), 1);
+    // Without the key it is a second request, refused as one.
+    let refused = engineer
+        .access
+        .submit_request(submit.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+
+    // The same key for another call (other arguments, another method, another caller).
+    let mut oncall = daemon.client("oncall").await;
+    for (what, status) in [
+        (
+            "other arguments",
+            engineer
+                .access
+                .submit_request(keyed(
+                    pb::SubmitRequestRequest {
+                        duration: "1h".into(),
+                        ..submit.clone()
+                    },
+                    "k-1",
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "another method",
+            engineer
+                .access
+                .release_lease(keyed(
+                    pb::ReleaseLeaseRequest {
+                        id: first.id.clone(),
+                    },
+                    "k-1",
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "another caller",
+            oncall
+                .access
+                .submit_request(keyed(submit.clone(), "k-1"))
+                .await
+                .unwrap_err(),
+        ),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().contains("'k-1' was used for another call"),
+            "{what}: {status:?}"
+        );
+    }
+    assert_eq!(state(&status(&mut engineer, &first.id).await), "active");
+    assert!(env.holders("staging-db").contains(&"engineer".to_owned()));
+
+    // Keys the daemon cannot take are refused, naming the header.
+    for bad in ["", "has space", &"k".repeat(129), "ключ"] {
+        let mut request = tonic::Request::new(pb::ReleaseLeaseRequest {
+            id: first.id.clone(),
+        });
+        let Ok(value) = bad.parse() else { continue };
+        request.metadata_mut().insert("idempotency-key", value);
+        let status = engineer.access.release_lease(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(status.message().contains("idempotency-key"), "{status:?}");
+    }
+    assert_eq!(state(&status(&mut engineer, &first.id).await), "active");
+
+    // A release sent again after it took effect answers as the first did.
+    let release = pb::ReleaseLeaseRequest {
+        id: first.id.clone(),
+    };
+    let released = engineer
+        .access
+        .release_lease(keyed(release.clone(), "k-2"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let released_again = engineer
+        .access
+        .release_lease(keyed(release, "k-2"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&released_again), "released");
+    assert_eq!(released_again.ended_at_ms, released.ended_at_ms);
+    assert_eq!(env.targets.revokes.load(Ordering::SeqCst), 1);
+    daemon.stop().await;
+}

@@ -42,8 +42,23 @@ async fn a_redb_store_moves_to_postgres_with_the_same_chain_and_serves_on() {
     let daemon = env.start().await;
     some_history(&env, &daemon).await;
     let mut engineer = daemon.client("engineer").await;
-    let kept = request(&mut engineer, "staging-db", "8h", "", "")
+    let keep = || {
+        let mut call = tonic::Request::new(elevate::proto::v1::SubmitRequestRequest {
+            resource: "staging-db".into(),
+            duration: "8h".into(),
+            ..Default::default()
+        });
+        call.metadata_mut()
+            .insert("idempotency-key", "kept".parse().unwrap());
+        call
+    };
+    let kept = engineer
+        .access
+        .submit_request(keep())
         .await
+        .unwrap()
+        .into_inner()
+        .request
         .unwrap();
     daemon.stop().await;
     let file = env.layout.store.clone();
@@ -70,7 +85,8 @@ async fn a_redb_store_moves_to_postgres_with_the_same_chain_and_serves_on() {
     .await;
     assert!(migrated.status.success(), "{}", text(&migrated));
     assert!(
-        text(&migrated).contains(&format!("{count} audit entries")),
+        text(&migrated).contains(&format!("{count} audit entries"))
+            && !text(&migrated).contains(" 0 idempotency keys"),
         "{}",
         text(&migrated)
     );
@@ -100,6 +116,16 @@ async fn a_redb_store_moves_to_postgres_with_the_same_chain_and_serves_on() {
     let daemon = env.start().await;
     let mut engineer = daemon.client("engineer").await;
     assert_eq!(state(&status(&mut engineer, &kept.id).await), "active");
+    // Idempotency keys moved too: the submit sent again is answered with its first outcome.
+    let again = engineer
+        .access
+        .submit_request(keep())
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(again.id, kept.id);
     let next = request(&mut engineer, "prod-db-read", "30m", "after", "")
         .await
         .unwrap();

@@ -279,6 +279,13 @@ impl Cluster {
             .is_empty()
     }
 
+    /// A superuser session over TCP on database `database`.
+    pub async fn superuser_on(&self, database: &str) -> Client {
+        self.login(SUPERUSER, &self.superuser_password, database)
+            .await
+            .unwrap_or_else(|error| panic!("superuser login to {database} failed: {error}"))
+    }
+
     /// Logs in as `user` over TCP (no TLS, scram-sha-256) to database `postgres`; the
     /// connection runs in a spawned task until the client is dropped or the server ends it.
     pub async fn connect_as(
@@ -286,10 +293,19 @@ impl Cluster {
         user: &str,
         password: &str,
     ) -> Result<Client, tokio_postgres::Error> {
+        self.login(user, password, "postgres").await
+    }
+
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
-            .dbname("postgres")
+            .dbname(database)
             .user(user)
             .password(password)
             .connect(NoTls)

@@ -8,8 +8,9 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
-    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, META, META_AUDIT_KEY,
-    OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code, state_code,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, IDEMPOTENCY, META,
+    META_AUDIT_KEY, OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
+    state_code,
 };
 use super::{Outgoing, StoreError};
 use crate::audit::Event;
@@ -328,6 +329,23 @@ impl Reads for Reader {
         for row in table.iter()? {
             let (_, value) = row?;
             found.push(decode("offboarded", value.value())?);
+        }
+        Ok(found)
+    }
+
+    fn claimed(&self, key: &str) -> Result<Option<crate::store::idempotency::Claim>, StoreError> {
+        match self.txn.open_table(IDEMPOTENCY)?.get(key)? {
+            Some(bytes) => decode("idempotency", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn claims(&self) -> Result<Vec<crate::store::idempotency::Claim>, StoreError> {
+        let table = self.txn.open_table(IDEMPOTENCY)?;
+        let mut found = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            found.push(decode("idempotency", value.value())?);
         }
         Ok(found)
     }

@@ -22,6 +22,7 @@
 //! | `outbox` | seq → JSON notification | notifications not yet delivered |
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
 //! | `offboarded` | principal → JSON offboarding | principals an administrator offboarded |
+//! | `idempotency` | key → JSON claim | idempotency keys and what their first call changed |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
 //!
 //! Longer than most files: the layout, and applying one job's changes to every table and index
@@ -39,6 +40,7 @@ use crate::model::{
     AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
 };
 use crate::store::batch::Transaction;
+use crate::store::idempotency::Claim;
 use crate::store::seam::View;
 
 pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
@@ -72,6 +74,7 @@ pub(super) const EXTENSIONS_PENDING: TableDefinition<u64, ()> =
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
 pub(super) const OFFBOARDED: TableDefinition<&str, &[u8]> = TableDefinition::new("offboarded");
+pub(super) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
@@ -177,6 +180,7 @@ pub(super) fn initialize(
         txn.open_table(OUTBOX_DUE)?;
         txn.open_table(EXTENSIONS_PENDING)?;
         txn.open_table(OFFBOARDED)?;
+        txn.open_table(IDEMPOTENCY)?;
     }
     txn.commit()?;
     Ok(())
@@ -203,6 +207,7 @@ pub(super) struct Tables<'txn> {
     extensions: Table<'txn, u64, ()>,
     outbox_due: Table<'txn, (u64, u64), ()>,
     offboarded: Table<'txn, &'static str, &'static [u8]>,
+    idempotency: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     signing: Option<&'txn Signing>,
     /// Outbox entries queued in this transaction (the writer wakes the dispatcher for them).
@@ -236,6 +241,7 @@ impl<'txn> Tables<'txn> {
             extensions: txn.open_table(EXTENSIONS_PENDING)?,
             outbox_due: txn.open_table(OUTBOX_DUE)?,
             offboarded: txn.open_table(OFFBOARDED)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -475,6 +481,12 @@ impl Transaction for Tables<'_> {
         self.offboarded.remove(principal.as_str())?;
         Ok(())
     }
+
+    fn claim(&mut self, claim: &Claim) -> Result<(), StoreError> {
+        self.idempotency
+            .insert(claim.key.as_str(), encode(claim).as_slice())?;
+        Ok(())
+    }
 }
 
 /// What a write job may read: the state as of the jobs committed before it, including the
@@ -534,6 +546,13 @@ impl View for Tables<'_> {
             self.meta_u64(META_NEXT_ID)?
                 .unwrap_or(RequestId::FIRST.raw()),
         ))
+    }
+
+    fn claimed(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        match self.idempotency.get(key)? {
+            Some(bytes) => decode("idempotency", bytes.value()).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

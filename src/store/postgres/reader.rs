@@ -311,6 +311,24 @@ impl Reads for Snapshot<'_> {
         )
     }
 
+    fn claimed(&self, key: &str) -> Result<Option<crate::store::idempotency::Claim>, StoreError> {
+        Ok(self
+            .records(
+                "elevate_idempotency",
+                "SELECT outcome FROM elevate_idempotency WHERE key = $1",
+                &[&key],
+            )?
+            .pop())
+    }
+
+    fn claims(&self) -> Result<Vec<crate::store::idempotency::Claim>, StoreError> {
+        self.records(
+            "elevate_idempotency",
+            "SELECT outcome FROM elevate_idempotency ORDER BY key",
+            &[],
+        )
+    }
+
     fn outbox_len(&self) -> Result<u64, StoreError> {
         self.count("SELECT count(*) FROM elevate_outbox", &[])
     }

@@ -6,7 +6,7 @@
 //! | table | holds | indexed by |
 //! |---|---|---|
 //! | `elevate_requests` | every request, never deleted | state, requester, deadline, open (requester, resource), review state, extension pending, break-glass (requester, created) |
-//! | `elevate_audit` | the hash-chained audit log, append-only | request, time, resource, action (each with time and sequence number) |
+//! | `elevate_audit` | the hash-chained audit log, append-only, each entry with the epoch and node that wrote it (0 and empty without a cluster) | request, time, resource, action (each with time and sequence number) |
 //! | `elevate_audit_principals` | who each entry is about or by | (principal, time, sequence number) |
 //! | `elevate_checkpoints` | signed heads of the chain | sequence number |
 //! | `elevate_outbox` | notifications not yet delivered | next attempt |
@@ -14,7 +14,8 @@
 //! | `elevate_meta` | schema version, counters, chain head, audit key | name |
 //! | `elevate_leader` | the one leadership row: epoch, node, expiry (database clock) | — |
 //! | `elevate_nodes` | every node seen, its address and last contact | node |
-//! | `elevate_idempotency` | the first outcome of each idempotency key | key |
+//! | `elevate_epochs` | every epoch: the node that took it and when | epoch |
+//! | `elevate_idempotency` | each claimed idempotency key: caller, method, digest of the arguments, request changed | key |
 
 use tokio_postgres::Client;
 
@@ -68,7 +69,9 @@ CREATE TABLE IF NOT EXISTS elevate_audit (
     request bigint,
     resource text,
     action text NOT NULL,
-    record bytea NOT NULL
+    record bytea NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0,
+    node text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS elevate_audit_request ON elevate_audit (request, seq)
     WHERE request IS NOT NULL;
@@ -112,6 +115,21 @@ CREATE TABLE IF NOT EXISTS elevate_nodes (
     advertise text NOT NULL,
     seen_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS elevate_epochs (
+    epoch bigint PRIMARY KEY,
+    node text NOT NULL,
+    advertise text NOT NULL,
+    began_at timestamptz NOT NULL
+);
+-- Stores created before entries recorded their epoch: added once (an ALTER every start would
+-- queue behind a paused leader's transaction and hold up everybody's reads of the log).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'elevate_audit' AND column_name = 'epoch') THEN
+        ALTER TABLE elevate_audit ADD COLUMN epoch bigint NOT NULL DEFAULT 0,
+            ADD COLUMN node text NOT NULL DEFAULT '';
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS elevate_idempotency (
     key text PRIMARY KEY,
     principal text NOT NULL,

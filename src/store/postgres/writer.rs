@@ -25,6 +25,7 @@ use crate::model::{AccessRequest, Offboarding, Principal, RequestId, ResourceNam
 use crate::store::batch::{self, Batch, Queue, Transaction};
 use crate::store::embedded::codec::{decode, encode};
 use crate::store::embedded::{review_code, state_code};
+use crate::store::idempotency::Claim;
 use crate::store::seam::{Job, View};
 use crate::store::{CommitListener, Outgoing, Signing, StoreError, StoreOptions, StoreStats};
 
@@ -107,6 +108,8 @@ impl Writer {
                 signing: signing.as_ref(),
                 counters: Counters::default(),
                 queued: 0,
+                epoch: epoch.map_or(0, id),
+                node: fence.as_ref().map(|fence| fence.node()).unwrap_or_default(),
             };
             let result = (|| {
                 if let Some(epoch) = epoch {
@@ -190,6 +193,10 @@ struct Tables<'a> {
     counters: Counters,
     /// Outbox entries queued in this transaction.
     queued: usize,
+    /// The leadership epoch the transaction commits in, and the node (0 and empty without a
+    /// cluster), recorded with each audit entry.
+    epoch: i64,
+    node: &'a str,
 }
 
 fn id(raw: u64) -> i64 {
@@ -327,8 +334,8 @@ impl Tables<'_> {
         let seq = event.seq;
         self.execute(
             "appending an audit entry",
-            "INSERT INTO elevate_audit (seq, at, request, resource, action, record) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO elevate_audit (seq, at, request, resource, action, record, epoch, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &id(seq),
                 &id(event.at.unix_millis()),
@@ -336,6 +343,8 @@ impl Tables<'_> {
                 &event.resource.as_ref().map(ResourceName::as_str),
                 &event.action,
                 &record,
+                &self.epoch,
+                &self.node,
             ],
         )?;
         for principal in principals_of(event) {
@@ -525,6 +534,22 @@ impl Transaction for Tables<'_> {
         )?;
         Ok(())
     }
+
+    fn claim(&mut self, claim: &Claim) -> Result<(), StoreError> {
+        // No conflict clause: a key is claimed once (the job checked inside this transaction),
+        // so a duplicate is a failure, never an overwrite.
+        self.execute(
+            "recording an idempotency key",
+            "INSERT INTO elevate_idempotency (key, principal, at, outcome) VALUES ($1, $2, $3, $4)",
+            &[
+                &claim.key,
+                &claim.principal.as_str(),
+                &id(claim.at.unix_millis()),
+                &encode(claim),
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 /// What a write job may read: the transaction, with the earlier jobs of its batch applied.
@@ -572,6 +597,17 @@ impl View for Tables<'_> {
     fn next_request_id(&self) -> Result<RequestId, StoreError> {
         Ok(RequestId::from_raw(self.counters.next_id))
     }
+
+    fn claimed(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        let rows = self.query(
+            "reading an idempotency key",
+            "SELECT outcome FROM elevate_idempotency WHERE key = $1",
+            &[&key],
+        )?;
+        rows.first()
+            .map(|row| decode("elevate_idempotency", row.get(0)))
+            .transpose()
+    }
 }
 
 /// What [`import`] copied.
@@ -587,6 +623,8 @@ pub struct Imported {
     pub queued: u64,
     /// Offboarded principals.
     pub offboarded: u64,
+    /// Claimed idempotency keys.
+    pub claims: u64,
 }
 
 /// Entries read from the source per step.
@@ -594,7 +632,7 @@ const IMPORT_PAGE: usize = 4096;
 
 /// Copies everything `source` holds into the empty store at `target`, in one transaction:
 /// requests, the audit entries as their stored bytes (so the chain and its head stay exactly
-/// the same), checkpoints, the outbox, offboardings and counters. Runs on a blocking thread.
+/// the same), checkpoints, the outbox, offboardings, idempotency keys and counters. Runs on a blocking thread.
 pub(super) fn import(
     target: &Target,
     runtime: &Handle,
@@ -612,6 +650,8 @@ pub(super) fn import(
         signing: None,
         counters: Counters::default(),
         queued: 0,
+        epoch: 0,
+        node: "",
     };
     let held = tables.query(
         "checking the store is empty",
@@ -679,6 +719,10 @@ pub(super) fn import(
     for offboarding in source.offboarded()? {
         tables.offboard(&offboarding)?;
         imported.offboarded += 1;
+    }
+    for claim in source.claims()? {
+        tables.claim(&claim)?;
+        imported.claims += 1;
     }
     tables.counters.next_seq = source.audit_count()? + 1;
     tables.counters.head = source.audit_head()?;
