@@ -27,12 +27,17 @@
 
 #[path = "chaos/checks.rs"]
 mod checks;
+#[path = "chaos/cluster.rs"]
+mod cluster;
 #[path = "chaos/daemon.rs"]
 mod daemon;
 #[path = "chaos/fixture.rs"]
 mod fixture;
 #[path = "chaos/ledger.rs"]
 mod ledger;
+#[path = "it/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 #[path = "chaos/rng.rs"]
 mod rng;
 #[path = "chaos/workload.rs"]
@@ -80,19 +85,32 @@ fn from_env<T: std::str::FromStr>(name: &str) -> Option<T> {
     }
 }
 
-/// One test called `chaos`, behind libtest's command line (through `libtest-mimic`), so that
-/// `cargo test` and `cargo nextest` list, filter and run it like any other.
+/// Two tests, `chaos` (one daemon, killed) and `chaos_cluster` (three nodes on PostgreSQL,
+/// their leaders killed and paused), behind libtest's command line (through
+/// `libtest-mimic`), so that `cargo test` and `cargo nextest` list, filter and run them like
+/// any other. One at a time: each takes the machine's cores.
 fn main() -> ExitCode {
-    let args = libtest_mimic::Arguments::from_args();
-    let chaos = libtest_mimic::Trial::test("chaos", || chaos().map_err(Into::into));
-    libtest_mimic::run(&args, vec![chaos]).exit_code()
+    let mut args = libtest_mimic::Arguments::from_args();
+    args.test_threads.get_or_insert(1);
+    let single = libtest_mimic::Trial::test("chaos", || chaos(false).map_err(Into::into));
+    let cluster = libtest_mimic::Trial::test("chaos_cluster", || chaos(true).map_err(Into::into));
+    libtest_mimic::run(&args, vec![single, cluster]).exit_code()
 }
 
-/// The whole run; an error when it found violations.
-fn chaos() -> Result<(), String> {
+/// The whole run (of the cluster mode with `cluster`); an error when it found violations.
+fn chaos(cluster: bool) -> Result<(), String> {
+    let (name, faults, variable) = if cluster {
+        ("chaos cluster", "failovers", "ELEVATE_CHAOS_FAILOVERS")
+    } else {
+        ("chaos", "kills", "ELEVATE_CHAOS_KILLS")
+    };
     let seed = from_env("ELEVATE_CHAOS_SEED").unwrap_or_else(rng::fresh_seed);
-    println!("chaos: seed {seed}");
-    let kills = from_env("ELEVATE_CHAOS_KILLS").unwrap_or(DEFAULT_KILLS);
+    println!("{name}: seed {seed}");
+    let kills = from_env(variable).unwrap_or(if cluster {
+        cluster::DEFAULT_FAILOVERS
+    } else {
+        DEFAULT_KILLS
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,7 +118,11 @@ fn chaos() -> Result<(), String> {
         .unwrap();
     runtime.spawn(clean_up_when_interrupted());
     let started = Instant::now();
-    let outcome = runtime.block_on(run(seed, kills));
+    let outcome = if cluster {
+        runtime.block_on(cluster::run(seed, kills))
+    } else {
+        runtime.block_on(run(seed, kills))
+    };
     let refusals: Vec<String> = outcome
         .stats
         .refusals
@@ -108,7 +130,7 @@ fn chaos() -> Result<(), String> {
         .map(|(code, n)| format!("{n} {code}"))
         .collect();
     println!(
-        "chaos: {} requests, {} calls: {} acknowledged, {} refused ({}), {} cut off by kills; {} hook calls finished after their daemon was killed; {:.0?}",
+        "{name}: {} requests, {} calls: {} acknowledged, {} refused ({}), {} cut off by kills; {} hook calls finished after their daemon was killed; {:.0?}",
         outcome.requests,
         outcome.stats.sent,
         outcome.stats.acknowledged,
@@ -120,7 +142,7 @@ fn chaos() -> Result<(), String> {
     );
     let [starting, checking, working, verifying] = outcome.spent.map(|d| d.as_secs_f64());
     println!(
-        "chaos: time spent starting {starting:.0} s, checking {checking:.0} s, working {working:.0} s, verifying {verifying:.0} s"
+        "{name}: time spent starting {starting:.0} s, checking {checking:.0} s, working {working:.0} s, verifying {verifying:.0} s"
     );
     let violations = outcome.found.violations.len();
     if violations > 0 || std::env::var_os("ELEVATE_CHAOS_KEEP").is_some() {
@@ -130,19 +152,19 @@ fn chaos() -> Result<(), String> {
             ""
         };
         println!(
-            "chaos: state kept in {}; replay with ELEVATE_CHAOS_SEED={seed} ELEVATE_CHAOS_KILLS={kills}{unit}",
+            "{name}: state kept in {}; replay with ELEVATE_CHAOS_SEED={seed} {variable}={kills}{unit}",
             outcome.kept.display()
         );
     }
     println!(
-        "chaos: {} kills, {} transitions checked, {violations} violations",
+        "{name}: {} {faults}, {} transitions checked, {violations} violations",
         outcome.kills, outcome.found.checked
     );
     if violations == 0 {
         Ok(())
     } else {
         Err(format!(
-            "{violations} violations; replay with ELEVATE_CHAOS_SEED={seed} ELEVATE_CHAOS_KILLS={kills}"
+            "{violations} violations; replay with ELEVATE_CHAOS_SEED={seed} {variable}={kills}"
         ))
     }
 }
@@ -197,6 +219,9 @@ struct Harness {
     /// Where the time went: starting (with recovery), connecting and checking, the workload,
     /// verifying the audit chain offline.
     spent: [Duration; 4],
+    /// In cluster mode, the configuration whose (PostgreSQL) store is verified, instead of the
+    /// redb file.
+    verify_config: Option<PathBuf>,
 }
 
 async fn run(seed: u64, kills: usize) -> Outcome {
@@ -206,41 +231,62 @@ async fn run(seed: u64, kills: usize) -> Outcome {
         .unwrap();
     let fixture = Fixture::create(dir.path(), seed);
     let _ = HOOK.set(fixture.hook.clone());
-    let mut harness = Harness {
-        fixture,
-        rng: Rng::new(seed),
-        ledger: Arc::default(),
-        found: Findings::default(),
-        pubkey: String::new(),
-        run: 0,
-        kills: 0,
-        unit: std::env::var_os("ELEVATE_CHAOS_ORPHANS").is_none(),
-        spent: Default::default(),
-    };
+    let mut harness = Harness::new(fixture, seed);
     let result = harness.drive(kills).await;
-    if let Err(error) = result {
-        let run = harness.run;
-        harness
-            .found
-            .violation(run, "fatal".to_owned(), format!("the run stopped: {error}"));
+    let hooks = [harness.fixture.hook.clone()];
+    harness.finish(result, dir, &hooks).await
+}
+
+impl Harness {
+    fn new(fixture: Fixture, seed: u64) -> Self {
+        Self {
+            fixture,
+            rng: Rng::new(seed),
+            ledger: Arc::default(),
+            found: Findings::default(),
+            pubkey: String::new(),
+            run: 0,
+            kills: 0,
+            unit: std::env::var_os("ELEVATE_CHAOS_ORPHANS").is_none(),
+            spent: Default::default(),
+            verify_config: None,
+        }
     }
-    // Hook calls of killed daemons that still sleep (a hang outlives its daemon by seconds).
-    daemon::kill_leftover_hooks(&harness.fixture.hook).await;
-    let ledger = std::mem::take(&mut *harness.ledger.lock().unwrap());
-    let keep = std::env::var_os("ELEVATE_CHAOS_KEEP").is_some();
-    let kept = if harness.found.violations.is_empty() && !keep {
-        dir.path().to_path_buf()
-    } else {
-        dir.keep()
-    };
-    Outcome {
-        kills: harness.kills,
-        requests: ledger.view.len(),
-        stats: ledger.stats,
-        orphans: harness.fixture.orphaned_calls(),
-        spent: harness.spent,
-        found: harness.found,
-        kept,
+
+    /// The outcome of a run that ended with `result`, its hook calls (of `hooks`) still
+    /// running killed; `dir` is kept when something was wrong.
+    async fn finish(
+        mut self,
+        result: Result<(), String>,
+        dir: tempfile::TempDir,
+        hooks: &[PathBuf],
+    ) -> Outcome {
+        if let Err(error) = result {
+            let run = self.run;
+            self.found
+                .violation(run, "fatal".to_owned(), format!("the run stopped: {error}"));
+        }
+        // Hook calls of killed daemons that still sleep (a hang outlives its daemon by seconds).
+        for hook in hooks {
+            daemon::kill_leftover_hooks(hook).await;
+        }
+        let harness = self;
+        let ledger = std::mem::take(&mut *harness.ledger.lock().unwrap());
+        let keep = std::env::var_os("ELEVATE_CHAOS_KEEP").is_some();
+        let kept = if harness.found.violations.is_empty() && !keep {
+            dir.path().to_path_buf()
+        } else {
+            dir.keep()
+        };
+        Outcome {
+            kills: harness.kills,
+            requests: ledger.view.len(),
+            stats: ledger.stats,
+            orphans: harness.fixture.orphaned_calls(),
+            spent: harness.spent,
+            found: harness.found,
+            kept,
+        }
     }
 }
 
@@ -397,14 +443,17 @@ impl Harness {
 
     async fn verify_audit(&mut self) {
         let began = Instant::now();
-        let store = self.fixture.store.clone();
+        let (flag, store) = match &self.verify_config {
+            Some(config) => ("--config", config.clone()),
+            None => ("--db", self.fixture.store.clone()),
+        };
         if !store.exists() {
             return;
         }
         let pubkey = self.pubkey.clone();
         let verified = tokio::task::spawn_blocking(move || {
             let store = store.to_str().unwrap().to_owned();
-            let mut args = vec!["audit", "verify", "--db", &store];
+            let mut args = vec!["audit", "verify", flag, &store];
             if !pubkey.is_empty() {
                 args.extend(["--pubkey", &pubkey]);
             }

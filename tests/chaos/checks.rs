@@ -515,10 +515,9 @@ pub async fn targets(
                 if !calls.is_empty() {
                     hook = format!("; hook calls, as they finished: {calls:?}");
                 }
-                if calls
-                    .iter()
-                    .any(|c| c.contains("grant") && c.ends_with("applied orphaned"))
-                {
+                if calls.iter().any(|c| {
+                    c.contains(" grant ") && c.contains(": applied") && c.ends_with(" orphaned")
+                }) {
                     hook.push_str(
                         "; a grant call of a killed daemon outlived it (hooks run in process groups of their own) and applied after the restart",
                     );

@@ -37,16 +37,27 @@ pub fn now_ms() -> i64 {
 impl Daemon {
     /// Starts `elevated serve --config` on the fixture; `run` labels its log.
     pub fn spawn(fixture: &Fixture, run: usize) -> Self {
+        Self::spawn_with(
+            &fixture.config,
+            "127.0.0.1:0",
+            &fixture.daemon_log,
+            &format!("run {run}"),
+        )
+    }
+
+    /// Starts `elevated serve --config CONFIG --listen LISTEN`, appending its stderr to `log`
+    /// after a line naming `label`.
+    pub fn spawn_with(config: &Path, listen: &str, log: &Path, label: &str) -> Self {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&fixture.daemon_log)
+            .open(log)
             .unwrap();
-        writeln!(log, "===== chaos: run {run} =====").unwrap();
+        writeln!(log, "===== chaos: {label} =====").unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_elevated"))
             .args(["serve", "--config"])
-            .arg(&fixture.config)
-            .args(["--listen", "127.0.0.1:0"])
+            .arg(config)
+            .args(["--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -94,6 +105,14 @@ impl Daemon {
         // ESRCH: it died on its own; the wait reports how.
         if !self.reaped {
             let _ = kill_process_group(self.pid, Signal::KILL);
+        }
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT to the daemon alone: a stall, as of a long GC pause or a
+    /// frozen VM, its hook calls running on.
+    pub fn pause(&self, pause: bool) {
+        if !self.reaped {
+            let _ = kill_process(self.pid, if pause { Signal::STOP } else { Signal::CONT });
         }
     }
 

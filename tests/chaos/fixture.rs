@@ -291,7 +291,7 @@ fn directory() -> String {
 /// turns periodic drift reconciliation off (it would remove stray grants and hide a daemon
 /// that leaves them), and signs checkpoints often so that every kill leaves a mix of signed
 /// and not yet signed entries.
-fn config() -> String {
+fn config(store: &str, hook: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
 shutdown_grace = "5s"
@@ -302,8 +302,7 @@ ca = "certs/ca.crt"
 cert = "certs/server.crt"
 key = "certs/server.key"
 
-[store]
-path = "state/elevate.redb"
+{store}
 
 [audit]
 checkpoint_every = 25
@@ -330,7 +329,7 @@ dir = "targets"
 
 [provisioners.faulty]
 kind = "exec"
-program = "fault-hook.sh"
+program = "{hook}"
 timeout = "{HOOK_TIMEOUT_MS}ms"
 "#
     )
@@ -347,6 +346,7 @@ fn hook(dir: &Path, seed: u64) -> String {
 # Fault-injecting exec provisioner of the chaos harness:
 #   fault-hook.sh grant|revoke PRINCIPAL RESOURCE LEASE_ID EXPIRES_AT
 set -u
+started=$(date +%T.%N)
 action=$1
 resource=$3
 lease=$4
@@ -379,7 +379,7 @@ log() {{
     now_parent=$(cut -d' ' -f4 /proc/$$/stat 2>/dev/null)
     orphan=""
     [ "$now_parent" = "$parent" ] || orphan=" orphaned"
-    echo "$n $action $resource $account $lease $fault: $1$orphan" >> "$dir/log"
+    echo "$n $action $resource $account $lease $fault: $1 (${{0##*/}}, started $started)$orphan" >> "$dir/log"
 }}
 
 line="$resource $account $lease"
@@ -465,7 +465,11 @@ impl Fixture {
         };
         std::fs::create_dir_all(root.join("state")).unwrap();
         std::fs::create_dir_all(&fixture.fault).unwrap();
-        std::fs::write(&fixture.config, config()).unwrap();
+        std::fs::write(
+            &fixture.config,
+            config("[store]\npath = \"state/elevate.redb\"", "fault-hook.sh"),
+        )
+        .unwrap();
         std::fs::write(root.join("policy.toml"), policy()).unwrap();
         std::fs::write(root.join("directory.toml"), directory()).unwrap();
         std::fs::write(&fixture.hook, hook(&fixture.fault, seed)).unwrap();
@@ -478,6 +482,34 @@ impl Fixture {
         }
         elevated(&["check-config", "--config", fixture.config.to_str().unwrap()]).unwrap();
         fixture
+    }
+
+    /// A node of a cluster on the PostgreSQL database `database` at `pg` (socket directory and
+    /// port): its configuration `ROOT/node-NAME.toml`, listening on `port`, and its own copy of
+    /// the hook, so that what a killed node's hook calls left running can be told from the
+    /// others'.
+    pub fn node(&self, name: &str, port: u16, pg: (&Path, u16), lease: &str) -> Node {
+        let root = self.config.parent().unwrap();
+        let hook = root.join(format!("fault-hook-{name}.sh"));
+        std::fs::copy(&self.hook, &hook).unwrap();
+        let path = root.join(format!("node-{name}.toml"));
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let store = format!(
+            "[store]\nkind = \"postgres\"\nhost = \"{}\"\nport = {}\ndatabase = \"elevate\"\n\
+             user = \"postgres\"\n\n[cluster]\nnode = \"{name}\"\nadvertise = \"{endpoint}\"\n\
+             lease = \"{lease}\"",
+            pg.0.display(),
+            pg.1
+        );
+        let program = hook.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::write(&path, config(&store, &program)).unwrap();
+        Node {
+            name: name.to_owned(),
+            config: path,
+            hook,
+            listen: format!("127.0.0.1:{port}"),
+            endpoint,
+        }
     }
 
     /// Every grant the targets hold now.
@@ -529,6 +561,15 @@ impl Fixture {
             .filter(|line| line.ends_with(" orphaned"))
             .count()
     }
+}
+
+/// One node of a cluster: its configuration, its hook, where it listens.
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub hook: PathBuf,
+    pub listen: String,
+    pub endpoint: String,
 }
 
 /// One grant on a target. File targets know the account only; the hook's target also names
