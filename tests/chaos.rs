@@ -205,6 +205,12 @@ struct Outcome {
     spent: [Duration; 4],
 }
 
+/// The workers of one round, and what they share.
+struct Crew {
+    shared: Arc<Shared>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
 struct Harness {
     fixture: Fixture,
     rng: Rng,
@@ -395,6 +401,16 @@ impl Harness {
 
     /// Lets the workers loose, then kills the daemon under them at a random moment.
     async fn work_then_kill(&mut self, daemon: &Daemon, cast: workload::Cast) {
+        let crew = self.let_loose(cast);
+        let after = self.rng.range(50, 500);
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        daemon.kill();
+        // Their calls fail at once now that the daemon is gone.
+        self.call_off(crew).await;
+    }
+
+    /// Starts the workers on `cast`.
+    fn let_loose(&mut self, cast: workload::Cast) -> Crew {
         let shared = Arc::new(Shared {
             cast,
             ledger: self.ledger.clone(),
@@ -403,19 +419,20 @@ impl Harness {
             run: self.run,
         });
         let cycle = self.rng.fork(self.run as u64);
-        let workers: Vec<_> = (0..WORKERS)
+        let workers = (0..WORKERS)
             .map(|n| tokio::spawn(workload::work(shared.clone(), cycle.fork(n as u64))))
             .collect();
-        let after = self.rng.range(50, 500);
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        daemon.kill();
-        shared.stop.store(true, Ordering::SeqCst);
-        for worker in workers {
-            // Their calls fail at once now that the daemon is gone.
+        Crew { shared, workers }
+    }
+
+    /// Stops the workers once their calls in flight end, and takes the violations they saw.
+    async fn call_off(&mut self, crew: Crew) {
+        crew.shared.stop.store(true, Ordering::SeqCst);
+        for worker in crew.workers {
             let _ = tokio::time::timeout(Duration::from_secs(40), worker).await;
         }
         let run = self.run;
-        for (n, violation) in shared.violations.lock().unwrap().iter().enumerate() {
+        for (n, violation) in crew.shared.violations.lock().unwrap().iter().enumerate() {
             self.found
                 .violation(run, format!("answer {run} {n}"), violation.clone());
         }

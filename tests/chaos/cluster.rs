@@ -11,8 +11,6 @@
 //!   committed after the takeover was seen (no write of an old epoch commits).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use elevate::proto::v1 as pb;
@@ -21,8 +19,8 @@ use tokio_postgres::Client;
 use super::daemon::{Daemon, kill_leftover_hooks, now_ms};
 use super::fixture::{AUDITOR, Fixture, Node, elevated};
 use super::pg::Cluster as Postgres;
-use super::workload::{self, Shared};
-use super::{Harness, Outcome, START_LIMIT, WORKERS};
+use super::workload;
+use super::{Harness, Outcome, START_LIMIT};
 
 /// Failovers in a default run.
 pub const DEFAULT_FAILOVERS: usize = 20;
@@ -193,17 +191,7 @@ impl Harness {
             self.spent[1] += began.elapsed();
 
             let began = Instant::now();
-            let shared = Arc::new(Shared {
-                cast,
-                ledger: self.ledger.clone(),
-                violations: Arc::default(),
-                stop: Default::default(),
-                run: self.run,
-            });
-            let cycle = self.rng.fork(self.run as u64);
-            let workers: Vec<_> = (0..WORKERS)
-                .map(|n| tokio::spawn(workload::work(shared.clone(), cycle.fork(n as u64))))
-                .collect();
+            let crew = self.let_loose(cast);
             tokio::time::sleep(Duration::from_millis(self.rng.range(50, 500))).await;
             let pause = self.rng.chance(PAUSE);
             let fault_at = now_ms();
@@ -220,15 +208,8 @@ impl Harness {
             if pause {
                 running[old].as_ref().unwrap().pause(false);
             }
-            shared.stop.store(true, Ordering::SeqCst);
-            for worker in workers {
-                let _ = tokio::time::timeout(Duration::from_secs(40), worker).await;
-            }
+            self.call_off(crew).await;
             let run = self.run;
-            for (n, violation) in shared.violations.lock().unwrap().iter().enumerate() {
-                self.found
-                    .violation(run, format!("answer {run} {n}"), violation.clone());
-            }
             self.spent[2] += began.elapsed();
 
             let began = Instant::now();

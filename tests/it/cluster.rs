@@ -574,15 +574,6 @@ async fn a_daemon_that_runs_alone_has_no_cluster_to_show() {
     daemon.stop().await;
 }
 
-/// `message` sent with `key` as its idempotency key.
-fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("idempotency-key", key.parse().unwrap());
-    request
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failover_get_the_first_outcome()
  {

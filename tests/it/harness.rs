@@ -519,6 +519,15 @@ pub async fn request(
         .map(|r| r.into_inner().request.unwrap())
 }
 
+/// `message` sent with `key` as its idempotency key.
+pub fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
 pub async fn status(clients: &mut Clients, id: &str) -> pb::AccessRequest {
     clients
         .access

@@ -19,6 +19,16 @@ async fn racing<T: Send + 'static>(
     call: impl Future<Output = T> + Send + 'static,
     change: impl FnOnce(),
 ) -> T {
+    racing_jobs(daemon, call, 1, change).await
+}
+
+/// [`racing`], once `jobs` commits wait in the queue.
+async fn racing_jobs<T: Send + 'static>(
+    daemon: &Daemon,
+    call: impl Future<Output = T> + Send + 'static,
+    jobs: usize,
+    change: impl FnOnce(),
+) -> T {
     let store = daemon.store.clone();
     let (holding, held) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -36,7 +46,7 @@ async fn racing<T: Send + 'static>(
     let store = daemon.store.clone();
     until("the call's commit to wait for the writer", || {
         let queued = store.queued_jobs();
-        async move { (queued >= 1).then_some(()) }
+        async move { (queued >= jobs).then_some(()) }
     })
     .await;
     change();
@@ -205,50 +215,34 @@ async fn one_key_sent_twice_at_once_makes_one_request() {
     let env = Env::new();
     let daemon = env.start().await;
     let engineer = daemon.client("engineer").await;
-    let store = daemon.store.clone();
-    let (holding, held) = tokio::sync::oneshot::channel::<()>();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let blocker = tokio::spawn(async move {
-        store
-            .write(move |_| {
-                let _ = holding.send(());
-                let _ = released.recv();
-                Ok::<_, StoreError>((Changes::default(), ()))
-            })
-            .await
-    });
-    held.await.unwrap();
     // Both pass the lookup before the writer runs: the key is claimed by neither yet.
-    let calls: Vec<_> = (0..2)
+    let submits: Vec<_> = (0..2)
         .map(|_| {
             let mut engineer = engineer.clone();
-            tokio::spawn(async move {
-                let mut request = tonic::Request::new(pb::SubmitRequestRequest {
+            async move {
+                let submit = pb::SubmitRequestRequest {
                     resource: "prod-db-read".into(),
                     duration: "1h".into(),
                     reason: "twice at once".into(),
                     ticket: String::new(),
-                });
-                request
-                    .metadata_mut()
-                    .insert("idempotency-key", "both".parse().unwrap());
-                engineer.access.submit_request(request).await
-            })
+                };
+                engineer.access.submit_request(keyed(submit, "both")).await
+            }
         })
         .collect();
-    let store = daemon.store.clone();
-    until("both submits to wait for the writer", || {
-        let queued = store.queued_jobs();
-        async move { (queued >= 2).then_some(()) }
-    })
-    .await;
-    release.send(()).unwrap();
-    blocker.await.unwrap().unwrap();
-    let mut ids = Vec::new();
-    for call in calls {
-        let answer = call.await.unwrap().unwrap().into_inner();
-        ids.push(answer.request.unwrap().id);
-    }
+    let both = async move {
+        let handles: Vec<_> = submits.into_iter().map(tokio::spawn).collect();
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.unwrap());
+        }
+        answers
+    };
+    let calls = racing_jobs(&daemon, both, 2, || {}).await;
+    let ids: Vec<String> = calls
+        .into_iter()
+        .map(|answer| answer.unwrap().into_inner().request.unwrap().id)
+        .collect();
     assert_eq!(ids[0], ids[1], "{ids:?}");
     let mut engineer = engineer;
     let listed = engineer

@@ -216,15 +216,6 @@ async fn a_grant_that_keeps_failing_ends_failed_after_cleaning_up() {
     daemon.stop().await;
 }
 
-/// `message` sent with `key` as its idempotency key.
-fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("idempotency-key", key.parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn a_call_sent_again_with_its_idempotency_key_gets_the_first_outcome() {
     let env = Env::new();
