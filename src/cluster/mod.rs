@@ -397,8 +397,9 @@ impl Fenced {
         Self { inner, fence }
     }
 
-    /// `call` on the inner provisioner, made only while this node leads (checked when the
-    /// returned future first runs, right before the call).
+    /// `call` on the inner provisioner, made only while this node leads: checked when the
+    /// returned future first runs, and by the provisioner again right before it reaches the
+    /// target (after waiting for its locks, see `provision::fence`).
     fn fenced<'a, T: 'a>(
         &'a self,
         call: impl FnOnce(&'a dyn Provisioner) -> BoxFuture<'a, Result<T, ProvisionError>> + Send + 'a,
@@ -409,7 +410,11 @@ impl Fenced {
                     "this node is not the leader; the target was not called".to_owned(),
                 ));
             }
-            call(&*self.inner).await
+            // Asked again by the provisioner once it waited for its locks.
+            let fence = self.fence.clone();
+            let allowed: crate::provision::fence::Allowed =
+                Arc::new(move || fence.current().is_some());
+            crate::provision::fence::within(allowed, call(&*self.inner)).await
         })
     }
 }

@@ -55,6 +55,7 @@ impl ExecProvisioner {
 
     async fn run(&self, action: &str, target: &LeaseTarget) -> Result<(), ProvisionError> {
         let _held = self.resources.lock(target.resource.clone()).await;
+        super::fence::check()?;
         let lease = target.lease.to_string();
         let expires = target.expires_at.rfc3339();
         let expires_ms = target.expires_at.unix_millis().to_string();

@@ -49,6 +49,7 @@ impl FileProvisioner {
     ) -> Result<(), ProvisionError> {
         let path = self.holders_file(resource.as_str());
         let _held = self.files.lock(path.clone()).await;
+        super::fence::check()?;
         let dir = self.dir.clone();
         let account = account.to_owned();
         tokio::task::spawn_blocking(move || update(&dir, &path, &account, present))

@@ -13,6 +13,7 @@
 //! grants ([`Provisioner::list`]) take part in drift reconciliation.
 
 mod exec;
+pub mod fence;
 mod file;
 pub mod postgres;
 

@@ -182,6 +182,7 @@ impl PostgresProvisioner {
         }
         let member = quote_ident(login)?;
         let _held = self.changes.lock(login.to_owned()).await;
+        super::fence::check()?;
         let session = self.connect().await?;
         if role(&session, login).await?.is_none() {
             return Err(ProvisionError(format!(
@@ -221,6 +222,7 @@ impl PostgresProvisioner {
         );
         let member = quote_ident(login)?;
         let _held = self.changes.lock(login.to_owned()).await;
+        super::fence::check()?;
         // Without the target role there is no membership to take away: no check for it.
         let session = self.server.connect().await?;
         if role(&session, login).await?.is_none() {
@@ -304,6 +306,7 @@ impl PostgresProvisioner {
         let quoted = quote_ident(name)?;
         let until = valid_until(expires_at)?;
         let _held = self.changes.lock(name.to_owned()).await;
+        super::fence::check()?;
         let session = self.connect().await?;
         let target = self.target()?;
         let existing = role(&session, name).await?;
@@ -384,6 +387,7 @@ impl PostgresProvisioner {
         let quoted = quote_ident(name)?;
         let until = valid_until(expires_at)?;
         let _held = self.changes.lock(name.to_owned()).await;
+        super::fence::check()?;
         let session = self.server.connect().await?;
         if role(&session, name).await?.is_none() {
             return Err(ProvisionError(format!(
@@ -406,6 +410,7 @@ impl PostgresProvisioner {
     async fn drop_role(&self, name: &str) -> Result<(), ProvisionError> {
         let quoted = quote_ident(name)?;
         let _held = self.changes.lock(name.to_owned()).await;
+        super::fence::check()?;
         let session = self.server.connect().await?;
         if role(&session, name).await?.is_some() {
             session

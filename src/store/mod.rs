@@ -307,12 +307,10 @@ where
     E: From<StoreError> + Send + 'static,
 {
     move |view| {
-        let Some(slot) = slot.filter(|slot| slot.pending().is_some()) else {
+        let Some((slot, key)) = slot.and_then(|slot| slot.pending().map(|key| (slot, key))) else {
             return job(view);
         };
-        if let Some(key) = slot.pending()
-            && let Some(first) = view.claimed(&key)?
-        {
+        if let Some(first) = view.claimed(&key)? {
             return Err(E::from(StoreError::Replayed(Box::new(first))));
         }
         let (mut changes, answer) = job(view)?;
