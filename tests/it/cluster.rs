@@ -111,6 +111,15 @@ impl Nodes {
         }
     }
 
+    /// [`Nodes::new`], every node started.
+    async fn started(pg: &Cluster, root: &Path, names: &[&str]) -> Self {
+        let mut nodes = Self::new(pg, root, names).await;
+        for index in 0..names.len() {
+            nodes.start(index).await;
+        }
+        nodes
+    }
+
     async fn start(&mut self, index: usize) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_elevated"))
             .args(["serve", "--config"])
@@ -266,10 +275,7 @@ impl Nodes {
 async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
-    for index in 0..3 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b", "c"]).await;
     let first = nodes.leader().await;
     // The admin sees the nodes; nobody else does.
     let mut admin = nodes.client(first, "admin").await;
@@ -401,10 +407,7 @@ async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
         .await;
     pg.sql("SELECT pg_reload_conf()").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
-    for index in 0..3 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b", "c"]).await;
     let old = nodes.leader().await;
     let old_name = nodes.configs[old].0.clone();
     let mut engineer = nodes.client(old, "engineer").await;
@@ -514,10 +517,7 @@ async fn a_paused_leader_makes_no_commit_and_no_target_call_after_it_resumes() {
 async fn a_postgresql_restart_fails_calls_clearly_loses_nothing_and_service_resumes() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b"]).await;
-    for index in 0..2 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b"]).await;
     let leader = nodes.leader().await;
     let mut oncall = nodes.client(leader, "oncall").await;
     let long = request(&mut oncall, "staging-db", "1h", "", "")
@@ -579,10 +579,7 @@ async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failove
  {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
-    for index in 0..3 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b", "c"]).await;
     let first = nodes.leader().await;
     let mut engineer = nodes.client(first, "engineer").await;
     let mut manager = nodes.client(first, "manager").await;
@@ -745,10 +742,7 @@ fn cli(nodes: &Nodes, name: &str, first: usize) -> Command {
 async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b", "c"]).await;
-    for index in 0..3 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b", "c"]).await;
     let old = nodes.leader().await;
     // Given every node, a standby first, the CLI goes where the standby says the leader is.
     let standby = (old + 1) % 3;
@@ -832,10 +826,7 @@ async fn the_cli_finds_the_leader_and_keeps_waiting_through_a_failover() {
 async fn sighup_reloads_the_leader_and_a_standby_reads_the_files_when_it_takes_over() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b"]).await;
-    for index in 0..2 {
-        nodes.start(index).await;
-    }
+    let mut nodes = Nodes::started(&pg, dir.path(), &["a", "b"]).await;
     let leader = nodes.leader().await;
     let mut oncall = nodes.client(leader, "oncall").await;
     let lease = request(&mut oncall, "staging-db", "1h", "", "")
