@@ -110,6 +110,8 @@ impl Writer {
                 queued: 0,
                 epoch: epoch.map_or(0, id),
                 node: fence.as_ref().map(|fence| fence.node()).unwrap_or_default(),
+                events: EventRows::default(),
+                claims: Vec::new(),
             };
             let result = (|| {
                 if let Some(epoch) = epoch {
@@ -197,6 +199,23 @@ struct Tables<'a> {
     /// cluster), recorded with each audit entry.
     epoch: i64,
     node: &'a str,
+    /// Audit entries and idempotency keys queued for the batch's end.
+    events: EventRows,
+    claims: Vec<Claim>,
+}
+
+/// Audit entries waiting to be written, column by column (for `unnest`).
+#[derive(Default)]
+struct EventRows {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    request: Vec<Option<i64>>,
+    resource: Vec<Option<String>>,
+    action: Vec<String>,
+    record: Vec<Vec<u8>>,
+    principal: Vec<String>,
+    principal_at: Vec<i64>,
+    principal_seq: Vec<i64>,
 }
 
 fn id(raw: u64) -> i64 {
@@ -306,7 +325,11 @@ impl Tables<'_> {
         Ok(counters)
     }
 
-    fn store_counters(&self) -> Result<(), StoreError> {
+    /// Writes what the batch queued (its audit entries) and the counters: the batch's last
+    /// statements before the commit.
+    fn store_counters(&mut self) -> Result<(), StoreError> {
+        self.flush_events()?;
+        self.flush_claims()?;
         let counters = &self.counters;
         let values: [(&str, Vec<u8>); 4] = [
             (META_NEXT_ID, counters.next_id.to_le_bytes().to_vec()),
@@ -329,29 +352,83 @@ impl Tables<'_> {
     }
 
     /// Stores audit entry `event` as `record` (its stored bytes), with its columns and the
-    /// rows of who it is about or by.
-    fn put_event(&self, event: &Event, record: &[u8]) -> Result<(), StoreError> {
-        let seq = event.seq;
+    /// rows of who it is about or by: queued, and written with the rest of the batch's entries
+    /// by [`Tables::flush_events`] (no job reads the log back within its batch).
+    fn put_event(&mut self, event: &Event, record: &[u8]) {
+        let seq = id(event.seq);
+        let at = id(event.at.unix_millis());
+        let rows = &mut self.events;
+        rows.seq.push(seq);
+        rows.at.push(at);
+        rows.request
+            .push(event.request.map(|request| id(request.raw())));
+        rows.resource
+            .push(event.resource.as_ref().map(|r| r.as_str().to_owned()));
+        rows.action.push(event.action.clone());
+        rows.record.push(record.to_vec());
+        for principal in principals_of(event) {
+            rows.principal.push(principal.as_str().to_owned());
+            rows.principal_at.push(at);
+            rows.principal_seq.push(seq);
+        }
+    }
+
+    /// Writes the queued idempotency keys, one statement for all. No conflict clause: a key
+    /// is claimed once (each job checked inside this transaction), so a duplicate is a
+    /// failure, never an overwrite.
+    fn flush_claims(&mut self) -> Result<(), StoreError> {
+        if self.claims.is_empty() {
+            return Ok(());
+        }
+        let claims = std::mem::take(&mut self.claims);
+        let keys: Vec<&str> = claims.iter().map(|claim| claim.key.as_str()).collect();
+        let principals: Vec<&str> = claims
+            .iter()
+            .map(|claim| claim.principal.as_str())
+            .collect();
+        let at: Vec<i64> = claims
+            .iter()
+            .map(|claim| id(claim.at.unix_millis()))
+            .collect();
+        let outcomes: Vec<Vec<u8>> = claims.iter().map(encode).collect();
         self.execute(
-            "appending an audit entry",
+            "recording idempotency keys",
+            "INSERT INTO elevate_idempotency (key, principal, at, outcome) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+            &[&keys, &principals, &at, &outcomes],
+        )?;
+        Ok(())
+    }
+
+    /// Writes the queued audit entries and their principal rows, two statements for all.
+    fn flush_events(&mut self) -> Result<(), StoreError> {
+        if self.events.seq.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.events);
+        self.execute(
+            "appending audit entries",
             "INSERT INTO elevate_audit (seq, at, request, resource, action, record, epoch, node) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT seq, at, request, resource, action, record, $7, $8 FROM unnest(\
+             $1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[]) \
+             AS t(seq, at, request, resource, action, record)",
             &[
-                &id(seq),
-                &id(event.at.unix_millis()),
-                &event.request.map(|request| id(request.raw())),
-                &event.resource.as_ref().map(ResourceName::as_str),
-                &event.action,
-                &record,
+                &rows.seq,
+                &rows.at,
+                &rows.request,
+                &rows.resource,
+                &rows.action,
+                &rows.record,
                 &self.epoch,
                 &self.node,
             ],
         )?;
-        for principal in principals_of(event) {
+        if !rows.principal.is_empty() {
             self.execute(
-                "indexing an audit entry",
-                "INSERT INTO elevate_audit_principals (principal, at, seq) VALUES ($1, $2, $3)",
-                &[&principal.as_str(), &id(event.at.unix_millis()), &id(seq)],
+                "indexing audit entries",
+                "INSERT INTO elevate_audit_principals (principal, at, seq) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])",
+                &[&rows.principal, &rows.principal_at, &rows.principal_seq],
             )?;
         }
         Ok(())
@@ -447,7 +524,7 @@ impl Transaction for Tables<'_> {
         for draft in drafts {
             let seq = self.counters.next_seq;
             let (event, hash) = Event::chain(draft, seq, &self.counters.head);
-            self.put_event(&event, &encode(&event))?;
+            self.put_event(&event, &encode(&event));
             last_at = Some(event.at);
             self.counters.head = hash;
             self.counters.next_seq = seq + 1;
@@ -536,18 +613,8 @@ impl Transaction for Tables<'_> {
     }
 
     fn claim(&mut self, claim: &Claim) -> Result<(), StoreError> {
-        // No conflict clause: a key is claimed once (the job checked inside this transaction),
-        // so a duplicate is a failure, never an overwrite.
-        self.execute(
-            "recording an idempotency key",
-            "INSERT INTO elevate_idempotency (key, principal, at, outcome) VALUES ($1, $2, $3, $4)",
-            &[
-                &claim.key,
-                &claim.principal.as_str(),
-                &id(claim.at.unix_millis()),
-                &encode(claim),
-            ],
-        )?;
+        // Queued like the audit entries; later jobs of the batch find it there.
+        self.claims.push(claim.clone());
         Ok(())
     }
 }
@@ -599,6 +666,9 @@ impl View for Tables<'_> {
     }
 
     fn claimed(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        if let Some(queued) = self.claims.iter().find(|claim| claim.key == key) {
+            return Ok(Some(queued.clone()));
+        }
         let rows = self.query(
             "reading an idempotency key",
             "SELECT outcome FROM elevate_idempotency WHERE key = $1",
@@ -652,6 +722,8 @@ pub(super) fn import(
         queued: 0,
         epoch: 0,
         node: "",
+        events: EventRows::default(),
+        claims: Vec::new(),
     };
     let held = tables.query(
         "checking the store is empty",
@@ -688,9 +760,10 @@ pub(super) fn import(
                     message: format!("the entry stored as {seq} says it is entry {}", event.seq),
                 });
             }
-            tables.put_event(&event, record)?;
+            tables.put_event(&event, record);
             imported.entries += 1;
         }
+        tables.flush_events()?;
         from = last + 1;
     }
     let mut from = 1;
