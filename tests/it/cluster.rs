@@ -301,7 +301,12 @@ async fn a_standby_takes_over_within_the_lease_when_the_leader_is_killed() {
             .all(|n| n.epoch == nodes_seen.epoch && n.last_seen_ms > 0)
     );
     for index in 0..3 {
-        let metrics = nodes.cluster_metrics(index).await;
+        // A standby learns the epoch when it next looks at the leadership (every beat).
+        let metrics = until("the node's metrics to show the epoch", || async {
+            let metrics = nodes.cluster_metrics(index).await;
+            (metrics["elevate_cluster_epoch"] == nodes_seen.epoch).then_some(metrics)
+        })
+        .await;
         let leads = u64::from(index == first);
         assert_eq!(
             metrics["elevate_cluster_leader"], leads,
@@ -589,13 +594,8 @@ async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failove
         reason: "INC-9 replay".into(),
         ticket: String::new(),
     };
-    let submitted = engineer
-        .access
-        .submit_request(keyed(submit.clone(), "submit-9"))
+    let submitted = request_keyed(&mut engineer, submit.clone(), "submit-9")
         .await
-        .unwrap()
-        .into_inner()
-        .request
         .unwrap();
     assert_eq!(state(&submitted), "pending");
     let approval = pb::ApproveRequest {
@@ -630,13 +630,8 @@ async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failove
     let second = nodes.leader().await;
     let mut engineer = nodes.client(second, "engineer").await;
     let mut manager = nodes.client(second, "manager").await;
-    let submitted_again = engineer
-        .access
-        .submit_request(keyed(submit.clone(), "submit-9"))
+    let submitted_again = request_keyed(&mut engineer, submit.clone(), "submit-9")
         .await
-        .unwrap()
-        .into_inner()
-        .request
         .unwrap();
     assert_eq!(
         submitted_again.id, submitted.id,
@@ -678,13 +673,7 @@ async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failove
         .unwrap_err();
     assert_eq!(other.code(), Code::InvalidArgument, "{other:?}");
     assert!(other.message().contains("idempotency-key"), "{other:?}");
-    let listed = engineer
-        .access
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests;
+    let listed = listed(&mut engineer).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     // One grant and one revoke on the target, one of each in the history.
     let calls = nodes.calls();

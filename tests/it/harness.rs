@@ -519,6 +519,30 @@ pub async fn request(
         .map(|r| r.into_inner().request.unwrap())
 }
 
+/// The requests `clients`' principal sees, newest first (the first page).
+pub async fn listed(clients: &mut Clients) -> Vec<pb::AccessRequest> {
+    clients
+        .access
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+}
+
+/// Submits `ask` with `key` as its idempotency key.
+pub async fn request_keyed(
+    clients: &mut Clients,
+    ask: pb::SubmitRequestRequest,
+    key: &str,
+) -> Result<pb::AccessRequest, tonic::Status> {
+    clients
+        .access
+        .submit_request(keyed(ask, key))
+        .await
+        .map(|r| r.into_inner().request.unwrap())
+}
+
 /// `message` sent with `key` as its idempotency key.
 pub fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

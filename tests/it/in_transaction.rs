@@ -245,13 +245,7 @@ async fn one_key_sent_twice_at_once_makes_one_request() {
         .collect();
     assert_eq!(ids[0], ids[1], "{ids:?}");
     let mut engineer = engineer;
-    let listed = engineer
-        .access
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests;
+    let listed = listed(&mut engineer).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     daemon.stop().await;
 }

@@ -42,24 +42,12 @@ async fn a_redb_store_moves_to_postgres_with_the_same_chain_and_serves_on() {
     let daemon = env.start().await;
     some_history(&env, &daemon).await;
     let mut engineer = daemon.client("engineer").await;
-    let keep = || {
-        let mut call = tonic::Request::new(elevate::proto::v1::SubmitRequestRequest {
-            resource: "staging-db".into(),
-            duration: "8h".into(),
-            ..Default::default()
-        });
-        call.metadata_mut()
-            .insert("idempotency-key", "kept".parse().unwrap());
-        call
+    let keep = || elevate::proto::v1::SubmitRequestRequest {
+        resource: "staging-db".into(),
+        duration: "8h".into(),
+        ..Default::default()
     };
-    let kept = engineer
-        .access
-        .submit_request(keep())
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let kept = request_keyed(&mut engineer, keep(), "kept").await.unwrap();
     daemon.stop().await;
     let file = env.layout.store.clone();
     let (head, count) = elevate::store::offline::read_file(&file, |reads| {
@@ -117,14 +105,7 @@ async fn a_redb_store_moves_to_postgres_with_the_same_chain_and_serves_on() {
     let mut engineer = daemon.client("engineer").await;
     assert_eq!(state(&status(&mut engineer, &kept.id).await), "active");
     // Idempotency keys moved too: the submit sent again is answered with its first outcome.
-    let again = engineer
-        .access
-        .submit_request(keep())
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let again = request_keyed(&mut engineer, keep(), "kept").await.unwrap();
     assert_eq!(again.id, kept.id);
     let next = request(&mut engineer, "prod-db-read", "30m", "after", "")
         .await

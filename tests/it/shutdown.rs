@@ -29,13 +29,7 @@ async fn a_grant_in_flight_at_shutdown_is_finished_and_recorded() {
 
     let daemon = env.start().await;
     let mut engineer = daemon.client("engineer").await;
-    let listed = engineer
-        .access
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests;
+    let listed = listed(&mut engineer).await;
     assert_eq!(state(&listed[0]), "active");
     assert_eq!(env.grants(), 1, "recorded, so not granted again at startup");
     daemon.stop().await;
