@@ -89,3 +89,80 @@ pub async fn within<F: Future>(slot: Option<Slot>, work: F) -> F::Output {
         None => work.await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, entry};
+    use crate::model::{Happened, Reason};
+    use crate::store::{Changes, Store, StoreError, StoreOptions, Unheard};
+
+    /// A write that stores one audit entry (something of the workflow).
+    async fn record(store: &Store) -> Result<(), StoreError> {
+        let draft = entry::of(
+            Timestamp::from_unix_millis(1),
+            Actor::System,
+            Happened::Offboarded {
+                principal: Principal::parse("alice").unwrap(),
+                reason: Reason::parse("left").unwrap(),
+            },
+        );
+        store
+            .write(move |_| {
+                Ok::<_, StoreError>((
+                    Changes {
+                        events: vec![draft],
+                        ..Changes::default()
+                    },
+                    (),
+                ))
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_first_storing_write_claims_the_key_and_a_later_call_with_it_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            StoreOptions::default(),
+            std::sync::Arc::new(Unheard),
+        )
+        .unwrap();
+        let claim = Claim {
+            key: "k".to_owned(),
+            principal: Principal::parse("alice").unwrap(),
+            method: "m".to_owned(),
+            digest: "d".to_owned(),
+            request: None,
+            at: Timestamp::from_unix_millis(1),
+        };
+        // A write that stores nothing leaves the key to the next one.
+        keyed(claim.clone(), async {
+            store
+                .write(|_| Ok::<_, StoreError>((Changes::default(), ())))
+                .await
+                .unwrap();
+            assert_eq!(store.claimed("k").await.unwrap(), None);
+            record(&store).await.unwrap();
+            // Claimed once: the call's later writes are not checked against it.
+            record(&store).await.unwrap();
+        })
+        .await;
+        assert_eq!(store.claimed("k").await.unwrap(), Some(claim.clone()));
+        let count = || store.read(|reads| reads.audit_count());
+        assert_eq!(count().await.unwrap(), 2);
+
+        // The write of a call carrying the key again is refused inside the transaction.
+        let again = keyed(claim.clone(), record(&store)).await.unwrap_err();
+        assert!(
+            matches!(&again, StoreError::Replayed(first) if **first == claim),
+            "{again:?}"
+        );
+        assert_eq!(count().await.unwrap(), 2);
+        // Writes of calls without a key are not affected.
+        record(&store).await.unwrap();
+        assert_eq!(count().await.unwrap(), 3);
+        store.close(std::time::Duration::from_secs(5)).await;
+    }
+}
