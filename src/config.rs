@@ -86,6 +86,20 @@ pub struct Config {
     /// Let the daemon run as root (effective uid 0); it refuses to otherwise.
     #[serde(default)]
     pub allow_root: bool,
+    /// The SCIM 2.0 endpoint the identity provider pushes the directory of record to.
+    #[serde(default)]
+    pub scim: Option<ScimConfig>,
+}
+
+/// `[scim]`: where the SCIM endpoint listens (HTTPS with the daemon's server certificate) and
+/// the bearer token the identity provider must send.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimConfig {
+    /// The address of the SCIM listener.
+    pub listen: SocketAddr,
+    /// The file holding the bearer token (mode 0600; surrounding whitespace ignored).
+    pub token_file: PathBuf,
 }
 
 /// `[rate_limits]`: token buckets per principal, `COUNT/DURATION`.
@@ -520,8 +534,19 @@ fn yes() -> bool {
 pub struct PolicyFiles {
     /// Resources and routes.
     pub policy: PathBuf,
-    /// Principals, groups, managers.
+    /// Principals, groups, managers: a file, or `"scim"` for the directory of record the
+    /// identity provider pushes to the SCIM endpoint (kept in the store).
     pub directory: PathBuf,
+}
+
+/// The value of `policy.directory` that makes the SCIM directory the directory of record.
+pub const SCIM_DIRECTORY: &str = "scim";
+
+impl PolicyFiles {
+    /// The directory file, or `None` when the directory of record is the SCIM one.
+    pub fn directory_file(&self) -> Option<&Path> {
+        (self.directory != Path::new(SCIM_DIRECTORY)).then_some(self.directory.as_path())
+    }
 }
 
 /// Grant and revoke retries.
@@ -677,7 +702,12 @@ impl Config {
             }
         }
         join(&mut self.policy.policy);
-        join(&mut self.policy.directory);
+        if self.policy.directory_file().is_some() {
+            join(&mut self.policy.directory);
+        }
+        if let Some(scim) = &mut self.scim {
+            join(&mut scim.token_file);
+        }
         for notifier in self.notifiers.values_mut() {
             match notifier {
                 NotifierConfig::Webhook {
@@ -748,6 +778,29 @@ impl Config {
         }
         if let Err(message) = self.tls.check() {
             return Err(invalid(format!("tls.{message}")));
+        }
+        match (&self.scim, self.policy.directory_file()) {
+            (Some(scim), None) => {
+                if scim.listen == self.listen || Some(scim.listen) == self.metrics_listen {
+                    return Err(invalid(format!(
+                        "scim.listen: {} is already the gRPC or metrics address; SCIM needs an address of its own",
+                        scim.listen
+                    )));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "scim: the SCIM endpoint writes the directory of record; set policy.directory = \"scim\" (and seed it with `elevated directory import`)"
+                        .to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "policy.directory = \"scim\" needs a [scim] section (listen, token_file) for the identity provider to push to"
+                        .to_owned(),
+                ));
+            }
+            (None, Some(_)) => {}
         }
         if let Err(message) = self.store.check() {
             return Err(invalid(format!("store.{message}")));

@@ -33,6 +33,7 @@
 //! - [`tls`]: rustls configuration, client identity, revocation, certificates made with rcgen.
 //! - [`metrics`]: Prometheus metrics with `prometheus-client`, on their own listener.
 //! - [`server`]: the composition root: build everything from options, then run.
+//! - [`scim`]: the SCIM 2.0 endpoint the identity provider pushes the directory of record to.
 //! - [`service`]: running under systemd: readiness, watchdog, checks before serving.
 //! - [`dev`]: the embedded dev-mode setup: certificates, demo policy and directory.
 //! - [`elevated`]: the daemon's command line; [`cli`]: the `elevate` command line.
@@ -58,6 +59,7 @@ pub mod model;
 pub mod notify;
 pub mod policy;
 pub mod provision;
+pub mod scim;
 pub mod server;
 pub mod service;
 pub mod store;

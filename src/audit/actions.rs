@@ -111,3 +111,21 @@ pub const ALL: &[&str] = &[
     APPROVAL_VOIDED,
     FLAGGED,
 ];
+/// A user of the directory of record was created (actor `scim`, or the daemon on an import).
+pub const DIRECTORY_USER_CREATED: &str = "directory.user.created";
+/// A user's attributes changed.
+pub const DIRECTORY_USER_UPDATED: &str = "directory.user.updated";
+/// A user was deactivated: the leaver path follows.
+pub const DIRECTORY_USER_DEACTIVATED: &str = "directory.user.deactivated";
+/// A user was reactivated: they may request again.
+pub const DIRECTORY_USER_REACTIVATED: &str = "directory.user.reactivated";
+/// A user was deleted: the leaver path follows.
+pub const DIRECTORY_USER_DELETED: &str = "directory.user.deleted";
+/// A group of the directory of record was created.
+pub const DIRECTORY_GROUP_CREATED: &str = "directory.group.created";
+/// A group's name or members changed: the mover path follows for those who left it.
+pub const DIRECTORY_GROUP_UPDATED: &str = "directory.group.updated";
+/// A group was deleted: the mover path follows for its members.
+pub const DIRECTORY_GROUP_DELETED: &str = "directory.group.deleted";
+/// A SCIM request was refused for its credentials (the first refusals of each window).
+pub const SCIM_REFUSED: &str = "scim.refused";

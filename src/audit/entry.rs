@@ -4,7 +4,7 @@
 
 use super::actions::*;
 use super::{Actor, Draft};
-use crate::model::{AccessRequest, Approval, Ending, Happened, Timestamp};
+use crate::model::{AccessRequest, Approval, DirectoryChange, Ending, Happened, Timestamp};
 
 /// The action that records `happened`.
 pub fn action(happened: &Happened) -> &'static str {
@@ -46,6 +46,19 @@ pub fn action(happened: &Happened) -> &'static str {
         Happened::Offboarded { .. } => PRINCIPAL_OFFBOARDED,
         Happened::Reinstated { .. } => PRINCIPAL_REINSTATED,
         Happened::NotificationDropped { .. } => NOTIFICATION_DROPPED,
+        Happened::DirectoryUser { change, .. } => match change {
+            DirectoryChange::Created => DIRECTORY_USER_CREATED,
+            DirectoryChange::Updated => DIRECTORY_USER_UPDATED,
+            DirectoryChange::Deactivated => DIRECTORY_USER_DEACTIVATED,
+            DirectoryChange::Reactivated => DIRECTORY_USER_REACTIVATED,
+            DirectoryChange::Deleted => DIRECTORY_USER_DELETED,
+        },
+        Happened::DirectoryGroup { change, .. } => match change {
+            DirectoryChange::Created => DIRECTORY_GROUP_CREATED,
+            DirectoryChange::Deleted => DIRECTORY_GROUP_DELETED,
+            _ => DIRECTORY_GROUP_UPDATED,
+        },
+        Happened::ScimRefused { .. } => SCIM_REFUSED,
     }
 }
 
@@ -333,6 +346,48 @@ fn details(draft: Draft, request: Option<&AccessRequest>, happened: &Happened) -
             let mut draft = draft.detail("reason", reason);
             draft.principal = Some(principal.clone());
             draft
+        }
+        Happened::DirectoryUser {
+            id,
+            principal,
+            attributes,
+            ..
+        } => {
+            let mut draft = draft.detail("id", id);
+            if !attributes.is_empty() {
+                draft = draft.detail("attributes", attributes.join(", "));
+            }
+            draft.principal = Some(principal.clone());
+            draft
+        }
+        Happened::DirectoryGroup {
+            id,
+            group,
+            added,
+            removed,
+            attributes,
+            ..
+        } => {
+            let names = |list: &[crate::model::Principal]| {
+                list.iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let mut draft = draft.detail("id", id).detail("group", group);
+            if !added.is_empty() {
+                draft = draft.detail("added", names(added));
+            }
+            if !removed.is_empty() {
+                draft = draft.detail("removed", names(removed));
+            }
+            if !attributes.is_empty() {
+                draft = draft.detail("attributes", attributes.join(", "));
+            }
+            draft
+        }
+        Happened::ScimRefused { remote, reason } => {
+            draft.detail("remote", remote).detail("reason", reason)
         }
         Happened::NotificationDropped {
             notifier,

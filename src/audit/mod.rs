@@ -38,6 +38,8 @@ pub enum Actor {
     Principal(Principal),
     /// The daemon itself (timers, recovery, retries).
     System,
+    /// The identity provider, through the SCIM endpoint (recorded as `scim`).
+    Scim,
 }
 
 impl std::fmt::Display for Actor {
@@ -45,6 +47,7 @@ impl std::fmt::Display for Actor {
         match self {
             Actor::Principal(principal) => write!(f, "{principal}"),
             Actor::System => f.write_str("elevated"),
+            Actor::Scim => f.write_str("scim"),
         }
     }
 }
@@ -228,6 +231,7 @@ impl Event {
             actor: match &self.actor {
                 Actor::Principal(principal) => Some(principal.as_str()),
                 Actor::System => None,
+                Actor::Scim => Some("scim"),
             },
             action: &self.action,
             request: request.as_deref(),
@@ -246,6 +250,7 @@ impl Event {
             actor: match &self.actor {
                 Actor::Principal(principal) => Some(principal.to_string()),
                 Actor::System => None,
+                Actor::Scim => Some("scim".to_owned()),
             },
             action: self.action.clone(),
             request: self.request.map(|id| id.to_string()),

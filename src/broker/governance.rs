@@ -68,13 +68,21 @@ impl Broker {
         };
         let _one = self.inner.reloading.lock().await;
         let configured: BTreeSet<&str> = self.inner.effects.provisioners.names().collect();
-        let loaded = Snapshot::load(&files.policy, &files.directory).and_then(|snapshot| {
+        let old = self.inner.rules.current();
+        let loaded = match &files.directory {
+            Some(directory) => Snapshot::load(&files.policy, directory),
+            // The directory of record is pushed over SCIM: only the policy is read again.
+            None => crate::policy::Policy::load(&files.policy).map(|policy| Snapshot {
+                policy,
+                directory: old.directory.clone(),
+            }),
+        }
+        .and_then(|snapshot| {
             snapshot
                 .check_provisioners(&files.policy, &configured)
                 .map_err(crate::policy::LoadError::Invalid)?;
             Ok(snapshot)
         });
-        let old = self.inner.rules.current();
         let now = self.inner.clock.now();
         let snapshot = match loaded {
             Ok(snapshot) => snapshot,

@@ -28,6 +28,7 @@ mod query;
 mod record;
 mod standing;
 mod submit;
+mod directory;
 mod sweep;
 mod trail;
 
@@ -45,6 +46,7 @@ pub use gate::Gate;
 pub use governance::Reloaded;
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
+pub use directory::DirectoryUpdate;
 pub use sweep::Enforcement;
 pub use trail::{ByteStream, EventStream, Trail};
 
@@ -86,8 +88,9 @@ pub struct Settings {
 pub struct RuleFiles {
     /// The policy file.
     pub policy: std::path::PathBuf,
-    /// The directory file.
-    pub directory: std::path::PathBuf,
+    /// The directory file; `None` when the directory of record is the SCIM one (a reload
+    /// then reads the policy alone, and the directory in force stays).
+    pub directory: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {

@@ -155,7 +155,8 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
         store: crate::store::Location::Embedded(layout.store.clone()),
         store_options: StoreOptions::default(),
         policy: layout.policy.clone(),
-        directory: layout.directory.clone(),
+        directory: Some(layout.directory.clone()),
+        scim_token: None,
         provisioners,
         notifiers,
         settings: Settings {

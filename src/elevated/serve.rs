@@ -131,7 +131,7 @@ pub(super) async fn serve(
     let hangup = watch(SignalKind::hangup(), "SIGHUP")?;
     let clock = Arc::new(SystemClock);
     let as_root = preflight::running_as_root();
-    let (options, address, metrics_address, state_dir) = if dev_mode {
+    let (options, address, metrics_address, state_dir, scim_address) = if dev_mode {
         if let Some(warning) = preflight::check_root(as_root, Mode::Dev, allow_root)? {
             tracing::warn!("{warning}");
         }
@@ -144,6 +144,7 @@ pub(super) async fn serve(
             address,
             Some(metrics),
             Some(root),
+            None,
         )
     } else {
         let file = config
@@ -172,6 +173,7 @@ pub(super) async fn serve(
             address,
             metrics,
             None,
+            config.scim.as_ref().map(|scim| scim.listen),
         )
     };
     let listener = TcpListener::bind(address)
@@ -200,9 +202,25 @@ pub(super) async fn serve(
         Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
+    let scim_listener = match scim_address {
+        Some(scim) => Some(TcpListener::bind(scim).await.map_err(|source| {
+            CommandError::Failed(format!("scim.listen: cannot listen on {scim}: {source}"))
+        })?),
+        None => None,
+    };
+    let scim_address = match &scim_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let mut server = Server::build(options).await?;
     if let Some(metrics_listener) = metrics_listener {
         server = server.with_metrics(metrics_listener);
+    }
+    if let Some(scim_listener) = scim_listener {
+        server = server.with_scim(scim_listener)?;
+    }
+    if let Some(scim) = scim_address {
+        println!("elevated: SCIM on https://{scim}{}", crate::scim::http::PREFIX);
     }
     let recovery = server.recovery();
     if let Some(interval) = watchdog::interval_from_env() {
@@ -265,6 +283,15 @@ async fn serve_node(
     let listener = bind(address, false)?;
     let address = listener.local_addr()?;
     let metrics_listener = metrics.map(|metrics| bind(metrics, true)).transpose()?;
+    let scim_listener = match &config.scim {
+        Some(scim) => Some(std::net::TcpListener::bind(scim.listen).map_err(|source| {
+            CommandError::Failed(format!(
+                "scim.listen: cannot listen on {}: {source}",
+                scim.listen
+            ))
+        })?),
+        None => None,
+    };
     let leadership = crate::cluster::Leadership::new(
         cluster.node.clone(),
         cluster.advertise.clone(),
@@ -316,6 +343,7 @@ async fn serve_node(
             clock,
             listener,
             metrics: metrics_listener,
+            scim: scim_listener,
         },
         stopping,
         move |status| notifier.ready(status),

@@ -86,7 +86,7 @@ pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandErr
             ))
         })?;
     println!(
-        "{} → {}: {} requests, {} audit entries, {} checkpoints, {} queued notifications, {} offboarded principals, {} idempotency keys",
+        "{} → {}: {} requests, {} audit entries, {} checkpoints, {} queued notifications, {} offboarded principals, {} idempotency keys, {} directory resources",
         from.display(),
         target.shown(),
         imported.requests,
@@ -94,7 +94,8 @@ pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandErr
         imported.checkpoints,
         imported.queued,
         imported.offboarded,
-        imported.claims
+        imported.claims,
+        imported.directory
     );
     Ok(())
 }

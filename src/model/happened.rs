@@ -251,6 +251,41 @@ pub enum Happened {
         /// Why.
         reason: Reason,
     },
+    // ---- The directory of record (pushed over SCIM, or imported).
+    /// A user of the directory of record was created, changed, deactivated, reactivated or
+    /// deleted.
+    DirectoryUser {
+        /// What became of them.
+        change: DirectoryChange,
+        /// Their id in the directory of record.
+        id: String,
+        /// The principal they are (their userName).
+        principal: Principal,
+        /// The attributes a change touched, by name.
+        attributes: Vec<String>,
+    },
+    /// A group of the directory of record was created, changed or deleted.
+    DirectoryGroup {
+        /// What became of it.
+        change: DirectoryChange,
+        /// Its id in the directory of record.
+        id: String,
+        /// Its name (displayName), the group policies name.
+        group: String,
+        /// Principals who joined it.
+        added: Vec<Principal>,
+        /// Principals who left it.
+        removed: Vec<Principal>,
+        /// Other attributes a change touched (`displayName (was sre)`).
+        attributes: Vec<String>,
+    },
+    /// A SCIM request was refused before it was read: no token, a wrong one.
+    ScimRefused {
+        /// The peer's address.
+        remote: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A notification was given up on after its retries.
     NotificationDropped {
         /// The notifier.
@@ -305,6 +340,34 @@ impl DriftCorrection {
         match self {
             DriftCorrection::Revoke => "revoke",
             DriftCorrection::Restore => "restore",
+        }
+    }
+}
+
+/// What a change did to a resource of the directory of record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectoryChange {
+    /// It was created.
+    Created,
+    /// Some of its attributes changed (for a user, not whether they are active).
+    Updated,
+    /// A user was deactivated (`active` set to false).
+    Deactivated,
+    /// A user was reactivated (`active` set to true).
+    Reactivated,
+    /// It was deleted.
+    Deleted,
+}
+
+impl DirectoryChange {
+    /// The last part of its action name (`directory.user.deactivated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectoryChange::Created => "created",
+            DirectoryChange::Updated => "updated",
+            DirectoryChange::Deactivated => "deactivated",
+            DirectoryChange::Reactivated => "reactivated",
+            DirectoryChange::Deleted => "deleted",
         }
     }
 }

@@ -21,7 +21,7 @@ mod time;
 
 pub use duration::{DurationError, LeaseDuration, humantime};
 pub use extension::{Extension, ExtensionError, ExtensionLimits, ExtensionState};
-pub use happened::{Approval, Drift, DriftCorrection, Happened};
+pub use happened::{Approval, DirectoryChange, Drift, DriftCorrection, Happened};
 pub use ids::{IdError, RequestId};
 pub use names::{GroupName, NameError, Principal, ResourceName};
 pub use page::Page;

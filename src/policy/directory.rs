@@ -74,11 +74,10 @@ struct RawPerson {
 
 /// Two principals sharing an account on a target would share its grants, and one's lease
 /// ending could take away the other's access: every provisioner's accounts (mapped, or the
-/// principal's name) must be distinct.
-fn check_distinct_accounts(
+/// principal's name) must be distinct. Names the principal and provisioner of a clash.
+fn distinct_accounts(
     people: &BTreeMap<Principal, Person>,
-    file: &Path,
-) -> Result<(), LoadError> {
+) -> Result<(), (Principal, String, String)> {
     let provisioners: BTreeSet<&String> = people
         .values()
         .flat_map(|person| person.accounts.keys())
@@ -91,18 +90,13 @@ fn check_distinct_accounts(
                 .get(provisioner)
                 .map_or(principal.as_str(), String::as_str);
             if let Some(other) = owners.insert(account, principal) {
-                let at = At {
-                    file,
-                    entry: format!("principals.{principal}"),
-                };
-                return Err(at
-                    .invalid(
-                        format!("accounts.{provisioner}"),
-                        format!(
-                            "account '{account}' is also {other}'s; each principal needs its own account so that one lease never removes another's access"
-                        ),
-                    )
-                    .into());
+                return Err((
+                    principal.clone(),
+                    provisioner.clone(),
+                    format!(
+                        "account '{account}' is also {other}'s; each principal needs its own account so that one lease never removes another's access"
+                    ),
+                ));
             }
         }
     }
@@ -201,7 +195,37 @@ impl Directory {
                 },
             );
         }
-        check_distinct_accounts(&people, file)?;
+        if let Err((principal, provisioner, message)) = distinct_accounts(&people) {
+            let at = At {
+                file,
+                entry: format!("principals.{principal}"),
+            };
+            return Err(at.invalid(format!("accounts.{provisioner}"), message).into());
+        }
+        Ok(Self::of(content_version(text.as_bytes()), people))
+    }
+
+    /// A directory of `people` known under `version`, made elsewhere than from a file (the
+    /// directory of record pushed over SCIM). Managers need not be in it (such a manager
+    /// counts as none); accounts must be distinct, as in a file.
+    pub fn assemble(
+        version: String,
+        people: BTreeMap<Principal, Person>,
+    ) -> Result<Self, String> {
+        for (principal, person) in &people {
+            for (provisioner, account) in &person.accounts {
+                check_account(account)
+                    .map_err(|error| format!("{principal}: account for {provisioner} {error}"))?;
+            }
+        }
+        distinct_accounts(&people)
+            .map_err(|(principal, provisioner, message)| {
+                format!("{principal}: account for {provisioner}: {message}")
+            })?;
+        Ok(Self::of(version, people))
+    }
+
+    fn of(version: String, people: BTreeMap<Principal, Person>) -> Self {
         let mut members: BTreeMap<GroupName, BTreeSet<Principal>> = BTreeMap::new();
         for (principal, person) in &people {
             for group in &person.groups {
@@ -211,11 +235,11 @@ impl Directory {
                     .insert(principal.clone());
             }
         }
-        Ok(Self {
-            version: content_version(text.as_bytes()),
+        Self {
+            version,
             people,
             members,
-        })
+        }
     }
 
     /// Content hash of the file this directory came from.

@@ -87,6 +87,10 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     /// This node's leadership, when it is one of several.
     cluster: Option<crate::cluster::Leadership>,
+    /// The SCIM operations and the token they need, when the directory of record is SCIM's.
+    scim: Option<(crate::scim::Scim, Arc<crate::scim::Token>)>,
+    /// Where SCIM is served, if anywhere.
+    scim_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -94,7 +98,25 @@ impl Server {
     pub async fn build(options: Options) -> Result<Self, BuildError> {
         let tls = LiveTls::load(options.tls.clone())?;
         let revocations = Revocations::open(&options.tls)?;
-        let snapshot = Snapshot::load(&options.policy, &options.directory)?;
+        let snapshot = match &options.directory {
+            Some(directory) => Snapshot::load(&options.policy, directory)?,
+            // The directory of record is read from the store once it is open.
+            None => Snapshot {
+                policy: crate::policy::Policy::load(&options.policy)?,
+                directory: crate::policy::Directory::assemble(
+                    String::new(),
+                    Default::default(),
+                )
+                .map_err(|error| BuildError::Config(error))?,
+            },
+        };
+        let scim_token = match &options.scim_token {
+            Some(file) => Some(Arc::new(
+                crate::scim::Token::load(file)
+                    .map_err(|error| BuildError::Config(format!("scim.token_file: {error}")))?,
+            )),
+            None => None,
+        };
         snapshot
             .check_provisioners(&options.policy, &options.provisioners.names().collect())
             .map_err(LoadError::Invalid)?;
@@ -124,6 +146,10 @@ impl Server {
             policy: options.policy.clone(),
             directory: options.directory.clone(),
         });
+        if options.directory.is_none() {
+            // The directory of record comes from the identity provider, which may not have
+            // filled a review group yet: checked when a break-glass is asked for instead.
+        }
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
         metrics.watch_revocations(revocations.clone());
@@ -179,6 +205,27 @@ impl Server {
             broker.spawn_reconciliation(every, stop.clone());
         }
         metrics.watch_rate_limits(broker.rate_refusals());
+        let scim = match options.directory {
+            Some(_) => None,
+            None => {
+                let records = store
+                    .read(|reader| reader.directory())
+                    .await
+                    .map_err(BrokerError::from)?;
+                let registry = crate::scim::Registry::load(records).map_err(BuildError::Config)?;
+                let directory = registry
+                    .directory()
+                    .map_err(|error| BuildError::Config(format!("directory of record: {}", error.detail)))?;
+                tracing::info!(
+                    users = registry.all(crate::store::DirectoryKind::User).len(),
+                    groups = registry.all(crate::store::DirectoryKind::Group).len(),
+                    version = %directory.version(),
+                    "the directory of record is the SCIM one"
+                );
+                broker.use_directory(directory);
+                Some(crate::scim::Scim::new(broker.clone(), registry))
+            }
+        };
         let recovery = broker.recover().await?;
         trail
             .record_start(&recovery, &broker.rules().current())
@@ -214,6 +261,8 @@ impl Server {
             metrics,
             metrics_listener: None,
             cluster: None,
+            scim: scim.zip(scim_token),
+            scim_listener: None,
         })
     }
 
@@ -222,6 +271,24 @@ impl Server {
     pub fn with_metrics(mut self, listener: TcpListener) -> Self {
         self.metrics_listener = Some(listener);
         self
+    }
+
+    /// Also serves the SCIM endpoint on `listener` (HTTPS, the server certificate), from when
+    /// [`Server::run`] starts until shutdown begins. Fails unless the directory of record is
+    /// the SCIM one.
+    pub fn with_scim(mut self, listener: TcpListener) -> Result<Self, BuildError> {
+        if self.scim.is_none() {
+            return Err(BuildError::Config(
+                "the SCIM endpoint needs policy.directory = \"scim\" and scim.token_file".into(),
+            ));
+        }
+        self.scim_listener = Some(listener);
+        Ok(self)
+    }
+
+    /// The SCIM operations, when the directory of record is SCIM's.
+    pub fn scim(&self) -> Option<&crate::scim::Scim> {
+        self.scim.as_ref().map(|(scim, _)| scim)
     }
 
     /// Serves as the leader of a cluster: `elevate admin cluster` shows its nodes.
@@ -280,6 +347,19 @@ impl Server {
                 metrics_stop.clone(),
             ))
         });
+        let scim = match (self.scim_listener.take(), &self.scim) {
+            (Some(listener), Some((scim, token))) => Some(tokio::spawn(crate::scim::http::serve(
+                listener,
+                self.tls.clone(),
+                token.clone(),
+                crate::scim::http::Role::Serving {
+                    scim: scim.clone(),
+                    trail: self.trail.clone(),
+                },
+                metrics_stop.clone(),
+            ))),
+            _ => None,
+        };
         let files = self.tls.files();
         let admission = grpc::transport::Admission {
             tls: self.tls.clone(),
@@ -339,6 +419,9 @@ impl Server {
         if let Some(metrics) = metrics {
             // It closes its connections within moments.
             let _ = metrics.await;
+        }
+        if let Some(scim) = scim {
+            let _ = scim.await;
         }
         let left = deadline.get().map_or(grace, |deadline| {
             deadline.saturating_duration_since(Instant::now())

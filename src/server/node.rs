@@ -33,6 +33,8 @@ pub struct Node<'a> {
     pub listener: std::net::TcpListener,
     /// Where metrics are served, if anywhere.
     pub metrics: Option<std::net::TcpListener>,
+    /// Where SCIM is served, if anywhere (a standby answers 503 naming the leader).
+    pub scim: Option<std::net::TcpListener>,
 }
 
 /// Why a node stopped.
@@ -65,10 +67,14 @@ pub async fn run(
         clock,
         listener,
         metrics,
+        scim,
     } = node;
     listener.set_nonblocking(true)?;
     if let Some(metrics) = &metrics {
         metrics.set_nonblocking(true)?;
+    }
+    if let Some(scim) = &scim {
+        scim.set_nonblocking(true)?;
     }
     let stopping = CancellationToken::new();
     tokio::spawn({
@@ -102,6 +108,23 @@ pub async fn run(
             ))),
             None => None,
         };
+        let standby_scim = match &scim {
+            Some(scim) => {
+                let tls = LiveTls::load(config.tls.clone()).map_err(BuildError::from)?;
+                let file = config.scim.as_ref().map(|scim| scim.token_file.clone());
+                let token = crate::scim::Token::load(&file.unwrap_or_default()).map_err(|error| {
+                    BuildError::Config(format!("scim.token_file: {error}"))
+                })?;
+                Some(tokio::spawn(crate::scim::http::serve(
+                    tokio::net::TcpListener::from_std(scim.try_clone()?)?,
+                    tls,
+                    Arc::new(token),
+                    crate::scim::http::Role::Standby(leadership.leader()),
+                    stop_standby.clone(),
+                )))
+            }
+            None => None,
+        };
         ready(&format!("standing by as node {}", leadership.node()));
         let epoch = tokio::select! {
             epoch = leadership.campaign() => Some(epoch),
@@ -113,6 +136,9 @@ pub async fn run(
         }
         if let Some(scrapes) = standby_scrapes {
             let _ = scrapes.await;
+        }
+        if let Some(standby_scim) = standby_scim {
+            let _ = standby_scim.await;
         }
         let Some(epoch) = epoch else {
             return Ok(());
@@ -147,6 +173,10 @@ pub async fn run(
             Some(metrics) => {
                 server.with_metrics(tokio::net::TcpListener::from_std(metrics.try_clone()?)?)
             }
+            None => server,
+        };
+        let server = match &scim {
+            Some(scim) => server.with_scim(tokio::net::TcpListener::from_std(scim.try_clone()?)?)?,
             None => server,
         };
         let recovery = server.recovery();

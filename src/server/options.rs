@@ -58,8 +58,10 @@ pub struct Options {
     pub store_options: StoreOptions,
     /// Policy file.
     pub policy: PathBuf,
-    /// Directory file.
-    pub directory: PathBuf,
+    /// Directory file; `None` when the directory of record is the SCIM one, kept in the store.
+    pub directory: Option<PathBuf>,
+    /// The SCIM endpoint's bearer token file, when the directory of record is the SCIM one.
+    pub scim_token: Option<PathBuf>,
     /// Provisioners by name.
     pub provisioners: Provisioners,
     /// Notifiers by name (routing is in `settings`).
@@ -121,7 +123,8 @@ impl Options {
                 ..StoreOptions::default()
             },
             policy: config.policy.policy.clone(),
-            directory: config.policy.directory.clone(),
+            directory: config.policy.directory_file().map(PathBuf::from),
+            scim_token: config.scim.as_ref().map(|scim| scim.token_file.clone()),
             provisioners,
             notifiers,
             settings: Settings {

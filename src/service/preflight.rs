@@ -27,6 +27,13 @@ pub fn private_files(config: &Config) -> Vec<(String, PathBuf, &'static str)> {
             ));
         }
     }
+    if let Some(scim) = &config.scim {
+        files.push((
+            "scim.token_file".to_owned(),
+            scim.token_file.clone(),
+            "token file",
+        ));
+    }
     for (name, provisioner) in &config.provisioners {
         if let ProvisionerConfig::Postgres(postgres) = provisioner {
             if let Some(file) = &postgres.password_file {

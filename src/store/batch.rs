@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::Claim;
 use super::seam::{Job, Responder, View};
-use super::{Changes, Commit, CommitListener, Outgoing, Recorded, StoreError, StoreStats};
+use super::{
+    Changes, Commit, CommitListener, DirectoryWrite, Outgoing, Recorded, StoreError, StoreStats,
+};
 use crate::audit::Draft;
 use crate::model::{AccessRequest, Offboarding, Principal, Timestamp};
 
@@ -57,6 +59,9 @@ pub(super) trait Transaction: View {
     /// Records a claimed idempotency key.
     fn claim(&mut self, claim: &Claim) -> Result<(), StoreError>;
 
+    /// Stores or removes a resource of the directory of record.
+    fn put_directory(&mut self, write: &DirectoryWrite) -> Result<(), StoreError>;
+
     /// Stores `changes`, appending each stored (or touched) request to `committed` and each
     /// audit event, in brief, to `recorded`.
     fn apply(
@@ -96,6 +101,9 @@ pub(super) trait Transaction: View {
         }
         for claim in &changes.claims {
             self.claim(claim)?;
+        }
+        for write in &changes.directory {
+            self.put_directory(write)?;
         }
         Ok(())
     }

@@ -207,6 +207,56 @@ pub struct Changes {
     pub reinstated: Vec<Principal>,
     /// Idempotency keys claimed by the calls these changes are the first writes of.
     pub claims: Vec<idempotency::Claim>,
+    /// Resources of the directory of record written or removed.
+    pub directory: Vec<DirectoryWrite>,
+}
+
+/// Which kind of resource of the directory of record (the SCIM one) a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DirectoryKind {
+    /// A person.
+    User,
+    /// A group and its members.
+    Group,
+}
+
+impl DirectoryKind {
+    /// The name stored beside the record (the SCIM resource type).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectoryKind::User => "User",
+            DirectoryKind::Group => "Group",
+        }
+    }
+
+    /// The kind stored as `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "User" => Some(DirectoryKind::User),
+            "Group" => Some(DirectoryKind::Group),
+            _ => None,
+        }
+    }
+}
+
+/// One resource of the directory of record as stored: its kind, its id and its JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryRecord {
+    /// User or group.
+    pub kind: DirectoryKind,
+    /// Its id (stable and opaque).
+    pub id: String,
+    /// The resource, as JSON bytes.
+    pub resource: Vec<u8>,
+}
+
+/// A change to the directory of record: a resource stored (created or replaced) or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectoryWrite {
+    /// Stored under its kind and id.
+    Put(DirectoryRecord),
+    /// Removed.
+    Remove(DirectoryKind, String),
 }
 
 impl Changes {
@@ -222,6 +272,7 @@ impl Changes {
         self.offboarded.extend(other.offboarded);
         self.reinstated.extend(other.reinstated);
         self.claims.extend(other.claims);
+        self.directory.extend(other.directory);
     }
 
     /// Whether these changes store something of the workflow (a request or an audit event),

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::idempotency::Claim;
-use super::{AuditCursor, AuditPage, Changes, OutboxDue, Outgoing, StoreError};
+use super::{AuditCursor, AuditPage, Changes, DirectoryRecord, OutboxDue, Outgoing, StoreError};
 use crate::BoxFuture;
 use crate::audit::Event;
 use crate::audit::key::{Checkpoint, PublicKey};
@@ -99,6 +99,9 @@ pub trait Reads {
 
     /// Every principal an administrator offboarded (and has not reinstated).
     fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError>;
+
+    /// Every resource of the directory of record, by kind and id.
+    fn directory(&self) -> Result<Vec<DirectoryRecord>, StoreError>;
 
     /// How many notifications wait in the outbox.
     fn outbox_len(&self) -> Result<u64, StoreError>;

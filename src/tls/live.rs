@@ -5,23 +5,41 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::tls::{TlsError, TlsFiles, server_config};
+use crate::tls::{TlsError, TlsFiles, public_server_config, server_config};
 
 /// A cheap handle to the configuration in force. Cloning shares it; the configuration sits
 /// behind a `std::sync::RwLock` held only to copy or replace an `Arc`.
 #[derive(Clone, Debug)]
 pub struct LiveTls {
     files: Arc<TlsFiles>,
-    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    current: Arc<RwLock<Configs>>,
+}
+
+/// The configurations made from one reading of the files.
+#[derive(Clone, Debug)]
+struct Configs {
+    /// Mutual TLS, for gRPC.
+    mutual: Arc<rustls::ServerConfig>,
+    /// No client certificate, for the SCIM endpoint.
+    public: Arc<rustls::ServerConfig>,
+}
+
+impl Configs {
+    fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self {
+            mutual: server_config(files)?,
+            public: public_server_config(files)?,
+        })
+    }
 }
 
 impl LiveTls {
     /// Loads the configuration from `files`.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = server_config(&files)?;
+        let configs = Configs::load(&files)?;
         Ok(Self {
             files: Arc::new(files),
-            current: Arc::new(RwLock::new(config)),
+            current: Arc::new(RwLock::new(configs)),
         })
     }
 
@@ -32,8 +50,17 @@ impl LiveTls {
 
     /// The configuration for a new connection.
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.configs().mutual
+    }
+
+    /// The configuration for a new connection to the SCIM endpoint (no client certificate).
+    pub fn public(&self) -> Arc<rustls::ServerConfig> {
+        self.configs().public
+    }
+
+    fn configs(&self) -> Configs {
         match self.current.read() {
-            Ok(config) => config.clone(),
+            Ok(configs) => configs.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
@@ -41,10 +68,10 @@ impl LiveTls {
     /// Re-reads the files. On success new connections use the new configuration (connections
     /// already open keep theirs); on failure the configuration in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files)?;
+        let configs = Configs::load(&self.files)?;
         match self.current.write() {
-            Ok(mut current) => *current = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
+            Ok(mut current) => *current = configs,
+            Err(poisoned) => *poisoned.into_inner() = configs,
         }
         Ok(())
     }

@@ -253,3 +253,23 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A rustls server configuration for listeners that identity providers and other HTTPS
+/// clients reach (the SCIM endpoint): the daemon's certificate, TLS 1.3 and 1.2, HTTP/1.1, and
+/// no client certificate (those clients authenticate otherwise).
+pub fn public_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| TlsError::Config(error.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|error| TlsError::Content {
+            file: files.key.clone(),
+            message: format!("does not match {}: {error}", files.cert.display()),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

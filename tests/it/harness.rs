@@ -235,6 +235,23 @@ impl Env {
         self.tweaks.lock().unwrap().push(Box::new(tweak));
     }
 
+    /// Makes the SCIM directory (in the store) the directory of record, pushed to a SCIM
+    /// endpoint that accepts `token` (from the next start on).
+    pub fn scim(self, token: &str) -> Self {
+        let file = self.layout.root.join("scim.token");
+        std::fs::write(&file, token).unwrap();
+        std::fs::set_permissions(
+            &file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        self.tweak(move |options| {
+            options.directory = None;
+            options.scim_token = Some(file.clone());
+        });
+        self
+    }
+
     /// Replaces the directory file before the daemon starts.
     pub fn directory(self, text: &str) -> Self {
         std::fs::write(&self.layout.directory, text).unwrap();
@@ -316,7 +333,14 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = metrics_listener.local_addr().unwrap();
-        let server = Server::build(options).await?.with_metrics(metrics_listener);
+        let scim_on = options.scim_token.is_some();
+        let mut server = Server::build(options).await?.with_metrics(metrics_listener);
+        let mut scim = None;
+        if scim_on {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            scim = Some(listener.local_addr().unwrap());
+            server = server.with_scim(listener)?;
+        }
         let broker = server.broker().clone();
         let store = server.store().clone();
         let expiry = server.expiry().clone();
@@ -328,6 +352,7 @@ impl Env {
         Ok(Daemon {
             addr,
             metrics,
+            scim,
             broker,
             store,
             expiry,
@@ -359,6 +384,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// Where it serves Prometheus metrics (plain HTTP).
     pub metrics: SocketAddr,
+    /// Where it serves SCIM, when the directory of record is SCIM's.
+    pub scim: Option<SocketAddr>,
     pub broker: Broker,
     /// The daemon's store (for inspection and fault injection).
     pub store: elevate::store::Store,

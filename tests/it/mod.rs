@@ -26,6 +26,7 @@ pub mod pg;
 mod pg_daemon;
 mod postgres;
 mod rate_limits;
+mod scim;
 mod reflection;
 mod restart;
 mod revocation;

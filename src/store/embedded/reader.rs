@@ -8,7 +8,7 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
-    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, EXTENSIONS_PENDING, IDEMPOTENCY, META,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, DIRECTORY, EXTENSIONS_PENDING, IDEMPOTENCY, META,
     META_AUDIT_KEY, OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
     state_code,
 };
@@ -319,6 +319,32 @@ impl Reads for Reader {
             if found.due.len() >= limit {
                 break;
             }
+        }
+        Ok(found)
+    }
+
+    fn directory(&self) -> Result<Vec<crate::store::DirectoryRecord>, StoreError> {
+        let table = match self.txn.open_table(DIRECTORY) {
+            Ok(table) => table,
+            // A store made before the directory of record had its table.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut found = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let (kind, id) = key.value();
+            let Some(kind) = crate::store::DirectoryKind::parse(kind) else {
+                return Err(StoreError::Corrupt {
+                    table: "directory",
+                    message: format!("unknown resource kind '{kind}'"),
+                });
+            };
+            found.push(crate::store::DirectoryRecord {
+                kind,
+                id: id.to_owned(),
+                resource: value.value().to_vec(),
+            });
         }
         Ok(found)
     }

@@ -23,6 +23,7 @@
 //! | `outbox_due` | (next attempt ms, seq) | the next notifications to deliver |
 //! | `offboarded` | principal → JSON offboarding | principals an administrator offboarded |
 //! | `idempotency` | key → JSON claim | idempotency keys and what their first call changed |
+//! | `directory` | (kind, id) → JSON resource | the directory of record pushed over SCIM |
 //! | `meta` | name → bytes | schema version, id and sequence counters, chain head, audit key |
 //!
 //! Longer than most files: the layout, and applying one job's changes to every table and index
@@ -34,6 +35,7 @@ use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
 use super::{Outgoing, Signing, StoreError};
+use crate::store::DirectoryWrite;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
 use crate::model::{
@@ -75,6 +77,8 @@ pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
 pub(super) const OFFBOARDED: TableDefinition<&str, &[u8]> = TableDefinition::new("offboarded");
 pub(super) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+pub(super) const DIRECTORY: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("directory");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version this build reads and writes.
@@ -181,6 +185,7 @@ pub(super) fn initialize(
         txn.open_table(EXTENSIONS_PENDING)?;
         txn.open_table(OFFBOARDED)?;
         txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(DIRECTORY)?;
     }
     txn.commit()?;
     Ok(())
@@ -208,6 +213,7 @@ pub(super) struct Tables<'txn> {
     outbox_due: Table<'txn, (u64, u64), ()>,
     offboarded: Table<'txn, &'static str, &'static [u8]>,
     idempotency: Table<'txn, &'static str, &'static [u8]>,
+    directory: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     signing: Option<&'txn Signing>,
     /// Outbox entries queued in this transaction (the writer wakes the dispatcher for them).
@@ -242,6 +248,7 @@ impl<'txn> Tables<'txn> {
             outbox_due: txn.open_table(OUTBOX_DUE)?,
             offboarded: txn.open_table(OFFBOARDED)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
+            directory: txn.open_table(DIRECTORY)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -485,6 +492,21 @@ impl Transaction for Tables<'_> {
     fn claim(&mut self, claim: &Claim) -> Result<(), StoreError> {
         self.idempotency
             .insert(claim.key.as_str(), encode(claim).as_slice())?;
+        Ok(())
+    }
+
+    fn put_directory(&mut self, write: &DirectoryWrite) -> Result<(), StoreError> {
+        match write {
+            DirectoryWrite::Put(record) => {
+                self.directory.insert(
+                    (record.kind.as_str(), record.id.as_str()),
+                    record.resource.as_slice(),
+                )?;
+            }
+            DirectoryWrite::Remove(kind, id) => {
+                self.directory.remove((kind.as_str(), id.as_str()))?;
+            }
+        }
         Ok(())
     }
 }

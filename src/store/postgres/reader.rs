@@ -303,6 +303,30 @@ impl Reads for Snapshot<'_> {
         Ok(found)
     }
 
+    fn directory(&self) -> Result<Vec<crate::store::DirectoryRecord>, StoreError> {
+        let rows = self.query(
+            "reading elevate_directory",
+            "SELECT kind, id, resource FROM elevate_directory ORDER BY kind, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let kind: &str = row.get(0);
+                let kind = crate::store::DirectoryKind::parse(kind).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        table: "elevate_directory",
+                        message: format!("unknown resource kind '{kind}'"),
+                    }
+                })?;
+                Ok(crate::store::DirectoryRecord {
+                    kind,
+                    id: row.get(1),
+                    resource: row.get(2),
+                })
+            })
+            .collect()
+    }
+
     fn offboarded(&self) -> Result<Vec<Offboarding>, StoreError> {
         self.records(
             "elevate_offboarded",

@@ -11,6 +11,7 @@
 //! | `elevate_checkpoints` | signed heads of the chain | sequence number |
 //! | `elevate_outbox` | notifications not yet delivered | next attempt |
 //! | `elevate_offboarded` | principals an administrator offboarded | principal |
+//! | `elevate_directory` | the directory of record pushed over SCIM (JSON resources) | kind, id |
 //! | `elevate_meta` | schema version, counters, chain head, audit key | name |
 //! | `elevate_leader` | the one leadership row: epoch, node, expiry (database clock) | — |
 //! | `elevate_nodes` | every node seen, its address and last contact | node |
@@ -99,6 +100,12 @@ CREATE INDEX IF NOT EXISTS elevate_outbox_due ON elevate_outbox (due, seq);
 CREATE TABLE IF NOT EXISTS elevate_offboarded (
     principal text PRIMARY KEY,
     record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS elevate_directory (
+    kind text NOT NULL,
+    id text NOT NULL,
+    resource bytea NOT NULL,
+    PRIMARY KEY (kind, id)
 );
 CREATE TABLE IF NOT EXISTS elevate_leader (
     id smallint PRIMARY KEY CHECK (id = 1),

@@ -617,6 +617,23 @@ impl Transaction for Tables<'_> {
         self.claims.push(claim.clone());
         Ok(())
     }
+
+    fn put_directory(&mut self, write: &crate::store::DirectoryWrite) -> Result<(), StoreError> {
+        match write {
+            crate::store::DirectoryWrite::Put(record) => self.execute(
+                "storing a directory resource",
+                "INSERT INTO elevate_directory (kind, id, resource) VALUES ($1, $2, $3) \
+                 ON CONFLICT (kind, id) DO UPDATE SET resource = EXCLUDED.resource",
+                &[&record.kind.as_str(), &record.id, &record.resource],
+            )?,
+            crate::store::DirectoryWrite::Remove(kind, id) => self.execute(
+                "removing a directory resource",
+                "DELETE FROM elevate_directory WHERE kind = $1 AND id = $2",
+                &[&kind.as_str(), id],
+            )?,
+        };
+        Ok(())
+    }
 }
 
 /// What a write job may read: the transaction, with the earlier jobs of its batch applied.
@@ -695,6 +712,8 @@ pub struct Imported {
     pub offboarded: u64,
     /// Claimed idempotency keys.
     pub claims: u64,
+    /// Users and groups of the directory of record.
+    pub directory: u64,
 }
 
 /// Entries read from the source per step.
@@ -702,7 +721,8 @@ const IMPORT_PAGE: usize = 4096;
 
 /// Copies everything `source` holds into the empty store at `target`, in one transaction:
 /// requests, the audit entries as their stored bytes (so the chain and its head stay exactly
-/// the same), checkpoints, the outbox, offboardings, idempotency keys and counters. Runs on a blocking thread.
+/// the same), checkpoints, the outbox, offboardings, idempotency keys, the directory of record and counters. Runs on a blocking
+/// thread.
 pub(super) fn import(
     target: &Target,
     runtime: &Handle,
@@ -796,6 +816,10 @@ pub(super) fn import(
     for claim in source.claims()? {
         tables.claim(&claim)?;
         imported.claims += 1;
+    }
+    for record in source.directory()? {
+        tables.put_directory(&crate::store::DirectoryWrite::Put(record))?;
+        imported.directory += 1;
     }
     tables.counters.next_seq = source.audit_count()? + 1;
     tables.counters.head = source.audit_head()?;
