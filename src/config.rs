@@ -781,7 +781,8 @@ impl Config {
         }
         match (&self.scim, self.policy.directory_file()) {
             (Some(scim), None) => {
-                if scim.listen == self.listen || Some(scim.listen) == self.metrics_listen {
+                let taken = scim.listen == self.listen || Some(scim.listen) == self.metrics_listen;
+                if taken && scim.listen.port() != 0 {
                     return Err(invalid(format!(
                         "scim.listen: {} is already the gRPC or metrics address; SCIM needs an address of its own",
                         scim.listen

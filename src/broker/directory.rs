@@ -94,3 +94,28 @@ impl Broker {
         });
     }
 }
+
+/// Where the directory in force comes from.
+pub const SCIM_SOURCE: &str = "scim";
+
+impl Broker {
+    /// The directory in force and where it comes from (`scim`, or its file), for `caller`,
+    /// an administrator.
+    pub fn directory_in_force(
+        &self,
+        caller: &super::Caller,
+    ) -> Result<(std::sync::Arc<Snapshot>, String), BrokerError> {
+        caller.require_admin("reading the directory")?;
+        let source = match self
+            .inner
+            .settings
+            .rule_files
+            .as_ref()
+            .and_then(|files| files.directory.as_ref())
+        {
+            Some(file) => file.display().to_string(),
+            None => SCIM_SOURCE.to_owned(),
+        };
+        Ok((self.inner.rules.current(), source))
+    }
+}

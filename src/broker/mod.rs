@@ -17,6 +17,7 @@ mod caller;
 mod commit;
 mod credentials;
 mod decide;
+mod directory;
 mod effects;
 mod error;
 mod extend;
@@ -28,7 +29,6 @@ mod query;
 mod record;
 mod standing;
 mod submit;
-mod directory;
 mod sweep;
 mod trail;
 
@@ -41,12 +41,12 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{Correction, Reconciliation};
 pub use caller::Caller;
+pub use directory::DirectoryUpdate;
 pub use error::{BrokerError, StorageFailure};
 pub use gate::Gate;
 pub use governance::Reloaded;
 pub use limits::{Limited, RateLimits, Refusals};
 pub use query::Watch;
-pub use directory::DirectoryUpdate;
 pub use sweep::Enforcement;
 pub use trail::{ByteStream, EventStream, Trail};
 

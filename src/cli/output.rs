@@ -236,6 +236,50 @@ pub fn offboarded_table(listed: &[pb::Offboarded]) -> String {
         .collect()
 }
 
+/// The directory in force as JSON.
+pub fn directory_json(listed: &pb::ListDirectoryResponse) -> Value {
+    json!({
+        "source": listed.source,
+        "version": listed.version,
+        "people": listed.people.iter().map(|person| json!({
+            "principal": person.principal,
+            "status": person.status,
+            "groups": person.groups,
+            "manager": (!person.manager.is_empty()).then_some(&person.manager),
+            "accounts": person.accounts.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The directory in force, a line per principal.
+pub fn directory_table(listed: &pb::ListDirectoryResponse) -> String {
+    let mut out = format!("directory {} ({})\n", listed.version, listed.source);
+    if listed.people.is_empty() {
+        out.push_str("nobody is in the directory\n");
+    }
+    for person in &listed.people {
+        out.push_str(&format!(
+            "{}  {}  groups: {}",
+            person.principal,
+            person.status,
+            if person.groups.is_empty() {
+                "-".to_owned()
+            } else {
+                person.groups.join(", ")
+            }
+        ));
+        if !person.manager.is_empty() {
+            out.push_str(&format!("  manager: {}", person.manager));
+        }
+        let accounts: std::collections::BTreeMap<_, _> = person.accounts.iter().collect();
+        for (provisioner, account) in accounts {
+            out.push_str(&format!("  {provisioner}: {account}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A cluster's nodes as JSON.
 pub fn cluster_json(status: &pb::ClusterStatusResponse) -> Value {
     json!({

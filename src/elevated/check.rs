@@ -30,7 +30,24 @@ pub(super) fn check_config(file: &Path) -> Result<(), CommandError> {
             problems.push(error.to_string());
         }
     }
-    let snapshot = match policy::Snapshot::load(&config.policy.policy, &config.policy.directory) {
+    if let Some(scim) = &config.scim
+        && let Err(error) = crate::scim::Token::load(&scim.token_file)
+    {
+        problems.push(format!("scim.token_file: {error}"));
+    }
+    let loaded = match config.policy.directory_file() {
+        Some(directory) => policy::Snapshot::load(&config.policy.policy, directory),
+        // The directory of record is in the store, pushed over SCIM.
+        None => policy::Policy::load(&config.policy.policy).map(|policy| policy::Snapshot {
+            policy,
+            directory: policy::Directory::assemble(
+                "scim (the directory of record in the store)".to_owned(),
+                Default::default(),
+            )
+            .unwrap_or_else(|_| unreachable!("an empty directory has no clashing accounts")),
+        }),
+    };
+    let snapshot = match loaded {
         Ok(snapshot) => Some(snapshot),
         Err(error) => {
             problems.push(error.to_string());

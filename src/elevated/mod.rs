@@ -8,6 +8,7 @@
 mod audit;
 mod certs;
 mod check;
+mod directory;
 mod error;
 mod serve;
 mod store;
@@ -93,6 +94,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Store,
     },
+    /// The directory of record the identity provider pushes over SCIM.
+    Directory {
+        /// Which.
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Validate a configuration with its policy and directory, then exit.
     CheckConfig {
         /// Configuration file.
@@ -112,6 +119,23 @@ pub enum Cluster {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The directory subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Seed the empty SCIM directory of record of a configuration (`policy.directory =
+    /// "scim"`) from a directory file: every principal becomes a user (active or not, with
+    /// their manager and accounts), every group a group with its members. Run it with the
+    /// daemons stopped; the identity provider then matches its people by userName.
+    Import {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The directory file (as `policy.directory` named before).
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -360,5 +384,8 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Store {
             command: Store::Migrate { config, from },
         } => store::migrate(&config, &from).await,
+        Command::Directory {
+            command: DirectoryCommand::Import { config, from },
+        } => directory::import(&config, &from).await,
     }
 }

@@ -220,7 +220,10 @@ pub(super) async fn serve(
         server = server.with_scim(scim_listener)?;
     }
     if let Some(scim) = scim_address {
-        println!("elevated: SCIM on https://{scim}{}", crate::scim::http::PREFIX);
+        println!(
+            "elevated: SCIM on https://{scim}{}",
+            crate::scim::http::PREFIX
+        );
     }
     let recovery = server.recovery();
     if let Some(interval) = watchdog::interval_from_env() {

@@ -172,6 +172,49 @@ impl AdminService for Admin {
         }))
     }
 
+    async fn list_directory(
+        &self,
+        request: Request<pb::ListDirectoryRequest>,
+    ) -> Result<Response<pb::ListDirectoryResponse>, Status> {
+        let caller = caller(&self.gate, &request)?;
+        let wanted = request.into_inner().principal;
+        let (snapshot, source) = self
+            .broker
+            .directory_in_force(&caller)
+            .map_err(from_broker)?;
+        let directory = &snapshot.directory;
+        let people: Vec<pb::DirectoryPerson> = directory
+            .principals()
+            .filter(|(principal, _)| wanted.is_empty() || principal.as_str() == wanted)
+            .map(|(principal, person)| pb::DirectoryPerson {
+                principal: principal.to_string(),
+                status: if person.is_active() {
+                    "active"
+                } else {
+                    "suspended"
+                }
+                .to_owned(),
+                groups: person.groups.iter().map(ToString::to_string).collect(),
+                manager: person
+                    .manager
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                accounts: person.accounts.clone().into_iter().collect(),
+            })
+            .collect();
+        if !wanted.is_empty() && people.is_empty() {
+            return Err(Status::not_found(format!(
+                "{wanted} is not in the directory ({source})"
+            )));
+        }
+        Ok(Response::new(pb::ListDirectoryResponse {
+            people,
+            version: directory.version().to_owned(),
+            source,
+        }))
+    }
+
     async fn cluster_status(
         &self,
         request: Request<pb::ClusterStatusRequest>,

@@ -200,7 +200,9 @@ impl Directory {
                 file,
                 entry: format!("principals.{principal}"),
             };
-            return Err(at.invalid(format!("accounts.{provisioner}"), message).into());
+            return Err(at
+                .invalid(format!("accounts.{provisioner}"), message)
+                .into());
         }
         Ok(Self::of(content_version(text.as_bytes()), people))
     }
@@ -208,20 +210,16 @@ impl Directory {
     /// A directory of `people` known under `version`, made elsewhere than from a file (the
     /// directory of record pushed over SCIM). Managers need not be in it (such a manager
     /// counts as none); accounts must be distinct, as in a file.
-    pub fn assemble(
-        version: String,
-        people: BTreeMap<Principal, Person>,
-    ) -> Result<Self, String> {
+    pub fn assemble(version: String, people: BTreeMap<Principal, Person>) -> Result<Self, String> {
         for (principal, person) in &people {
             for (provisioner, account) in &person.accounts {
                 check_account(account)
                     .map_err(|error| format!("{principal}: account for {provisioner} {error}"))?;
             }
         }
-        distinct_accounts(&people)
-            .map_err(|(principal, provisioner, message)| {
-                format!("{principal}: account for {provisioner}: {message}")
-            })?;
+        distinct_accounts(&people).map_err(|(principal, provisioner, message)| {
+            format!("{principal}: account for {provisioner}: {message}")
+        })?;
         Ok(Self::of(version, people))
     }
 

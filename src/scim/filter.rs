@@ -129,8 +129,11 @@ fn path(input: &mut &str) -> winnow::Result<Path> {
 
 fn or_expr(input: &mut &str) -> winnow::Result<Filter> {
     let mut left = and_expr(input)?;
-    while let Some(right) =
-        opt(preceded((multispace1, literal(Caseless("or")), multispace1), and_expr)).parse_next(input)?
+    while let Some(right) = opt(preceded(
+        (multispace1, literal(Caseless("or")), multispace1),
+        and_expr,
+    ))
+    .parse_next(input)?
     {
         left = Filter::Or(Box::new(left), Box::new(right));
     }
@@ -139,8 +142,11 @@ fn or_expr(input: &mut &str) -> winnow::Result<Filter> {
 
 fn and_expr(input: &mut &str) -> winnow::Result<Filter> {
     let mut left = unary(input)?;
-    while let Some(right) =
-        opt(preceded((multispace1, literal(Caseless("and")), multispace1), unary)).parse_next(input)?
+    while let Some(right) = opt(preceded(
+        (multispace1, literal(Caseless("and")), multispace1),
+        unary,
+    ))
+    .parse_next(input)?
     {
         left = Filter::And(Box::new(left), Box::new(right));
     }
@@ -346,9 +352,11 @@ impl Scope {
         let (extension, attribute) = attribute;
         let sub = match &path.sub {
             None => None,
-            Some(sub) => Some(attribute.sub_attribute(sub).ok_or_else(|| {
-                format!("'{}' has no sub-attribute '{sub}'", attribute.name)
-            })?),
+            Some(sub) => Some(
+                attribute
+                    .sub_attribute(sub)
+                    .ok_or_else(|| format!("'{}' has no sub-attribute '{sub}'", attribute.name))?,
+            ),
         };
         Ok(Resolved {
             extension,
@@ -404,9 +412,7 @@ pub fn matches(filter: &Filter, resource: &Value, scope: Scope) -> Result<bool, 
             Ok(false)
         }
         Filter::ValuePath(path, inner) => {
-            let resolved = scope
-                .resolve(path)
-                .map_err(ScimError::invalid_filter)?;
+            let resolved = scope.resolve(path).map_err(ScimError::invalid_filter)?;
             if resolved.attribute.kind != Kind::Complex || resolved.sub.is_some() {
                 return Err(ScimError::invalid_filter(format!(
                     "'{}' has no values to filter",
@@ -639,7 +645,9 @@ mod tests {
         assert!(check("name.givenName pr"));
         assert!(!check("title pr"));
         assert!(check(r#"emails.value co "@home""#));
-        assert!(check(r#"emails[type eq "work" and value ew "work.example"]"#));
+        assert!(check(
+            r#"emails[type eq "work" and value ew "work.example"]"#
+        ));
         assert!(!check(r#"emails[type eq "home" and primary eq true]"#));
         assert!(check(r#"meta.lastModified gt "2026-02-01T00:00:00Z""#));
         assert!(check(r#"meta.created le "2026-01-02T04:04:05+01:00""#));
@@ -647,8 +655,12 @@ mod tests {
         assert!(check(
             r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "u2""#
         ));
-        assert!(check(r#"userName eq "bob" or userName eq "alice" and active eq true"#));
-        assert!(!check(r#"(userName eq "bob" or userName eq "alice") and active eq false"#));
+        assert!(check(
+            r#"userName eq "bob" or userName eq "alice" and active eq true"#
+        ));
+        assert!(!check(
+            r#"(userName eq "bob" or userName eq "alice") and active eq false"#
+        ));
         assert!(check(r#"not (userName eq "bob")"#));
         assert!(check(r#"not(userName eq "bob") and not (title pr)"#));
         assert!(check(r#"userName eq "al\"ice" or userName eq "alice""#));
@@ -690,9 +702,8 @@ mod tests {
         assert!(path.filter.is_some());
         let path = parse_path(r#"emails[type eq "work"].value"#).unwrap();
         assert_eq!(path.sub.as_deref(), Some("value"));
-        let path =
-            parse_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager")
-                .unwrap();
+        let path = parse_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager")
+            .unwrap();
         assert_eq!(path.attr.name, "manager");
         assert_eq!(path.attr.urn.as_deref(), Some(schema::ENTERPRISE));
         let path = parse_path("name.givenName").unwrap();

@@ -86,7 +86,9 @@ struct Failures {
 enum Admission {
     Check,
     /// Refused outright; audited when `first`.
-    Limited { first: bool },
+    Limited {
+        first: bool,
+    },
 }
 
 impl Failures {
@@ -499,7 +501,10 @@ fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
 }
 
 fn projection(params: &[(String, String)]) -> Result<Projection, ScimError> {
-    Projection::parse(param(params, "attributes"), param(params, "excludedAttributes"))
+    Projection::parse(
+        param(params, "attributes"),
+        param(params, "excludedAttributes"),
+    )
 }
 
 fn list_query(params: &[(String, String)]) -> Result<Query, ScimError> {
@@ -507,13 +512,17 @@ fn list_query(params: &[(String, String)]) -> Result<Query, ScimError> {
         param(params, name)
             .map(|value| {
                 value.trim().parse::<i64>().map_err(|_| {
-                    ScimError::invalid_value(format!("{name} must be a whole number, not {value:?}"))
+                    ScimError::invalid_value(format!(
+                        "{name} must be a whole number, not {value:?}"
+                    ))
                 })
             })
             .transpose()
     };
     Ok(Query {
-        filter: param(params, "filter").map(filter::parse_filter).transpose()?,
+        filter: param(params, "filter")
+            .map(filter::parse_filter)
+            .transpose()?,
         sort_by: sort_by(param(params, "sortBy"))?,
         descending: sort_order(param(params, "sortOrder"))?,
         start_index: number("startIndex")?.map_or(1, |start| start.max(1) as usize),
@@ -545,13 +554,18 @@ fn sort_order(text: Option<&str>) -> Result<bool, ScimError> {
 /// A SearchRequest body (`POST …/.search`).
 fn search_query(body: Option<&Value>) -> Result<Query, ScimError> {
     let Some(Value::Object(fields)) = body else {
-        return Err(ScimError::invalid_syntax("the body must be a SearchRequest object"));
+        return Err(ScimError::invalid_syntax(
+            "the body must be a SearchRequest object",
+        ));
     };
-    let listed = fields.get("schemas").and_then(Value::as_array).is_some_and(|schemas| {
-        schemas
-            .iter()
-            .any(|urn| urn.as_str() == Some(schema::SEARCH_REQUEST))
-    });
+    let listed = fields
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|schemas| {
+            schemas
+                .iter()
+                .any(|urn| urn.as_str() == Some(schema::SEARCH_REQUEST))
+        });
     if !listed {
         return Err(ScimError::invalid_syntax(format!(
             "'schemas' must list {}",
@@ -598,7 +612,10 @@ fn answered(answer: Answer) -> Response<Full<Bytes>> {
     if answer.status != StatusCode::NO_CONTENT && answer.status != StatusCode::NOT_MODIFIED {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     }
-    if let Some(etag) = answer.etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
+    if let Some(etag) = answer
+        .etag
+        .and_then(|etag| HeaderValue::from_str(&etag).ok())
+    {
         headers.insert(header::ETAG, etag);
     }
     if answer.status == StatusCode::CREATED

@@ -10,11 +10,12 @@
 //! - [`patch`]: PATCH operations;
 //! - [`registry`]: the users and groups, and the directory the broker makes of them;
 //! - [`service`]: the operations; [`http`]: the HTTPS listener, authentication and routing;
-//! - [`token`]: the bearer token.
+//! - [`token`]: the bearer token; [`import`]: seeding from a directory file.
 
 pub mod error;
 pub mod filter;
 pub mod http;
+pub mod import;
 pub mod patch;
 pub mod registry;
 pub mod resource;

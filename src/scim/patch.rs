@@ -35,7 +35,9 @@ pub fn apply(
     body: &Value,
 ) -> Result<Map<String, Value>, ScimError> {
     let Value::Object(fields) = body else {
-        return Err(ScimError::invalid_syntax("the body must be a PatchOp object"));
+        return Err(ScimError::invalid_syntax(
+            "the body must be a PatchOp object",
+        ));
     };
     let field = |name: &str| {
         fields
@@ -44,9 +46,10 @@ pub fn apply(
             .map(|(_, value)| value)
     };
     let patch_op = match field("schemas") {
-        Some(Value::Array(schemas)) => schemas
-            .iter()
-            .any(|urn| urn.as_str().is_some_and(|u| u.eq_ignore_ascii_case(schema::PATCH_OP))),
+        Some(Value::Array(schemas)) => schemas.iter().any(|urn| {
+            urn.as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(schema::PATCH_OP))
+        }),
         _ => false,
     };
     if !patch_op {
@@ -74,7 +77,10 @@ pub fn apply(
                 .find(|(key, _)| key.eq_ignore_ascii_case(name))
                 .map(|(_, value)| value)
         };
-        let verb = match get("op").and_then(Value::as_str).map(str::to_ascii_lowercase) {
+        let verb = match get("op")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+        {
             Some(op) if op == "add" => Verb::Add,
             Some(op) if op == "remove" => Verb::Remove,
             Some(op) if op == "replace" => Verb::Replace,
@@ -224,7 +230,9 @@ fn at_path(
             match entry.as_object_mut() {
                 Some(object) => object,
                 None => {
-                    return Err(ScimError::invalid_value(format!("'{urn}' must be an object")));
+                    return Err(ScimError::invalid_value(format!(
+                        "'{urn}' must be an object"
+                    )));
                 }
             }
         }
@@ -250,7 +258,10 @@ fn at_path(
     };
     outcome?;
     if let Some(urn) = resolved.extension
-        && next.get(urn).and_then(Value::as_object).is_some_and(Map::is_empty)
+        && next
+            .get(urn)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
     {
         next.remove(urn);
     }
@@ -377,7 +388,11 @@ fn sub_attribute(
     }
     let stored = match (verb, value) {
         (Verb::Remove, _) | (_, None) => None,
-        (_, Some(value)) => single(sub, &lenient(sub, value), &format!("{}.{}", attribute.name, sub.name))?,
+        (_, Some(value)) => single(
+            sub,
+            &lenient(sub, value),
+            &format!("{}.{}", attribute.name, sub.name),
+        )?,
     };
     let set = |object: &mut Map<String, Value>| match &stored {
         Some(stored) => {
@@ -545,8 +560,14 @@ mod tests {
     use super::*;
     use crate::scim::schema::{GROUPS, USERS};
 
-    fn patch(resource: &'static ResourceType, current: Value, ops: Value) -> Result<Value, ScimError> {
-        let Value::Object(current) = current else { panic!() };
+    fn patch(
+        resource: &'static ResourceType,
+        current: Value,
+        ops: Value,
+    ) -> Result<Value, ScimError> {
+        let Value::Object(current) = current else {
+            panic!()
+        };
         let body = json!({"schemas": [schema::PATCH_OP], "Operations": ops});
         apply(resource, &current, &body).map(Value::Object)
     }
@@ -554,29 +575,62 @@ mod tests {
     #[test]
     fn okta_and_entra_shapes() {
         let user = json!({"userName": "alice", "active": true});
-        let out = patch(&USERS, user.clone(), json!([{"op": "replace", "value": {"id": "x", "active": false}}])).unwrap();
+        let out = patch(
+            &USERS,
+            user.clone(),
+            json!([{"op": "replace", "value": {"id": "x", "active": false}}]),
+        )
+        .unwrap();
         assert_eq!(out["active"], false);
-        let out = patch(&USERS, user.clone(), json!([{"op": "Replace", "path": "active", "value": "False"}])).unwrap();
+        let out = patch(
+            &USERS,
+            user.clone(),
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        )
+        .unwrap();
         assert_eq!(out["active"], false);
         let out = patch(&USERS, user.clone(), json!([
             {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@w.example"},
             {"op": "Replace", "path": "name.givenName", "value": "Alice"},
             {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m-1"}
         ])).unwrap();
-        assert_eq!(out["emails"], json!([{"type": "work", "value": "a@w.example"}]));
+        assert_eq!(
+            out["emails"],
+            json!([{"type": "work", "value": "a@w.example"}])
+        );
         assert_eq!(out["name"]["givenName"], "Alice");
         assert_eq!(out[schema::ENTERPRISE]["manager"]["value"], "m-1");
 
         let group = json!({"displayName": "sre", "members": [{"value": "a"}, {"value": "b"}]});
         let out = patch(&GROUPS, group.clone(), json!([{"op": "add", "path": "members", "value": [{"value": "c", "display": "c@x"}, {"value": "a"}]}])).unwrap();
         assert_eq!(out["members"].as_array().unwrap().len(), 3);
-        let out = patch(&GROUPS, group.clone(), json!([{"op": "remove", "path": "members[value eq \"a\"]"}])).unwrap();
+        let out = patch(
+            &GROUPS,
+            group.clone(),
+            json!([{"op": "remove", "path": "members[value eq \"a\"]"}]),
+        )
+        .unwrap();
         assert_eq!(out["members"], json!([{"value": "b"}]));
-        let out = patch(&GROUPS, group.clone(), json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "b"}]}])).unwrap();
+        let out = patch(
+            &GROUPS,
+            group.clone(),
+            json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "b"}]}]),
+        )
+        .unwrap();
         assert_eq!(out["members"], json!([{"value": "a"}]));
-        let out = patch(&GROUPS, group.clone(), json!([{"op": "remove", "path": "members"}])).unwrap();
+        let out = patch(
+            &GROUPS,
+            group.clone(),
+            json!([{"op": "remove", "path": "members"}]),
+        )
+        .unwrap();
         assert!(out.get("members").is_none());
-        let out = patch(&GROUPS, group, json!([{"op": "replace", "value": {"id": "g", "displayName": "ops"}}])).unwrap();
+        let out = patch(
+            &GROUPS,
+            group,
+            json!([{"op": "replace", "value": {"id": "g", "displayName": "ops"}}]),
+        )
+        .unwrap();
         assert_eq!(out["displayName"], "ops");
     }
 
@@ -584,13 +638,31 @@ mod tests {
     fn bad_operations_change_nothing() {
         let user = json!({"userName": "alice"});
         for (ops, scim_type) in [
-            (json!([{"op": "move", "path": "active", "value": true}]), "invalidSyntax"),
-            (json!([{"op": "replace", "path": "colour", "value": "red"}]), "invalidPath"),
-            (json!([{"op": "replace", "path": "active", "value": 3}]), "invalidValue"),
-            (json!([{"op": "replace", "path": "groups", "value": []}]), "mutability"),
+            (
+                json!([{"op": "move", "path": "active", "value": true}]),
+                "invalidSyntax",
+            ),
+            (
+                json!([{"op": "replace", "path": "colour", "value": "red"}]),
+                "invalidPath",
+            ),
+            (
+                json!([{"op": "replace", "path": "active", "value": 3}]),
+                "invalidValue",
+            ),
+            (
+                json!([{"op": "replace", "path": "groups", "value": []}]),
+                "mutability",
+            ),
             (json!([{"op": "remove"}]), "noTarget"),
-            (json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "x"}}]), "noTarget"),
-            (json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]), "invalidPath"),
+            (
+                json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "x"}}]),
+                "noTarget",
+            ),
+            (
+                json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]),
+                "invalidPath",
+            ),
         ] {
             let error = patch(&USERS, user.clone(), ops.clone()).unwrap_err();
             assert_eq!(error.scim_type, Some(scim_type), "{ops}: {error}");

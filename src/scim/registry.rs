@@ -131,7 +131,8 @@ impl Registry {
                 let manager = attributes
                     .get(schema::ENTERPRISE)
                     .and_then(|extension| extension["manager"]["value"].as_str());
-                if manager.is_some_and(|manager| manager == id || manager.eq_ignore_ascii_case(name))
+                if manager
+                    .is_some_and(|manager| manager == id || manager.eq_ignore_ascii_case(name))
                 {
                     return Err(ScimError::invalid_value(
                         "a user cannot be their own manager",
@@ -172,7 +173,9 @@ impl Registry {
                         ));
                     }
                     let Some(value) = member["value"].as_str() else {
-                        return Err(ScimError::invalid_value("every member needs a value (a user id)"));
+                        return Err(ScimError::invalid_value(
+                            "every member needs a value (a user id)",
+                        ));
                     };
                     if !self.users.contains_key(value) {
                         return Err(ScimError::invalid_value(format!(
@@ -364,7 +367,8 @@ pub fn compose(
 
 /// The ETag of a resource with `attributes`: weak, a hash of their stored form.
 pub fn version_of(attributes: &Map<String, Value>) -> String {
-    let hash = crate::hash::content_version(Value::Object(attributes.clone()).to_string().as_bytes());
+    let hash =
+        crate::hash::content_version(Value::Object(attributes.clone()).to_string().as_bytes());
     let hex = hash.trim_start_matches("sha256:");
     format!("W/\"{}\"", &hex[..hex.len().min(16)])
 }

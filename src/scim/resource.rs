@@ -12,7 +12,11 @@ use super::schema::{self, Attribute, Kind, Mutability, ResourceType, Returned};
 
 /// Checks `value` sent for `attribute` (called `at` in errors) and returns its stored form,
 /// `None` when it unassigns the attribute (null, an empty list or object).
-pub fn value_of(attribute: &Attribute, value: &Value, at: &str) -> Result<Option<Value>, ScimError> {
+pub fn value_of(
+    attribute: &Attribute,
+    value: &Value,
+    at: &str,
+) -> Result<Option<Value>, ScimError> {
     if value.is_null() {
         return Ok(None);
     }
@@ -214,7 +218,10 @@ fn input(attribute: &Attribute, value: &Value) -> Result<Option<Value>, ScimErro
 }
 
 /// Fails unless `resource` has every required attribute of its schema.
-pub fn check_required(resource: &ResourceType, stored: &Map<String, Value>) -> Result<(), ScimError> {
+pub fn check_required(
+    resource: &ResourceType,
+    stored: &Map<String, Value>,
+) -> Result<(), ScimError> {
     for attribute in resource.schema.attributes {
         if attribute.required && !stored.contains_key(attribute.name) {
             return Err(ScimError::invalid_value(format!(
@@ -279,7 +286,13 @@ impl Projection {
                 let Ok(resolved) = scope.resolve(path) else {
                     continue;
                 };
-                copy(&fields, &mut kept, resolved.extension, resolved.attribute, resolved.sub);
+                copy(
+                    &fields,
+                    &mut kept,
+                    resolved.extension,
+                    resolved.attribute,
+                    resolved.sub,
+                );
             }
             return Value::Object(kept);
         }

@@ -23,8 +23,7 @@ pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRe
 pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
-const SERVICE_PROVIDER_CONFIG: &str =
-    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+const SERVICE_PROVIDER_CONFIG: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
 /// An attribute's data type (RFC 7643 §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,8 +229,7 @@ impl Attribute {
             doc["referenceTypes"] = json!(self.reference_types);
         }
         if self.kind == Kind::Complex {
-            doc["subAttributes"] =
-                Value::Array(self.sub.iter().map(Attribute::document).collect());
+            doc["subAttributes"] = Value::Array(self.sub.iter().map(Attribute::document).collect());
         }
         doc
     }
@@ -280,7 +278,11 @@ const fn plural(types: &'static [&'static str], value: Kind) -> [Attribute; 4] {
         Attribute::new("value", value, "The value."),
         Attribute::string("display", "A human-readable name."),
         Attribute::string("type", "A label of the value's function.").canonical(types),
-        Attribute::new("primary", Kind::Boolean, "Whether this is the preferred value."),
+        Attribute::new(
+            "primary",
+            Kind::Boolean,
+            "Whether this is the preferred value.",
+        ),
     ]
 }
 
@@ -293,8 +295,13 @@ const IMS: [Attribute; 4] = plural(IM_TYPES, Kind::String);
 const PHOTOS: [Attribute; 4] = [
     Attribute::new("value", Kind::Reference, "The URL of a photo.").references(&["external"]),
     Attribute::string("display", "A human-readable name."),
-    Attribute::string("type", "A label of the photo's function.").canonical(&["photo", "thumbnail"]),
-    Attribute::new("primary", Kind::Boolean, "Whether this is the preferred photo."),
+    Attribute::string("type", "A label of the photo's function.")
+        .canonical(&["photo", "thumbnail"]),
+    Attribute::new(
+        "primary",
+        Kind::Boolean,
+        "Whether this is the preferred photo.",
+    ),
 ];
 const PLAIN: [Attribute; 4] = plural(&[], Kind::String);
 const CERTIFICATES: [Attribute; 4] = plural(&[], Kind::Binary);
@@ -317,7 +324,11 @@ const ADDRESS: &[Attribute] = &[
     Attribute::string("country", "The country (ISO 3166-1 alpha-2)."),
     Attribute::string("type", "A label of the address's function.")
         .canonical(&["work", "home", "other"]),
-    Attribute::new("primary", Kind::Boolean, "Whether this is the preferred address."),
+    Attribute::new(
+        "primary",
+        Kind::Boolean,
+        "Whether this is the preferred address.",
+    ),
 ];
 
 const USER_GROUPS: &[Attribute] = &[
@@ -390,7 +401,11 @@ const ENTERPRISE_ATTRIBUTES: &[Attribute] = &[
     Attribute::string("organization", "The organization."),
     Attribute::string("division", "The division."),
     Attribute::string("department", "The department."),
-    Attribute::complex("manager", MANAGER, "The manager: the approver of `manager` stages."),
+    Attribute::complex(
+        "manager",
+        MANAGER,
+        "The manager: the approver of `manager` stages.",
+    ),
 ];
 
 const ACCOUNTS: &[Attribute] = &[
@@ -493,7 +508,8 @@ const META_ATTRIBUTES: &[Attribute] = &[
         .read_only(),
 ];
 /// `meta`: maintained by elevate.
-pub static META: Attribute = Attribute::complex("meta", META_ATTRIBUTES, "Resource metadata.").read_only();
+pub static META: Attribute =
+    Attribute::complex("meta", META_ATTRIBUTES, "Resource metadata.").read_only();
 
 /// A resource type: its endpoint, core schema and extensions.
 #[derive(Debug)]

@@ -132,7 +132,9 @@ impl Scim {
         }
         if let Some(sort_by) = &query.sort_by {
             let key = |(kind, resource): &(DirectoryKind, &Arc<Value>)| -> Option<String> {
-                let resolved = Scope::Resource(resource_type(*kind)).resolve(sort_by).ok()?;
+                let resolved = Scope::Resource(resource_type(*kind))
+                    .resolve(sort_by)
+                    .ok()?;
                 let value = filter::values(resource, &resolved).into_iter().next()?;
                 let leaf = match resolved.sub {
                     Some(sub) => value.get(sub.name)?,
@@ -244,7 +246,8 @@ impl Scim {
             ),
         };
         let writes = vec![put(kind, &id, &stored)];
-        self.commit(&mut registry, next, writes, events, only).await?;
+        self.commit(&mut registry, next, writes, events, only)
+            .await?;
         Ok(Answer::resource(
             StatusCode::CREATED,
             registry.render(kind, &stored, base),
@@ -305,7 +308,10 @@ impl Scim {
                 registry.render(kind, &existing, base),
             ));
         }
-        let created = existing["meta"]["created"].as_str().unwrap_or_default().to_owned();
+        let created = existing["meta"]["created"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let now = self.broker.now().rfc3339();
         let stored = compose(kind, id, attributes.clone(), &created, &now);
         let mut next = registry.clone();
@@ -324,7 +330,8 @@ impl Scim {
             ),
         };
         let writes = vec![put(kind, id, &stored)];
-        self.commit(&mut registry, next, writes, events, only).await?;
+        self.commit(&mut registry, next, writes, events, only)
+            .await?;
         Ok(Answer::resource(
             StatusCode::OK,
             registry.render(kind, &stored, base),
@@ -356,7 +363,10 @@ impl Scim {
                 });
                 let now = self.broker.now().rfc3339();
                 for (group_id, group) in registry.all(DirectoryKind::Group) {
-                    if !Registry::member_ids(group).iter().any(|member| member == id) {
+                    if !Registry::member_ids(group)
+                        .iter()
+                        .any(|member| member == id)
+                    {
                         continue;
                     }
                     let before = attributes_of(group);
@@ -392,7 +402,8 @@ impl Scim {
                 None
             }
         };
-        self.commit(&mut registry, next, writes, events, only).await?;
+        self.commit(&mut registry, next, writes, events, only)
+            .await?;
         Ok(Answer {
             status: StatusCode::NO_CONTENT,
             body: None,
@@ -456,7 +467,11 @@ fn unavailable(error: BrokerError) -> ScimError {
     }
 }
 
-fn found<'r>(registry: &'r Registry, kind: DirectoryKind, id: &str) -> Result<&'r Value, ScimError> {
+fn found<'r>(
+    registry: &'r Registry,
+    kind: DirectoryKind,
+    id: &str,
+) -> Result<&'r Value, ScimError> {
     registry
         .get(kind, id)
         .map(|stored| stored.as_ref())
@@ -467,7 +482,12 @@ fn found<'r>(registry: &'r Registry, kind: DirectoryKind, id: &str) -> Result<&'
 /// every one; weak and strong tags compare alike).
 fn matches_tag(tags: &str, stored: &Value) -> bool {
     let version = stored["meta"]["version"].as_str().unwrap_or_default();
-    let bare = |tag: &str| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+    let bare = |tag: &str| {
+        tag.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
     tags.split(',')
         .any(|tag| tag.trim() == "*" || bare(tag) == bare(version))
 }
@@ -560,14 +580,19 @@ fn group_event(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
 ) -> Happened {
-    let members = |attributes: &Map<String, Value>| {
-        Registry::member_ids(&Value::Object(attributes.clone()))
-    };
+    let members =
+        |attributes: &Map<String, Value>| Registry::member_ids(&Value::Object(attributes.clone()));
     let (old, new) = (members(before), members(after));
     let added: Vec<String> = new.iter().filter(|m| !old.contains(m)).cloned().collect();
     let removed: Vec<String> = old.iter().filter(|m| !new.contains(m)).cloned().collect();
-    let old_name = before.get("displayName").and_then(Value::as_str).unwrap_or_default();
-    let new_name = after.get("displayName").and_then(Value::as_str).unwrap_or(old_name);
+    let old_name = before
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let new_name = after
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(old_name);
     let mut attributes = Vec::new();
     if change == DirectoryChange::Updated && old_name != new_name {
         attributes.push(format!("displayName (was {old_name})"));

@@ -41,9 +41,7 @@ impl Token {
             ));
         }
         if !text.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(
-                "the SCIM token must be printable ASCII without spaces".to_owned(),
-            );
+            return Err("the SCIM token must be printable ASCII without spaces".to_owned());
         }
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .map_err(|_| "no randomness to protect the SCIM token with".to_owned())?;

@@ -103,18 +103,14 @@ impl Server {
             // The directory of record is read from the store once it is open.
             None => Snapshot {
                 policy: crate::policy::Policy::load(&options.policy)?,
-                directory: crate::policy::Directory::assemble(
-                    String::new(),
-                    Default::default(),
-                )
-                .map_err(|error| BuildError::Config(error))?,
+                directory: crate::policy::Directory::assemble(String::new(), Default::default())
+                    .map_err(|error| BuildError::Config(error))?,
             },
         };
         let scim_token = match &options.scim_token {
-            Some(file) => Some(Arc::new(
-                crate::scim::Token::load(file)
-                    .map_err(|error| BuildError::Config(format!("scim.token_file: {error}")))?,
-            )),
+            Some(file) => Some(Arc::new(crate::scim::Token::load(file).map_err(
+                |error| BuildError::Config(format!("scim.token_file: {error}")),
+            )?)),
             None => None,
         };
         snapshot
@@ -213,9 +209,9 @@ impl Server {
                     .await
                     .map_err(BrokerError::from)?;
                 let registry = crate::scim::Registry::load(records).map_err(BuildError::Config)?;
-                let directory = registry
-                    .directory()
-                    .map_err(|error| BuildError::Config(format!("directory of record: {}", error.detail)))?;
+                let directory = registry.directory().map_err(|error| {
+                    BuildError::Config(format!("directory of record: {}", error.detail))
+                })?;
                 tracing::info!(
                     users = registry.all(crate::store::DirectoryKind::User).len(),
                     groups = registry.all(crate::store::DirectoryKind::Group).len(),

@@ -112,9 +112,8 @@ pub async fn run(
             Some(scim) => {
                 let tls = LiveTls::load(config.tls.clone()).map_err(BuildError::from)?;
                 let file = config.scim.as_ref().map(|scim| scim.token_file.clone());
-                let token = crate::scim::Token::load(&file.unwrap_or_default()).map_err(|error| {
-                    BuildError::Config(format!("scim.token_file: {error}"))
-                })?;
+                let token = crate::scim::Token::load(&file.unwrap_or_default())
+                    .map_err(|error| BuildError::Config(format!("scim.token_file: {error}")))?;
                 Some(tokio::spawn(crate::scim::http::serve(
                     tokio::net::TcpListener::from_std(scim.try_clone()?)?,
                     tls,
@@ -176,7 +175,9 @@ pub async fn run(
             None => server,
         };
         let server = match &scim {
-            Some(scim) => server.with_scim(tokio::net::TcpListener::from_std(scim.try_clone()?)?)?,
+            Some(scim) => {
+                server.with_scim(tokio::net::TcpListener::from_std(scim.try_clone()?)?)?
+            }
             None => server,
         };
         let recovery = server.recovery();

@@ -240,11 +240,8 @@ impl Env {
     pub fn scim(self, token: &str) -> Self {
         let file = self.layout.root.join("scim.token");
         std::fs::write(&file, token).unwrap();
-        std::fs::set_permissions(
-            &file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         self.tweak(move |options| {
             options.directory = None;
             options.scim_token = Some(file.clone());

@@ -154,7 +154,11 @@ async fn seeded(env: &Env) -> (super::harness::Daemon, Idp, String, String) {
     let idp = Idp::new(daemon.scim.unwrap(), &daemon.certs, TOKEN);
     // Okta's pre-create lookup: no such user yet.
     let lookup = idp
-        .call("GET", "/Users?filter=userName%20eq%20%22engineer%22&startIndex=1&count=100", None)
+        .call(
+            "GET",
+            "/Users?filter=userName%20eq%20%22engineer%22&startIndex=1&count=100",
+            None,
+        )
         .await;
     assert_eq!(lookup.status, 200, "{}", lookup.body);
     assert_eq!(lookup.body["totalResults"], 0);
@@ -180,8 +184,14 @@ async fn okta_creates_people_and_deactivating_one_takes_every_lease_before_the_a
         .await;
     assert_eq!(found.body["totalResults"], 1);
     assert_eq!(found.body["Resources"][0]["id"], engineer.as_str());
-    assert_eq!(found.body["Resources"][0]["groups"][0]["display"], "engineering");
-    assert!(found.body["Resources"][0].get("password").is_none(), "never stored");
+    assert_eq!(
+        found.body["Resources"][0]["groups"][0]["display"],
+        "engineering"
+    );
+    assert!(
+        found.body["Resources"][0].get("password").is_none(),
+        "never stored"
+    );
     let directory = daemon.broker.rules().current();
     let person = directory
         .directory
@@ -240,7 +250,10 @@ async fn okta_creates_people_and_deactivating_one_takes_every_lease_before_the_a
         .await
         .unwrap_err();
     assert!(
-        matches!(refused.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated),
+        matches!(
+            refused.code(),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+        ),
         "{refused:?}"
     );
 
@@ -319,21 +332,30 @@ async fn entra_deletes_a_user_and_group_pushes_move_people() {
         .await
         .unwrap();
     until_state(&engineer_client, &lease.id, "active").await;
-    let answer = idp.call("DELETE", &format!("/Users/{engineer}"), None).await;
+    let answer = idp
+        .call("DELETE", &format!("/Users/{engineer}"), None)
+        .await;
     assert_eq!(answer.status, 204);
     assert!(env.holders("staging-db").is_empty());
     let gone = idp.call("GET", &format!("/Users/{engineer}"), None).await;
     assert_eq!(gone.status, 404);
-    assert_eq!(gone.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
-    let group = idp.call("GET", &format!("/Groups/{engineering}"), None).await;
+    assert_eq!(
+        gone.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    let group = idp
+        .call("GET", &format!("/Groups/{engineering}"), None)
+        .await;
     assert!(group.body.get("members").is_none(), "{}", group.body);
-    assert!(daemon
-        .broker
-        .rules()
-        .current()
-        .directory
-        .person(&"engineer".parse().unwrap())
-        .is_none());
+    assert!(
+        daemon
+            .broker
+            .rules()
+            .current()
+            .directory
+            .person(&"engineer".parse().unwrap())
+            .is_none()
+    );
     let actions: Vec<String> = daemon
         .all_events()
         .await
@@ -348,37 +370,141 @@ async fn entra_deletes_a_user_and_group_pushes_move_people() {
 async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
     let env = scim_env();
     let (daemon, idp, engineer, _) = seeded(&env).await;
-    let version = daemon.broker.rules().current().directory.version().to_owned();
+    let version = daemon
+        .broker
+        .rules()
+        .current()
+        .directory
+        .version()
+        .to_owned();
     let entries = daemon.all_events().await.len();
     let user = idp.call("GET", &format!("/Users/{engineer}"), None).await;
     let etag = user.headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(user.body["meta"]["version"], etag.as_str());
 
     let cases: Vec<(&str, String, Option<Value>, u16, Option<&str>)> = vec![
-        ("POST", "/Users".into(), Some(json!({"schemas": [USER], "userName": "x1", "colour": "red"})), 400, Some("invalidSyntax")),
-        ("POST", "/Users".into(), Some(json!({"schemas": [USER], "userName": "x2", "active": "yes"})), 400, Some("invalidValue")),
-        ("POST", "/Users".into(), Some(json!({"schemas": [USER], "userName": "x3", "emails": "a@b"})), 400, Some("invalidValue")),
-        ("POST", "/Users".into(), Some(json!({"schemas": [USER], "userName": "not a principal"})), 400, Some("invalidValue")),
-        ("POST", "/Users".into(), Some(json!({"userName": "x4"})), 400, Some("invalidSyntax")),
-        ("POST", "/Users".into(), Some(json!({"schemas": [USER], "userName": "Engineer"})), 409, Some("uniqueness")),
-        ("POST", "/Groups".into(), Some(json!({"schemas": [GROUP], "displayName": "engineering"})), 409, Some("uniqueness")),
-        ("POST", "/Groups".into(), Some(json!({"schemas": [GROUP], "displayName": "g", "members": [{"value": "nobody"}]})), 400, Some("invalidValue")),
-        ("GET", "/Users?filter=userName%20eq".into(), None, 400, Some("invalidFilter")),
-        ("GET", "/Users?filter=userName%20eq%20%22a%22%20junk".into(), None, 400, Some("invalidFilter")),
-        ("GET", "/Users?filter=colour%20eq%20%22red%22".into(), None, 400, Some("invalidFilter")),
-        ("PATCH", format!("/Users/{engineer}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "colour", "value": 1}]})), 400, Some("invalidPath")),
-        ("PATCH", format!("/Users/{engineer}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}, {"op": "replace", "path": "userName", "value": 7}]})), 400, Some("invalidValue")),
-        ("PUT", "/Users/no-such-id".into(), Some(json!({"schemas": [USER], "userName": "x5"})), 404, None),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "x1", "colour": "red"})),
+            400,
+            Some("invalidSyntax"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "x2", "active": "yes"})),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "x3", "emails": "a@b"})),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "not a principal"})),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"userName": "x4"})),
+            400,
+            Some("invalidSyntax"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "Engineer"})),
+            409,
+            Some("uniqueness"),
+        ),
+        (
+            "POST",
+            "/Groups".into(),
+            Some(json!({"schemas": [GROUP], "displayName": "engineering"})),
+            409,
+            Some("uniqueness"),
+        ),
+        (
+            "POST",
+            "/Groups".into(),
+            Some(json!({"schemas": [GROUP], "displayName": "g", "members": [{"value": "nobody"}]})),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "GET",
+            "/Users?filter=userName%20eq".into(),
+            None,
+            400,
+            Some("invalidFilter"),
+        ),
+        (
+            "GET",
+            "/Users?filter=userName%20eq%20%22a%22%20junk".into(),
+            None,
+            400,
+            Some("invalidFilter"),
+        ),
+        (
+            "GET",
+            "/Users?filter=colour%20eq%20%22red%22".into(),
+            None,
+            400,
+            Some("invalidFilter"),
+        ),
+        (
+            "PATCH",
+            format!("/Users/{engineer}"),
+            Some(
+                json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "colour", "value": 1}]}),
+            ),
+            400,
+            Some("invalidPath"),
+        ),
+        (
+            "PATCH",
+            format!("/Users/{engineer}"),
+            Some(
+                json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}, {"op": "replace", "path": "userName", "value": 7}]}),
+            ),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "PUT",
+            "/Users/no-such-id".into(),
+            Some(json!({"schemas": [USER], "userName": "x5"})),
+            404,
+            None,
+        ),
         ("POST", "/Users".into(), None, 400, Some("invalidSyntax")),
     ];
     for (method, path, body, status, scim_type) in cases {
         let answer = idp.call(method, &path, body.clone()).await;
-        assert_eq!(answer.status, status, "{method} {path} {body:?}: {}", answer.body);
+        assert_eq!(
+            answer.status, status,
+            "{method} {path} {body:?}: {}",
+            answer.body
+        );
         assert_eq!(answer.body["status"], status.to_string());
-        assert_eq!(answer.body["scimType"].as_str(), scim_type, "{method} {path}: {}", answer.body);
+        assert_eq!(
+            answer.body["scimType"].as_str(),
+            scim_type,
+            "{method} {path}: {}",
+            answer.body
+        );
     }
     // A body beyond the cap: 413 before it is read.
-    let huge = json!({"schemas": [USER], "userName": "big", "nickName": "x".repeat(2 * 1024 * 1024)});
+    let huge =
+        json!({"schemas": [USER], "userName": "big", "nickName": "x".repeat(2 * 1024 * 1024)});
     let answer = idp.call("POST", "/Users", Some(huge)).await;
     assert_eq!(answer.status, 413);
     // If-Match naming another version: 412.
@@ -389,7 +515,10 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
             "PATCH",
             &format!("/Users/{engineer}"),
             Some(body.to_string()),
-            &[("authorization", &auth), ("if-match", "W/\"0000000000000000\"")],
+            &[
+                ("authorization", &auth),
+                ("if-match", "W/\"0000000000000000\""),
+            ],
         )
         .await;
     assert_eq!(answer.status, 412, "{}", answer.body);
@@ -398,7 +527,15 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
     assert_eq!(none.status, 401);
     assert_eq!(none.body["detail"], "authentication required");
     let wrong = idp
-        .send("GET", "/Users", None, &[("authorization", "Bearer 0000000000000000000000000000000000000000")])
+        .send(
+            "GET",
+            "/Users",
+            None,
+            &[(
+                "authorization",
+                "Bearer 0000000000000000000000000000000000000000",
+            )],
+        )
         .await;
     assert_eq!(wrong.status, 401);
     assert!(!wrong.body.to_string().contains(TOKEN));
@@ -426,7 +563,8 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
 
     // An address that keeps failing is refused outright for a while.
     for _ in 0..12 {
-        idp.send("GET", "/Users", None, &[("authorization", "Bearer nope")]).await;
+        idp.send("GET", "/Users", None, &[("authorization", "Bearer nope")])
+            .await;
     }
     let limited = idp.call("GET", "/Users", None).await;
     assert_eq!(limited.status, 429);
@@ -460,13 +598,19 @@ async fn discovery_endpoints_describe_what_is_served() {
     assert_eq!(user_name["uniqueness"], "server");
     // Lists page, sort and project.
     let page = idp
-        .call("GET", "/Users?startIndex=2&count=1&sortBy=userName&attributes=userName", None)
+        .call(
+            "GET",
+            "/Users?startIndex=2&count=1&sortBy=userName&attributes=userName",
+            None,
+        )
         .await;
     assert_eq!(page.body["totalResults"], 3);
     assert_eq!(page.body["itemsPerPage"], 1);
     assert_eq!(page.body["Resources"][0]["userName"], "engineer");
     assert!(page.body["Resources"][0].get("emails").is_none());
-    let groups = idp.call("GET", "/Groups?excludedAttributes=members", None).await;
+    let groups = idp
+        .call("GET", "/Groups?excludedAttributes=members", None)
+        .await;
     assert!(groups.body["Resources"][0].get("members").is_none());
     let search = idp
         .call(
@@ -502,12 +646,145 @@ async fn a_leaver_by_scim_stays_revoked_across_a_restart_right_after_the_answer(
     let daemon = env.start().await;
     assert!(env.holders("staging-db").is_empty());
     let person = daemon.broker.rules().current();
-    let engineer_person = person.directory.person(&"engineer".parse().unwrap()).unwrap();
-    assert!(!engineer_person.is_active(), "the directory of record outlives the restart");
+    let engineer_person = person
+        .directory
+        .person(&"engineer".parse().unwrap())
+        .unwrap();
+    assert!(
+        !engineer_person.is_active(),
+        "the directory of record outlives the restart"
+    );
     let mut admin = daemon.client("admin").await;
     let status = super::harness::status(&mut admin, &lease.id).await;
     assert_eq!(state(&status), "revoked");
     let mut engineer_client = daemon.client("engineer").await;
-    assert!(request(&mut engineer_client, "staging-db", "30m", "again", "").await.is_err());
+    assert!(
+        request(&mut engineer_client, "staging-db", "30m", "again", "")
+            .await
+            .is_err()
+    );
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_the_directory_of_record_and_an_import_seeds_it() {
+    use super::cli::{elevate, json};
+    let env = scim_env();
+    let (daemon, _idp, _, _) = seeded(&env).await;
+    let shown = json(
+        &elevate(
+            &daemon,
+            &["--as", "admin", "-o", "json", "admin", "directory"],
+        )
+        .await,
+    );
+    assert_eq!(shown["source"], "scim");
+    let people = shown["people"].as_array().unwrap();
+    assert_eq!(people.len(), 3);
+    let one = json(
+        &elevate(
+            &daemon,
+            &[
+                "--as",
+                "admin",
+                "-o",
+                "json",
+                "admin",
+                "directory",
+                "--user",
+                "engineer",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(one["people"][0]["manager"], "manager");
+    assert_eq!(one["people"][0]["groups"], json!(["engineering"]));
+    let missing = elevate(
+        &daemon,
+        &["--as", "admin", "admin", "directory", "--user", "ghost"],
+    )
+    .await;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("ghost is not in the directory"));
+    let refused = elevate(&daemon, &["--as", "engineer", "admin", "directory"]).await;
+    assert!(!refused.status.success());
+    daemon.stop().await;
+
+    // `elevated directory import` seeds an empty directory of record from a directory file,
+    // as the daemon would have stored it; a second import is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.redb");
+    let token = dir.path().join("scim.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let certs = &env.layout.certs.0;
+    let config = dir.path().join("elevated.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[store]
+path = "{store}"
+[policy]
+policy = "{policy}"
+directory = "scim"
+[scim]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+[provisioners.files]
+kind = "file"
+dir = "{targets}"
+"#,
+            ca = certs.join("ca.crt").display(),
+            cert = certs.join("server.crt").display(),
+            key = certs.join("server.key").display(),
+            store = store.display(),
+            policy = env.layout.policy.display(),
+            token = token.display(),
+            targets = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let import = |from: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["directory", "import", "--config"])
+            .arg(&config)
+            .arg("--from")
+            .arg(from)
+            .output()
+            .unwrap()
+    };
+    let done = import(&env.layout.directory);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("6 users"),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    let again = import(&env.layout.directory);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    let opened = elevate::store::Store::open(
+        &store,
+        elevate::store::StoreOptions::default(),
+        Arc::new(elevate::store::Unheard),
+    )
+    .unwrap();
+    let records = opened.read(|reader| reader.directory()).await.unwrap();
+    let registry = elevate::scim::Registry::load(records).unwrap();
+    let imported = registry.directory().unwrap();
+    let file = elevate::policy::Directory::load(&env.layout.directory).unwrap();
+    let people: Vec<_> = file.principals().collect();
+    assert_eq!(people, imported.principals().collect::<Vec<_>>());
+    let events = opened.read(|r| r.events(1, usize::MAX)).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "directory.user.created"));
+    opened.close(std::time::Duration::from_secs(5)).await;
 }

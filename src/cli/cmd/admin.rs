@@ -1,5 +1,5 @@
-//! `elevate admin`: revoke, reconcile, reload, offboard and reinstate, and the cluster's nodes
-//! (admin group).
+//! `elevate admin`: revoke, reconcile, reload, offboard and reinstate, the directory in force and
+//! the cluster's nodes (admin group).
 
 use crate::cli::CliError;
 use crate::cli::output::{self, Format};
@@ -48,6 +48,13 @@ pub enum Admin {
     /// The nodes of a cluster: name, advertised address, leader or standby, epoch, last
     /// renewal (the leader) or look at the leadership (a standby).
     Cluster,
+    /// The directory in force (a file, or the one the identity provider pushes over SCIM):
+    /// every principal's status, groups, manager and accounts.
+    Directory {
+        /// Only this principal.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 impl Admin {
@@ -142,6 +149,20 @@ impl Admin {
                 match session.output {
                     Format::Json => println!("{}", output::offboarded_json(&listed)),
                     Format::Table => print!("{}", output::offboarded_table(&listed)),
+                }
+            }
+            Admin::Directory { user } => {
+                let listed = session
+                    .clients
+                    .admin
+                    .list_directory(pb::ListDirectoryRequest {
+                        principal: user.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                match session.output {
+                    Format::Json => println!("{}", output::directory_json(&listed)),
+                    Format::Table => print!("{}", output::directory_table(&listed)),
                 }
             }
             Admin::Cluster => {

@@ -8,9 +8,9 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata
 use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
-    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, DIRECTORY, EXTENSIONS_PENDING, IDEMPOTENCY, META,
-    META_AUDIT_KEY, OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE, review_code,
-    state_code,
+    BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, DIRECTORY, EXTENSIONS_PENDING, IDEMPOTENCY,
+    META, META_AUDIT_KEY, OFFBOARDED, OPEN, OUTBOX, OUTBOX_DUE, REQUESTS, REVIEWS_BY_STATE,
+    review_code, state_code,
 };
 use super::{Outgoing, StoreError};
 use crate::audit::Event;

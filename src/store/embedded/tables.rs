@@ -35,12 +35,12 @@ use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::codec::{decode, encode};
 use super::{Outgoing, Signing, StoreError};
-use crate::store::DirectoryWrite;
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
 use crate::model::{
     AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
 };
+use crate::store::DirectoryWrite;
 use crate::store::batch::Transaction;
 use crate::store::idempotency::Claim;
 use crate::store::seam::View;
