@@ -179,8 +179,38 @@ impl Env {
         self.start_with(max_batch, false).await
     }
 
+    /// A daemon whose directory of record is the SCIM one (empty at first), and where its
+    /// SCIM endpoint listens; the bearer token is [`SCIM_TOKEN`].
+    async fn start_scim(&self) -> (Daemon, std::net::SocketAddr) {
+        let token = self.layout.root.join("scim.token");
+        std::fs::write(&token, SCIM_TOKEN).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let daemon = self
+            .launch(
+                StoreOptions::default().max_batch,
+                false,
+                Some((token, listener)),
+            )
+            .await;
+        (daemon, address)
+    }
+
     /// With `notify`, every event is routed through the outbox to a no-op notifier.
     async fn start_with(&self, max_batch: usize, notify: bool) -> Daemon {
+        self.launch(max_batch, notify, None).await
+    }
+
+    /// Starts the daemon; with `scim` (a token file and a listener), its directory of record
+    /// is the SCIM one, served there.
+    async fn launch(
+        &self,
+        max_batch: usize,
+        notify: bool,
+        scim: Option<(PathBuf, tokio::net::TcpListener)>,
+    ) -> Daemon {
         let mut options = dev::options(&self.layout, Arc::new(self.clock.clone()));
         if let Some(store) = &self.store {
             options.store = store.clone();
@@ -211,9 +241,17 @@ impl Env {
             max_batch,
             ..StoreOptions::default()
         };
+        let scim_listener = scim.map(|(token, listener)| {
+            options.directory = None;
+            options.scim_token = Some(token);
+            listener
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
-        let server = Server::build(options).await.unwrap();
+        let mut server = Server::build(options).await.unwrap();
+        if let Some(scim_listener) = scim_listener {
+            server = server.with_scim(scim_listener).unwrap();
+        }
         let broker = server.broker().clone();
         let store = server.store().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -732,7 +770,7 @@ fn machine() -> String {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--only=NAME[,NAME]` runs just those sections (latency, throughput, expiry, offboard,
-    // audit, scale).
+    // scim, audit, scale).
     let only: Option<Vec<String>> = std::env::args().find_map(|a| {
         a.strip_prefix("--only=")
             .map(|s| s.split(',').map(str::to_owned).collect())
@@ -862,6 +900,66 @@ async fn main() {
         );
         put("offboard_100_leases_ms", percentile(&mut samples, 0.50));
         put("offboard_100_leases_max_ms", percentile(&mut samples, 1.0));
+        daemon.stop().await;
+    }
+
+    // The directory of record over SCIM: Okta's PATCH active=false of a user holding 100
+    // leases, answered once all of them are revoked and committed. Five leavers.
+    if run("scim") {
+        const LEAVERS: usize = 5;
+        const LEASES: usize = 100;
+        let env = Env::new(LEAVERS, LEASES);
+        let (daemon, scim) = env.start_scim().await;
+        let idp = Idp::new(scim, &daemon.certs);
+        let mut ids = Vec::new();
+        for n in 0..LEAVERS {
+            let (status, user) = idp
+                .call(
+                    "POST",
+                    "/Users",
+                    json!({"schemas": [SCIM_USER], "userName": principal(n), "active": true}),
+                )
+                .await;
+            assert_eq!(status, 201, "{user}");
+            ids.push(user["id"].as_str().unwrap().to_owned());
+        }
+        let members: Vec<_> = ids.iter().map(|id| json!({"value": id})).collect();
+        let (status, group) = idp
+            .call(
+                "POST",
+                "/Groups",
+                json!({"schemas": [SCIM_GROUP], "displayName": "engineering", "members": members}),
+            )
+            .await;
+        assert_eq!(status, 201, "{group}");
+        let mut samples = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let mut leaver = daemon.client(&principal(n)).await;
+            for r in 0..LEASES {
+                submit(&mut leaver, &format!("auto-{r}")).await;
+            }
+            let deactivate = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "value": {"active": false}}],
+            });
+            let started = Instant::now();
+            let (status, answer) = idp.call("PATCH", &format!("/Users/{id}"), deactivate).await;
+            samples.push(started.elapsed());
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(
+                daemon.count(StateKind::Revoked).await,
+                ((n + 1) * LEASES) as u64,
+                "every lease revoked and committed before the answer"
+            );
+        }
+        put(
+            "scim_deactivate_100_leases_ms",
+            percentile(&mut samples, 0.50),
+        );
+        put(
+            "scim_deactivate_100_leases_max_ms",
+            percentile(&mut samples, 1.0),
+        );
         daemon.stop().await;
     }
 
@@ -1147,4 +1245,73 @@ async fn failovers(env: &Env, cluster: &pg::Cluster, database: &str, samples: us
     drop(nodes);
     let slowest = taken.iter().max().unwrap().as_secs_f64();
     (percentile(&mut taken, 0.5) / 1000.0, slowest)
+}
+
+/// The bearer token of the benchmark's SCIM endpoint.
+const SCIM_TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const SCIM_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// An identity provider's SCIM client: HTTPS trusting the daemon's CA, a connection per call
+/// (as provisioning jobs often do).
+struct Idp {
+    address: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Idp {
+    fn new(address: std::net::SocketAddr, certs: &std::path::Path) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in elevate::tls::load_certs(&certs.join("ca.crt")).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            address,
+            config: Arc::new(config),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("/scim/v2{path}"))
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {SCIM_TOKEN}"))
+            .header("content-type", "application/scim+json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
 }

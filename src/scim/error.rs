@@ -17,6 +17,8 @@ pub struct ScimError {
     pub scim_type: Option<&'static str>,
     /// What went wrong, for the identity provider's operator.
     pub detail: String,
+    /// The methods allowed, for a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ScimError {
@@ -25,7 +27,14 @@ impl ScimError {
             status,
             scim_type,
             detail: detail.into(),
+            allow: None,
         }
+    }
+
+    /// The same error, saying which methods are allowed (a 405's `Allow` header).
+    pub fn allowing(mut self, methods: &'static str) -> Self {
+        self.allow = Some(methods);
+        self
     }
 
     /// 400 `invalidFilter`: a filter that does not parse or names what cannot be filtered.

@@ -385,6 +385,13 @@ pub fn matches(filter: &Filter, resource: &Value, scope: Scope) -> Result<bool, 
         }
         Filter::Not(inner) => Ok(!matches(inner, resource, scope)?),
         Filter::Present(path) => {
+            let resolved = scope.resolve(path).map_err(ScimError::invalid_filter)?;
+            if resolved.sub.is_none() {
+                // A complex attribute is present when it holds a non-empty value.
+                return Ok(values(resource, &resolved)
+                    .iter()
+                    .any(|value| present(value)));
+            }
             let (leaves, _) = leaves(resource, scope, path)?;
             Ok(leaves.iter().any(|leaf| present(leaf)))
         }
@@ -426,6 +433,52 @@ pub fn matches(filter: &Filter, resource: &Value, scope: Scope) -> Result<bool, 
                 }
             }
             Ok(false)
+        }
+    }
+}
+
+/// Checks `filter` in `scope` without a resource: every attribute it names exists, and every
+/// comparison suits its attribute's type. A filter is refused whatever the data.
+pub fn validate(filter: &Filter, scope: Scope) -> Result<(), ScimError> {
+    match filter {
+        Filter::And(left, right) | Filter::Or(left, right) => {
+            validate(left, scope)?;
+            validate(right, scope)
+        }
+        Filter::Not(inner) => validate(inner, scope),
+        Filter::Present(path) => scope
+            .resolve(path)
+            .map(drop)
+            .map_err(ScimError::invalid_filter),
+        Filter::Compare(path, op, literal) => {
+            let (_, leaf) = leaves(&Value::Null, scope, path)?;
+            let sample = match leaf.kind {
+                Kind::Boolean => Value::Bool(false),
+                Kind::Integer | Kind::Decimal => Value::from(0),
+                Kind::DateTime => Value::from("1970-01-01T00:00:00Z"),
+                _ => Value::from(""),
+            };
+            if literal.is_null() {
+                return match op {
+                    Op::Eq | Op::Ne => Ok(()),
+                    _ => Err(ScimError::invalid_filter(format!(
+                        "'{}' can only be compared to null with eq or ne",
+                        leaf.name
+                    ))),
+                };
+            }
+            let op = if *op == Op::Ne { Op::Eq } else { *op };
+            compare(leaf, &sample, op, literal).map(drop)
+        }
+        Filter::ValuePath(path, inner) => {
+            let resolved = scope.resolve(path).map_err(ScimError::invalid_filter)?;
+            if resolved.attribute.kind != Kind::Complex || resolved.sub.is_some() {
+                return Err(ScimError::invalid_filter(format!(
+                    "'{}' has no values to filter",
+                    resolved.attribute.name
+                )));
+            }
+            validate(inner, Scope::Within(resolved.attribute))
         }
     }
 }
@@ -627,6 +680,7 @@ mod tests {
 
     fn check(filter: &str) -> bool {
         let parsed = parse_filter(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        validate(&parsed, Scope::Resource(&USERS)).unwrap_or_else(|e| panic!("{filter}: {e}"));
         matches(&parsed, &user(), Scope::Resource(&USERS)).unwrap()
     }
 
@@ -643,6 +697,8 @@ mod tests {
         assert!(check("active eq true"));
         assert!(!check("active eq false"));
         assert!(check("name.givenName pr"));
+        assert!(check("name pr"));
+        assert!(!check("addresses pr"));
         assert!(!check("title pr"));
         assert!(check(r#"emails.value co "@home""#));
         assert!(check(
@@ -691,6 +747,8 @@ mod tests {
         ] {
             let parsed = parse_filter(impossible).unwrap();
             let error = matches(&parsed, &user(), Scope::Resource(&USERS)).unwrap_err();
+            assert_eq!(error.scim_type, Some("invalidFilter"), "{impossible}");
+            let error = validate(&parsed, Scope::Resource(&USERS)).unwrap_err();
             assert_eq!(error.scim_type, Some("invalidFilter"), "{impossible}");
         }
     }

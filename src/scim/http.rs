@@ -298,9 +298,17 @@ async fn respond(
         .or_else(|| local.map(|local| local.to_string()))
         .unwrap_or_default();
     let base = format!("https://{host}{PREFIX}");
-    match handle(request, scim, &base).await {
-        Ok(answer) => answered(answer),
-        Err(failure) => error(&failure),
+    // On a task of its own: a client that goes away (or a connection past its deadline)
+    // never cuts a change short between its commit and the registry taking it in.
+    let scim = scim.clone();
+    let handled = tokio::spawn(async move { handle(request, &scim, &base).await }).await;
+    match handled {
+        Ok(Ok(answer)) => answered(answer),
+        Ok(Err(failure)) => error(&failure),
+        Err(_) => error(&ScimError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request could not be handled",
+        )),
     }
 }
 
@@ -326,8 +334,19 @@ async fn handle(request: Request<Incoming>, scim: &Scim, base: &str) -> Result<A
         Err(ScimError::status(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here; allowed: {methods}"),
-        ))
+        )
+        .allowing(methods))
     };
+    if matches!(
+        segments.as_slice(),
+        ["Schemas", ..] | ["ResourceTypes", ..] | ["ServiceProviderConfig"]
+    ) && param(&params, "filter").is_some()
+    {
+        return Err(ScimError::status(
+            StatusCode::FORBIDDEN,
+            "filtering is not supported on this endpoint",
+        ));
+    }
     let kind_of = |segment: &str| match segment {
         "Users" => Some(DirectoryKind::User),
         "Groups" => Some(DirectoryKind::Group),
@@ -361,7 +380,7 @@ async fn handle(request: Request<Incoming>, scim: &Scim, base: &str) -> Result<A
         ["Schemas", urn] => match method {
             Method::GET => SCHEMAS
                 .iter()
-                .find(|s| s.id == *urn)
+                .find(|s| s.id == percent_encoding::percent_decode_str(urn).decode_utf8_lossy())
                 .map(|s| Answer::ok(s.document(base)))
                 .ok_or_else(|| ScimError::not_found(format!("no schema {urn:?}"))),
             _ => allow("GET"),
@@ -384,7 +403,11 @@ async fn handle(request: Request<Incoming>, scim: &Scim, base: &str) -> Result<A
             };
             match method {
                 Method::GET => scim.list(&[kind], &list_query(&params)?, base).await,
-                Method::POST => scim.create(kind, &required(body)?, base).await,
+                Method::POST => {
+                    let projection = projection(&params)?;
+                    let answer = scim.create(kind, &required(body)?, base).await?;
+                    Ok(projected(answer, kind, &projection))
+                }
                 _ => allow("GET, POST"),
             }
         }
@@ -414,12 +437,18 @@ async fn handle(request: Request<Incoming>, scim: &Scim, base: &str) -> Result<A
                         .await
                 }
                 Method::PUT => {
-                    scim.replace(kind, &id, &required(body)?, if_match.as_deref(), base)
-                        .await
+                    let projection = projection(&params)?;
+                    let answer = scim
+                        .replace(kind, &id, &required(body)?, if_match.as_deref(), base)
+                        .await?;
+                    Ok(projected(answer, kind, &projection))
                 }
                 Method::PATCH => {
-                    scim.patch(kind, &id, &required(body)?, if_match.as_deref(), base)
-                        .await
+                    let projection = projection(&params)?;
+                    let answer = scim
+                        .patch(kind, &id, &required(body)?, if_match.as_deref(), base)
+                        .await?;
+                    Ok(projected(answer, kind, &projection))
                 }
                 Method::DELETE => scim.delete(kind, &id, if_match.as_deref()).await,
                 _ => allow("GET, PUT, PATCH, DELETE"),
@@ -427,6 +456,14 @@ async fn handle(request: Request<Incoming>, scim: &Scim, base: &str) -> Result<A
         }
         _ => Err(ScimError::not_found(format!("no endpoint {path}"))),
     }
+}
+
+/// `answer` with only the attributes `projection` asks for.
+fn projected(mut answer: Answer, kind: DirectoryKind, projection: &Projection) -> Answer {
+    answer.body = answer
+        .body
+        .map(|body| projection.apply(super::registry::resource_type(kind), body));
+    answer
 }
 
 fn header_text(request: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
@@ -634,5 +671,10 @@ fn error(failure: &ScimError) -> Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Some(allow) = failure.allow {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
     response
 }

@@ -271,29 +271,76 @@ impl Registry {
         format!("scim:{}", crate::hash::content_version(&bytes))
     }
 
+    /// Each user's groups (id and displayName), by user id: what renders their `groups`.
+    pub fn memberships(&self) -> std::collections::HashMap<String, Vec<(String, Value)>> {
+        let mut memberships: std::collections::HashMap<String, Vec<(String, Value)>> =
+            std::collections::HashMap::new();
+        for (group_id, group) in &self.groups {
+            for member in Self::member_ids(group) {
+                memberships
+                    .entry(member)
+                    .or_default()
+                    .push((group_id.clone(), group["displayName"].clone()));
+            }
+        }
+        memberships
+    }
+
     /// `stored` as an answer shows it: with its location, a user's groups, a member's `$ref`.
     pub fn render(&self, kind: DirectoryKind, stored: &Value, base: &str) -> Value {
+        let id = stored["id"].as_str().unwrap_or_default();
+        let groups: Vec<(String, Value)> = match kind {
+            DirectoryKind::User => self
+                .groups
+                .iter()
+                .filter(|(_, group)| Self::member_ids(group).iter().any(|m| m == id))
+                .map(|(group_id, group)| (group_id.clone(), group["displayName"].clone()))
+                .collect(),
+            DirectoryKind::Group => Vec::new(),
+        };
+        self.render_with(kind, stored, base, &groups)
+    }
+
+    /// [`Registry::render`] with a user's `groups` already known. A user's version covers
+    /// their groups too, so that it changes whenever what is shown does.
+    pub fn render_with(
+        &self,
+        kind: DirectoryKind,
+        stored: &Value,
+        base: &str,
+        groups: &[(String, Value)],
+    ) -> Value {
         let mut rendered = stored.clone();
         let id = stored["id"].as_str().unwrap_or_default();
         let endpoint = resource_type(kind).endpoint;
         rendered["meta"]["location"] = json!(format!("{base}{endpoint}/{id}"));
         match kind {
             DirectoryKind::User => {
-                let groups: Vec<Value> = self
-                    .groups
-                    .iter()
-                    .filter(|(_, group)| Self::member_ids(group).iter().any(|m| m == id))
-                    .map(|(group_id, group)| {
-                        json!({
-                            "value": group_id,
-                            "$ref": format!("{base}/Groups/{group_id}"),
-                            "display": group["displayName"],
-                            "type": "direct",
-                        })
-                    })
-                    .collect();
                 if !groups.is_empty() {
-                    rendered["groups"] = Value::Array(groups);
+                    let listed: Vec<Value> = groups
+                        .iter()
+                        .map(|(group_id, name)| {
+                            json!({
+                                "value": group_id,
+                                "$ref": format!("{base}/Groups/{group_id}"),
+                                "display": name,
+                                "type": "direct",
+                            })
+                        })
+                        .collect();
+                    let mut seed = stored["meta"]["version"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    for (group_id, _) in groups {
+                        seed.push(' ');
+                        seed.push_str(group_id);
+                    }
+                    let hash = crate::hash::content_version(seed.as_bytes());
+                    let hex = hash.trim_start_matches("sha256:");
+                    rendered["meta"]["version"] =
+                        json!(format!("W/\"{}\"", &hex[..hex.len().min(16)]));
+                    rendered["groups"] = Value::Array(listed);
                 }
                 if let Some(manager) = rendered
                     .get_mut(schema::ENTERPRISE)

@@ -112,14 +112,30 @@ impl Scim {
         base: &str,
     ) -> Result<Answer, ScimError> {
         let registry = self.registry.lock().await.clone();
-        let mut found: Vec<(DirectoryKind, &Arc<Value>)> = Vec::new();
+        if let Some(filter) = &query.filter {
+            // Refused whatever the data; searching every type, it must suit one of them.
+            let checked: Vec<Result<(), ScimError>> = kinds
+                .iter()
+                .map(|kind| filter::validate(filter, Scope::Resource(resource_type(*kind))))
+                .collect();
+            if !checked.iter().any(Result::is_ok) {
+                if let Some(Err(error)) = checked.into_iter().next() {
+                    return Err(error);
+                }
+            }
+        }
+        let memberships = registry.memberships();
+        let mut found: Vec<(DirectoryKind, Value)> = Vec::new();
         for &kind in kinds {
             let scope = Scope::Resource(resource_type(kind));
-            for resource in registry.all(kind).values() {
+            for (id, stored) in registry.all(kind) {
+                let groups = memberships.get(id).map(Vec::as_slice).unwrap_or_default();
+                // Filtered as shown: a user's groups and every location are part of it.
+                let resource = registry.render_with(kind, stored, base, groups);
                 let keep = match &query.filter {
                     None => true,
                     // Searching every type: a filter on what one type lacks matches none of it.
-                    Some(filter) => match filter::matches(filter, resource, scope) {
+                    Some(filter) => match filter::matches(filter, &resource, scope) {
                         Ok(keep) => keep,
                         Err(_) if kinds.len() > 1 => false,
                         Err(error) => return Err(error),
@@ -131,7 +147,7 @@ impl Scim {
             }
         }
         if let Some(sort_by) = &query.sort_by {
-            let key = |(kind, resource): &(DirectoryKind, &Arc<Value>)| -> Option<String> {
+            let key = |(kind, resource): &(DirectoryKind, Value)| -> Option<String> {
                 let resolved = Scope::Resource(resource_type(*kind))
                     .resolve(sort_by)
                     .ok()?;
@@ -161,11 +177,7 @@ impl Scim {
             .into_iter()
             .skip(start - 1)
             .take(query.count.min(MAX_RESULTS))
-            .map(|(kind, resource)| {
-                query
-                    .projection
-                    .apply(resource_type(kind), registry.render(kind, resource, base))
-            })
+            .map(|(kind, resource)| query.projection.apply(resource_type(kind), resource))
             .collect();
         Ok(Answer::ok(json!({
             "schemas": [schema::LIST_RESPONSE],
@@ -186,20 +198,21 @@ impl Scim {
         base: &str,
     ) -> Result<Answer, ScimError> {
         let registry = self.registry.lock().await;
-        let stored = found(&registry, kind, id)?;
+        let full = registry.render(kind, found(&registry, kind, id)?, base);
+        let etag = full["meta"]["version"].as_str().map(str::to_owned);
         if let Some(tags) = if_none_match
-            && matches_tag(tags, stored)
+            && matches_tag(tags, &full)
         {
             return Ok(Answer {
                 status: StatusCode::NOT_MODIFIED,
                 body: None,
-                etag: stored["meta"]["version"].as_str().map(str::to_owned),
+                etag,
                 location: None,
             });
         }
-        let rendered = projection.apply(resource_type(kind), registry.render(kind, stored, base));
-        let mut answer = Answer::resource(StatusCode::OK, rendered);
-        answer.etag = stored["meta"]["version"].as_str().map(str::to_owned);
+        let mut answer =
+            Answer::resource(StatusCode::OK, projection.apply(resource_type(kind), full));
+        answer.etag = etag;
         Ok(answer)
     }
 
@@ -297,7 +310,7 @@ impl Scim {
         let resource = resource_type(kind);
         let mut registry = self.registry.lock().await;
         let existing = found(&registry, kind, id)?.clone();
-        precondition(if_match, &existing)?;
+        precondition(if_match, &registry.render(kind, &existing, base))?;
         let before = attributes_of(&existing);
         let attributes = change(&before)?;
         check_required(resource, &attributes)?;
@@ -347,7 +360,7 @@ impl Scim {
     ) -> Result<Answer, ScimError> {
         let mut registry = self.registry.lock().await;
         let existing = found(&registry, kind, id)?.clone();
-        precondition(if_match, &existing)?;
+        precondition(if_match, &registry.render(kind, &existing, ""))?;
         let mut next = registry.clone();
         next.remove(kind, id);
         let mut writes = vec![DirectoryWrite::Remove(kind, id.to_owned())];

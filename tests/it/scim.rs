@@ -620,6 +620,78 @@ async fn discovery_endpoints_describe_what_is_served() {
         )
         .await;
     assert_eq!(search.body["totalResults"], 1, "{}", search.body);
+    // Users are filtered as they are shown, their groups included.
+    let admins = idp
+        .call(
+            "GET",
+            "/Groups?filter=displayName%20eq%20%22admins%22",
+            None,
+        )
+        .await;
+    let admins_id = admins.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = idp
+        .call(
+            "GET",
+            &format!("/Users?filter=groups.value%20eq%20%22{admins_id}%22"),
+            None,
+        )
+        .await;
+    assert_eq!(members.body["totalResults"], 1, "{}", members.body);
+    assert_eq!(members.body["Resources"][0]["userName"], "admin");
+    let grouped = idp
+        .call("GET", "/Users?filter=groups%20pr%20and%20name%20pr", None)
+        .await;
+    assert_eq!(grouped.body["totalResults"], 2, "{}", grouped.body);
+    // A user's version changes with their groups; the old one no longer matches.
+    let admin_id = members.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = idp.call("GET", &format!("/Users/{admin_id}"), None).await;
+    let etag = before.headers["etag"].to_str().unwrap().to_owned();
+    let auth = format!("Bearer {TOKEN}");
+    let unchanged = idp
+        .send(
+            "GET",
+            &format!("/Users/{admin_id}"),
+            None,
+            &[("authorization", &auth), ("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(unchanged.status, 304);
+    let leave = json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": "members"}]});
+    let patched = idp
+        .call(
+            "PATCH",
+            &format!("/Groups/{admins_id}?excludedAttributes=members"),
+            Some(leave),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert!(patched.body.get("members").is_none());
+    let after = idp
+        .send(
+            "GET",
+            &format!("/Users/{admin_id}"),
+            None,
+            &[("authorization", &auth), ("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(after.status, 200);
+    assert!(after.body.get("groups").is_none());
+    // Refused whatever the data, methods named, discovery not filtered.
+    let empty = idp
+        .call("GET", "/Groups?filter=colour%20eq%20%22red%22", None)
+        .await;
+    assert_eq!(empty.status, 400);
+    let wrong = idp.call("DELETE", "/Users", None).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.headers["allow"], "GET, POST");
+    let filtered = idp.call("GET", "/Schemas?filter=id%20pr", None).await;
+    assert_eq!(filtered.status, 403);
     daemon.stop().await;
 }
 
