@@ -29,7 +29,8 @@ pub struct DirectoryUpdate {
 
 impl Broker {
     /// Stores `update`, puts its directory in force and holds the open requests against it;
-    /// answers once all of that is committed. On a tracked task: a caller giving up never
+    /// answers once all of that is committed. An error means nothing was stored; once stored,
+    /// a sweep that fails is reported in the enforcement's `failed`. On a tracked task: a caller giving up never
     /// cuts the sweep short.
     pub async fn put_directory(&self, update: DirectoryUpdate) -> Result<Enforcement, BrokerError> {
         let broker = self.clone();
@@ -81,7 +82,18 @@ impl Broker {
             self.inner.rules.restore(old);
             return Err(error);
         }
-        self.enforce_locked(actor, only.as_ref()).await
+        // Stored and in force: whatever the sweep meets, the change is made (what failed is
+        // retried at the next change, reload or start, as after a reload).
+        match self.enforce_locked(actor, only.as_ref()).await {
+            Ok(enforced) => Ok(enforced),
+            Err(error) => {
+                tracing::error!(%error, "the sweep after a directory change failed");
+                Ok(Enforcement {
+                    failed: vec![format!("the sweep after the change: {error}")],
+                    ..Enforcement::default()
+                })
+            }
+        }
     }
 
     /// Puts `directory` in force without storing anything (at start, the directory of record

@@ -84,8 +84,40 @@ pub struct Path {
     pub sub: Option<String>,
 }
 
+/// The longest filter accepted, in bytes: longer ones are refused before parsing.
+pub const MAX_FILTER: usize = 4096;
+
+/// The deepest nesting of parentheses and brackets accepted.
+pub const MAX_NESTING: usize = 16;
+
+/// Fails when `text` is longer than `max` bytes or nests deeper than [`MAX_NESTING`] (outside
+/// quoted strings): the parser and evaluation recurse, and their depth stays bounded.
+fn bounded(text: &str, max: usize, what: &str) -> Result<(), String> {
+    if text.len() > max {
+        return Err(format!("the {what} is longer than {max} bytes"));
+    }
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '(' | '[' if !quoted => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!("the {what} nests deeper than {MAX_NESTING} levels"));
+                }
+            }
+            ')' | ']' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a filter.
 pub fn parse_filter(text: &str) -> Result<Filter, ScimError> {
+    bounded(text, MAX_FILTER, "filter").map_err(ScimError::invalid_filter)?;
     delimited(multispace0, or_expr, multispace0)
         .parse(text)
         .map_err(|error| {
@@ -98,6 +130,7 @@ pub fn parse_filter(text: &str) -> Result<Filter, ScimError> {
 
 /// Parses a PATCH path.
 pub fn parse_path(text: &str) -> Result<Path, ScimError> {
+    bounded(text, MAX_FILTER, "path").map_err(ScimError::invalid_path)?;
     delimited(multispace0, path, multispace0)
         .parse(text)
         .map_err(|error| {
@@ -734,6 +767,8 @@ mod tests {
             r#"userName eq "a" and"#,
             r#"userName eq "a" junk"#,
             r#"emails[type eq "work""#,
+            &format!("{}userName pr{}", "(".repeat(1000), ")".repeat(1000)),
+            &vec!["userName pr"; 2000].join(" and "),
         ] {
             let error = parse_filter(bad).unwrap_err();
             assert_eq!(error.scim_type, Some("invalidFilter"), "{bad}");

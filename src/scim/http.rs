@@ -1,11 +1,14 @@
 //! The SCIM listener: HTTPS (HTTP/1.1) with the daemon's server certificate and no client
 //! certificate, under `/scim/v2`. Every request must carry the bearer token; one without it, or
-//! with a wrong one, gets a bare 401 and is audited (`scim.refused`), and an address that keeps
-//! failing is refused with 429 for a minute without its token being looked at. Bodies over
+//! with a wrong one, gets a bare 401 (the first of each address and minute audited as
+//! `scim.refused`), and past [`MAX_FAILURES`] in a minute an address's failures get 429 (a
+//! request with the right token is always served). Bodies over
 //! [`MAX_BODY`] get 413 before they are read. At most [`CONNECTIONS`] connections are served
 //! ([`PER_ADDRESS`] from one address); a connection lives at most [`CONNECTION_DEADLINE`].
 //!
-//! A standby (several nodes) answers every request 503 naming the leader.
+//! Each request runs on a task of its own, so a client that goes away never cuts a change short
+//! between its commit and the registry taking it in. A standby (several nodes) answers every
+//! authenticated request 503 naming the leader.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -58,6 +61,9 @@ pub const MAX_FAILURES: u32 = 10;
 /// The window of [`MAX_FAILURES`].
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
+/// The longest a TLS handshake may take.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long open connections may take to finish once the listener stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -75,50 +81,65 @@ pub enum Role {
     Standby(tokio::sync::watch::Receiver<crate::cluster::Leader>),
 }
 
-/// Failed authentications per address.
+/// Failed authentications per address (an IPv6 address by its /64, which one host usually
+/// has whole), in windows of [`REFUSAL_WINDOW`]; at most [`TRACKED`] addresses.
 #[derive(Debug, Default)]
 struct Failures {
     // A std lock: held to count, never across an await.
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-/// What to do about a request from an address, before its token is looked at.
-enum Admission {
-    Check,
-    /// Refused outright; audited when `first`.
-    Limited {
-        first: bool,
-    },
+/// Most addresses whose failures are counted at once; past it the oldest windows are dropped.
+const TRACKED: usize = 4096;
+
+/// What a failed authentication from an address comes to.
+enum Failure {
+    /// Counted; `first` of its window (audited).
+    Counted { first: bool },
+    /// Past [`MAX_FAILURES`]: refused outright; `first` such refusal of its window (audited).
+    Limited { first: bool },
 }
 
 impl Failures {
-    fn admit(&self, address: IpAddr) -> Admission {
-        let Ok(mut map) = self.by_address.lock() else {
-            return Admission::Check;
-        };
-        match map.get_mut(&address) {
-            Some((since, count)) if since.elapsed() < REFUSAL_WINDOW && *count >= MAX_FAILURES => {
-                *count += 1;
-                Admission::Limited {
-                    first: *count == MAX_FAILURES + 1,
-                }
+    fn failed(&self, address: IpAddr) -> Failure {
+        let address = match address {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
             }
-            _ => Admission::Check,
-        }
-    }
-
-    fn failed(&self, address: IpAddr) {
-        let Ok(mut map) = self.by_address.lock() else {
-            return;
+            v4 => v4,
         };
-        if map.len() > 10_000 {
+        let Ok(mut map) = self.by_address.lock() else {
+            return Failure::Limited { first: false };
+        };
+        if map.len() >= TRACKED && !map.contains_key(&address) {
             map.retain(|_, (since, _)| since.elapsed() < REFUSAL_WINDOW);
+            while map.len() >= TRACKED {
+                let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (since, _))| *since)
+                    .map(|(a, _)| *a)
+                else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
         }
         let entry = map.entry(address).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= REFUSAL_WINDOW {
             *entry = (Instant::now(), 0);
         }
-        entry.1 += 1;
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 > MAX_FAILURES {
+            Failure::Limited {
+                first: entry.1 == MAX_FAILURES + 1,
+            }
+        } else {
+            Failure::Counted {
+                first: entry.1 == 1,
+            }
+        }
     }
 }
 
@@ -156,13 +177,18 @@ pub async fn serve(
             (token.clone(), role.clone(), failures.clone(), stop.clone());
         connections.spawn(async move {
             let served = async {
-                let stream = match acceptor.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::debug!(%remote, %error, "SCIM TLS handshake failed");
-                        return;
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "SCIM TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "SCIM TLS handshake too slow: closed");
+                            return;
+                        }
+                    };
                 let service = service_fn(move |request| {
                     let (token, role, failures) = (token.clone(), role.clone(), failures.clone());
                     async move {
@@ -206,7 +232,7 @@ pub async fn serve(
     let _ = tokio::time::timeout(CLOSE_GRACE, connections.wait()).await;
 }
 
-/// The answer to one request.
+/// The answer to one request: the token first (also on a standby), then the operation.
 async fn respond(
     request: Request<Incoming>,
     remote: SocketAddr,
@@ -215,48 +241,6 @@ async fn respond(
     role: &Role,
     failures: &Failures,
 ) -> Response<Full<Bytes>> {
-    let (scim, trail) = match role {
-        Role::Serving { scim, trail } => (scim, trail),
-        Role::Standby(leader) => {
-            let leader = leader.borrow().advertise.clone();
-            let detail = if leader.is_empty() {
-                "this node stands by and no leader is known yet; try again".to_owned()
-            } else {
-                format!("this node stands by; the leader is {leader}")
-            };
-            return error(&ScimError::status(StatusCode::SERVICE_UNAVAILABLE, detail));
-        }
-    };
-    let refuse = |reason: &'static str| {
-        let draft = entry::of(
-            scim_now(scim),
-            Actor::Scim,
-            Happened::ScimRefused {
-                remote: remote.ip().to_string(),
-                reason,
-            },
-        );
-        let trail = trail.clone();
-        async move {
-            if let Err(failure) = trail.record(draft).await {
-                tracing::warn!(error = %failure, "a SCIM refusal could not be audited");
-            }
-        }
-    };
-    if let Admission::Limited { first } = failures.admit(remote.ip()) {
-        if first {
-            tracing::warn!(%remote, "SCIM: too many failed authentications; refusing this address for a minute");
-            refuse("too many failed authentications: refused for a minute").await;
-        }
-        let mut response = error(&ScimError::status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications; try again later",
-        ));
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return response;
-    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -267,25 +251,64 @@ async fn respond(
                 .eq_ignore_ascii_case("bearer")
                 .then(|| credentials.trim())
         });
+    // The token first: an address others fail from (a shared egress, a proxy) never locks
+    // out the identity provider that has it.
     let reason = match presented {
         None => Some("no bearer token"),
         Some(presented) if !token.verify(presented.as_bytes()) => Some("wrong bearer token"),
         Some(_) => None,
     };
     if let Some(reason) = reason {
-        failures.failed(remote.ip());
+        let (status, detail, audited) = match failures.failed(remote.ip()) {
+            Failure::Counted { first } => (
+                StatusCode::UNAUTHORIZED,
+                "authentication required",
+                first.then_some(reason),
+            ),
+            Failure::Limited { first } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications; try again later",
+                first.then_some("too many failed authentications: refused for a minute"),
+            ),
+        };
         tracing::warn!(%remote, reason, "SCIM request refused");
-        refuse(reason).await;
-        let mut response = error(&ScimError::status(
-            StatusCode::UNAUTHORIZED,
-            "authentication required",
-        ));
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"elevate\""),
-        );
+        if let (Some(audited), Role::Serving { scim, trail }) = (audited, role) {
+            let draft = entry::of(
+                scim.now(),
+                Actor::Scim,
+                Happened::ScimRefused {
+                    remote: remote.ip().to_string(),
+                    reason: audited,
+                },
+            );
+            if let Err(failure) = trail.record(draft).await {
+                tracing::warn!(error = %failure, "a SCIM refusal could not be audited");
+            }
+        }
+        let mut response = error(&ScimError::status(status, detail));
+        let (name, value) = if status == StatusCode::TOO_MANY_REQUESTS {
+            (header::RETRY_AFTER, HeaderValue::from_static("60"))
+        } else {
+            (
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"elevate\""),
+            )
+        };
+        response.headers_mut().insert(name, value);
         return response;
     }
+    let scim = match role {
+        Role::Serving { scim, .. } => scim,
+        Role::Standby(leader) => {
+            let leader = leader.borrow().advertise.clone();
+            let detail = if leader.is_empty() {
+                "this node stands by and no leader is known yet; try again".to_owned()
+            } else {
+                format!("this node stands by; the leader is {leader}")
+            };
+            return error(&ScimError::status(StatusCode::SERVICE_UNAVAILABLE, detail));
+        }
+    };
     let host = request
         .headers()
         .get(header::HOST)
@@ -310,10 +333,6 @@ async fn respond(
             "the request could not be handled",
         )),
     }
-}
-
-fn scim_now(scim: &Scim) -> crate::model::Timestamp {
-    scim.now()
 }
 
 /// Routes one authenticated request.

@@ -104,7 +104,7 @@ impl Server {
             None => Snapshot {
                 policy: crate::policy::Policy::load(&options.policy)?,
                 directory: crate::policy::Directory::assemble(String::new(), Default::default())
-                    .map_err(|error| BuildError::Config(error))?,
+                    .map_err(BuildError::Config)?,
             },
         };
         let scim_token = match &options.scim_token {

@@ -111,6 +111,44 @@ impl Nodes {
         }
     }
 
+    /// Makes every node's directory of record the SCIM one, seeded from the demo directory
+    /// file with `elevated directory import`; returns where each node serves SCIM.
+    fn use_scim(&mut self) -> Vec<std::net::SocketAddr> {
+        let token = self.root.join("scim.token");
+        std::fs::write(&token, super::scim::TOKEN).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mut addresses = Vec::new();
+        for (_, config, _) in &self.configs {
+            let port = free_port();
+            addresses.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let text = std::fs::read_to_string(config).unwrap().replace(
+                "directory = \"state/directory.toml\"",
+                "directory = \"scim\"",
+            );
+            std::fs::write(
+                config,
+                format!(
+                    "{text}[scim]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"scim.token\"\n"
+                ),
+            )
+            .unwrap();
+        }
+        let import = std::process::Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(["directory", "import", "--config"])
+            .arg(&self.configs[0].1)
+            .arg("--from")
+            .arg(self.root.join("state/directory.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        addresses
+    }
+
     /// [`Nodes::new`], every node started.
     async fn started(pg: &Cluster, root: &Path, names: &[&str]) -> Self {
         let mut nodes = Self::new(pg, root, names).await;
@@ -886,4 +924,79 @@ async fn a_daemon_without_cluster_has_its_database_to_itself() {
     daemon.stop().await;
     let daemon = second.start().await;
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_is_served_by_the_leader_and_its_changes_outlive_a_failover() {
+    use super::scim::{Idp, TOKEN};
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::new(&pg, dir.path(), &["a", "b"]).await;
+    let scim = nodes.use_scim();
+    for index in 0..2 {
+        nodes.start(index).await;
+    }
+    let first = nodes.leader().await;
+    let standby = 1 - first;
+    let certs = dir.path().join("state/certs");
+    let leader = Idp::new(scim[first], &certs, TOKEN);
+    let found = leader
+        .call("GET", "/Users?filter=userName%20eq%20%22oncall%22", None)
+        .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body["totalResults"], 1);
+    let id = found.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A standby serves nothing and names the leader.
+    let refused = Idp::new(scim[standby], &certs, TOKEN)
+        .call("GET", "/Users", None)
+        .await;
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(nodes.endpoint(first)),
+        "{}",
+        refused.body
+    );
+    // A leaver by SCIM on the leader: the lease is gone from the target before the answer.
+    let mut oncall = nodes.client(first, "oncall").await;
+    let lease = request(&mut oncall, "staging-db", "30m", "deploy", "")
+        .await
+        .unwrap();
+    until_state(&oncall, &lease.id, "active").await;
+    assert!(nodes.holders("staging-db").contains("oncall"));
+    let answer = leader
+        .call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "value": {"active": false}}]
+            })),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(!nodes.holders("staging-db").contains("oncall"));
+    // After a failover the new leader has the same directory of record.
+    nodes.kill(first);
+    let second = nodes.leader_except(Some(first)).await;
+    assert_eq!(second, standby);
+    let user = until("the new leader to serve SCIM", || async {
+        let answer = Idp::new(scim[second], &certs, TOKEN)
+            .call("GET", &format!("/Users/{id}"), None)
+            .await;
+        (answer.status == 200).then_some(answer.body)
+    })
+    .await;
+    assert_eq!(user["active"], false);
+    let mut oncall = nodes.client(second, "oncall").await;
+    let refused = request(&mut oncall, "staging-db", "30m", "again", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    nodes.stop_all().await;
 }

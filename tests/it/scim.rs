@@ -13,28 +13,28 @@ use serde_json::{Value, json};
 
 use super::harness::{Env, request, state, until_state};
 
-const TOKEN: &str = "3f5e0c1d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d";
+pub(super) const TOKEN: &str = "3f5e0c1d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// An answer: status, headers, JSON body (null when empty).
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Value,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: http::HeaderMap,
+    pub(super) body: Value,
 }
 
 /// A SCIM client over HTTPS trusting the daemon's CA, as an identity provider is one.
-struct Idp {
+pub(super) struct Idp {
     address: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     token: String,
 }
 
 impl Idp {
-    fn new(address: SocketAddr, certs: &Path, token: &str) -> Self {
+    pub(super) fn new(address: SocketAddr, certs: &Path, token: &str) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in elevate::tls::load_certs(&certs.join("ca.crt")).unwrap() {
@@ -99,7 +99,7 @@ impl Idp {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+    pub(super) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let auth = format!("Bearer {}", self.token);
         self.send(
             method,
@@ -169,6 +169,15 @@ async fn seeded(env: &Env) -> (super::harness::Daemon, Idp, String, String) {
     idp.create_group("admins", &[&admin]).await;
     (daemon, idp, engineer, engineering)
 }
+
+/// A bad request: method, path, body, the status and `scimType` it must get.
+type Case = (
+    &'static str,
+    String,
+    Option<Value>,
+    u16,
+    Option<&'static str>,
+);
 
 fn scim_env() -> Env {
     Env::new().scim(TOKEN)
@@ -382,7 +391,7 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
     let etag = user.headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(user.body["meta"]["version"], etag.as_str());
 
-    let cases: Vec<(&str, String, Option<Value>, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/Users".into(),
@@ -544,8 +553,10 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
     assert_eq!(daemon.broker.rules().current().directory.version(), version);
     let after = daemon.all_events().await;
     let new: Vec<&str> = after[entries..].iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(new, ["scim.refused", "scim.refused"]);
+    // The first failure of an address in a minute is audited; the rest are logged.
+    assert_eq!(new, ["scim.refused"]);
     assert_eq!(after[entries].details["reason"], "no bearer token");
+    assert_eq!(after[entries].actor.to_string(), "scim");
     let still = idp.call("GET", &format!("/Users/{engineer}"), None).await;
     assert_eq!(still.body["active"], true);
     assert_eq!(still.headers["etag"].to_str().unwrap(), etag);
@@ -561,13 +572,32 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_ne!(answer.headers["etag"].to_str().unwrap(), etag);
 
-    // An address that keeps failing is refused outright for a while.
+    // An address that keeps failing gets 429 for a while; the right token is still served.
     for _ in 0..12 {
         idp.send("GET", "/Users", None, &[("authorization", "Bearer nope")])
             .await;
     }
-    let limited = idp.call("GET", "/Users", None).await;
+    let limited = idp
+        .send("GET", "/Users", None, &[("authorization", "Bearer nope")])
+        .await;
     assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "60");
+    let served = idp.call("GET", "/Users", None).await;
+    assert_eq!(served.status, 200);
+    let reasons: Vec<String> = daemon
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "scim.refused")
+        .map(|e| e.details["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "no bearer token",
+            "too many failed authentications: refused for a minute"
+        ]
+    );
     daemon.stop().await;
 }
 
