@@ -28,6 +28,27 @@ pub struct Enforcement {
     pub failed: Vec<String>,
 }
 
+impl Enforcement {
+    /// Logs what was done, when anything was (`what` says after what: "at start", …), and
+    /// each failure.
+    pub fn log(&self, what: &str) {
+        if *self == Self::default() {
+            return;
+        }
+        tracing::warn!(
+            revoked = self.revoked.len(),
+            cancelled = self.cancelled.len(),
+            flagged = self.flagged.len(),
+            voided = self.voided.len(),
+            failed = self.failed.len(),
+            "leavers and movers lost their access {what}"
+        );
+        for failure in &self.failed {
+            tracing::error!(%failure, "a leaver's or mover's request could not be acted on; retried at the next change, reload or start");
+        }
+    }
+}
+
 /// One thing to do about an open request.
 enum Step {
     Revoke(String),

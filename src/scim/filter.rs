@@ -161,27 +161,28 @@ fn path(input: &mut &str) -> winnow::Result<Path> {
 }
 
 fn or_expr(input: &mut &str) -> winnow::Result<Filter> {
-    let mut left = and_expr(input)?;
-    while let Some(right) = opt(preceded(
-        (multispace1, literal(Caseless("or")), multispace1),
-        and_expr,
-    ))
-    .parse_next(input)?
-    {
-        left = Filter::Or(Box::new(left), Box::new(right));
-    }
-    Ok(left)
+    chain(input, "or", and_expr, Filter::Or)
 }
 
 fn and_expr(input: &mut &str) -> winnow::Result<Filter> {
-    let mut left = unary(input)?;
+    chain(input, "and", unary, Filter::And)
+}
+
+/// `operand (keyword operand)*`, folded to the left with `combine`.
+fn chain(
+    input: &mut &str,
+    keyword: &'static str,
+    mut operand: impl FnMut(&mut &str) -> winnow::Result<Filter>,
+    combine: fn(Box<Filter>, Box<Filter>) -> Filter,
+) -> winnow::Result<Filter> {
+    let mut left = operand(input)?;
     while let Some(right) = opt(preceded(
-        (multispace1, literal(Caseless("and")), multispace1),
-        unary,
+        (multispace1, literal(Caseless(keyword)), multispace1),
+        &mut operand,
     ))
     .parse_next(input)?
     {
-        left = Filter::And(Box::new(left), Box::new(right));
+        left = combine(Box::new(left), Box::new(right));
     }
     Ok(left)
 }

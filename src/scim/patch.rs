@@ -118,24 +118,7 @@ pub fn apply(
                         .schema(name)
                         .filter(|schema| schema.id != resource.schema.id)
                     {
-                        let Value::Object(inner) = value else {
-                            return Err(ScimError::invalid_value(format!(
-                                "'{}' must be an object of its attributes",
-                                extension.id
-                            )));
-                        };
-                        for (name, value) in inner {
-                            let path = Path {
-                                attr: AttrPath {
-                                    urn: Some(extension.id.to_owned()),
-                                    name: name.clone(),
-                                    sub: None,
-                                },
-                                filter: None,
-                                sub: None,
-                            };
-                            at_path(resource, &mut next, verb, &path, Some(value))?;
-                        }
+                        each_attribute(resource, &mut next, verb, extension.id, Some(value))?;
                         continue;
                     }
                     let path = filter::parse_path(name).map_err(|_| {
@@ -172,25 +155,7 @@ fn at_path(
                 next.remove(extension.id);
                 return Ok(());
             }
-            let Some(Value::Object(inner)) = value else {
-                return Err(ScimError::invalid_value(format!(
-                    "'{}' must be an object of its attributes",
-                    extension.id
-                )));
-            };
-            for (name, value) in inner {
-                let path = Path {
-                    attr: AttrPath {
-                        urn: Some(extension.id.to_owned()),
-                        name: name.clone(),
-                        sub: None,
-                    },
-                    filter: None,
-                    sub: None,
-                };
-                at_path(resource, next, verb, &path, Some(value))?;
-            }
-            return Ok(());
+            return each_attribute(resource, next, verb, extension.id, value);
         }
     }
     let resolved = Scope::Resource(resource)
@@ -264,6 +229,34 @@ fn at_path(
             .is_some_and(Map::is_empty)
     {
         next.remove(urn);
+    }
+    Ok(())
+}
+
+/// Applies `verb` to each attribute of extension `urn` that `value` (an object of them) holds.
+fn each_attribute(
+    resource: &'static ResourceType,
+    next: &mut Map<String, Value>,
+    verb: Verb,
+    urn: &str,
+    value: Option<&Value>,
+) -> Result<(), ScimError> {
+    let Some(Value::Object(inner)) = value else {
+        return Err(ScimError::invalid_value(format!(
+            "'{urn}' must be an object of its attributes"
+        )));
+    };
+    for (name, value) in inner {
+        let path = Path {
+            attr: AttrPath {
+                urn: Some(urn.to_owned()),
+                name: name.clone(),
+                sub: None,
+            },
+            filter: None,
+            sub: None,
+        };
+        at_path(resource, next, verb, &path, Some(value))?;
     }
     Ok(())
 }

@@ -448,19 +448,7 @@ impl Scim {
             .await
             .map_err(unavailable)?;
         *registry = next;
-        if enforced != Default::default() {
-            tracing::warn!(
-                revoked = enforced.revoked.len(),
-                cancelled = enforced.cancelled.len(),
-                flagged = enforced.flagged.len(),
-                voided = enforced.voided.len(),
-                failed = enforced.failed.len(),
-                "a change of the directory of record took access away"
-            );
-            for failure in &enforced.failed {
-                tracing::error!(%failure, "a leaver's or mover's request could not be acted on; retried at the next change, reload or start");
-            }
-        }
+        enforced.log("after a change of the directory of record");
         Ok(())
     }
 }

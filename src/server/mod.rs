@@ -228,20 +228,7 @@ impl Server {
             .await?;
         // The directory may have changed while the daemon was down: leavers and movers lose
         // their access now, not at the next reload.
-        let enforced = broker.enforce(Actor::System).await?;
-        if enforced != Default::default() {
-            tracing::warn!(
-                revoked = enforced.revoked.len(),
-                cancelled = enforced.cancelled.len(),
-                flagged = enforced.flagged.len(),
-                voided = enforced.voided.len(),
-                failed = enforced.failed.len(),
-                "leavers and movers lost their access at start"
-            );
-            for failure in &enforced.failed {
-                tracing::error!(%failure, "a leaver's or mover's request could not be acted on; retried at the next reload or start");
-            }
-        }
+        broker.enforce(Actor::System).await?.log("at start");
         Ok(Self {
             gate: broker.gate(),
             broker,

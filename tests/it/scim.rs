@@ -179,6 +179,17 @@ type Case = (
     Option<&'static str>,
 );
 
+/// A lease on staging-db for the client's principal, once it is active.
+async fn active_lease(
+    client: &mut elevate::cli::client::Clients,
+) -> elevate::proto::v1::AccessRequest {
+    let lease = request(client, "staging-db", "30m", "deploy", "")
+        .await
+        .unwrap();
+    until_state(client, &lease.id, "active").await;
+    lease
+}
+
 fn scim_env() -> Env {
     Env::new().scim(TOKEN)
 }
@@ -290,10 +301,7 @@ async fn entra_deletes_a_user_and_group_pushes_move_people() {
     let env = scim_env();
     let (daemon, idp, engineer, engineering) = seeded(&env).await;
     let mut engineer_client = daemon.client("engineer").await;
-    let lease = request(&mut engineer_client, "staging-db", "30m", "deploy", "")
-        .await
-        .unwrap();
-    until_state(&engineer_client, &lease.id, "active").await;
+    let lease = active_lease(&mut engineer_client).await;
 
     // Okta removes a member by a value filter: the mover loses the lease at once.
     let answer = idp
@@ -322,10 +330,7 @@ async fn entra_deletes_a_user_and_group_pushes_move_people() {
         .call("PATCH", &format!("/Groups/{engineering}"), Some(add))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let lease = request(&mut engineer_client, "staging-db", "30m", "deploy", "")
-        .await
-        .unwrap();
-    until_state(&engineer_client, &lease.id, "active").await;
+    active_lease(&mut engineer_client).await;
     let remove = json!({"schemas": [PATCH], "Operations": [{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": engineer}]}]});
     let answer = idp
         .call("PATCH", &format!("/Groups/{engineering}"), Some(remove))
@@ -337,10 +342,7 @@ async fn entra_deletes_a_user_and_group_pushes_move_people() {
     let add = json!({"schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"value": engineer}]}]});
     idp.call("PATCH", &format!("/Groups/{engineering}"), Some(add))
         .await;
-    let lease = request(&mut engineer_client, "staging-db", "30m", "deploy", "")
-        .await
-        .unwrap();
-    until_state(&engineer_client, &lease.id, "active").await;
+    active_lease(&mut engineer_client).await;
     let answer = idp
         .call("DELETE", &format!("/Users/{engineer}"), None)
         .await;
@@ -730,10 +732,7 @@ async fn a_leaver_by_scim_stays_revoked_across_a_restart_right_after_the_answer(
     let env = scim_env();
     let (daemon, idp, engineer, _) = seeded(&env).await;
     let mut engineer_client = daemon.client("engineer").await;
-    let lease = request(&mut engineer_client, "staging-db", "30m", "deploy", "")
-        .await
-        .unwrap();
-    until_state(&engineer_client, &lease.id, "active").await;
+    let lease = active_lease(&mut engineer_client).await;
     let answer = idp
         .call(
             "PATCH",
