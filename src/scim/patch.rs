@@ -134,7 +134,32 @@ pub fn apply(
             }
         }
     }
+    one_primary(&mut next);
+    for extension in resource.extensions {
+        if let Some(Value::Object(inner)) = next.get_mut(extension.id) {
+            one_primary(inner);
+        }
+    }
     Ok(next)
+}
+
+/// Leaves at most one value of each multi-valued attribute primary: the last one made so (a
+/// value added or replaced as primary comes after the others), as RFC 7644 §3.5.2 asks.
+fn one_primary(attributes: &mut Map<String, Value>) {
+    for value in attributes.values_mut() {
+        let Value::Array(items) = value else { continue };
+        let Some(last) = items.iter().rposition(|item| item["primary"] == true) else {
+            continue;
+        };
+        for (index, item) in items.iter_mut().enumerate() {
+            if index != last
+                && let Some(object) = item.as_object_mut()
+                && object.get("primary") == Some(&Value::Bool(true))
+            {
+                object.insert("primary".into(), Value::Bool(false));
+            }
+        }
+    }
 }
 
 /// Applies one operation at `path`.
@@ -582,6 +607,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["active"], false);
+        let two = json!({"userName": "alice", "emails": [{"value": "a@h.example", "type": "home", "primary": true}]});
+        let out = patch(&USERS, two, json!([{"op": "add", "path": "emails", "value": [{"value": "a@w.example", "type": "work", "primary": true}]}])).unwrap();
+        assert_eq!(
+            out["emails"][0]["primary"], false,
+            "one primary: the one just added"
+        );
+        assert_eq!(out["emails"][1]["primary"], true);
         let out = patch(&USERS, user.clone(), json!([
             {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@w.example"},
             {"op": "Replace", "path": "name.givenName", "value": "Alice"},

@@ -34,6 +34,12 @@ pub fn value_of(
                 }
             }
         }
+        let primaries = stored.iter().filter(|item| item["primary"] == true).count();
+        if primaries > 1 {
+            return Err(ScimError::invalid_value(format!(
+                "'{at}': at most one value may be primary"
+            )));
+        }
         return Ok((!stored.is_empty()).then_some(Value::Array(stored)));
     }
     single(attribute, value, at)

@@ -418,6 +418,16 @@ async fn bad_scim_input_is_a_scim_error_and_changes_nothing() {
         (
             "POST",
             "/Users".into(),
+            Some(json!({"schemas": [USER], "userName": "x6", "emails": [
+                {"value": "a@x.example", "primary": true},
+                {"value": "b@x.example", "primary": true}
+            ]})),
+            400,
+            Some("invalidValue"),
+        ),
+        (
+            "POST",
+            "/Users".into(),
             Some(json!({"schemas": [USER], "userName": "not a principal"})),
             400,
             Some("invalidValue"),
