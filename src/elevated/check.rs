@@ -30,7 +30,8 @@ pub(super) fn check_config(file: &Path) -> Result<(), CommandError> {
             problems.push(error.to_string());
         }
     }
-    if let Some(scim) = &config.scim
+    if private.is_ok()
+        && let Some(scim) = &config.scim
         && let Err(error) = crate::scim::Token::load(&scim.token_file)
     {
         problems.push(format!("scim.token_file: {error}"));
@@ -40,11 +41,7 @@ pub(super) fn check_config(file: &Path) -> Result<(), CommandError> {
         // The directory of record is in the store, pushed over SCIM.
         None => policy::Policy::load(&config.policy.policy).map(|policy| policy::Snapshot {
             policy,
-            directory: policy::Directory::assemble(
-                "scim (the directory of record in the store)".to_owned(),
-                Default::default(),
-            )
-            .unwrap_or_else(|_| unreachable!("an empty directory has no clashing accounts")),
+            directory: policy::Directory::empty("scim (the directory of record in the store)"),
         }),
     };
     let snapshot = match loaded {

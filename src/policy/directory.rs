@@ -223,6 +223,12 @@ impl Directory {
         Ok(Self::of(version, people))
     }
 
+    /// A directory with nobody in it, known under `version` (the SCIM directory of record
+    /// before the store is read).
+    pub fn empty(version: &str) -> Self {
+        Self::of(version.to_owned(), BTreeMap::new())
+    }
+
     fn of(version: String, people: BTreeMap<Principal, Person>) -> Self {
         let mut members: BTreeMap<GroupName, BTreeSet<Principal>> = BTreeMap::new();
         for (principal, person) in &people {

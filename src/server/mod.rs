@@ -103,8 +103,7 @@ impl Server {
             // The directory of record is read from the store once it is open.
             None => Snapshot {
                 policy: crate::policy::Policy::load(&options.policy)?,
-                directory: crate::policy::Directory::assemble(String::new(), Default::default())
-                    .map_err(BuildError::Config)?,
+                directory: crate::policy::Directory::empty(""),
             },
         };
         let scim_token = match &options.scim_token {
@@ -142,10 +141,6 @@ impl Server {
             policy: options.policy.clone(),
             directory: options.directory.clone(),
         });
-        if options.directory.is_none() {
-            // The directory of record comes from the identity provider, which may not have
-            // filled a review group yet: checked when a break-glass is asked for instead.
-        }
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
         metrics.watch_revocations(revocations.clone());
