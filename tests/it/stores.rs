@@ -1,4 +1,4 @@
-//! One harness, both stores: the workflow, break-glass, audit and lease modules of this suite
+//! One harness, both stores: the workflow, break-glass, audit, lease and SCIM modules of this suite
 //! run again with every daemon's store in PostgreSQL (a database per environment on one
 //! throwaway cluster), by running this test binary again with [`STORE_UNDER_TEST`] set.
 
@@ -15,6 +15,7 @@ const MODULES: &[&str] = &[
     "it::audit::",
     "it::leases::",
     "it::expiry::",
+    "it::scim::",
 ];
 
 #[test]
