@@ -16,6 +16,7 @@ mod exec;
 pub mod fence;
 mod file;
 pub mod postgres;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::fmt;

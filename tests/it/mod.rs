@@ -32,6 +32,7 @@ mod revocation;
 mod scim;
 mod service;
 mod shutdown;
+mod ssh;
 mod stores;
 mod tls;
 mod witness;
