@@ -321,6 +321,7 @@ async fn submit(clients: &mut Clients, resource: &str) -> pb::AccessRequest {
     clients
         .access
         .submit_request(pb::SubmitRequestRequest {
+            ssh_key: String::new(),
             resource: resource.to_owned(),
             duration: "1h".to_owned(),
             reason: "bench".to_owned(),

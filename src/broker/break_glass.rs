@@ -120,6 +120,7 @@ impl Broker {
                     Route::default()
                 };
                 let request = AccessRequest {
+                    ssh_key: None,
                     id: view.next_request_id()?,
                     requester: requester.clone(),
                     resource: ask.resource.clone(),

@@ -146,6 +146,7 @@ impl Broker {
                 .account
                 .clone()
                 .unwrap_or_else(|| request.requester.default_account()),
+            ssh_key: request.ssh_key.clone(),
         }
     }
 

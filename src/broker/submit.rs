@@ -8,6 +8,28 @@ use crate::model::{AccessRequest, Approval, Attempts, Happened, RequestId, State
 use crate::policy::Ask;
 
 impl Broker {
+    /// Fails unless `ask` names an SSH public key exactly when `provisioner` signs SSH
+    /// certificates.
+    fn check_ssh_key(&self, provisioner: &str, ask: &Ask) -> Result<(), BrokerError> {
+        let needs = self
+            .inner
+            .effects
+            .provisioners
+            .get(provisioner)
+            .is_ok_and(|provisioner| provisioner.needs_ssh_key());
+        match (needs, &ask.ssh_key) {
+            (true, None) => Err(BrokerError::Invalid(format!(
+                "{} is granted by an SSH certificate: give your public key (--ssh-key ~/.ssh/id_ed25519.pub)",
+                ask.resource
+            ))),
+            (false, Some(_)) => Err(BrokerError::Invalid(format!(
+                "{} is not granted by an SSH certificate: it takes no SSH key",
+                ask.resource
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Submits `ask` for `caller`. Evaluated again when the policy or directory was reloaded
     /// before the request could be stored.
     pub async fn submit(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
@@ -23,6 +45,7 @@ impl Broker {
     async fn submit_once(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
         let snapshot = self.inner.rules.current();
         let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
+        self.check_ssh_key(&evaluation.provisioner, &ask)?;
         // Only asks the policy accepts take a token: a mistyped one still gets its own error.
         self.check_rate(&caller.principal, Limited::Submit, &ask.resource)?;
         let now = self.inner.clock.now();
@@ -34,6 +57,7 @@ impl Broker {
             resource: ask.resource,
             reason: ask.reason,
             ticket: ask.ticket,
+            ssh_key: ask.ssh_key,
             duration: evaluation.duration,
             created_at: now,
             decide_by: now.saturating_add(evaluation.request_ttl),

@@ -98,6 +98,7 @@ impl AccessService for Access {
             duration: convert::duration("duration", &body.duration)?,
             reason: convert::reason("reason", &body.reason)?,
             ticket: convert::ticket(&body.ticket)?,
+            ssh_key: convert::ssh_key(&body.ssh_key)?,
         };
         let submitted = idempotent::once(&self.broker, claim, self.broker.submit(&caller, ask))
             .await?

@@ -52,6 +52,16 @@ pub fn ticket(text: &str) -> Result<Option<Ticket>, Status> {
     Ticket::parse_optional(text).map_err(|e| invalid("ticket", e))
 }
 
+/// An SSH public key field (the contents of a `.pub` file); empty means none.
+pub fn ssh_key(text: &str) -> Result<Option<crate::model::SshPublicKey>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::model::SshPublicKey::parse(text)
+        .map(Some)
+        .map_err(|e| invalid("ssh_key", e))
+}
+
 /// An incident reference field; required.
 pub fn incident(text: &str) -> Result<Ticket, Status> {
     Ticket::parse_optional(text)
@@ -258,6 +268,11 @@ pub fn request_to_proto(request: &AccessRequest) -> pb::AccessRequest {
             .unwrap_or_default(),
         credentials_waiting: false,
         flagged: request.flagged.clone().unwrap_or_default(),
+        ssh_key_fingerprint: request
+            .ssh_key
+            .as_ref()
+            .map(crate::model::SshPublicKey::fingerprint)
+            .unwrap_or_default(),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn hours(n: u64) -> LeaseDuration {
 /// `security` (security or manager); pending at the first stage.
 pub fn two_stage() -> AccessRequest {
     AccessRequest {
+        ssh_key: None,
         id: RequestId::from_raw(7),
         requester: p("engineer"),
         resource: ResourceName::parse("prod-db-admin").unwrap(),

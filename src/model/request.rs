@@ -204,6 +204,9 @@ pub struct AccessRequest {
     /// eligible for the resource (a policy or directory change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flagged: Option<String>,
+    /// The requester's SSH public key, for resources granted by SSH certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<super::SshPublicKey>,
 }
 
 /// Times at which notifications fall due; each is cleared (or moved on) once sent.

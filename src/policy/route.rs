@@ -21,6 +21,8 @@ pub struct Ask {
     pub reason: Option<Reason>,
     /// Ticket reference.
     pub ticket: Option<Ticket>,
+    /// The requester's SSH public key, for resources granted by SSH certificates.
+    pub ssh_key: Option<crate::model::SshPublicKey>,
 }
 
 /// What the policy decided for an acceptable request.
@@ -333,6 +335,7 @@ mod tests {
 
     fn ask(duration: Option<&str>, reason: Option<&str>, ticket: Option<&str>) -> Ask {
         Ask {
+            ssh_key: None,
             resource: ResourceName::parse("prod").unwrap(),
             duration: duration.map(|d| LeaseDuration::parse(d).unwrap()),
             reason: reason.map(|r| Reason::parse(r).unwrap()),
@@ -394,6 +397,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(stranger, Refusal::NotEligible { .. }));
         let unknown = Ask {
+            ssh_key: None,
             resource: ResourceName::parse("nope").unwrap(),
             ..ask(None, None, None)
         };

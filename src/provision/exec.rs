@@ -108,6 +108,7 @@ mod tests {
 
     fn target() -> LeaseTarget {
         LeaseTarget {
+            ssh_key: None,
             lease: RequestId::from_raw(9),
             principal: Principal::parse("alice").unwrap(),
             resource: ResourceName::parse("db").unwrap(),

@@ -166,6 +166,7 @@ mod tests {
 
     fn target(principal: &str) -> LeaseTarget {
         LeaseTarget {
+            ssh_key: None,
             lease: RequestId::from_raw(1),
             principal: Principal::parse(principal).unwrap(),
             resource: ResourceName::parse("db").unwrap(),

@@ -45,6 +45,8 @@ pub struct LeaseTarget {
     /// The account on the target that gets the access: the directory's mapping of the
     /// principal for this provisioner, or the principal's name.
     pub account: String,
+    /// The holder's SSH public key, for provisioners that sign SSH certificates.
+    pub ssh_key: Option<crate::model::SshPublicKey>,
 }
 
 /// Secrets a grant created for the holder alone (an ephemeral login and its password). They
@@ -135,6 +137,12 @@ pub trait Provisioner: Send + Sync + fmt::Debug + 'static {
     /// one grant. By default the account within the resource.
     fn grant_key(&self, target: &LeaseTarget) -> String {
         format!("{}/{}", target.resource, target.account)
+    }
+
+    /// Whether a request must name the holder's SSH public key (which no other provisioner
+    /// takes): those that sign SSH certificates.
+    fn needs_ssh_key(&self) -> bool {
+        false
     }
 
     /// Whether leases of different resources can hold the same grant key (one role granted

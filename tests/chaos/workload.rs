@@ -141,6 +141,7 @@ async fn submit(shared: &Shared, rng: &mut Rng) {
     let answer = call(
         shared,
         access.submit_request(pb::SubmitRequestRequest {
+            ssh_key: String::new(),
             resource: resource.name.to_owned(),
             duration: (*rng.pick(resource.durations)).to_owned(),
             reason: "chaos".to_owned(),

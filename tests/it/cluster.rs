@@ -627,6 +627,7 @@ async fn a_submit_approve_and_release_sent_again_with_their_keys_after_a_failove
     let mut engineer = nodes.client(first, "engineer").await;
     let mut manager = nodes.client(first, "manager").await;
     let submit = pb::SubmitRequestRequest {
+        ssh_key: String::new(),
         resource: "prod-db-read".into(),
         duration: "1h".into(),
         reason: "INC-9 replay".into(),

@@ -534,6 +534,7 @@ pub async fn request(
     clients
         .access
         .submit_request(pb::SubmitRequestRequest {
+            ssh_key: String::new(),
             resource: resource.into(),
             duration: duration.into(),
             reason: reason.into(),

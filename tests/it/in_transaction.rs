@@ -221,6 +221,7 @@ async fn one_key_sent_twice_at_once_makes_one_request() {
             let mut engineer = engineer.clone();
             async move {
                 let submit = pb::SubmitRequestRequest {
+                    ssh_key: String::new(),
                     resource: "prod-db-read".into(),
                     duration: "1h".into(),
                     reason: "twice at once".into(),

@@ -222,6 +222,7 @@ async fn a_call_sent_again_with_its_idempotency_key_gets_the_first_outcome() {
     let daemon = env.start().await;
     let mut engineer = daemon.client("engineer").await;
     let submit = pb::SubmitRequestRequest {
+        ssh_key: String::new(),
         resource: "staging-db".into(),
         duration: "30m".into(),
         reason: "check replication".into(),

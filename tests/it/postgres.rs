@@ -17,6 +17,7 @@ fn now() -> Timestamp {
 
 fn lease(id: u64, account: &str, expires_at: Timestamp) -> LeaseTarget {
     LeaseTarget {
+        ssh_key: None,
         lease: RequestId::from_raw(id),
         principal: Principal::parse("alice").unwrap(),
         resource: ResourceName::parse("prod-db").unwrap(),

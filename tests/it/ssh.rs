@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use elevate::provision::ssh::ca::{Issue, UserCa, parse_public_key};
+use elevate::model::SshPublicKey;
+use elevate::provision::ssh::ca::{Issue, UserCa};
 use elevate::provision::ssh::krl::Krl;
 
 fn keygen(args: &[&str], dir: &Path) -> std::process::Output {
@@ -18,7 +19,7 @@ fn keygen(args: &[&str], dir: &Path) -> std::process::Output {
 
 fn issue(ca: &UserCa, dir: &Path, serial: u64) -> std::path::PathBuf {
     let public = std::fs::read_to_string(dir.join("user.pub")).unwrap();
-    let key = parse_public_key(&public).unwrap();
+    let key = SshPublicKey::parse(&public).unwrap();
     let certificate = ca
         .issue(&Issue {
             key: &key,
@@ -133,4 +134,47 @@ fn ssh_keygen_reads_the_certificates_and_agrees_with_the_revocation_list() {
         !answer.status.success(),
         "ssh-keygen agrees: 43 is revoked there"
     );
+}
+
+#[tokio::test]
+async fn an_ssh_key_is_checked_at_the_edge_and_only_taken_where_a_certificate_is_signed() {
+    use elevate::proto::v1 as pb;
+    let env = super::harness::Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path());
+    assert!(made.status.success());
+    let ask = |ssh_key: String| pb::SubmitRequestRequest {
+        resource: "staging-db".into(),
+        duration: "30m".into(),
+        reason: "deploy".into(),
+        ticket: String::new(),
+        ssh_key,
+    };
+    let private = std::fs::read_to_string(dir.path().join("user")).unwrap();
+    for (bad, why) in [
+        (private, "private key"),
+        ("garbage".to_owned(), "not an OpenSSH public key"),
+        ("A".repeat(9000), "longer than"),
+    ] {
+        let refused = engineer.access.submit_request(ask(bad)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(why), "{refused:?}");
+    }
+    let public = std::fs::read_to_string(dir.path().join("user.pub")).unwrap();
+    let refused = engineer
+        .access
+        .submit_request(ask(public))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("takes no SSH key"),
+        "{refused:?}"
+    );
+    assert!(
+        super::harness::listed(&mut engineer).await.is_empty(),
+        "nothing stored"
+    );
+    daemon.stop().await;
 }

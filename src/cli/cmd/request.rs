@@ -20,6 +20,10 @@ pub struct Request {
     /// Ticket or incident reference.
     #[arg(long)]
     pub ticket: Option<String>,
+    /// Your SSH public key (e.g. ~/.ssh/id_ed25519.pub), for resources granted by an SSH
+    /// certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<std::path::PathBuf>,
     /// Wait, showing progress, until the request is active, denied or timed out.
     #[arg(long)]
     pub wait: bool,
@@ -28,6 +32,10 @@ pub struct Request {
 impl Request {
     /// Submits; with `--wait`, follows the request until it settles (exit 3 without access).
     pub async fn run(&self, session: &mut Session) -> Result<(), CliError> {
+        let ssh_key = match &self.ssh_key {
+            None => String::new(),
+            Some(file) => read_public_key(file)?,
+        };
         let answer = session
             .clients
             .access
@@ -36,6 +44,7 @@ impl Request {
                 duration: self.duration.clone().unwrap_or_default(),
                 reason: self.reason.clone().unwrap_or_default(),
                 ticket: self.ticket.clone().unwrap_or_default(),
+                ssh_key,
             })
             .await?
             .into_inner();
@@ -49,4 +58,19 @@ impl Request {
         session.print_delivered(&submitted, &credentials);
         Ok(())
     }
+}
+
+/// The contents of `file`, an SSH public key, read at most to just past the size the daemon
+/// accepts (it checks the rest).
+fn read_public_key(file: &std::path::Path) -> Result<String, CliError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|opened| {
+            opened
+                .take(crate::model::MAX_PUBLIC_KEY as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|error| CliError::Usage(format!("--ssh-key {}: {error}", file.display())))?;
+    Ok(text)
 }

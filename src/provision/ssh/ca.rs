@@ -1,15 +1,14 @@
 //! The SSH user certificate authority: its Ed25519 key (a private file, refused when open to
-//! others), the line hosts trust (`TrustedUserCAKeys`), requesters' public keys checked before
-//! anything is signed, and user certificates signed with explicit principals.
+//! others), the line hosts trust (`TrustedUserCAKeys`), and user certificates signed with
+//! explicit principals for requesters' keys ([`SshPublicKey`], checked at the edge).
 
 use std::path::Path;
 
 use ssh_key::certificate::{Builder, CertType, Certificate};
 use ssh_key::rand_core::OsRng;
-use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey};
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
-/// The longest public key line accepted from a requester (an RSA 16384-bit key fits).
-pub const MAX_PUBLIC_KEY: usize = 8 * 1024;
+use crate::model::SshPublicKey;
 
 /// The comment of a CA key made by elevated.
 const CA_COMMENT: &str = "elevate user CA";
@@ -25,9 +24,6 @@ pub enum CaError {
         /// What is wrong.
         message: String,
     },
-    /// A requester's public key.
-    #[error("the SSH public key is not usable: {0}")]
-    PublicKey(String),
     /// Signing failed.
     #[error("signing the certificate failed: {0}")]
     Sign(String),
@@ -48,7 +44,7 @@ impl std::fmt::Debug for UserCa {
 #[derive(Clone, Debug)]
 pub struct Issue<'a> {
     /// The requester's key.
-    pub key: &'a PublicKey,
+    pub key: &'a SshPublicKey,
     /// Unique per certificate; never 0.
     pub serial: u64,
     /// What sshd logs: request, principal, resource.
@@ -136,7 +132,7 @@ impl UserCa {
         let sign = |error: ssh_key::Error| CaError::Sign(error.to_string());
         let mut builder = Builder::new_with_random_nonce(
             &mut OsRng,
-            issue.key.key_data().clone(),
+            issue.key.key().key_data().clone(),
             issue.valid_after,
             issue.valid_before,
         )
@@ -165,55 +161,12 @@ impl UserCa {
     }
 }
 
-/// A requester's public key: one OpenSSH public key line of an accepted type, nothing else (no
-/// private key, no certificate, no options before the key), at most [`MAX_PUBLIC_KEY`] bytes.
-pub fn parse_public_key(text: &str) -> Result<PublicKey, CaError> {
-    let refuse = |why: &str| Err(CaError::PublicKey(why.to_owned()));
-    if text.len() > MAX_PUBLIC_KEY {
-        return refuse(&format!("it is longer than {MAX_PUBLIC_KEY} bytes"));
-    }
-    let line = text.trim();
-    if line.contains("PRIVATE KEY") {
-        return refuse(
-            "this is a private key; give the .pub file, and keep the private key to yourself",
-        );
-    }
-    if line.lines().count() != 1 {
-        return refuse("expected one line: TYPE BASE64 [COMMENT]");
-    }
-    let key = PublicKey::from_openssh(line)
-        .map_err(|error| CaError::PublicKey(format!("not an OpenSSH public key ({error})")))?;
-    match key.algorithm() {
-        Algorithm::Ed25519
-        | Algorithm::SkEd25519
-        | Algorithm::Ecdsa { .. }
-        | Algorithm::SkEcdsaSha2NistP256 => Ok(key),
-        Algorithm::Rsa { .. } => {
-            let bits = match key.key_data() {
-                ssh_key::public::KeyData::Rsa(rsa) => {
-                    rsa.n.as_positive_bytes().map_or(0, |n| n.len() * 8)
-                }
-                _ => 0,
-            };
-            if bits < 3072 {
-                return refuse(&format!(
-                    "an RSA key of {bits} bits is too weak; use Ed25519 (or RSA of at least 3072 bits)"
-                ));
-            }
-            Ok(key)
-        }
-        other => refuse(&format!(
-            "keys of type {other} are not accepted; use Ed25519"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn certificates_name_their_principals_and_keys_are_checked() {
+    fn certificates_name_their_principals_and_never_all_of_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ca");
         let ca = UserCa::generate(&file).unwrap();
@@ -225,7 +178,7 @@ mod tests {
 
         let user = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
         let line = user.public_key().to_openssh().unwrap();
-        let key = parse_public_key(&format!("{line}\n")).unwrap();
+        let key = SshPublicKey::parse(&format!("{line}\n")).unwrap();
         let issue = Issue {
             key: &key,
             serial: 7,
@@ -250,18 +203,5 @@ mod tests {
             .is_err()
         );
         assert!(ca.issue(&Issue { serial: 0, ..issue }).is_err());
-
-        let private = user.to_openssh(LineEnding::LF).unwrap();
-        assert!(
-            parse_public_key(&private)
-                .unwrap_err()
-                .to_string()
-                .contains("private key")
-        );
-        assert!(parse_public_key("garbage").is_err());
-        assert!(parse_public_key(&"A".repeat(MAX_PUBLIC_KEY + 1)).is_err());
-        assert!(parse_public_key(&format!("{line}\n{line}")).is_err());
-        let dsa = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7gB00b/JmYLdrmVClpJ+f6AR7ECLCT7up1/63xhv4O1fnxqimFQ8E+4P208UewwI1VBNaFpEy9nXzrith1yrv8iIDGZ3RSAHHAAAAFQCXYFCPFSMLzLKSuYKi64QL8Fgc9QAAAIEA9+GghdabPd7LvKtcNrhXuXmUr7v6OuqC+VdMCz0HgmdRWVeOutRZT+ZxBxCBgLRJFnEj6EwoFhO3zwkyjMim4TwWeotUfI0o4KOuHiuzpnWRbqN/C/ohNWLx+2J6ASQ7zKTxvqhRkImog9/hWuWfBpKLZl6Ae1UlZAFMO/7PSSoAAACAUxQtJA9uCkiS9mbg4aQx5bk6P4iXn8kOTKQEo7+ov2Y2vCkqvM+EL3oVRjJPSIjw5I2jX4kYg4cVCAXf7cLqZsA0nk8i1V6QUcF9JidPwFIyfz7hLxeMvDOBT8WMqhWeaf+dydGFYNfuIsmJOdTr5Mzw8EYZs6SKwv3RXZw0APn4=";
-        assert!(parse_public_key(dsa).is_err());
     }
 }
