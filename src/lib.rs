@@ -68,6 +68,7 @@ pub mod tls;
 pub use broker::{Broker, BrokerError, Caller, Settings};
 pub use config::Config;
 pub use expiry::{Backoff, Expiry};
+pub use process::Program;
 pub use reload::Reloader;
 pub use server::{Options, Server};
 

@@ -178,3 +178,126 @@ async fn an_ssh_key_is_checked_at_the_edge_and_only_taken_where_a_certificate_is
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_ended() {
+    use std::sync::Arc;
+
+    use elevate::clock::{Clock, ManualClock};
+    use elevate::provision::ssh::{SshProvisioner, SshSettings};
+    use elevate::provision::{LeaseTarget, Provisioner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let made = keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path());
+    assert!(made.status.success());
+    let ca = UserCa::generate(&dir.path().join("ca")).unwrap();
+    std::fs::write(dir.path().join("ca.pub"), ca.public_line()).unwrap();
+    // A hook that records each shipment, and fails while `fail` exists.
+    let hook = dir.path().join("ship.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n[ -e fail ] && exit 1\necho \"$ELEVATE_KRL\" >> shipped\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let clock = ManualClock::starting_now();
+    let krl = dir.path().join("state/revoked.krl");
+    let make = || {
+        SshProvisioner::new(
+            SshSettings {
+                ca: UserCa::load(&dir.path().join("ca")).unwrap(),
+                principals: vec!["{account}".into()],
+                extensions: vec!["permit-pty".into()],
+                force_command: None,
+                source_address: Vec::new(),
+                backdate: std::time::Duration::from_secs(60),
+                krl: krl.clone(),
+                on_krl_change: Some(elevate::Program {
+                    path: hook.clone(),
+                    args: Vec::new(),
+                    env: Default::default(),
+                    timeout: std::time::Duration::from_secs(10),
+                    working_dir: Some(dir.path().to_path_buf()),
+                }),
+            },
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let provisioner = make();
+    assert!(krl.exists(), "an empty KRL from the start");
+    let public = std::fs::read_to_string(dir.path().join("user.pub")).unwrap();
+    let target = |lease: u64, minutes: u64| LeaseTarget {
+        lease: format!("req-{lease}").parse().unwrap(),
+        principal: "alice".parse().unwrap(),
+        resource: "prod-ssh".parse().unwrap(),
+        expires_at: clock
+            .now()
+            .saturating_add(std::time::Duration::from_secs(minutes * 60)),
+        account: "alice".into(),
+        ssh_key: Some(SshPublicKey::parse(&public).unwrap()),
+    };
+    let certificate = |granted: elevate::provision::Granted, name: &str| {
+        let pairs = granted.credentials.unwrap().into_pairs();
+        let file = dir.path().join(name);
+        std::fs::write(&file, &pairs["ssh_certificate"]).unwrap();
+        file
+    };
+    let early = target(1, 30);
+    let first = certificate(provisioner.grant(&early).await.unwrap(), "first-cert.pub");
+    let short = target(2, 5);
+    let second = certificate(provisioner.grant(&short).await.unwrap(), "second-cert.pub");
+    let shown =
+        String::from_utf8_lossy(&keygen(&["-L", "-f", first.to_str().unwrap()], dir.path()).stdout)
+            .into_owned();
+    assert!(shown.contains("Serial: 1"), "{shown}");
+    assert!(
+        shown.contains("Key ID: \"req-1 alice prod-ssh\""),
+        "{shown}"
+    );
+    assert!(shown.contains("elevate-request@elevate"), "{shown}");
+    let listed = provisioner
+        .list(&["prod-ssh".parse().unwrap()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "one account holds certificates: {listed:?}"
+    );
+
+    let revoked = |file: &Path| {
+        !keygen(
+            &["-Q", "-f", krl.to_str().unwrap(), file.to_str().unwrap()],
+            dir.path(),
+        )
+        .status
+        .success()
+    };
+    // A revoke whose hook fails is not confirmed; the KRL already revokes; the retry ships.
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    let error = provisioner.revoke(&early).await.unwrap_err();
+    assert!(error.0.contains("on_krl_change"), "{error}");
+    assert!(revoked(&first));
+    assert!(!revoked(&second));
+    std::fs::remove_file(dir.path().join("fail")).unwrap();
+    // A new instance (a restart) knows what was issued.
+    let provisioner = make();
+    provisioner.revoke(&early).await.unwrap();
+    let shipped = std::fs::read_to_string(dir.path().join("shipped")).unwrap();
+    assert_eq!(shipped.lines().count(), 1, "{shipped}");
+    assert!(revoked(&first));
+
+    // Past its end a certificate needs no entry; ended ones are pruned from the KRL.
+    clock.advance(std::time::Duration::from_secs(10 * 60));
+    provisioner.revoke(&short).await.unwrap();
+    assert!(!revoked(&second), "expired, not listed");
+    clock.advance(std::time::Duration::from_secs(30 * 60));
+    let third = target(3, 30);
+    certificate(provisioner.grant(&third).await.unwrap(), "third-cert.pub");
+    provisioner.revoke(&third).await.unwrap();
+    let read = Krl::decode(&std::fs::read(&krl).unwrap()).unwrap();
+    let serials: Vec<u64> = read.revoked.values().flatten().copied().collect();
+    assert_eq!(serials, [3], "the first certificate ended and was pruned");
+}

@@ -1,0 +1,378 @@
+//! The `ssh` provisioner: a grant is a user certificate for the holder's key, valid from the
+//! grant time less `backdate` until the lease's end, for explicit principals; an early end
+//! puts the certificate's serial in the KRL (written whole, atomically, read back before the
+//! revoke is confirmed, then shipped by `on_krl_change`). A certificate past its end needs no
+//! entry: entries whose certificates have ended are pruned.
+//!
+//! What was issued lives in a state file beside the KRL (`KRL.state`, JSON): the next serial,
+//! and each live certificate's serial, lease, account, resource and end. It is written before a
+//! certificate leaves the provisioner, so a serial is never given out twice and a revoke after
+//! a restart still knows every certificate of the lease.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ca::{Issue, UserCa};
+use super::krl::Krl;
+use crate::BoxFuture;
+use crate::clock::SharedClock;
+use crate::model::ResourceName;
+use crate::process::Program;
+use crate::provision::{Credentials, Granted, Holding, LeaseTarget, ProvisionError, Provisioner};
+
+/// The extension every certificate carries, naming its request.
+pub const REQUEST_EXTENSION: &str = "elevate-request@elevate";
+
+/// The credential a grant hands the holder: the certificate line.
+pub const CERTIFICATE: &str = "ssh_certificate";
+
+/// How an `ssh` provisioner is configured.
+#[derive(Debug)]
+pub struct SshSettings {
+    /// The CA.
+    pub ca: UserCa,
+    /// The logins a certificate is valid for; `{account}` and `{principal}` are replaced.
+    pub principals: Vec<String>,
+    /// Extensions (`permit-pty`, …).
+    pub extensions: Vec<String>,
+    /// The `force-command` critical option.
+    pub force_command: Option<String>,
+    /// The `source-address` critical option (CIDR blocks).
+    pub source_address: Vec<String>,
+    /// How long before the grant a certificate becomes valid (clock skew).
+    pub backdate: Duration,
+    /// The KRL hosts read.
+    pub krl: PathBuf,
+    /// Ships the KRL to the hosts after each change.
+    pub on_krl_change: Option<Program>,
+}
+
+/// One certificate still in force, or revoked and not yet past its end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Issued {
+    lease: u64,
+    account: String,
+    resource: String,
+    valid_before: u64,
+    revoked: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    next_serial: u64,
+    /// The KRL's version.
+    version: u64,
+    /// Whether `on_krl_change` still has to ship the KRL as written.
+    unshipped: bool,
+    certificates: BTreeMap<u64, Issued>,
+}
+
+/// Signs certificates and keeps the KRL. Calls are serialized by one lock (the state and the
+/// KRL are whole files).
+#[derive(Debug)]
+pub struct SshProvisioner {
+    settings: SshSettings,
+    clock: SharedClock,
+    // A tokio lock: held across the file writes and the hook of one call.
+    state: tokio::sync::Mutex<()>,
+}
+
+impl SshProvisioner {
+    /// A provisioner with `settings`; writes an empty KRL when there is none yet (sshd refuses
+    /// every key while its `RevokedKeys` file is missing).
+    pub fn new(settings: SshSettings, clock: SharedClock) -> Result<Self, String> {
+        if settings.principals.is_empty() {
+            return Err("principals: at least one login is needed (an empty list would be valid for every login)".into());
+        }
+        let provisioner = Self {
+            settings,
+            clock,
+            state: tokio::sync::Mutex::new(()),
+        };
+        if !provisioner.settings.krl.exists() {
+            let state = provisioner.load().map_err(|e| e.0)?;
+            provisioner.write_krl(&state).map_err(|e| e.0)?;
+        }
+        Ok(provisioner)
+    }
+
+    fn state_file(&self) -> PathBuf {
+        let mut name = self.settings.krl.as_os_str().to_owned();
+        name.push(".state");
+        PathBuf::from(name)
+    }
+
+    fn load(&self) -> Result<State, ProvisionError> {
+        match std::fs::read(self.state_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+                ProvisionError(format!(
+                    "{}: unreadable: {error}",
+                    self.state_file().display()
+                ))
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                next_serial: 1,
+                ..State::default()
+            }),
+            Err(error) => Err(ProvisionError(format!(
+                "{}: {error}",
+                self.state_file().display()
+            ))),
+        }
+    }
+
+    fn save(&self, state: &State) -> Result<(), ProvisionError> {
+        let text = serde_json::to_string(state).map_err(|e| ProvisionError(e.to_string()))?;
+        atomic_write(&self.state_file(), text.as_bytes())
+    }
+
+    /// Writes the KRL of the revoked certificates still in force, then reads it back: `Ok`
+    /// only when the file on disk revokes every one of them.
+    fn write_krl(&self, state: &State) -> Result<(), ProvisionError> {
+        let ca = self.settings.ca.public_blob();
+        let mut krl = Krl {
+            version: state.version,
+            generated: self.clock.now().unix_millis() / 1000,
+            comment: "elevate: certificates of leases ended early".into(),
+            ..Krl::default()
+        };
+        let serials: Vec<u64> = state
+            .certificates
+            .iter()
+            .filter(|(_, issued)| issued.revoked)
+            .map(|(serial, _)| *serial)
+            .collect();
+        krl.revoked
+            .entry(ca.clone())
+            .or_default()
+            .extend(serials.iter().copied());
+        let file = &self.settings.krl;
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ProvisionError(format!("{}: {e}", parent.display())))?;
+        }
+        atomic_write(file, &krl.encode())?;
+        let read = std::fs::read(file)
+            .map_err(|e| ProvisionError(format!("{}: reading it back: {e}", file.display())))?;
+        let read = Krl::decode(&read)
+            .map_err(|e| ProvisionError(format!("{}: reading it back: {e}", file.display())))?;
+        if let Some(missing) = serials
+            .iter()
+            .find(|serial| !read.is_revoked(&ca, **serial))
+        {
+            return Err(ProvisionError(format!(
+                "{}: serial {missing} is not in the file read back",
+                file.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `on_krl_change` when the KRL changed since it last succeeded.
+    async fn ship(&self, state: &mut State) -> Result<(), ProvisionError> {
+        if !state.unshipped {
+            return Ok(());
+        }
+        if let Some(hook) = &self.settings.on_krl_change {
+            let krl = self.settings.krl.display().to_string();
+            hook.run(
+                "on_krl_change",
+                &[krl.as_str()],
+                &[("ELEVATE_KRL", krl.as_str())],
+                None,
+            )
+            .await
+            .map_err(|error| ProvisionError(format!("on_krl_change: {error}")))?;
+        }
+        state.unshipped = false;
+        self.save(state)
+    }
+
+    /// Revokes the live certificates `pick` selects; returns once the KRL that revokes them is
+    /// written, read back and shipped.
+    async fn revoke_where(&self, pick: impl Fn(&Issued) -> bool) -> Result<(), ProvisionError> {
+        let _one = self.state.lock().await;
+        crate::provision::fence::check()?;
+        let mut state = self.load()?;
+        let now = self.clock.now().unix_millis() / 1000;
+        let mut changed = false;
+        for issued in state.certificates.values_mut() {
+            // A certificate past its end needs no entry: it ends by itself.
+            if pick(issued) && !issued.revoked && issued.valid_before > now {
+                issued.revoked = true;
+                changed = true;
+            }
+        }
+        let before = state.certificates.len();
+        state
+            .certificates
+            .retain(|_, issued| issued.valid_before > now);
+        changed |= state.certificates.len() != before;
+        if changed {
+            state.version += 1;
+            state.unshipped = true;
+            // The KRL before the state: a crash in between leaves a KRL revoking more than the
+            // state says, never less.
+            let result = self.write_krl(&state);
+            self.save(&state)?;
+            result?;
+        }
+        self.ship(&mut state).await
+    }
+
+    /// The principals of a certificate for `target`.
+    fn principals(&self, target: &LeaseTarget) -> Vec<String> {
+        self.settings
+            .principals
+            .iter()
+            .map(|template| {
+                template
+                    .replace("{account}", &target.account)
+                    .replace("{principal}", target.principal.as_str())
+            })
+            .collect()
+    }
+}
+
+fn atomic_write(file: &std::path::Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    let failed = |e: std::io::Error| ProvisionError(format!("{}: {e}", file.display()));
+    let mut temporary = file.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    {
+        use std::io::Write;
+        let mut out = std::fs::File::create(&temporary).map_err(failed)?;
+        out.write_all(bytes).map_err(failed)?;
+        out.sync_all().map_err(failed)?;
+    }
+    std::fs::rename(&temporary, file).map_err(failed)?;
+    if let Some(parent) = file.parent()
+        && let Ok(directory) = std::fs::File::open(parent)
+    {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+impl Provisioner for SshProvisioner {
+    fn grant<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
+        Box::pin(async move {
+            let Some(key) = &target.ssh_key else {
+                return Err(ProvisionError(
+                    "the request names no SSH public key to sign".into(),
+                ));
+            };
+            let _one = self.state.lock().await;
+            crate::provision::fence::check()?;
+            let mut state = self.load()?;
+            let serial = state.next_serial.max(1);
+            state.next_serial = serial + 1;
+            let now = self.clock.now();
+            let valid_after = now.saturating_sub(self.settings.backdate).unix_millis() / 1000;
+            let valid_before = target.expires_at.unix_millis() / 1000;
+            let lease = target.lease.to_string();
+            let mut extensions: Vec<(String, String)> = self
+                .settings
+                .extensions
+                .iter()
+                .map(|name| (name.clone(), String::new()))
+                .collect();
+            extensions.push((REQUEST_EXTENSION.to_owned(), lease.clone()));
+            let mut critical_options = Vec::new();
+            if let Some(command) = &self.settings.force_command {
+                critical_options.push(("force-command".to_owned(), command.clone()));
+            }
+            if !self.settings.source_address.is_empty() {
+                critical_options.push((
+                    "source-address".to_owned(),
+                    self.settings.source_address.join(","),
+                ));
+            }
+            let certificate = self
+                .settings
+                .ca
+                .issue(&Issue {
+                    key,
+                    serial,
+                    key_id: format!("{lease} {} {}", target.principal, target.resource),
+                    principals: self.principals(target),
+                    valid_after,
+                    valid_before,
+                    extensions,
+                    critical_options,
+                })
+                .map_err(|error| ProvisionError(error.to_string()))?;
+            let line = certificate
+                .to_openssh()
+                .map_err(|error| ProvisionError(error.to_string()))?;
+            state.certificates.insert(
+                serial,
+                Issued {
+                    lease: target.lease.raw(),
+                    account: target.account.clone(),
+                    resource: target.resource.to_string(),
+                    valid_before,
+                    revoked: false,
+                },
+            );
+            // Recorded before it leaves: a serial is never given out twice.
+            self.save(&state)?;
+            Ok(Granted {
+                credentials: Some(Credentials::new([
+                    (CERTIFICATE.to_owned(), line),
+                    ("ssh_certificate_serial".to_owned(), serial.to_string()),
+                ])),
+            })
+        })
+    }
+
+    fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        let lease = target.lease.raw();
+        Box::pin(self.revoke_where(move |issued| issued.lease == lease))
+    }
+
+    fn needs_ssh_key(&self) -> bool {
+        true
+    }
+
+    fn list<'a>(
+        &'a self,
+        resources: &'a [ResourceName],
+    ) -> BoxFuture<'a, Result<Option<Vec<Holding>>, ProvisionError>> {
+        Box::pin(async move {
+            let _one = self.state.lock().await;
+            let state = self.load()?;
+            let now = self.clock.now().unix_millis() / 1000;
+            let mut out: Vec<Holding> = state
+                .certificates
+                .values()
+                .filter(|issued| !issued.revoked && issued.valid_before > now)
+                .filter(|issued| resources.iter().any(|r| r.as_str() == issued.resource))
+                .map(|issued| Holding {
+                    key: format!("{}/{}", issued.resource, issued.account),
+                    account: issued.account.clone(),
+                    resource: ResourceName::parse(&issued.resource).ok(),
+                })
+                .collect();
+            out.sort();
+            out.dedup();
+            Ok(Some(out))
+        })
+    }
+
+    fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        let (account, resource) = (
+            holding.account.clone(),
+            holding.resource.as_ref().map(ToString::to_string),
+        );
+        Box::pin(self.revoke_where(move |issued| {
+            issued.account == account && Some(&issued.resource) == resource.as_ref()
+        }))
+    }
+}
