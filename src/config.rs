@@ -632,6 +632,108 @@ pub enum ProvisionerConfig {
     },
     /// Roles on a PostgreSQL server.
     Postgres(PostgresConfig),
+    /// Short-lived OpenSSH user certificates, and a KRL for early ends.
+    Ssh(SshConfig),
+}
+
+/// `kind = "ssh"`: the CA, what certificates say, and the KRL hosts read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// The CA's OpenSSH private key (Ed25519, mode 0600), from `elevated ssh init-ca`.
+    pub ca_key: PathBuf,
+    /// The logins certificates are valid for; `{account}` (the directory's account for this
+    /// provisioner, else the principal) and `{principal}` are replaced. Never empty.
+    #[serde(default = "default_ssh_principals")]
+    pub principals: Vec<String>,
+    /// Certificate extensions (default `permit-pty` only).
+    #[serde(default = "default_ssh_extensions")]
+    pub extensions: Vec<String>,
+    /// The `force-command` critical option.
+    #[serde(default)]
+    pub force_command: Option<String>,
+    /// The `source-address` critical option: CIDR blocks.
+    #[serde(default)]
+    pub source_address: Vec<String>,
+    /// How long before the grant a certificate becomes valid (clock skew; default 1m).
+    #[serde(default = "default_ssh_backdate", deserialize_with = "humantime")]
+    pub backdate: Duration,
+    /// The KRL hosts name in sshd's `RevokedKeys`.
+    pub krl: PathBuf,
+    /// A program run after each change of the KRL (with its path as argument and in
+    /// `ELEVATE_KRL`) to ship it to the hosts; a failure keeps the revoke retried.
+    #[serde(default)]
+    pub on_krl_change: Option<HookConfig>,
+}
+
+/// A program and its leading arguments.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The program (no shell).
+    pub program: PathBuf,
+    /// Leading arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn default_ssh_principals() -> Vec<String> {
+    vec!["{account}".to_owned()]
+}
+
+fn default_ssh_extensions() -> Vec<String> {
+    vec!["permit-pty".to_owned()]
+}
+
+fn default_ssh_backdate() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl SshConfig {
+    /// Checks what a certificate would say; the message names the field.
+    fn check(&self) -> Result<(), String> {
+        if self.principals.is_empty() {
+            return Err("principals: at least one login is needed (an empty list would make certificates valid for every login)".into());
+        }
+        let plain = |text: &str| {
+            !text.is_empty()
+                && !text
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == ',' || c.is_control())
+        };
+        if let Some(bad) = self.principals.iter().find(|p| !plain(p)) {
+            return Err(format!(
+                "principals: {bad:?} is not a login (no spaces, commas or control characters)"
+            ));
+        }
+        if let Some(bad) = self.extensions.iter().find(|e| !plain(e)) {
+            return Err(format!("extensions: {bad:?} is not an extension name"));
+        }
+        for block in &self.source_address {
+            let (address, prefix) = block.split_once('/').unwrap_or((block, ""));
+            let parsed: Option<std::net::IpAddr> = address.parse().ok();
+            let limit = match parsed {
+                Some(std::net::IpAddr::V4(_)) => 32,
+                Some(std::net::IpAddr::V6(_)) => 128,
+                None => {
+                    return Err(format!(
+                        "source_address: {block:?} is not an address or CIDR block"
+                    ));
+                }
+            };
+            if !prefix.is_empty() && prefix.parse::<u8>().map_or(true, |bits| bits > limit) {
+                return Err(format!("source_address: {block:?} has a bad prefix length"));
+            }
+        }
+        if self
+            .force_command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty() || c.contains('\n'))
+        {
+            return Err("force_command: must be one non-empty line".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_exec_timeout() -> Duration {
@@ -734,6 +836,13 @@ impl Config {
         for provisioner in self.provisioners.values_mut() {
             match provisioner {
                 ProvisionerConfig::File { dir } => join(dir),
+                ProvisionerConfig::Ssh(ssh) => {
+                    join(&mut ssh.ca_key);
+                    join(&mut ssh.krl);
+                    if let Some(hook) = &mut ssh.on_krl_change {
+                        join(&mut hook.program);
+                    }
+                }
                 ProvisionerConfig::Exec {
                     program,
                     working_dir,
@@ -903,6 +1012,9 @@ impl Config {
                     .check()
                     .map_err(|message| invalid(format!("provisioners.{name}.{message}")))?,
                 ProvisionerConfig::File { .. } => {}
+                ProvisionerConfig::Ssh(ssh) => ssh
+                    .check()
+                    .map_err(|message| invalid(format!("provisioners.{name}.{message}")))?,
             }
         }
         let mut target_roles = BTreeMap::new();

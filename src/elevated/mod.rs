@@ -94,6 +94,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Store,
     },
+    /// The SSH user CA of `ssh` provisioners.
+    Ssh {
+        /// Which.
+        #[command(subcommand)]
+        command: SshCommand,
+    },
     /// The directory of record the identity provider pushes over SCIM.
     Directory {
         /// Which.
@@ -119,6 +125,27 @@ pub enum Cluster {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The SSH subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// Make a new Ed25519 user CA key (mode 0600) for an `ssh` provisioner's `ca_key`; prints
+    /// the line hosts trust. Never overwrites a file.
+    InitCa {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the line hosts put in the file sshd's `TrustedUserCAKeys` names.
+    CaPubkey {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The `ssh` provisioner.
+        #[arg(long)]
+        provisioner: String,
     },
 }
 
@@ -384,6 +411,35 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Store {
             command: Store::Migrate { config, from },
         } => store::migrate(&config, &from).await,
+        Command::Ssh {
+            command: SshCommand::InitCa { out },
+        } => {
+            let ca = crate::provision::ssh::ca::UserCa::generate(&out)
+                .map_err(|error| CommandError::Failed(error.to_string()))?;
+            println!("{}", ca.public_line());
+            Ok(())
+        }
+        Command::Ssh {
+            command:
+                SshCommand::CaPubkey {
+                    config,
+                    provisioner,
+                },
+        } => {
+            let loaded = crate::config::Config::load(&config)?;
+            let Some(crate::config::ProvisionerConfig::Ssh(ssh)) =
+                loaded.provisioners.get(&provisioner)
+            else {
+                return Err(CommandError::Usage(format!(
+                    "{}: no ssh provisioner named '{provisioner}'",
+                    config.display()
+                )));
+            };
+            let ca = crate::provision::ssh::ca::UserCa::load(&ssh.ca_key)
+                .map_err(|error| CommandError::Failed(error.to_string()))?;
+            println!("{}", ca.public_line());
+            Ok(())
+        }
         Command::Directory {
             command: DirectoryCommand::Import { config, from },
         } => directory::import(&config, &from).await,

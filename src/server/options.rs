@@ -99,6 +99,12 @@ impl Options {
                             .in_dir(working_dir.clone()),
                     ),
                 ),
+                ProvisionerConfig::Ssh(ssh) => provisioners.insert(
+                    name.clone(),
+                    Arc::new(ssh_provisioner(ssh, clock.clone()).map_err(|error| {
+                        BuildError::Config(format!("provisioners.{name}: {error}"))
+                    })?),
+                ),
                 ProvisionerConfig::Postgres(postgres) => provisioners.insert(
                     name.clone(),
                     Arc::new(PostgresProvisioner::new(postgres).map_err(|error| {
@@ -178,6 +184,33 @@ impl Options {
             clock,
         })
     }
+}
+
+/// The `ssh` provisioner `config` describes: its CA loaded (refused when open to others).
+fn ssh_provisioner(
+    config: &crate::config::SshConfig,
+    clock: SharedClock,
+) -> Result<crate::provision::ssh::SshProvisioner, String> {
+    let ca = crate::provision::ssh::ca::UserCa::load(&config.ca_key).map_err(|e| e.to_string())?;
+    crate::provision::ssh::SshProvisioner::new(
+        crate::provision::ssh::SshSettings {
+            ca,
+            principals: config.principals.clone(),
+            extensions: config.extensions.clone(),
+            force_command: config.force_command.clone(),
+            source_address: config.source_address.clone(),
+            backdate: config.backdate,
+            krl: config.krl.clone(),
+            on_krl_change: config.on_krl_change.as_ref().map(|hook| Program {
+                path: hook.program.clone(),
+                args: hook.args.clone(),
+                env: Default::default(),
+                timeout: std::time::Duration::from_secs(30),
+                working_dir: hook.program.parent().map(std::path::Path::to_path_buf),
+            }),
+        },
+        clock,
+    )
 }
 
 /// The notifiers a configuration names.

@@ -35,6 +35,13 @@ pub fn private_files(config: &Config) -> Vec<(String, PathBuf, &'static str)> {
         ));
     }
     for (name, provisioner) in &config.provisioners {
+        if let ProvisionerConfig::Ssh(ssh) = provisioner {
+            files.push((
+                format!("provisioners.{name}.ca_key"),
+                ssh.ca_key.clone(),
+                "private key",
+            ));
+        }
         if let ProvisionerConfig::Postgres(postgres) = provisioner {
             if let Some(file) = &postgres.password_file {
                 files.push((

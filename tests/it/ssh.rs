@@ -301,3 +301,79 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
     let serials: Vec<u64> = read.revoked.values().flatten().copied().collect();
     assert_eq!(serials, [3], "the first certificate ended and was pruned");
 }
+
+#[test]
+fn elevated_makes_the_ca_prints_what_hosts_trust_and_refuses_a_key_open_to_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let elevated = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_elevated"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let made = elevated(&["ssh", "init-ca", "--out", "ssh_user_ca"]);
+    assert!(made.status.success(), "{made:?}");
+    let line = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    assert!(line.starts_with("ssh-ed25519 "), "{line}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("ssh_user_ca"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !elevated(&["ssh", "init-ca", "--out", "ssh_user_ca"])
+            .status
+            .success()
+    );
+
+    let layout = elevate::dev::prepare(&dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("elevated.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nallow_root = true\n\
+             [tls]\nca = \"state/certs/ca.crt\"\ncert = \"state/certs/server.crt\"\nkey = \"state/certs/server.key\"\n\
+             [store]\npath = \"state/elevate.redb\"\n\
+             [policy]\npolicy = \"{}\"\ndirectory = \"{}\"\n\
+             [provisioners.files]\nkind = \"file\"\ndir = \"state/targets\"\n\
+             [provisioners.prod-ssh]\nkind = \"ssh\"\nca_key = \"ssh_user_ca\"\nkrl = \"state/ssh/revoked.krl\"\n\
+             source_address = [\"10.0.0.0/8\"]\n",
+            layout.policy.display(),
+            layout.directory.display()
+        ),
+    )
+    .unwrap();
+    let shown = elevated(&[
+        "ssh",
+        "ca-pubkey",
+        "--config",
+        "elevated.toml",
+        "--provisioner",
+        "prod-ssh",
+    ]);
+    assert!(shown.status.success(), "{shown:?}");
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), line);
+    let checked = elevated(&["check-config", "--config", "elevated.toml"]);
+    assert!(checked.status.success(), "{checked:?}");
+    std::fs::set_permissions(
+        dir.path().join("ssh_user_ca"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let refused = elevated(&["check-config", "--config", "elevated.toml"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("provisioners.prod-ssh.ca_key"),
+        "{refused:?}"
+    );
+    let serve = elevated(&["serve", "--config", "elevated.toml"]);
+    assert!(
+        !serve.status.success(),
+        "a CA key open to others is refused at start"
+    );
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("ssh_user_ca"),
+        "{serve:?}"
+    );
+}
