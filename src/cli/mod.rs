@@ -4,6 +4,7 @@
 //! stderr says why); 2 for usage errors; 3 when `request --wait` ends without access (denied,
 //! cancelled, timed out, failed).
 
+pub mod certificate;
 pub mod client;
 pub mod cmd;
 mod error;

@@ -377,3 +377,241 @@ fn elevated_makes_the_ca_prints_what_hosts_trust_and_refuses_a_key_open_to_other
         "{serve:?}"
     );
 }
+
+/// A real sshd on a loopback port trusting `ca.pub` and reading `revoked.krl` in `dir`, as
+/// root (logins as `root` only with a certificate naming it).
+struct Sshd {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+impl Sshd {
+    async fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let made = keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "host_key"], dir);
+        assert!(made.status.success(), "{made:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile none\n\
+                 TrustedUserCAKeys {dir}/ca.pub\nRevokedKeys {dir}/revoked.krl\n\
+                 AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin yes\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sshd from openssh-server");
+        super::harness::until("sshd to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        Self {
+            port,
+            _child: child,
+        }
+    }
+
+    /// Runs `echo` on the host as `login` with `dir/user` and its certificate `certificate`.
+    async fn login(&self, dir: &Path, login: &str, certificate: &Path) -> std::process::Output {
+        tokio::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-i"])
+            .arg(dir.join("user"))
+            .arg("-o")
+            .arg(format!("CertificateFile={}", certificate.display()))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "ConnectTimeout=10",
+                "-p",
+                &self.port.to_string(),
+                &format!("{login}@127.0.0.1"),
+                "echo logged-in-as-$(id -un)",
+            ])
+            .output()
+            .await
+            .unwrap()
+    }
+}
+
+/// An environment whose policy has `prod-ssh` (auto-approved for engineering) granted by an
+/// `ssh` provisioner whose CA and KRL are in `dir`; the engineer's account there is `root`.
+fn ssh_env(dir: &Path, clock: elevate::clock::ManualClock) -> super::harness::Env {
+    use std::sync::Arc;
+    let ca = UserCa::generate(&dir.join("ca")).unwrap();
+    std::fs::write(dir.join("ca.pub"), ca.public_line()).unwrap();
+    let env = super::harness::Env::starting_at(clock.clone())
+        .policy(
+            "auditor_groups = [\"auditors\"]\nadmin_groups = [\"admins\"]\n\
+             [resources.prod-ssh]\nprovisioner = \"prod-ssh\"\neligible_groups = [\"engineering\"]\n\
+             default_duration = \"1h\"\nmax_duration = \"8h\"\nauto_approve = true\n",
+        )
+        .directory(
+            "[principals.engineer]\ngroups = [\"engineering\"]\naccounts = { prod-ssh = \"root\" }\n\
+             [principals.admin]\ngroups = [\"admins\"]\n[principals.auditor]\ngroups = [\"auditors\"]\n",
+        );
+    let provisioner = elevate::provision::ssh::SshProvisioner::new(
+        elevate::provision::ssh::SshSettings {
+            ca,
+            principals: vec!["{account}".into()],
+            extensions: vec!["permit-pty".into()],
+            force_command: None,
+            source_address: Vec::new(),
+            backdate: std::time::Duration::from_secs(60),
+            krl: dir.join("revoked.krl"),
+            on_krl_change: None,
+        },
+        Arc::new(clock),
+    )
+    .unwrap();
+    env.provisioners
+        .lock()
+        .unwrap()
+        .push(("prod-ssh".into(), Arc::new(provisioner)));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_certificate_logs_in_until_it_is_released_and_never_as_another_login() {
+    use super::cli::{elevate, json};
+    let dir = tempfile::tempdir().unwrap();
+    let env = ssh_env(dir.path(), elevate::clock::ManualClock::starting_now());
+    let daemon = env.start().await;
+    let sshd = Sshd::start(dir.path()).await;
+    assert!(
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
+            .status
+            .success()
+    );
+    let public = dir.path().join("user.pub");
+    let granted = json(
+        &elevate(
+            &daemon,
+            &[
+                "--as",
+                "engineer",
+                "-o",
+                "json",
+                "request",
+                "prod-ssh",
+                "--for",
+                "30m",
+                "--reason",
+                "deploy",
+                "--ssh-key",
+                public.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(granted["state"], "active", "{granted}");
+    let id = granted["id"].as_str().unwrap().to_owned();
+    let certificate = dir.path().join("user-cert.pub");
+    assert_eq!(
+        granted["credentials"]["ssh_certificate_file"],
+        certificate.display().to_string()
+    );
+    let shown = String::from_utf8_lossy(
+        &keygen(&["-L", "-f", certificate.to_str().unwrap()], dir.path()).stdout,
+    )
+    .into_owned();
+    assert!(
+        shown.contains(&format!("Key ID: \"{id} engineer prod-ssh\"")),
+        "{shown}"
+    );
+    let logged = sshd.login(dir.path(), "root", &certificate).await;
+    assert!(
+        String::from_utf8_lossy(&logged.stdout).contains("logged-in-as-root"),
+        "{logged:?}\n{}",
+        std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+    );
+    // A certificate for root is no certificate for another login.
+    let other = sshd.login(dir.path(), "nobody", &certificate).await;
+    assert!(!other.status.success());
+    assert!(!String::from_utf8_lossy(&other.stdout).contains("logged-in"));
+    // Released: the serial is in the KRL and sshd refuses the same certificate.
+    let released = elevate(&daemon, &["--as", "engineer", "release", &id]).await;
+    assert!(released.status.success(), "{released:?}");
+    let refused = sshd.login(dir.path(), "root", &certificate).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    let query = keygen(
+        &["-Q", "-f", "revoked.krl", certificate.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
+        "{query:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_refuses_a_certificate_whose_lease_has_ended_by_the_clock() {
+    use super::cli::{elevate, json};
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon's clock two hours back: a 30-minute lease's certificate ended long ago.
+    let now = elevate::clock::Clock::now(&elevate::clock::SystemClock);
+    let past = elevate::clock::ManualClock::new(
+        now.saturating_sub(std::time::Duration::from_secs(2 * 3600)),
+    );
+    let env = ssh_env(dir.path(), past);
+    let daemon = env.start().await;
+    let sshd = Sshd::start(dir.path()).await;
+    assert!(
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
+            .status
+            .success()
+    );
+    let public = dir.path().join("user.pub");
+    let granted = json(
+        &elevate(
+            &daemon,
+            &[
+                "--as",
+                "engineer",
+                "-o",
+                "json",
+                "request",
+                "prod-ssh",
+                "--for",
+                "30m",
+                "--reason",
+                "deploy",
+                "--ssh-key",
+                public.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(granted["state"], "active", "{granted}");
+    let refused = sshd
+        .login(dir.path(), "root", &dir.path().join("user-cert.pub"))
+        .await;
+    assert!(!refused.status.success(), "{refused:?}");
+    let log = std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default();
+    assert!(log.contains("expired") || log.contains("invalid"), "{log}");
+    daemon.stop().await;
+}

@@ -50,11 +50,20 @@ impl Request {
             .into_inner();
         let submitted = returned(answer.request)?;
         let mut credentials: HashMap<String, String> = answer.credentials;
+        // The certificate goes beside the key it was signed for, as OpenSSH expects.
+        let save = |credentials: &mut HashMap<String, String>| match &self.ssh_key {
+            Some(key) => {
+                crate::cli::certificate::save(credentials, &crate::cli::certificate::beside(key))
+            }
+            None => Ok(()),
+        };
         if self.wait {
             let settled = session.wait(submitted, &mut credentials).await?;
+            save(&mut credentials)?;
             session.print_delivered(&settled, &credentials);
             return ended(&settled);
         }
+        save(&mut credentials)?;
         session.print_delivered(&submitted, &credentials);
         Ok(())
     }
