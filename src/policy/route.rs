@@ -100,7 +100,9 @@ impl Snapshot {
             });
         }
         let duration = check_fields(resource, ask)?;
+        let auto = person.is_some_and(|p| p.in_any(&resource.auto_approve_groups));
         let route = match &resource.approval {
+            _ if auto => Route::default(),
             Approval::Auto => Route::default(),
             Approval::Stages(stages) => {
                 let mut resolved = Vec::new();
@@ -345,6 +347,24 @@ mod tests {
 
     fn engineer() -> Principal {
         Principal::parse("engineer").unwrap()
+    }
+
+    #[test]
+    fn auto_approve_groups_skip_the_stages_for_their_members_only() {
+        let policy = POLICY.replace(
+            "ticket_pattern = \"^[A-Z]+-[0-9]+$\"",
+            "ticket_pattern = \"^[A-Z]+-[0-9]+$\"\n        auto_approve_groups = [\"sre\"]",
+        );
+        let directory =
+            format!("{DIRECTORY}\n[principals.oncall]\ngroups = [\"engineering\", \"sre\"]\n");
+        let s = snapshot(&policy, &directory);
+        let ask = ask(None, Some("r"), Some("INC-1"));
+        let oncall = Principal::parse("oncall").unwrap();
+        assert!(s.evaluate(&oncall, &ask).unwrap().route.stages.is_empty());
+        assert_eq!(s.evaluate(&engineer(), &ask).unwrap().route.stages.len(), 2);
+        let auto = policy.replace("[[resources.prod.stages]]\n        name = \"manager\"\n        approvers = [\"manager\"]\n        [[resources.prod.stages]]\n        name = \"security\"\n        approvers = [\"group:security\"]", "auto_approve = true");
+        let error = Policy::parse(&auto, Path::new("policy.toml")).unwrap_err();
+        assert!(error.to_string().contains("auto_approve_groups"), "{error}");
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub struct Resource {
     pub allow_overlap: bool,
     /// What becomes of an active lease whose holder stops being eligible.
     pub on_ineligible: OnIneligible,
+    /// Requesters in these groups are approved without the stages (those of the others go
+    /// through them).
+    pub auto_approve_groups: BTreeSet<GroupName>,
     /// Rates of this resource's own, in place of the daemon's global ones.
     pub rate_limits: ResourceRates,
 }
@@ -245,6 +248,8 @@ struct RawResource {
     ticket_pattern: Option<String>,
     #[serde(default)]
     auto_approve: bool,
+    #[serde(default)]
+    auto_approve_groups: Vec<String>,
     #[serde(default)]
     stages: Vec<RawStage>,
     break_glass: Option<RawBreakGlass>,
@@ -433,6 +438,18 @@ impl Policy {
             }
             (false, false) => Approval::Stages(Self::stages(at, &raw.stages, !owners.is_empty())?),
         };
+        let mut auto_approve_groups = BTreeSet::new();
+        for (index, group) in raw.auto_approve_groups.iter().enumerate() {
+            auto_approve_groups.insert(GroupName::parse(group).map_err(|error| {
+                at.invalid(format!("auto_approve_groups[{index}]"), error.to_string())
+            })?);
+        }
+        if !auto_approve_groups.is_empty() && approval == Approval::Auto {
+            return Err(at.invalid(
+                "auto_approve_groups",
+                "the resource is auto-approved for everyone; auto_approve_groups goes with stages",
+            ));
+        }
         let break_glass = match &raw.break_glass {
             None => None,
             Some(raw_break_glass) => Some(Self::break_glass(
@@ -490,6 +507,7 @@ impl Policy {
             extensions,
             allow_overlap: raw.allow_overlap,
             on_ineligible,
+            auto_approve_groups,
         })
     }
 
