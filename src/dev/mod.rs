@@ -59,6 +59,10 @@ pub struct Layout {
     pub notifications: PathBuf,
     /// The audit key, generated on first start.
     pub audit_key: PathBuf,
+    /// The SSH user CA of the `prod-ssh` provisioner (its public line beside it, `.pub`).
+    pub ssh_ca: PathBuf,
+    /// The KRL hosts trusting that CA read (sshd's `RevokedKeys`).
+    pub ssh_krl: PathBuf,
 }
 
 impl Layout {
@@ -73,6 +77,8 @@ impl Layout {
             targets: root.join("targets"),
             notifications: root.join("notifications.jsonl"),
             audit_key: root.join("audit.key"),
+            ssh_ca: root.join("ssh/user_ca"),
+            ssh_krl: root.join("ssh/revoked.krl"),
         }
     }
 }
@@ -83,6 +89,9 @@ pub enum DevError {
     /// Making certificates failed.
     #[error(transparent)]
     Certificates(#[from] IssueError),
+    /// The SSH user CA could not be made.
+    #[error(transparent)]
+    Ssh(#[from] crate::provision::ssh::ca::CaError),
     /// A file or directory could not be written.
     #[error("{}: {source}", file.display())]
     Io {
@@ -127,6 +136,19 @@ pub fn prepare(root: &Path) -> Result<Layout, DevError> {
             issue::issue(&layout.certs.0, name, DEFAULT_TRUST_DOMAIN, 365, true)?;
         }
     }
+    if let Some(ssh) = layout.ssh_ca.parent() {
+        create_private_dir(ssh)?;
+    }
+    if !layout.ssh_ca.exists() {
+        let ca = crate::provision::ssh::ca::UserCa::generate(&layout.ssh_ca)?;
+        let public = layout.ssh_ca.with_extension("pub");
+        std::fs::write(&public, format!("{}\n", ca.public_line())).map_err(|source| {
+            DevError::Io {
+                file: public.clone(),
+                source,
+            }
+        })?;
+    }
     write_once(&layout.policy, POLICY)?;
     write_once(&layout.directory, DIRECTORY)?;
     Ok(layout)
@@ -140,6 +162,12 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
         "files",
         Arc::new(FileProvisioner::new(layout.targets.clone())),
     );
+    // Made by `prepare`; were it unusable, the demo policy's prod-ssh names an unknown
+    // provisioner and the daemon refuses to start, saying so.
+    match ssh_provisioner(layout, clock.clone()) {
+        Ok(ssh) => provisioners.insert("prod-ssh", Arc::new(ssh)),
+        Err(error) => tracing::error!(%error, "the demo SSH provisioner is unusable"),
+    }
     let mut notifiers = Notifiers::default();
     notifiers.insert(
         "log",
@@ -180,6 +208,28 @@ pub fn options(layout: &Layout, clock: SharedClock) -> Options {
     }
 }
 
+/// The demo's `prod-ssh` provisioner: certificates for `{account}` with `permit-pty`, the KRL
+/// under the state directory.
+fn ssh_provisioner(
+    layout: &Layout,
+    clock: SharedClock,
+) -> Result<crate::provision::ssh::SshProvisioner, String> {
+    let ca = crate::provision::ssh::ca::UserCa::load(&layout.ssh_ca).map_err(|e| e.to_string())?;
+    crate::provision::ssh::SshProvisioner::new(
+        crate::provision::ssh::SshSettings {
+            ca,
+            principals: vec!["{account}".to_owned()],
+            extensions: vec!["permit-pty".to_owned()],
+            force_command: None,
+            source_address: Vec::new(),
+            backdate: Duration::from_secs(60),
+            krl: layout.ssh_krl.clone(),
+            on_krl_change: None,
+        },
+        clock,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +247,7 @@ mod tests {
     fn demo_files_are_valid_and_consistent() {
         let policy = Policy::parse(POLICY, Path::new("policy.toml")).unwrap();
         let directory = Directory::parse(DIRECTORY, Path::new("directory.toml")).unwrap();
-        assert_eq!(policy.resources().count(), 3);
+        assert_eq!(policy.resources().count(), 4);
         for name in IDENTITIES {
             let principal = crate::model::Principal::parse(name).unwrap();
             assert!(directory.person(&principal).is_some(), "{name} missing");

@@ -98,7 +98,9 @@ fn announce(address: SocketAddr, metrics: Option<SocketAddr>, state_dir: Option<
                  elevate --as engineer request prod-db-read --for 45m --reason 'INC-4411 slow queries' --wait\n  \
                  elevate --as manager pending\n  \
                  elevate --as manager approve req-2\n  \
-                 cat {state}/targets/prod-db-read\n",
+                 cat {state}/targets/prod-db-read\n  \
+                 elevate --as oncall request prod-ssh --for 30m --reason 'INC-4412 disk full' --ssh-key ~/.ssh/id_ed25519.pub\n  \
+                 ssh -i ~/.ssh/id_ed25519 oncall@HOST   # a host whose sshd trusts {state}/ssh/user_ca.pub, RevokedKeys {state}/ssh/revoked.krl\n",
                 state = state_dir.display(),
                 identities = dev::IDENTITIES.join(", "),
                 certs = certs.display(),

@@ -615,3 +615,85 @@ async fn sshd_refuses_a_certificate_whose_lease_has_ended_by_the_clock() {
     assert!(log.contains("expired") || log.contains("invalid"), "{log}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prod_ssh_is_auto_approved_for_sre_and_routed_to_the_manager_for_engineering() {
+    use super::cli::{elevate, json};
+    let env = super::harness::Env::new();
+    let daemon = env.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
+            .status
+            .success()
+    );
+    let public = dir.path().join("user.pub");
+    let ask = |who: &'static str| {
+        let public = public.clone();
+        let daemon = &daemon;
+        async move {
+            json(
+                &elevate(
+                    daemon,
+                    &[
+                        "--as",
+                        who,
+                        "-o",
+                        "json",
+                        "request",
+                        "prod-ssh",
+                        "--reason",
+                        "deploy",
+                        "--ssh-key",
+                        public.to_str().unwrap(),
+                    ],
+                )
+                .await,
+            )
+        }
+    };
+    let oncall = ask("oncall").await;
+    assert_eq!(oncall["state"], "active", "{oncall}");
+    let certificate = dir.path().join("user-cert.pub");
+    let shown = String::from_utf8_lossy(
+        &keygen(&["-L", "-f", certificate.to_str().unwrap()], dir.path()).stdout,
+    )
+    .into_owned();
+    assert!(
+        shown.contains("Principals: \n                oncall"),
+        "{shown}"
+    );
+    std::fs::remove_file(&certificate).unwrap();
+
+    let engineer = ask("engineer").await;
+    assert_eq!(engineer["state"], "pending", "{engineer}");
+    let id = engineer["id"].as_str().unwrap().to_owned();
+    let approved = elevate(&daemon, &["--as", "manager", "approve", &id]).await;
+    assert!(approved.status.success(), "{approved:?}");
+    let out = dir.path().join("collected-cert.pub");
+    let collected = elevate(
+        &daemon,
+        &[
+            "--as",
+            "engineer",
+            "credentials",
+            &id,
+            "--ssh-cert-out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(collected.status.success(), "{collected:?}");
+    let shown =
+        String::from_utf8_lossy(&keygen(&["-L", "-f", out.to_str().unwrap()], dir.path()).stdout)
+            .into_owned();
+    assert!(
+        shown.contains(&format!("Key ID: \"{id} engineer prod-ssh\"")),
+        "{shown}"
+    );
+    assert!(
+        env.layout.ssh_krl.exists(),
+        "the demo KRL is under the state directory"
+    );
+    daemon.stop().await;
+}
