@@ -83,7 +83,8 @@ impl Nodes {
                      [policy]\npolicy = \"state/policy.toml\"\ndirectory = \"state/directory.toml\"\n\
                      [audit]\nkey = \"state/audit.key\"\n\
                      [provisioners.files]\nkind = \"exec\"\nprogram = \"hook.sh\"\ntimeout = \"10s\"\n\
-                     env = {{ NODE = \"{name}\", CALLS = \"calls.log\", HOLDERS_DIR = \"state/targets\" }}\n",
+                     env = {{ NODE = \"{name}\", CALLS = \"calls.log\", HOLDERS_DIR = \"state/targets\" }}\n\
+                     [provisioners.prod-ssh]\nkind = \"ssh\"\nca_key = \"state/ssh/user_ca\"\nkrl = \"state/ssh/revoked.krl\"\n",
                     socket = pg.socket_dir().display(),
                     pg_port = pg.port(),
                     lease = LEASE.as_secs(),
