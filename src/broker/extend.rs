@@ -232,7 +232,11 @@ impl Broker {
         };
         let now = self.inner.clock.now();
         match result {
-            Ok(()) => {
+            Ok(granted) => {
+                if let Some(credentials) = granted.credentials {
+                    // A certificate with the new end: the holder collects it as a grant's.
+                    self.inner.effects.credentials.put(id, credentials);
+                }
                 let request = self
                     .commit(id, move |request, _| {
                         Ok(recorded(request.extension_applied(now), now, Actor::System))

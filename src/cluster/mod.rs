@@ -431,7 +431,10 @@ impl Provisioner for Fenced {
         self.fenced(move |inner| inner.revoke(target))
     }
 
-    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+    fn extend<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
         self.fenced(move |inner| inner.extend(target))
     }
 

@@ -117,10 +117,14 @@ pub trait Provisioner: Send + Sync + fmt::Debug + 'static {
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>>;
 
     /// Moves the end of an active lease to `target.expires_at` on targets that enforce it
-    /// themselves. Nothing to do by default.
-    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+    /// themselves; credentials it makes (a certificate with the new end) wait for the holder as
+    /// a grant's do. Nothing to do by default.
+    fn extend<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
         let _ = target;
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Granted::default()) })
     }
 
     /// Puts back the access of an active lease that disappeared from the target (drift). By

@@ -524,15 +524,19 @@ impl Provisioner for PostgresProvisioner {
         })
     }
 
-    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+    fn extend<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
         Box::pin(async move {
             match &self.mode {
-                Mode::Membership { .. } => Ok(()),
+                Mode::Membership { .. } => {}
                 Mode::Ephemeral { role_prefix } => {
                     let name = ephemeral_role(role_prefix, target.lease);
-                    self.move_expiry(&name, target.expires_at).await
+                    self.move_expiry(&name, target.expires_at).await?;
                 }
             }
+            Ok(Granted::default())
         })
     }
 

@@ -85,7 +85,10 @@ impl Provisioner for Recording {
         })
     }
 
-    fn extend<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
+    fn extend<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<elevate::provision::Granted, ProvisionError>> {
         Box::pin(async move {
             if Self::take_failure(&self.fail_extends) {
                 return Err(ProvisionError("new end refused (injected)".into()));

@@ -256,6 +256,26 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
         "{shown}"
     );
     assert!(shown.contains("elevate-request@elevate"), "{shown}");
+    // An extension signs a certificate with the new end under a new serial.
+    let longer = LeaseTarget {
+        expires_at: early
+            .expires_at
+            .saturating_add(std::time::Duration::from_secs(3600)),
+        ..early.clone()
+    };
+    let extended = certificate(
+        provisioner.extend(&longer).await.unwrap(),
+        "extended-cert.pub",
+    );
+    let shown_extended = String::from_utf8_lossy(
+        &keygen(&["-L", "-f", extended.to_str().unwrap()], dir.path()).stdout,
+    )
+    .into_owned();
+    assert!(shown_extended.contains("Serial: 3"), "{shown_extended}");
+    assert!(
+        shown_extended.contains("Key ID: \"req-1 alice prod-ssh\""),
+        "{shown_extended}"
+    );
     let listed = provisioner
         .list(&["prod-ssh".parse().unwrap()])
         .await
@@ -280,6 +300,7 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
     let error = provisioner.revoke(&early).await.unwrap_err();
     assert!(error.0.contains("on_krl_change"), "{error}");
     assert!(revoked(&first));
+    assert!(revoked(&extended), "every certificate of the lease");
     assert!(!revoked(&second));
     std::fs::remove_file(dir.path().join("fail")).unwrap();
     // A new instance (a restart) knows what was issued.
@@ -299,7 +320,11 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
     provisioner.revoke(&third).await.unwrap();
     let read = Krl::decode(&std::fs::read(&krl).unwrap()).unwrap();
     let serials: Vec<u64> = read.revoked.values().flatten().copied().collect();
-    assert_eq!(serials, [3], "the first certificate ended and was pruned");
+    assert_eq!(
+        serials,
+        [3, 4],
+        "the first certificate ended and was pruned; the extended one has not ended yet"
+    );
 }
 
 #[test]

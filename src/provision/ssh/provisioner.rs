@@ -223,6 +223,77 @@ impl SshProvisioner {
         self.ship(&mut state).await
     }
 
+    /// Signs a certificate for `target`'s key, valid until `target.expires_at`, under a new
+    /// serial recorded before it leaves.
+    async fn sign(&self, target: &LeaseTarget) -> Result<Granted, ProvisionError> {
+        let Some(key) = &target.ssh_key else {
+            return Err(ProvisionError(
+                "the request names no SSH public key to sign".into(),
+            ));
+        };
+        let _one = self.state.lock().await;
+        crate::provision::fence::check()?;
+        let mut state = self.load()?;
+        let serial = state.next_serial.max(1);
+        state.next_serial = serial + 1;
+        let now = self.clock.now();
+        let valid_after = now.saturating_sub(self.settings.backdate).unix_millis() / 1000;
+        let valid_before = target.expires_at.unix_millis() / 1000;
+        let lease = target.lease.to_string();
+        let mut extensions: Vec<(String, String)> = self
+            .settings
+            .extensions
+            .iter()
+            .map(|name| (name.clone(), String::new()))
+            .collect();
+        extensions.push((REQUEST_EXTENSION.to_owned(), lease.clone()));
+        let mut critical_options = Vec::new();
+        if let Some(command) = &self.settings.force_command {
+            critical_options.push(("force-command".to_owned(), command.clone()));
+        }
+        if !self.settings.source_address.is_empty() {
+            critical_options.push((
+                "source-address".to_owned(),
+                self.settings.source_address.join(","),
+            ));
+        }
+        let certificate = self
+            .settings
+            .ca
+            .issue(&Issue {
+                key,
+                serial,
+                key_id: format!("{lease} {} {}", target.principal, target.resource),
+                principals: self.principals(target),
+                valid_after,
+                valid_before,
+                extensions,
+                critical_options,
+            })
+            .map_err(|error| ProvisionError(error.to_string()))?;
+        let line = certificate
+            .to_openssh()
+            .map_err(|error| ProvisionError(error.to_string()))?;
+        state.certificates.insert(
+            serial,
+            Issued {
+                lease: target.lease.raw(),
+                account: target.account.clone(),
+                resource: target.resource.to_string(),
+                valid_before,
+                revoked: false,
+            },
+        );
+        // Recorded before it leaves: a serial is never given out twice.
+        self.save(&state)?;
+        Ok(Granted {
+            credentials: Some(Credentials::new([
+                (CERTIFICATE.to_owned(), line),
+                ("ssh_certificate_serial".to_owned(), serial.to_string()),
+            ])),
+        })
+    }
+
     /// The principals of a certificate for `target`.
     fn principals(&self, target: &LeaseTarget) -> Vec<String> {
         self.settings
@@ -262,74 +333,15 @@ impl Provisioner for SshProvisioner {
         &'a self,
         target: &'a LeaseTarget,
     ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
-        Box::pin(async move {
-            let Some(key) = &target.ssh_key else {
-                return Err(ProvisionError(
-                    "the request names no SSH public key to sign".into(),
-                ));
-            };
-            let _one = self.state.lock().await;
-            crate::provision::fence::check()?;
-            let mut state = self.load()?;
-            let serial = state.next_serial.max(1);
-            state.next_serial = serial + 1;
-            let now = self.clock.now();
-            let valid_after = now.saturating_sub(self.settings.backdate).unix_millis() / 1000;
-            let valid_before = target.expires_at.unix_millis() / 1000;
-            let lease = target.lease.to_string();
-            let mut extensions: Vec<(String, String)> = self
-                .settings
-                .extensions
-                .iter()
-                .map(|name| (name.clone(), String::new()))
-                .collect();
-            extensions.push((REQUEST_EXTENSION.to_owned(), lease.clone()));
-            let mut critical_options = Vec::new();
-            if let Some(command) = &self.settings.force_command {
-                critical_options.push(("force-command".to_owned(), command.clone()));
-            }
-            if !self.settings.source_address.is_empty() {
-                critical_options.push((
-                    "source-address".to_owned(),
-                    self.settings.source_address.join(","),
-                ));
-            }
-            let certificate = self
-                .settings
-                .ca
-                .issue(&Issue {
-                    key,
-                    serial,
-                    key_id: format!("{lease} {} {}", target.principal, target.resource),
-                    principals: self.principals(target),
-                    valid_after,
-                    valid_before,
-                    extensions,
-                    critical_options,
-                })
-                .map_err(|error| ProvisionError(error.to_string()))?;
-            let line = certificate
-                .to_openssh()
-                .map_err(|error| ProvisionError(error.to_string()))?;
-            state.certificates.insert(
-                serial,
-                Issued {
-                    lease: target.lease.raw(),
-                    account: target.account.clone(),
-                    resource: target.resource.to_string(),
-                    valid_before,
-                    revoked: false,
-                },
-            );
-            // Recorded before it leaves: a serial is never given out twice.
-            self.save(&state)?;
-            Ok(Granted {
-                credentials: Some(Credentials::new([
-                    (CERTIFICATE.to_owned(), line),
-                    ("ssh_certificate_serial".to_owned(), serial.to_string()),
-                ])),
-            })
-        })
+        Box::pin(self.sign(target))
+    }
+
+    /// A certificate with the new end; the one given before ends when it did.
+    fn extend<'a>(
+        &'a self,
+        target: &'a LeaseTarget,
+    ) -> BoxFuture<'a, Result<Granted, ProvisionError>> {
+        Box::pin(self.sign(target))
     }
 
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
