@@ -40,6 +40,7 @@ impl Broker {
     ) -> Result<AccessRequest, BrokerError> {
         let snapshot = self.inner.rules.current();
         let plan = snapshot.evaluate_break_glass(&caller.principal, &ask)?;
+        self.check_ssh_key(&plan.provisioner, &ask.resource, ask.ssh_key.as_ref())?;
         let rules = self.inner.rules.clone();
         let record = self.inner.record.clone();
         let clock = self.inner.clock.clone();
@@ -120,7 +121,7 @@ impl Broker {
                     Route::default()
                 };
                 let request = AccessRequest {
-                    ssh_key: None,
+                    ssh_key: ask.ssh_key.clone(),
                     id: view.next_request_id()?,
                     requester: requester.clone(),
                     resource: ask.resource.clone(),

@@ -8,23 +8,27 @@ use crate::model::{AccessRequest, Approval, Attempts, Happened, RequestId, State
 use crate::policy::Ask;
 
 impl Broker {
-    /// Fails unless `ask` names an SSH public key exactly when `provisioner` signs SSH
-    /// certificates.
-    fn check_ssh_key(&self, provisioner: &str, ask: &Ask) -> Result<(), BrokerError> {
+    /// Fails unless a request for `resource` names an SSH public key exactly when
+    /// `provisioner` signs SSH certificates.
+    pub(super) fn check_ssh_key(
+        &self,
+        provisioner: &str,
+        resource: &crate::model::ResourceName,
+        key: Option<&crate::model::SshPublicKey>,
+    ) -> Result<(), BrokerError> {
         let needs = self
             .inner
             .effects
             .provisioners
             .get(provisioner)
             .is_ok_and(|provisioner| provisioner.needs_ssh_key());
-        match (needs, &ask.ssh_key) {
+        match (needs, key) {
             (true, None) => Err(BrokerError::Invalid(format!(
                 "{} is granted by an SSH certificate: give your public key (--ssh-key ~/.ssh/id_ed25519.pub)",
-                ask.resource
+                resource
             ))),
             (false, Some(_)) => Err(BrokerError::Invalid(format!(
-                "{} is not granted by an SSH certificate: it takes no SSH key",
-                ask.resource
+                "{resource} is not granted by an SSH certificate: it takes no SSH key"
             ))),
             _ => Ok(()),
         }
@@ -45,7 +49,7 @@ impl Broker {
     async fn submit_once(&self, caller: &Caller, ask: Ask) -> Result<AccessRequest, BrokerError> {
         let snapshot = self.inner.rules.current();
         let evaluation = snapshot.evaluate(&caller.principal, &ask)?;
-        self.check_ssh_key(&evaluation.provisioner, &ask)?;
+        self.check_ssh_key(&evaluation.provisioner, &ask.resource, ask.ssh_key.as_ref())?;
         // Only asks the policy accepts take a token: a mistyped one still gets its own error.
         self.check_rate(&caller.principal, Limited::Submit, &ask.resource)?;
         let now = self.inner.clock.now();

@@ -32,6 +32,21 @@ pub fn save(credentials: &mut HashMap<String, String>, out: &Path) -> Result<(),
     Ok(())
 }
 
+/// The contents of `file`, an SSH public key, read at most to just past the size the daemon
+/// accepts (it checks the rest).
+pub fn read_public_key(file: &std::path::Path) -> Result<String, CliError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|opened| {
+            opened
+                .take(crate::model::MAX_PUBLIC_KEY as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|error| CliError::Usage(format!("--ssh-key {}: {error}", file.display())))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

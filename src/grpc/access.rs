@@ -31,7 +31,7 @@ impl Access {
 
 /// `request` on the wire for `caller`, with the credentials waiting for them when they are its
 /// holder (taken: given out once).
-fn delivered(
+pub(super) fn delivered(
     broker: &Broker,
     caller: &Caller,
     request: &AccessRequest,

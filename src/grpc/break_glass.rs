@@ -43,13 +43,16 @@ impl BreakGlassService for BreakGlass {
             reason: convert::reason("reason", &body.reason)?
                 .ok_or_else(|| invalid("reason", "a reason is required to break glass"))?,
             incident: convert::incident(&body.incident)?,
+            ssh_key: convert::ssh_key(&body.ssh_key)?,
         };
         let granted = idempotent::once(&self.broker, claim, self.broker.break_glass(&caller, ask))
             .await?
             .request(&self.broker, &caller)
             .await?;
+        let (wire, credentials) = super::access::delivered(&self.broker, &caller, &granted);
         Ok(Response::new(pb::BreakGlassResponse {
-            request: Some(convert::request_to_proto(&granted)),
+            request: Some(wire),
+            credentials,
         }))
     }
 

@@ -24,6 +24,8 @@ pub struct BreakGlassAsk {
     pub reason: Reason,
     /// The incident reference.
     pub incident: Ticket,
+    /// The requester's SSH public key, for resources granted by SSH certificates.
+    pub ssh_key: Option<crate::model::SshPublicKey>,
 }
 
 /// What the policy decided for an acceptable break-glass request.
@@ -168,6 +170,7 @@ mod tests {
 
     fn ask(resource: &str, duration: Option<&str>, incident: &str) -> BreakGlassAsk {
         BreakGlassAsk {
+            ssh_key: None,
             resource: ResourceName::parse(resource).unwrap(),
             duration: duration.map(|d| LeaseDuration::parse(d).unwrap()),
             reason: Reason::parse("database down").unwrap(),

@@ -499,6 +499,7 @@ pub async fn break_glass(
     clients
         .break_glass
         .break_glass(pb::BreakGlassRequest {
+            ssh_key: String::new(),
             resource: resource.into(),
             duration: duration.into(),
             reason: reason.into(),

@@ -492,11 +492,14 @@ fn ssh_env(dir: &Path, clock: elevate::clock::ManualClock) -> super::harness::En
         .policy(
             "auditor_groups = [\"auditors\"]\nadmin_groups = [\"admins\"]\n\
              [resources.prod-ssh]\nprovisioner = \"prod-ssh\"\neligible_groups = [\"engineering\"]\n\
-             default_duration = \"1h\"\nmax_duration = \"8h\"\nauto_approve = true\n",
+             default_duration = \"1h\"\nmax_duration = \"8h\"\nauto_approve = true\n\
+             [resources.prod-ssh.break_glass]\ngroups = [\"engineering\"]\nmax_duration = \"1h\"\n\
+             review_group = \"security\"\nreview_within = \"24h\"\nescalate_to = [\"group:admins\"]\n",
         )
         .directory(
             "[principals.engineer]\ngroups = [\"engineering\"]\naccounts = { prod-ssh = \"root\" }\n\
-             [principals.admin]\ngroups = [\"admins\"]\n[principals.auditor]\ngroups = [\"auditors\"]\n",
+             [principals.admin]\ngroups = [\"admins\"]\n[principals.auditor]\ngroups = [\"auditors\"]\n\
+             [principals.security]\ngroups = [\"security\"]\n",
         );
     let provisioner = elevate::provision::ssh::SshProvisioner::new(
         elevate::provision::ssh::SshSettings {
@@ -719,6 +722,70 @@ async fn the_demo_prod_ssh_is_auto_approved_for_sre_and_routed_to_the_manager_fo
     assert!(
         env.layout.ssh_krl.exists(),
         "the demo KRL is under the state directory"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_on_an_ssh_resource_signs_a_certificate_for_the_given_key() {
+    use super::cli::{elevate, json};
+    let dir = tempfile::tempdir().unwrap();
+    let env = ssh_env(dir.path(), elevate::clock::ManualClock::starting_now());
+    let daemon = env.start().await;
+    let sshd = Sshd::start(dir.path()).await;
+    assert!(
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
+            .status
+            .success()
+    );
+    let public = dir.path().join("user.pub");
+    let without = elevate(
+        &daemon,
+        &[
+            "--as",
+            "engineer",
+            "break-glass",
+            "prod-ssh",
+            "--reason",
+            "outage",
+            "--incident",
+            "INC-9",
+        ],
+    )
+    .await;
+    assert!(!without.status.success(), "an ssh resource needs a key");
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("--ssh-key"),
+        "{without:?}"
+    );
+    let broken = json(
+        &elevate(
+            &daemon,
+            &[
+                "--as",
+                "engineer",
+                "-o",
+                "json",
+                "break-glass",
+                "prod-ssh",
+                "--for",
+                "30m",
+                "--reason",
+                "outage",
+                "--incident",
+                "INC-9",
+                "--ssh-key",
+                public.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(broken["state"], "active", "{broken}");
+    let certificate = dir.path().join("user-cert.pub");
+    let logged = sshd.login(dir.path(), "root", &certificate).await;
+    assert!(
+        String::from_utf8_lossy(&logged.stdout).contains("logged-in-as-root"),
+        "{logged:?}"
     );
     daemon.stop().await;
 }

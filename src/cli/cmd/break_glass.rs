@@ -20,6 +20,9 @@ pub struct BreakGlass {
     /// The incident reference (required).
     #[arg(long)]
     pub incident: String,
+    /// Your SSH public key, for resources granted by an SSH certificate (written beside it).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<std::path::PathBuf>,
     /// When it needs an approval (you have an unreviewed break-glass), wait for it.
     #[arg(long)]
     pub wait: bool,
@@ -28,20 +31,30 @@ pub struct BreakGlass {
 impl BreakGlass {
     /// Breaks glass; says when an approval is needed, and with `--wait` follows it.
     pub async fn run(&self, session: &mut Session) -> Result<(), CliError> {
-        let requested = returned(
-            session
-                .clients
-                .break_glass
-                .break_glass(pb::BreakGlassRequest {
-                    resource: self.resource.clone(),
-                    duration: self.duration.clone().unwrap_or_default(),
-                    reason: self.reason.clone(),
-                    incident: self.incident.clone(),
-                })
-                .await?
-                .into_inner()
-                .request,
-        )?;
+        let ssh_key = match &self.ssh_key {
+            None => String::new(),
+            Some(file) => crate::cli::certificate::read_public_key(file)?,
+        };
+        let answer = session
+            .clients
+            .break_glass
+            .break_glass(pb::BreakGlassRequest {
+                resource: self.resource.clone(),
+                duration: self.duration.clone().unwrap_or_default(),
+                reason: self.reason.clone(),
+                incident: self.incident.clone(),
+                ssh_key,
+            })
+            .await?
+            .into_inner();
+        let requested = returned(answer.request)?;
+        let mut credentials = answer.credentials;
+        let save = |credentials: &mut HashMap<String, String>| match &self.ssh_key {
+            Some(key) => {
+                crate::cli::certificate::save(credentials, &crate::cli::certificate::beside(key))
+            }
+            None => Ok(()),
+        };
         if requested.break_glass_needed_approval && !settled(&requested) {
             eprintln!(
                 "{}: you have an unreviewed break-glass, so this one needs one approval from the review group",
@@ -49,12 +62,13 @@ impl BreakGlass {
             );
         }
         if self.wait {
-            let mut credentials = HashMap::new();
             let settled = session.wait(requested, &mut credentials).await?;
+            save(&mut credentials)?;
             session.print_delivered(&settled, &credentials);
             return ended(&settled);
         }
-        session.print_request(&requested);
+        save(&mut credentials)?;
+        session.print_delivered(&requested, &credentials);
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ impl Request {
     pub async fn run(&self, session: &mut Session) -> Result<(), CliError> {
         let ssh_key = match &self.ssh_key {
             None => String::new(),
-            Some(file) => read_public_key(file)?,
+            Some(file) => crate::cli::certificate::read_public_key(file)?,
         };
         let answer = session
             .clients
@@ -67,19 +67,4 @@ impl Request {
         session.print_delivered(&submitted, &credentials);
         Ok(())
     }
-}
-
-/// The contents of `file`, an SSH public key, read at most to just past the size the daemon
-/// accepts (it checks the rest).
-fn read_public_key(file: &std::path::Path) -> Result<String, CliError> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(file)
-        .and_then(|opened| {
-            opened
-                .take(crate::model::MAX_PUBLIC_KEY as u64 + 1)
-                .read_to_string(&mut text)
-        })
-        .map_err(|error| CliError::Usage(format!("--ssh-key {}: {error}", file.display())))?;
-    Ok(text)
 }
