@@ -93,7 +93,15 @@ impl Broker {
                     None => self.grant(request, attempts.count).await,
                 },
                 State::Active => {
-                    self.revoke(request, Ending::Expired, Actor::System, None)
+                    let note = self
+                        .inner
+                        .effects
+                        .provisioners
+                        .get(&request.provisioner)
+                        .ok()
+                        .and_then(|provisioner| provisioner.expiry_note())
+                        .map(str::to_owned);
+                    self.revoke(request, Ending::Expired, Actor::System, note)
                         .await
                 }
                 State::RevokeFailing { ending, .. } => {

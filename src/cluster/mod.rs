@@ -449,6 +449,14 @@ impl Provisioner for Fenced {
         self.inner.grant_key(target)
     }
 
+    fn needs_ssh_key(&self) -> bool {
+        self.inner.needs_ssh_key()
+    }
+
+    fn expiry_note(&self) -> Option<&'static str> {
+        self.inner.expiry_note()
+    }
+
     fn keys_span_resources(&self) -> bool {
         self.inner.keys_span_resources()
     }

@@ -143,6 +143,12 @@ pub trait Provisioner: Send + Sync + fmt::Debug + 'static {
         format!("{}/{}", target.resource, target.account)
     }
 
+    /// What the audit entry of an expiry says about the target, for targets whose access ends
+    /// by itself at the lease's end (a certificate); `None` for the others.
+    fn expiry_note(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a request must name the holder's SSH public key (which no other provisioner
     /// takes): those that sign SSH certificates.
     fn needs_ssh_key(&self) -> bool {

@@ -641,6 +641,27 @@ async fn sshd_refuses_a_certificate_whose_lease_has_ended_by_the_clock() {
     assert!(!refused.status.success(), "{refused:?}");
     let log = std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default();
     assert!(log.contains("expired") || log.contains("invalid"), "{log}");
+    // The lease expires on the daemon's clock: no KRL entry, and the audit entry says why.
+    let id = granted["id"].as_str().unwrap().to_owned();
+    env.advance(std::time::Duration::from_secs(31 * 60));
+    let engineer = daemon.client("engineer").await;
+    super::harness::until_state(&engineer, &id, "expired").await;
+    let expired = daemon
+        .events(&id)
+        .await
+        .into_iter()
+        .find(|event| event.action == "lease.expired")
+        .unwrap();
+    assert!(
+        expired.details["reason"].contains("no KRL entry"),
+        "{:?}",
+        expired.details
+    );
+    let krl = Krl::decode(&std::fs::read(dir.path().join("revoked.krl")).unwrap()).unwrap();
+    assert!(
+        krl.revoked.values().all(|serials| serials.is_empty()),
+        "{krl:?}"
+    );
     daemon.stop().await;
 }
 

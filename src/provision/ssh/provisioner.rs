@@ -353,6 +353,10 @@ impl Provisioner for SshProvisioner {
         true
     }
 
+    fn expiry_note(&self) -> Option<&'static str> {
+        Some("the certificate ended with the lease; no KRL entry was needed")
+    }
+
     fn list<'a>(
         &'a self,
         resources: &'a [ResourceName],
