@@ -153,8 +153,15 @@ async fn an_ssh_key_is_checked_at_the_edge_and_only_taken_where_a_certificate_is
         ssh_key,
     };
     let private = std::fs::read_to_string(dir.path().join("user")).unwrap();
+    let made = keygen(
+        &["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", "weak"],
+        dir.path(),
+    );
+    assert!(made.status.success());
+    let weak = std::fs::read_to_string(dir.path().join("weak.pub")).unwrap();
     for (bad, why) in [
         (private, "private key"),
+        (weak, "too weak"),
         ("garbage".to_owned(), "not an OpenSSH public key"),
         ("A".repeat(9000), "longer than"),
     ] {
@@ -807,6 +814,62 @@ async fn a_break_glass_on_an_ssh_resource_signs_a_certificate_for_the_given_key(
     assert!(
         String::from_utf8_lossy(&logged.stdout).contains("logged-in-as-root"),
         "{logged:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_revokes_a_certificate_no_live_lease_holds() {
+    use elevate::provision::LeaseTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let env = ssh_env(dir.path(), elevate::clock::ManualClock::starting_now());
+    let daemon = env.start().await;
+    assert!(
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
+            .status
+            .success()
+    );
+    let provisioner = env
+        .provisioners
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name == "prod-ssh")
+        .map(|(_, provisioner)| provisioner.clone())
+        .unwrap();
+    // A certificate signed outside any lease (a lost revoke, a hand-made grant).
+    let public = std::fs::read_to_string(dir.path().join("user.pub")).unwrap();
+    let stray = provisioner
+        .grant(&LeaseTarget {
+            lease: "req-999".parse().unwrap(),
+            principal: "engineer".parse().unwrap(),
+            resource: "prod-ssh".parse().unwrap(),
+            expires_at: elevate::clock::Clock::now(&env.clock)
+                .saturating_add(std::time::Duration::from_secs(3600)),
+            account: "root".into(),
+            ssh_key: Some(SshPublicKey::parse(&public).unwrap()),
+        })
+        .await
+        .unwrap();
+    let certificate = dir.path().join("stray-cert.pub");
+    std::fs::write(
+        &certificate,
+        &stray.credentials.unwrap().into_pairs()["ssh_certificate"],
+    )
+    .unwrap();
+    let mut admin = daemon.client("admin").await;
+    let corrections = super::harness::reconcile(&mut admin, "prod-ssh")
+        .await
+        .unwrap();
+    assert_eq!(corrections.len(), 1, "{corrections:?}");
+    assert!(corrections[0].contains("root"), "{corrections:?}");
+    let query = keygen(
+        &["-Q", "-f", "revoked.krl", certificate.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
+        "{query:?}"
     );
     daemon.stop().await;
 }
