@@ -925,6 +925,15 @@ impl Config {
             if let Err(message) = cluster.check() {
                 return Err(invalid(format!("cluster.{message}")));
             }
+            if let Some((name, _)) = self
+                .provisioners
+                .iter()
+                .find(|(_, provisioner)| matches!(provisioner, ProvisionerConfig::Ssh(_)))
+            {
+                return Err(invalid(format!(
+                    "provisioners.{name}: an ssh provisioner keeps the certificates it issued on this node's disk, so with several nodes a new leader could not revoke the old one's; run it on a daemon of its own (not yet supported in a cluster)"
+                )));
+            }
         }
         if self.workflow.grant_attempts == 0 {
             return Err(invalid(
@@ -1184,6 +1193,12 @@ mod tests {
                     "{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"https://h:1\"\nlease = \"100ms\"\n"
                 ),
                 "cluster.lease: must be between 1s and 5m",
+            ),
+            (
+                format!(
+                    "{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"https://h:1\"\n[provisioners.prod-ssh]\nkind = \"ssh\"\nca_key = \"ca\"\nkrl = \"k.krl\"\n"
+                ),
+                "provisioners.prod-ssh: an ssh provisioner keeps the certificates it issued on this node's disk",
             ),
         ];
         for (text, wanted) in cases {
