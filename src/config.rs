@@ -1026,6 +1026,21 @@ impl Config {
                     .map_err(|message| invalid(format!("provisioners.{name}.{message}")))?,
             }
         }
+        // Two ssh provisioners on one KRL or one CA would hand out the same serials and miss
+        // each other's revocations.
+        let mut ssh_files: BTreeMap<&PathBuf, &String> = BTreeMap::new();
+        for (name, provisioner) in &self.provisioners {
+            if let ProvisionerConfig::Ssh(ssh) = provisioner {
+                for (field, file) in [("krl", &ssh.krl), ("ca_key", &ssh.ca_key)] {
+                    if let Some(first) = ssh_files.insert(file, name) {
+                        return Err(invalid(format!(
+                            "provisioners.{name}.{field}: {} is also provisioner '{first}'s; each ssh provisioner needs its own CA and KRL",
+                            file.display()
+                        )));
+                    }
+                }
+            }
+        }
         let mut target_roles = BTreeMap::new();
         for (name, provisioner) in &self.provisioners {
             if let ProvisionerConfig::Postgres(postgres) = provisioner {
@@ -1199,6 +1214,12 @@ mod tests {
                     "{postgres}\n[cluster]\nnode = \"a\"\nadvertise = \"https://h:1\"\n[provisioners.prod-ssh]\nkind = \"ssh\"\nca_key = \"ca\"\nkrl = \"k.krl\"\n"
                 ),
                 "provisioners.prod-ssh: an ssh provisioner keeps the certificates it issued on this node's disk",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[provisioners.a-ssh]\nkind = \"ssh\"\nca_key = \"ca1\"\nkrl = \"k.krl\"\n[provisioners.b-ssh]\nkind = \"ssh\"\nca_key = \"ca2\"\nkrl = \"k.krl\"\n"
+                ),
+                "provisioners.b-ssh.krl:",
             ),
         ];
         for (text, wanted) in cases {

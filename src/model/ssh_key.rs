@@ -40,7 +40,10 @@ impl SshPublicKey {
             Algorithm::Rsa { .. } => {
                 let bits = match key.key_data() {
                     ssh_key::public::KeyData::Rsa(rsa) => {
-                        rsa.n.as_positive_bytes().map_or(0, |n| n.len() * 8)
+                        rsa.n.as_positive_bytes().map_or(0, |n| match n.first() {
+                            Some(first) => n.len() * 8 - first.leading_zeros() as usize,
+                            None => 0,
+                        })
                     }
                     _ => 0,
                 };

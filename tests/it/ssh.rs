@@ -288,11 +288,7 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        listed.len(),
-        1,
-        "one account holds certificates: {listed:?}"
-    );
+    assert_eq!(listed.len(), 2, "a grant per lease: {listed:?}");
 
     let revoked = |file: &Path| {
         !keygen(
@@ -332,6 +328,32 @@ async fn the_provisioner_signs_revokes_into_the_krl_ships_it_and_prunes_what_end
         [3, 4],
         "the first certificate ended and was pruned; the extended one has not ended yet"
     );
+    // A grant per lease: ending one lease never waits for another of the same account.
+    assert_ne!(provisioner.grant_key(&early), provisioner.grant_key(&short));
+    // An account that would be several logins to sshd is no principal.
+    let sneaky = LeaseTarget {
+        account: "alice,root".into(),
+        ..target(5, 30)
+    };
+    let refused = provisioner.grant(&sneaky).await.unwrap_err();
+    assert!(refused.0.contains("single SSH principal"), "{refused}");
+    // A KRL whose state file is gone is refused rather than started afresh.
+    drop(provisioner);
+    let mut state = krl.as_os_str().to_owned();
+    state.push(".state");
+    std::fs::remove_file(&state).unwrap();
+    let settings = SshSettings {
+        ca: UserCa::load(&dir.path().join("ca")).unwrap(),
+        principals: vec!["{account}".into()],
+        extensions: Vec::new(),
+        force_command: None,
+        source_address: Vec::new(),
+        backdate: std::time::Duration::from_secs(60),
+        krl: krl.clone(),
+        on_krl_change: None,
+    };
+    let error = SshProvisioner::new(settings, Arc::new(clock.clone())).unwrap_err();
+    assert!(error.contains("does not"), "{error}");
 }
 
 #[test]
@@ -862,7 +884,7 @@ async fn reconciliation_revokes_a_certificate_no_live_lease_holds() {
         .await
         .unwrap();
     assert_eq!(corrections.len(), 1, "{corrections:?}");
-    assert!(corrections[0].contains("root"), "{corrections:?}");
+    assert!(corrections[0].contains("lease-999"), "{corrections:?}");
     let query = keygen(
         &["-Q", "-f", "revoked.krl", certificate.to_str().unwrap()],
         dir.path(),

@@ -110,7 +110,10 @@ impl Krl {
                     }
                     CERT_SERIAL_RANGE => {
                         let (low, high) = (data.u64()?, data.u64()?);
-                        if high.saturating_sub(low) > MAX_EXPANDED {
+                        if high < low
+                            || high - low > MAX_EXPANDED
+                            || serials.len() as u64 + (high - low) > MAX_EXPANDED
+                        {
                             return Err(KrlError(format!("a range of {low}..={high}")));
                         }
                         serials.extend(low..=high);
@@ -125,7 +128,10 @@ impl Krl {
                         for (index, byte) in bitmap.iter().rev().enumerate() {
                             for bit in 0..8 {
                                 if byte & (1 << bit) != 0 {
-                                    serials.insert(offset + index as u64 * 8 + bit);
+                                    let serial = offset
+                                        .checked_add(index as u64 * 8 + bit)
+                                        .ok_or_else(|| KrlError("a bitmap past 2^64".into()))?;
+                                    serials.insert(serial);
                                 }
                             }
                         }
@@ -133,6 +139,9 @@ impl Krl {
                     other => {
                         return Err(KrlError(format!("certificate section type {other:#x}")));
                     }
+                }
+                if serials.len() as u64 > MAX_EXPANDED {
+                    return Err(KrlError("too many serials".into()));
                 }
             }
         }

@@ -92,9 +92,22 @@ impl SshProvisioner {
             clock,
             state: tokio::sync::Mutex::new(()),
         };
-        if !provisioner.settings.krl.exists() {
-            let state = provisioner.load().map_err(|e| e.0)?;
-            provisioner.write_krl(&state).map_err(|e| e.0)?;
+        let state_exists = provisioner.state_file().exists();
+        match (provisioner.settings.krl.exists(), state_exists) {
+            (false, _) => {
+                let state = provisioner.load().map_err(|e| e.0)?;
+                provisioner.write_krl(&state).map_err(|e| e.0)?;
+                provisioner.save(&state).map_err(|e| e.0)?;
+            }
+            (true, false) => {
+                // Starting afresh would reuse serials and drop every revoked one.
+                return Err(format!(
+                    "{} exists but {} does not: what was issued is unknown; restore the state file (or remove both to start a new list)",
+                    provisioner.settings.krl.display(),
+                    provisioner.state_file().display()
+                ));
+            }
+            (true, true) => {}
         }
         Ok(provisioner)
     }
@@ -206,19 +219,23 @@ impl SshProvisioner {
                 changed = true;
             }
         }
+        // Kept past its end by `backdate` too: hosts whose clocks run behind still accept it.
+        let skew = self.settings.backdate.as_secs();
         let before = state.certificates.len();
         state
             .certificates
-            .retain(|_, issued| issued.valid_before > now);
+            .retain(|_, issued| issued.valid_before.saturating_add(skew) > now);
         changed |= state.certificates.len() != before;
         if changed {
             state.version += 1;
             state.unshipped = true;
-            // The KRL before the state: a crash in between leaves a KRL revoking more than the
-            // state says, never less.
-            let result = self.write_krl(&state);
+        }
+        if state.unshipped {
+            // Written (and read back) on every call until shipped: a KRL that could not be
+            // written is written again by the retry, never taken for done.
+            let written = self.write_krl(&state);
             self.save(&state)?;
-            result?;
+            written?;
         }
         self.ship(&mut state).await
     }
@@ -264,7 +281,7 @@ impl SshProvisioner {
                 key,
                 serial,
                 key_id: format!("{lease} {} {}", target.principal, target.resource),
-                principals: self.principals(target),
+                principals: self.principals(target)?,
                 valid_after,
                 valid_before,
                 extensions,
@@ -294,18 +311,47 @@ impl SshProvisioner {
         })
     }
 
-    /// The principals of a certificate for `target`.
-    fn principals(&self, target: &LeaseTarget) -> Vec<String> {
-        self.settings
-            .principals
-            .iter()
-            .map(|template| {
-                template
-                    .replace("{account}", &target.account)
-                    .replace("{principal}", target.principal.as_str())
-            })
-            .collect()
+    /// The principals of a certificate for `target`: each template with `{account}` and
+    /// `{principal}` replaced in one pass; refused when one would not be a single login (sshd
+    /// splits principals on commas).
+    fn principals(&self, target: &LeaseTarget) -> Result<Vec<String>, ProvisionError> {
+        let mut out = Vec::new();
+        for template in &self.settings.principals {
+            let mut login = String::new();
+            let mut rest = template.as_str();
+            while let Some(at) = rest.find('{') {
+                login.push_str(&rest[..at]);
+                let tail = &rest[at..];
+                if let Some(after) = tail.strip_prefix("{account}") {
+                    login.push_str(&target.account);
+                    rest = after;
+                } else if let Some(after) = tail.strip_prefix("{principal}") {
+                    login.push_str(target.principal.as_str());
+                    rest = after;
+                } else {
+                    login.push('{');
+                    rest = &tail[1..];
+                }
+            }
+            login.push_str(rest);
+            if login.is_empty()
+                || login
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == ',' || c.is_control())
+            {
+                return Err(ProvisionError(format!(
+                    "the login {login:?} is not a single SSH principal (no spaces or commas)"
+                )));
+            }
+            out.push(login);
+        }
+        Ok(out)
     }
+}
+
+/// The grant key of lease `lease` on `resource`.
+fn lease_key(resource: &str, lease: u64) -> String {
+    format!("{resource}/lease-{lease}")
 }
 
 fn atomic_write(file: &std::path::Path, bytes: &[u8]) -> Result<(), ProvisionError> {
@@ -315,16 +361,26 @@ fn atomic_write(file: &std::path::Path, bytes: &[u8]) -> Result<(), ProvisionErr
     let temporary = PathBuf::from(temporary);
     {
         use std::io::Write;
-        let mut out = std::fs::File::create(&temporary).map_err(failed)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A fresh file of our own (never through a link left in its place).
+        let _ = std::fs::remove_file(&temporary);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temporary)
+            .map_err(failed)?;
         out.write_all(bytes).map_err(failed)?;
         out.sync_all().map_err(failed)?;
     }
     std::fs::rename(&temporary, file).map_err(failed)?;
-    if let Some(parent) = file.parent()
-        && let Ok(directory) = std::fs::File::open(parent)
-    {
-        let _ = directory.sync_all();
-    }
+    let parent = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(failed)?;
     Ok(())
 }
 
@@ -353,6 +409,12 @@ impl Provisioner for SshProvisioner {
         true
     }
 
+    /// One grant per lease: leases never share a certificate, so ending one always revokes
+    /// its own, whatever other leases of the account are live.
+    fn grant_key(&self, target: &LeaseTarget) -> String {
+        lease_key(target.resource.as_str(), target.lease.raw())
+    }
+
     fn expiry_note(&self) -> Option<&'static str> {
         Some("the certificate ended with the lease; no KRL entry was needed")
     }
@@ -371,7 +433,7 @@ impl Provisioner for SshProvisioner {
                 .filter(|issued| !issued.revoked && issued.valid_before > now)
                 .filter(|issued| resources.iter().any(|r| r.as_str() == issued.resource))
                 .map(|issued| Holding {
-                    key: format!("{}/{}", issued.resource, issued.account),
+                    key: lease_key(&issued.resource, issued.lease),
                     account: issued.account.clone(),
                     resource: ResourceName::parse(&issued.resource).ok(),
                 })
@@ -383,12 +445,7 @@ impl Provisioner for SshProvisioner {
     }
 
     fn remove<'a>(&'a self, holding: &'a Holding) -> BoxFuture<'a, Result<(), ProvisionError>> {
-        let (account, resource) = (
-            holding.account.clone(),
-            holding.resource.as_ref().map(ToString::to_string),
-        );
-        Box::pin(self.revoke_where(move |issued| {
-            issued.account == account && Some(&issued.resource) == resource.as_ref()
-        }))
+        let key = holding.key.clone();
+        Box::pin(self.revoke_where(move |issued| lease_key(&issued.resource, issued.lease) == key))
     }
 }
