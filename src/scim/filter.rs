@@ -117,25 +117,28 @@ fn bounded(text: &str, max: usize, what: &str) -> Result<(), String> {
 
 /// Parses a filter.
 pub fn parse_filter(text: &str) -> Result<Filter, ScimError> {
-    bounded(text, MAX_FILTER, "filter").map_err(ScimError::invalid_filter)?;
-    delimited(multispace0, or_expr, multispace0)
-        .parse(text)
-        .map_err(|error| {
-            ScimError::invalid_filter(format!(
-                "malformed filter at character {}: {text:?}",
-                error.offset() + 1
-            ))
-        })
+    whole(text, "filter", or_expr, ScimError::invalid_filter)
 }
 
 /// Parses a PATCH path.
 pub fn parse_path(text: &str) -> Result<Path, ScimError> {
-    bounded(text, MAX_FILTER, "path").map_err(ScimError::invalid_path)?;
-    delimited(multispace0, path, multispace0)
+    whole(text, "path", path, ScimError::invalid_path)
+}
+
+/// `text`, bounded, as one `parser` production between optional spaces; errors made by
+/// `refuse` name the character where parsing stopped.
+fn whole<T>(
+    text: &str,
+    what: &str,
+    parser: impl FnMut(&mut &str) -> winnow::Result<T>,
+    refuse: fn(String) -> ScimError,
+) -> Result<T, ScimError> {
+    bounded(text, MAX_FILTER, what).map_err(refuse)?;
+    delimited(multispace0, parser, multispace0)
         .parse(text)
         .map_err(|error| {
-            ScimError::invalid_path(format!(
-                "malformed path at character {}: {text:?}",
+            refuse(format!(
+                "malformed {what} at character {}: {text:?}",
                 error.offset() + 1
             ))
         })
