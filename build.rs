@@ -1,4 +1,5 @@
-//! Compiles the wire API in `proto/` with protox (pure Rust, no `protoc` needed), lists the
+//! Compiles the wire API in `proto/elevate/v1` and the store's record encoding in
+//! `proto/elevate/store/v1` with protox (pure Rust, no `protoc` needed), lists the
 //! paths of its methods for the RPC metrics (`$OUT_DIR/grpc_methods.rs`), and keeps the encoded
 //! descriptors for gRPC server reflection (`$OUT_DIR/elevate_descriptor.bin`).
 
@@ -36,6 +37,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    // How the store encodes its records: messages only, kept out of the wire API's descriptors.
+    let records = protox::compile(["proto/elevate/store/v1/records.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        // Verification reads audit entries by the million: their fields slice the stored
+        // bytes instead of copying them.
+        .bytes(".elevate.store.v1.AuditEntry")
+        .compile_fds(records)?;
     Ok(())
 }
 

@@ -154,16 +154,25 @@ struct ContentView<'a> {
 }
 
 impl ContentView<'_> {
-    fn digest(&self) -> [u8; 32] {
+    /// The canonical bytes: what the digest covers, and what the store keeps.
+    fn bytes(&self) -> Vec<u8> {
         // Strings, integers, options and a BTreeMap always serialize.
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        context.update(b"elevate.audit.content.v1\0");
-        context.update(&bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(context.finish().as_ref());
-        out
+        serde_json::to_vec(self).unwrap_or_default()
     }
+
+    fn digest(&self) -> [u8; 32] {
+        content_digest_of(&self.bytes())
+    }
+}
+
+/// The content digest of an entry whose canonical bytes are `canonical`.
+pub fn content_digest_of(canonical: &[u8]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"elevate.audit.content.v1\0");
+    context.update(canonical);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
 }
 
 /// The hash of a link of the chain: the previous hash and this event's content digest.
@@ -205,6 +214,13 @@ pub struct Event {
 impl Event {
     /// Places `draft` after the event whose hash is `prev`, as number `seq`.
     pub fn chain(draft: Draft, seq: u64, prev: &[u8; 32]) -> (Self, [u8; 32]) {
+        let (event, _, hash) = Self::sealed(draft, seq, prev);
+        (event, hash)
+    }
+
+    /// [`Event::chain`], also returning the canonical bytes its content digest covers (what
+    /// the store keeps), serialized once.
+    pub fn sealed(draft: Draft, seq: u64, prev: &[u8; 32]) -> (Self, Vec<u8>, [u8; 32]) {
         let mut event = Event {
             seq,
             at: draft.at,
@@ -217,13 +233,19 @@ impl Event {
             prev_hash: hex(prev),
             hash: String::new(),
         };
-        let hash = link_hash(prev, &event.content_digest());
+        let canonical = event.canonical();
+        let hash = link_hash(prev, &content_digest_of(&canonical));
         event.hash = hex(&hash);
-        (event, hash)
+        (event, canonical, hash)
     }
 
     /// The digest of [`Event::content`], computed without copying the event.
     pub fn content_digest(&self) -> [u8; 32] {
+        content_digest_of(&self.canonical())
+    }
+
+    /// The canonical bytes of [`Event::content`], computed without copying the event.
+    pub fn canonical(&self) -> Vec<u8> {
         let request = self.request.map(|id| id.to_string());
         ContentView {
             seq: self.seq,
@@ -239,7 +261,7 @@ impl Event {
             principal: self.principal.as_ref().map(Principal::as_str),
             details: &self.details,
         }
-        .digest()
+        .bytes()
     }
 
     /// The fields that are hashed, in canonical form.

@@ -169,7 +169,28 @@ impl Chain {
         content: &[u8; 32],
     ) -> Result<(), Broken> {
         let (prev, stated) = Self::hashes(seq, prev_hash, hash)?;
-        if super::link_hash(&prev, content) != stated {
+        let intact = super::link_hash(&prev, content) == stated;
+        self.event_checked(seq, prev, stated, intact)
+    }
+
+    /// [`Chain::event`] with the hashes as bytes (as the store keeps them), when whether
+    /// `stated` is the link hash of `prev` and the entry's content digest (`intact`) was found
+    /// already.
+    pub fn event_checked(
+        &mut self,
+        seq: u64,
+        prev: [u8; 32],
+        stated: [u8; 32],
+        intact: bool,
+    ) -> Result<(), Broken> {
+        if seq == 0 || seq > MAX_SEQ {
+            return Err(broken(
+                seq,
+                Damage::Malformed,
+                "the sequence number is out of range",
+            ));
+        }
+        if !intact {
             return Err(broken(
                 seq,
                 Damage::Altered,

@@ -177,6 +177,14 @@ pub enum Store {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Upgrade the store a configuration names (stop its daemons first) to this release's
+    /// layout: requests and audit entries rewritten in the binary encoding, every chain hash
+    /// kept. A daemon does the same at its first start; this does it ahead of time.
+    Upgrade {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Copy a redb store file (stop its daemon first) into the empty PostgreSQL store a
     /// configuration names: requests, the audit chain as stored (same entries, same head),
     /// checkpoints, the outbox and offboardings.
@@ -411,6 +419,9 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Store {
             command: Store::Migrate { config, from },
         } => store::migrate(&config, &from).await,
+        Command::Store {
+            command: Store::Upgrade { config },
+        } => store::upgrade(&config).await,
         Command::Ssh {
             command: SshCommand::InitCa { out },
         } => {

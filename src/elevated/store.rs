@@ -62,6 +62,31 @@ pub(super) async fn init(config: &Path) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Upgrades the store `config` names to this release's layout, saying what was rewritten.
+pub(super) async fn upgrade(config: &Path) -> Result<(), CommandError> {
+    let location = location(config)?;
+    let shown = match &location {
+        Location::Embedded(path) => {
+            if !path.is_file() {
+                return Err(CommandError::Failed(format!(
+                    "{}: no such store file",
+                    path.display()
+                )));
+            }
+            path.display().to_string()
+        }
+        Location::Postgres(target) => target.shown().to_owned(),
+    };
+    match Store::upgrade(&location)
+        .await
+        .map_err(|error| CommandError::Failed(format!("upgrading {shown}: {error}")))?
+    {
+        Some(upgraded) => println!("{shown}: {upgraded}"),
+        None => println!("{shown}: already in this release's layout; nothing to upgrade"),
+    }
+    Ok(())
+}
+
 /// Copies the redb file `from` into the empty PostgreSQL store of `config`.
 pub(super) async fn migrate(config: &Path, from: &Path) -> Result<(), CommandError> {
     let Location::Postgres(target) = location(config)? else {

@@ -203,8 +203,16 @@ impl Batch {
 
     /// Tells `listener` about the commit (when `outcome` says it committed), then answers
     /// every caller with the outcome.
-    pub(super) fn finish(self, outcome: Result<(), StoreError>, listener: &dyn CommitListener) {
+    pub(super) fn finish(
+        self,
+        outcome: Result<(), StoreError>,
+        listener: &dyn CommitListener,
+        stats: &StoreStats,
+    ) {
         if outcome.is_ok() {
+            stats
+                .entries
+                .fetch_add(self.recorded.len() as u64, Ordering::Relaxed);
             listener.committed(&Commit {
                 requests: &self.committed,
                 events: &self.recorded,

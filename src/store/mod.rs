@@ -12,6 +12,7 @@ mod batch;
 mod embedded;
 pub mod idempotency;
 pub mod postgres;
+pub mod records;
 pub mod seam;
 
 /// What the embedded store's file is called where elevate picks the name (dev mode).
@@ -181,6 +182,36 @@ from_redb!(
     redb::TransactionError,
     redb::CommitError
 );
+
+/// What upgrading a store of an earlier layout in place rewrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgraded {
+    /// The layout found.
+    pub from: u64,
+    /// The layout now.
+    pub to: u64,
+    /// Request records rewritten.
+    pub requests: u64,
+    /// Audit entries rewritten (their chain hashes kept as stored).
+    pub entries: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+impl std::fmt::Display for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "upgraded the store from layout {} to {}: {} requests and {} audit entries rewritten \
+             in the binary encoding in {:.1} s",
+            self.from,
+            self.to,
+            self.requests,
+            self.entries,
+            self.took.as_secs_f64()
+        )
+    }
+}
 
 /// What a write job wants stored, applied atomically with the rest of its batch.
 #[derive(Debug, Default)]
@@ -443,6 +474,8 @@ pub struct StoreStats {
     pub commits: AtomicU64,
     /// Jobs answered.
     pub jobs: AtomicU64,
+    /// Audit entries committed.
+    pub entries: AtomicU64,
     /// Write transactions refused because this daemon was no longer the leader.
     pub fenced: AtomicU64,
     /// Whether commits are refused after their jobs ran, as a full disk would refuse them
@@ -505,6 +538,21 @@ impl Store {
             stats,
             closed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Upgrades the store at `location` (held by no daemon) to this release's layout when it
+    /// is of an earlier one; `None` when it was current already. Every daemon does the same
+    /// at start; this does it ahead of time.
+    pub async fn upgrade(location: &Location) -> Result<Option<Upgraded>, StoreError> {
+        match location {
+            Location::Embedded(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || embedded::Embedded::upgrade(&path))
+                    .await
+                    .map_err(|_| StoreError::ReadPanicked)?
+            }
+            Location::Postgres(target) => postgres::initialize(target, None).await,
+        }
     }
 
     /// Opens the store at `location`.

@@ -116,6 +116,18 @@ pub trait Reads {
     /// Up to `limit` audit entries from `from` on, with their keys, as stored (undecoded).
     fn event_records(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// The links of the audit entries stored under keys from `from` (from the first stored
+    /// key at or after it), at most `limit`, in key order, each one's content hashed
+    /// ([`records::Link`](super::records::Link)): what verification walks. A backend may read
+    /// and hash in parallel.
+    fn event_links(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, super::records::Link)>, StoreError> {
+        super::records::links_of_page(self.event_records(from, limit)?)
+    }
+
     /// The store's recorded audit head (the last entry's hash).
     fn audit_head(&self) -> Result<[u8; 32], StoreError>;
 

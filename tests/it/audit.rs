@@ -720,8 +720,23 @@ async fn verify_db(dir: &std::path::Path, extra: &[&str]) -> Output {
     elevated(&args).await
 }
 
-fn event_at(table: &redb::Table<u64, &[u8]>, seq: u64) -> Value {
-    serde_json::from_slice(table.get(seq).unwrap().unwrap().value()).unwrap()
+fn entry_at(table: &redb::Table<u64, &[u8]>, seq: u64) -> Vec<u8> {
+    table.get(seq).unwrap().unwrap().value().to_vec()
+}
+
+/// A stored audit entry whose time somebody editing the store directly moved back a minute in
+/// its canonical content bytes, leaving its hashes as they were.
+fn edited(entry: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let mut entry = elevate::store::records::pb::AuditEntry::decode(entry).unwrap();
+    let content = String::from_utf8(entry.content.to_vec()).unwrap();
+    let (before, after) = content.split_once(",\"at\":").unwrap();
+    let (at, rest) = after.split_once(',').unwrap();
+    let earlier = at.parse::<u64>().unwrap() - 60_000;
+    entry.content = format!("{before},\"at\":{earlier},{rest}")
+        .into_bytes()
+        .into();
+    entry.encode_to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,11 +776,8 @@ async fn a_store_file_verifies_offline_and_tampering_is_caught() {
     };
     // An edited entry.
     let dir = tamper(&store, |table| {
-        let mut event = event_at(table, 3);
-        event["details"]["reason"] = Value::String("innocent".into());
-        table
-            .insert(3, serde_json::to_vec(&event).unwrap().as_slice())
-            .unwrap();
+        let entry = edited(&entry_at(table, 3));
+        table.insert(3, entry.as_slice()).unwrap();
     });
     assert_db_fails(verify_db(dir.path(), &[]).await, "altered entry at entry 3");
     // A removed entry.
@@ -775,13 +787,9 @@ async fn a_store_file_verifies_offline_and_tampering_is_caught() {
     assert_db_fails(verify_db(dir.path(), &[]).await, "missing entry at entry 5");
     // Two entries swapped.
     let dir = tamper(&store, |table| {
-        let (six, seven) = (event_at(table, 6), event_at(table, 7));
-        table
-            .insert(6, serde_json::to_vec(&seven).unwrap().as_slice())
-            .unwrap();
-        table
-            .insert(7, serde_json::to_vec(&six).unwrap().as_slice())
-            .unwrap();
+        let (six, seven) = (entry_at(table, 6), entry_at(table, 7));
+        table.insert(6, seven.as_slice()).unwrap();
+        table.insert(7, six.as_slice()).unwrap();
     });
     assert_db_fails(verify_db(dir.path(), &[]).await, "reordering at entry 6");
     // The tail cut off after a checkpoint.
@@ -890,9 +898,8 @@ async fn a_postgres_store_verifies_and_tampering_is_caught(
         }
     };
     // An edited entry.
-    let mut event: Value = serde_json::from_slice(&record(3)).unwrap();
-    event["details"]["reason"] = Value::String("innocent".into());
-    put(3, serde_json::to_vec(&event).unwrap()).await;
+    let entry = edited(&record(3));
+    put(3, entry).await;
     fails("altered entry at entry 3".into()).await;
     restore().await;
     // A removed entry.

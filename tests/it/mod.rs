@@ -35,4 +35,5 @@ mod shutdown;
 mod ssh;
 mod stores;
 mod tls;
+mod upgrade;
 mod witness;

@@ -9,7 +9,6 @@
 //! blocking threads and never wait for the writer. [`offline`] verifies a file's audit trail
 //! without a daemon.
 
-pub(super) mod codec;
 pub mod offline;
 mod reader;
 mod tables;
@@ -53,7 +52,9 @@ impl Embedded {
             Err(error) => return Err(StoreError::Redb(error.into())),
         };
         let key = options.signing.as_ref().map(|signing| signing.key.public());
-        tables::initialize(&db, path, key)?;
+        if let Some(upgraded) = tables::initialize(&db, path, key)? {
+            tracing::info!(store = %path.display(), "{upgraded}");
+        }
         let db = Arc::new(db);
         let jobs = writer::spawn(db.clone(), options, listener, stats)?;
         Ok(Self {
@@ -61,6 +62,19 @@ impl Embedded {
             jobs,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Upgrades the file at `path` (which must exist and be held by no daemon) to this
+    /// release's layout, if it is of an earlier one.
+    pub(super) fn upgrade(path: &Path) -> Result<Option<super::Upgraded>, StoreError> {
+        let db = match Database::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_path_buf()));
+            }
+            Err(error) => return Err(StoreError::Redb(error.into())),
+        };
+        tables::initialize(&db, path, None)
     }
 
     fn database(&self) -> Result<Arc<Database>, StoreError> {

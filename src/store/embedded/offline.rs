@@ -16,16 +16,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadOnlyDatabase};
 
 use super::StoreError;
-use super::codec::decode;
 use super::reader::Reader;
-use crate::audit::Event;
 use crate::audit::key::PublicKey;
 use crate::audit::verify::{Broken, Chain, Damage, Summary};
 use crate::hash::hex;
 use crate::store::seam::Reads;
 
-/// Entries read per read transaction.
-const PAGE: usize = 4096;
+/// Entries read at a time.
+const PAGE: usize = 65_536;
 
 /// Why a store could not be verified.
 #[derive(Debug, thiserror::Error)]
@@ -183,22 +181,24 @@ pub(in crate::store) fn verify_reads(
     let mut chain = Chain::new(key, true);
     let mut checkpoints = std::collections::VecDeque::new();
     let mut next_checkpoints = 1u64;
-    let mut from = 1u64;
     let mut stored_at = 0u64;
+    let mut from = 1u64;
     loop {
-        let page = decode_page(reader.event_records(from, PAGE)?)?;
-        let Some(&(last_key, _, _)) = page.last() else {
+        // Read and hashed on every core; the chain is then walked in order.
+        let page = reader.event_links(from, PAGE)?;
+        let Some(&(last_key, _)) = page.last() else {
             break;
         };
-        for (key_seq, event, digest) in page {
+        from = last_key.saturating_add(1);
+        for (key_seq, entry) in page {
             stored_at = key_seq;
-            if event.seq != key_seq {
+            if entry.seq != key_seq {
                 return Err(Broken {
                     seq: Some(key_seq),
                     damage: Damage::Reordered,
                     message: format!(
                         "the entry stored as number {key_seq} says it is entry {}",
-                        event.seq
+                        entry.seq
                     ),
                 }
                 .into());
@@ -208,30 +208,27 @@ pub(in crate::store) fn verify_reads(
                 next_checkpoints = found.last().map_or(u64::MAX, |c| c.seq.saturating_add(1));
                 checkpoints.extend(found);
             }
-            while let Some(checkpoint) = checkpoints.front().filter(|c| c.seq < event.seq) {
+            while let Some(checkpoint) = checkpoints.front().filter(|c| c.seq < entry.seq) {
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
             }
-            if event.action == crate::audit::actions::STOPPED
-                && reader.checkpoint_at(event.seq)?.is_none()
-            {
+            if entry.stopped && reader.checkpoint_at(entry.seq)?.is_none() {
                 return Err(Broken {
-                    seq: Some(event.seq),
+                    seq: Some(entry.seq),
                     damage: Damage::Truncated,
                     message: "the checkpoint signed with this clean stop was removed".to_owned(),
                 }
                 .into());
             }
-            chain.event(event.seq, &event.prev_hash, &event.hash, &digest)?;
-            if wanted.contains(&event.seq) {
-                hashes.insert(event.seq, event.hash.clone());
+            chain.event_checked(entry.seq, entry.prev, entry.hash, entry.intact)?;
+            if wanted.contains(&entry.seq) {
+                hashes.insert(entry.seq, hex(&entry.hash));
             }
-            if let Some(checkpoint) = checkpoints.front().filter(|c| c.seq == event.seq) {
+            if let Some(checkpoint) = checkpoints.front().filter(|c| c.seq == entry.seq) {
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
             }
         }
-        from = last_key + 1;
     }
     let last = chain.last().unwrap_or(0);
     let beyond = match checkpoints.back() {
@@ -280,35 +277,6 @@ pub(in crate::store) fn verify_reads(
         summary: chain.summary().clone(),
         repaired: false,
         hashes,
-    })
-}
-
-/// Decodes a page of stored entries and computes each one's content digest, spread over the
-/// machine's cores: the part of verification that does not depend on the entry before. The
-/// chain itself is then walked in order.
-fn decode_page(page: Vec<(u64, Vec<u8>)>) -> Result<Vec<(u64, Event, [u8; 32])>, StoreError> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let chunk = page.len().div_ceil(workers).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = page
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(key, bytes)| {
-                            let event: Event = decode("audit", bytes)?;
-                            let digest = event.content_digest();
-                            Ok((*key, event, digest))
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(page.len());
-        for part in parts {
-            out.extend(part.join().map_err(|_| StoreError::ReadPanicked)??);
-        }
-        Ok(out)
     })
 }
 

@@ -5,7 +5,6 @@
 
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::codec::decode;
 use super::tables::{
     AUDIT, AUDIT_BY_ACTION, AUDIT_BY_PRINCIPAL, AUDIT_BY_REQUEST, AUDIT_BY_RESOURCE, AUDIT_BY_TIME,
     BY_PRINCIPAL, BY_STATE, CHECKPOINTS, DEADLINES, DIRECTORY, EXTENSIONS_PENDING, IDEMPOTENCY,
@@ -20,6 +19,7 @@ use crate::model::{
     AccessRequest, Offboarding, Page, Principal, RequestId, ResourceName, ReviewState, StateKind,
     Timestamp,
 };
+use crate::store::records::{Link, decode, link_of};
 use crate::store::seam::Reads;
 use crate::store::{AuditCursor, AuditPage, OutboxDue};
 
@@ -411,6 +411,50 @@ impl Reads for Reader {
             out.push((key.value(), bytes.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Each core reads and hashes a share of the page's key span from the same snapshot.
+    fn event_links(&self, from: u64, limit: usize) -> Result<Vec<(u64, Link)>, StoreError> {
+        let audit = self.txn.open_table(AUDIT)?;
+        // The page starts at the first stored key (a gap before it is the chain's to report).
+        let Some(first) = audit
+            .range(from..)?
+            .next()
+            .transpose()?
+            .map(|(key, _)| key.value())
+        else {
+            return Ok(Vec::new());
+        };
+        drop(audit);
+        let end = first.saturating_add(limit as u64);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64;
+        let share = (end - first).div_ceil(workers).max(1);
+        let txn = &self.txn;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..workers)
+                .map(|n| first.saturating_add(n * share))
+                .take_while(|&low| low < end)
+                .map(|low| {
+                    let high = low.saturating_add(share).min(end);
+                    scope.spawn(move || -> Result<Vec<(u64, Link)>, StoreError> {
+                        let audit = txn.open_table(AUDIT)?;
+                        let mut out = Vec::with_capacity((high - low) as usize);
+                        for entry in audit.range(low..high)? {
+                            let (key, bytes) = entry?;
+                            let key = key.value();
+                            let bytes = bytes::Bytes::copy_from_slice(bytes.value());
+                            out.push((key, link_of("audit", key, bytes)?));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(limit);
+            for part in parts {
+                out.extend(part.join().map_err(|_| StoreError::ReadPanicked)??);
+            }
+            Ok(out)
+        })
     }
 
     fn audit_head(&self) -> Result<[u8; 32], StoreError> {

@@ -29,11 +29,12 @@
 //! Longer than most files: the layout, and applying one job's changes to every table and index
 //! it touches, are one concept; splitting them would split each index from its upkeep.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
-use super::codec::{decode, encode};
 use super::{Outgoing, Signing, StoreError};
 use crate::audit::key::{Checkpoint, PublicKey};
 use crate::audit::{Actor, Event, GENESIS};
@@ -41,8 +42,10 @@ use crate::model::{
     AccessRequest, Offboarding, Principal, RequestId, ResourceName, ReviewState, StateKind,
 };
 use crate::store::DirectoryWrite;
+use crate::store::Upgraded;
 use crate::store::batch::Transaction;
 use crate::store::idempotency::Claim;
+use crate::store::records::{Upgrade, decode, encode, entry_bytes, upgrade_entry, upgrade_request};
 use crate::store::seam::View;
 
 pub(super) const AUDIT_BY_TIME: TableDefinition<(u64, u64), ()> =
@@ -81,8 +84,13 @@ pub(super) const DIRECTORY: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("directory");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// The layout version this build reads and writes.
-const SCHEMA: u64 = 3;
+/// The layout version this build reads and writes: 4 since requests and audit entries are
+/// stored in the binary encoding ([`crate::store::records`]).
+const SCHEMA: u64 = 4;
+
+/// The oldest layout this build upgrades in place: 3, whose records are the JSON the binary
+/// encoding replaced (every table is the same).
+const UPGRADES_FROM: u64 = 3;
 
 const META_SCHEMA: &str = "schema";
 const META_NEXT_ID: &str = "next_request_id";
@@ -122,14 +130,17 @@ pub(super) fn u64_of(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_le_bytes)
 }
 
-/// Creates every table, checks the schema version, and records the audit key on first use
-/// (refusing a different one later: checkpoints signed by two keys would not verify).
+/// Creates every table, checks the schema version (upgrading a store of the previous layout
+/// in place, in the same transaction), and records the audit key on first use (refusing a
+/// different one later: checkpoints signed by two keys would not verify). Says what an upgrade
+/// rewrote.
 pub(super) fn initialize(
     db: &Database,
     path: &Path,
     key: Option<PublicKey>,
-) -> Result<(), StoreError> {
+) -> Result<Option<Upgraded>, StoreError> {
     let txn = db.begin_write()?;
+    let mut upgraded = None;
     {
         let mut meta = txn.open_table(META)?;
         let found = meta.get(META_SCHEMA)?.and_then(|v| u64_of(v.value()));
@@ -138,6 +149,20 @@ pub(super) fn initialize(
                 meta.insert(META_SCHEMA, SCHEMA.to_le_bytes().as_slice())?;
             }
             Some(SCHEMA) => {}
+            Some(UPGRADES_FROM) => {
+                let started = std::time::Instant::now();
+                let requests =
+                    rewrite(&mut txn.open_table(REQUESTS)?, "requests", upgrade_request)?;
+                let entries = rewrite(&mut txn.open_table(AUDIT)?, "audit", upgrade_entry)?;
+                meta.insert(META_SCHEMA, SCHEMA.to_le_bytes().as_slice())?;
+                upgraded = Some(Upgraded {
+                    from: UPGRADES_FROM,
+                    to: SCHEMA,
+                    requests,
+                    entries,
+                    took: started.elapsed(),
+                });
+            }
             Some(found) => {
                 return Err(StoreError::Schema {
                     file: path.to_path_buf(),
@@ -188,7 +213,37 @@ pub(super) fn initialize(
         txn.open_table(DIRECTORY)?;
     }
     txn.commit()?;
-    Ok(())
+    Ok(upgraded)
+}
+
+/// Rewrites every record of `table` that `upgrade` changes, a page at a time; returns how many.
+fn rewrite(
+    table: &mut Table<'_, u64, &'static [u8]>,
+    name: &'static str,
+    upgrade: Upgrade,
+) -> Result<u64, StoreError> {
+    const PAGE: usize = 10_000;
+    let mut from = 0u64;
+    let mut rewritten = 0;
+    loop {
+        let mut page = Vec::with_capacity(PAGE);
+        let mut last = None;
+        for entry in table.range(from..)?.take(PAGE) {
+            let (key, value) = entry?;
+            last = Some(key.value());
+            if let Some(bytes) = upgrade(name, value.value())? {
+                page.push((key.value(), bytes));
+            }
+        }
+        for (key, bytes) in &page {
+            table.insert(*key, bytes.as_slice())?;
+        }
+        rewritten += page.len() as u64;
+        match last {
+            Some(last) if last < u64::MAX => from = last + 1,
+            _ => return Ok(rewritten),
+        }
+    }
 }
 
 /// Every table, open in one write transaction.
@@ -218,6 +273,33 @@ pub(super) struct Tables<'txn> {
     signing: Option<&'txn Signing>,
     /// Outbox entries queued in this transaction (the writer wakes the dispatcher for them).
     pub(super) queued: usize,
+    /// The index keys of each request read or written in this transaction, so that storing a
+    /// request a job has just read does not decode its record a second time.
+    indexed: RefCell<HashMap<u64, Indexed>>,
+}
+
+/// Where a stored version of a request sits in the indexes: what storing the next version
+/// must remove.
+struct Indexed {
+    kind: StateKind,
+    deadline: Option<u64>,
+    requester: Principal,
+    resource: ResourceName,
+    review: Option<ReviewState>,
+    extension_pending: bool,
+}
+
+impl Indexed {
+    fn of(request: &AccessRequest) -> Self {
+        Self {
+            kind: request.kind(),
+            deadline: request.next_deadline().map(|at| at.unix_millis()),
+            requester: request.requester.clone(),
+            resource: request.resource.clone(),
+            review: request.review().map(|review| review.state),
+            extension_pending: request.extension_pending(),
+        }
+    }
 }
 
 impl<'txn> Tables<'txn> {
@@ -227,6 +309,7 @@ impl<'txn> Tables<'txn> {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             queued: 0,
+            indexed: RefCell::default(),
             signing,
             requests: txn.open_table(REQUESTS)?,
             by_state: txn.open_table(BY_STATE)?,
@@ -258,10 +341,22 @@ impl<'txn> Tables<'txn> {
     }
 
     fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
-        match self.requests.get(id.raw())? {
-            Some(bytes) => decode("requests", bytes.value()).map(Some),
-            None => Ok(None),
+        let Some(bytes) = self.requests.get(id.raw())? else {
+            return Ok(None);
+        };
+        let request: AccessRequest = decode("requests", bytes.value())?;
+        self.indexed
+            .borrow_mut()
+            .insert(id.raw(), Indexed::of(&request));
+        Ok(Some(request))
+    }
+
+    /// Where the stored version of `id` sits in the indexes, if it is stored.
+    fn indexed(&self, id: RequestId) -> Result<Option<Indexed>, StoreError> {
+        if let Some(known) = self.indexed.borrow_mut().remove(&id.raw()) {
+            return Ok(Some(known));
         }
+        Ok(self.request(id)?.map(|request| Indexed::of(&request)))
     }
 
     /// Adds `outgoing` to the outbox under the next sequence number.
@@ -295,12 +390,12 @@ impl<'txn> Tables<'txn> {
 
     fn put_request(&mut self, request: &AccessRequest) -> Result<(), StoreError> {
         let id = request.id.raw();
-        match self.request(request.id)? {
+        match self.indexed(request.id)? {
             Some(previous) => {
-                let kind = previous.kind();
+                let kind = previous.kind;
                 self.by_state.remove((state_code(kind), id))?;
-                if let Some(deadline) = previous.next_deadline() {
-                    self.deadlines.remove((deadline.unix_millis(), id))?;
+                if let Some(deadline) = previous.deadline {
+                    self.deadlines.remove((deadline, id))?;
                 }
                 if kind.is_open() && !request.kind().is_open() {
                     self.open.remove((
@@ -309,10 +404,10 @@ impl<'txn> Tables<'txn> {
                         id,
                     ))?;
                 }
-                if let Some(review) = previous.review() {
-                    self.reviews.remove((review_code(review.state), id))?;
+                if let Some(review) = previous.review {
+                    self.reviews.remove((review_code(review), id))?;
                 }
-                if previous.extension_pending() {
+                if previous.extension_pending {
                     self.extensions.remove(id)?;
                 }
             }
@@ -358,6 +453,7 @@ impl<'txn> Tables<'txn> {
             self.extensions.insert(id, ())?;
         }
         self.requests.insert(id, encode(request).as_slice())?;
+        self.indexed.borrow_mut().insert(id, Indexed::of(request));
         Ok(())
     }
 
@@ -376,8 +472,14 @@ impl<'txn> Tables<'txn> {
         let mut head = self.audit_head()?;
         let mut last_at = None;
         for draft in drafts {
-            let (event, hash) = Event::chain(draft, seq, &head);
-            self.audit.insert(seq, encode(&event).as_slice())?;
+            let (event, canonical, hash) = Event::sealed(draft, seq, &head);
+            let entry = entry_bytes(
+                canonical,
+                head.to_vec(),
+                hash.to_vec(),
+                event.actor == Actor::Scim,
+            );
+            self.audit.insert(seq, entry.as_slice())?;
             self.index_event(&event)?;
             last_at = Some(event.at);
             head = hash;

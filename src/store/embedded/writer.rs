@@ -67,5 +67,5 @@ fn commit_batch(
     if let (Some(jobs), Err(error)) = (jobs, &outcome) {
         batch::refuse(jobs, error);
     }
-    batch.finish(outcome, listener);
+    batch.finish(outcome, listener, stats);
 }

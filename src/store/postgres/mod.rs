@@ -169,14 +169,19 @@ pub(super) fn failed(what: &str, error: &tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Creates the schema when missing and checks its version and audit key: what `elevated
-/// store init` does, and every daemon at start.
+/// Creates the schema when missing and checks its version (upgrading a store of the previous
+/// layout in place, in one transaction) and audit key: what `elevated store init` and
+/// `elevated store upgrade` do, and every daemon at start. Says what an upgrade rewrote.
 pub async fn initialize(
     target: &Target,
     key: Option<crate::audit::key::PublicKey>,
-) -> Result<(), StoreError> {
+) -> Result<Option<super::Upgraded>, StoreError> {
     let mut client = target.connect_plain().await?;
-    schema::initialize(&mut client, &target.shown, key).await
+    let upgraded = schema::initialize(&mut client, &target.shown, key).await?;
+    if let Some(upgraded) = &upgraded {
+        tracing::info!(store = %target.shown, "{upgraded}");
+    }
+    Ok(upgraded)
 }
 
 /// Verifies the audit trail of the store at `target` in one consistent snapshot (while

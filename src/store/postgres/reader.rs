@@ -17,8 +17,8 @@ use crate::model::{
     AccessRequest, Offboarding, Page, Principal, RequestId, ResourceName, ReviewState, StateKind,
     Timestamp,
 };
-use crate::store::embedded::codec::decode;
 use crate::store::embedded::{review_code, state_code};
+use crate::store::records::decode;
 use crate::store::seam::Reads;
 use crate::store::{AuditCursor, AuditPage, OutboxDue, Outgoing, StoreError};
 
@@ -76,7 +76,7 @@ impl<'a> Snapshot<'a> {
     }
 
     /// The records (first column) `sql` selects from `table`, decoded.
-    fn records<T: serde::de::DeserializeOwned>(
+    fn records<T: crate::store::records::Stored>(
         &self,
         table: &'static str,
         sql: &str,

@@ -20,12 +20,18 @@
 
 use tokio_postgres::Client;
 
-use super::super::StoreError;
+use super::super::{StoreError, Upgraded};
 use super::failed;
 use crate::audit::key::PublicKey;
+use crate::store::records::{Upgrade, upgrade_entry, upgrade_request};
 
-/// The layout version this build reads and writes.
-pub(super) const SCHEMA: u64 = 1;
+/// The layout version this build reads and writes: 2 since requests and audit entries are
+/// stored in the binary encoding ([`crate::store::records`]).
+pub(super) const SCHEMA: u64 = 2;
+
+/// The oldest layout this build upgrades in place: 1, whose records are the JSON the binary
+/// encoding replaced (every table is the same).
+const UPGRADES_FROM: u64 = 1;
 
 pub(super) const META_SCHEMA: &str = "schema";
 pub(super) const META_NEXT_ID: &str = "next_request_id";
@@ -152,7 +158,7 @@ pub(super) async fn initialize(
     client: &mut Client,
     shown: &str,
     key: Option<PublicKey>,
-) -> Result<(), StoreError> {
+) -> Result<Option<Upgraded>, StoreError> {
     let txn = client
         .transaction()
         .await
@@ -184,9 +190,28 @@ pub(super) async fn initialize(
             .map_err(|e| failed("recording the schema version", &e))
         }
     };
+    let mut upgraded = None;
     match meta(META_SCHEMA).await?.as_deref().map(u64_of) {
         None => put(META_SCHEMA, SCHEMA.to_le_bytes().to_vec()).await?,
         Some(Some(SCHEMA)) => {}
+        Some(Some(UPGRADES_FROM)) => {
+            let started = std::time::Instant::now();
+            let requests = rewrite(&txn, "elevate_requests", "id", upgrade_request).await?;
+            let entries = rewrite(&txn, "elevate_audit", "seq", upgrade_entry).await?;
+            txn.execute(
+                "UPDATE elevate_meta SET value = $2 WHERE name = $1",
+                &[&META_SCHEMA, &SCHEMA.to_le_bytes().to_vec()],
+            )
+            .await
+            .map_err(|e| failed("recording the schema version", &e))?;
+            upgraded = Some(Upgraded {
+                from: UPGRADES_FROM,
+                to: SCHEMA,
+                requests,
+                entries,
+                took: started.elapsed(),
+            });
+        }
         Some(found) => {
             return Err(StoreError::Schema {
                 file: shown.into(),
@@ -214,7 +239,51 @@ pub(super) async fn initialize(
     }
     txn.commit()
         .await
-        .map_err(|e| failed("creating the schema", &e))
+        .map_err(|e| failed("creating the schema", &e))?;
+    Ok(upgraded)
+}
+
+/// Rewrites every record of `table` (keyed by `key`) that `upgrade` changes, a page at a time,
+/// in the transaction `txn`; returns how many.
+async fn rewrite(
+    txn: &tokio_postgres::Transaction<'_>,
+    table: &'static str,
+    key: &str,
+    upgrade: Upgrade,
+) -> Result<u64, StoreError> {
+    const PAGE: i64 = 10_000;
+    let select = format!(
+        "SELECT {key}, record FROM {table} WHERE {key} > $1 AND get_byte(record, 0) = 123 \
+         ORDER BY {key} LIMIT $2"
+    );
+    let update = format!(
+        "UPDATE {table} SET record = data.record \
+         FROM unnest($1::bigint[], $2::bytea[]) AS data(key, record) WHERE {table}.{key} = data.key"
+    );
+    let mut after = 0i64;
+    let mut rewritten = 0;
+    loop {
+        let rows = txn
+            .query(&select, &[&after, &PAGE])
+            .await
+            .map_err(|e| failed("upgrading the store", &e))?;
+        let Some(last) = rows.last() else {
+            return Ok(rewritten);
+        };
+        after = last.get(0);
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(bytes) = upgrade(table, row.get::<_, &[u8]>(1))? {
+                keys.push(row.get::<_, i64>(0));
+                records.push(bytes);
+            }
+        }
+        txn.execute(&update, &[&keys, &records])
+            .await
+            .map_err(|e| failed("upgrading the store", &e))?;
+        rewritten += keys.len() as u64;
+    }
 }
 
 /// A little-endian `u64` as stored in `elevate_meta`.

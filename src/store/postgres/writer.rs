@@ -23,9 +23,9 @@ use crate::audit::key::Checkpoint;
 use crate::audit::{Actor, Draft, Event, GENESIS};
 use crate::model::{AccessRequest, Offboarding, Principal, RequestId, ResourceName, Timestamp};
 use crate::store::batch::{self, Batch, Queue, Transaction};
-use crate::store::embedded::codec::{decode, encode};
 use crate::store::embedded::{review_code, state_code};
 use crate::store::idempotency::Claim;
+use crate::store::records::{decode, encode, entry_bytes, upgrade_entry};
 use crate::store::seam::{Job, View};
 use crate::store::{CommitListener, Outgoing, Signing, StoreError, StoreOptions, StoreStats};
 
@@ -167,7 +167,7 @@ impl Writer {
         if let (Some(jobs), Err(error)) = (jobs, &outcome) {
             batch::refuse(jobs, error);
         }
-        batch.finish(outcome, listener);
+        batch.finish(outcome, listener, stats);
     }
 }
 
@@ -354,7 +354,7 @@ impl Tables<'_> {
     /// Stores audit entry `event` as `record` (its stored bytes), with its columns and the
     /// rows of who it is about or by: queued, and written with the rest of the batch's entries
     /// by [`Tables::flush_events`] (no job reads the log back within its batch).
-    fn put_event(&mut self, event: &Event, record: &[u8]) {
+    fn put_event(&mut self, event: &Event, record: Vec<u8>) {
         let seq = id(event.seq);
         let at = id(event.at.unix_millis());
         let rows = &mut self.events;
@@ -365,7 +365,7 @@ impl Tables<'_> {
         rows.resource
             .push(event.resource.as_ref().map(|r| r.as_str().to_owned()));
         rows.action.push(event.action.clone());
-        rows.record.push(record.to_vec());
+        rows.record.push(record);
         for principal in principals_of(event) {
             rows.principal.push(principal.as_str().to_owned());
             rows.principal_at.push(at);
@@ -523,8 +523,14 @@ impl Transaction for Tables<'_> {
         let mut last_at = None;
         for draft in drafts {
             let seq = self.counters.next_seq;
-            let (event, hash) = Event::chain(draft, seq, &self.counters.head);
-            self.put_event(&event, &encode(&event));
+            let (event, canonical, hash) = Event::sealed(draft, seq, &self.counters.head);
+            let entry = entry_bytes(
+                canonical,
+                self.counters.head.to_vec(),
+                hash.to_vec(),
+                event.actor == crate::audit::Actor::Scim,
+            );
+            self.put_event(&event, entry);
             last_at = Some(event.at);
             self.counters.head = hash;
             self.counters.next_seq = seq + 1;
@@ -780,6 +786,9 @@ pub(super) fn import(
                     message: format!("the entry stored as {seq} says it is entry {}", event.seq),
                 });
             }
+            // An entry of an earlier release arrives in this release's encoding, its hashes
+            // as stored.
+            let record = upgrade_entry("audit", record)?.unwrap_or_else(|| record.clone());
             tables.put_event(&event, record);
             imported.entries += 1;
         }
