@@ -61,6 +61,19 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
         }
     }
 
+    /// Takes the lock of `key` if nobody holds it, without waiting.
+    pub fn try_lock(&self, key: K) -> Option<Held<K>> {
+        let slot = self.slots().entry(key.clone()).or_default().clone();
+        // A slot someone holds was in the map before: failing leaves nothing to clean up.
+        let guard = slot.clone().try_lock_owned().ok()?;
+        Some(Held {
+            guard: Some(guard),
+            slot,
+            key: Some(key),
+            locks: self.clone(),
+        })
+    }
+
     /// Keys with a holder or a waiter (for tests: a released key leaves nothing behind).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -107,6 +120,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "a second holder got the lock");
         let unrelated = locks.lock(2).await;
+        assert!(locks.try_lock(1).is_none(), "try_lock took a held key");
         drop(held);
         waiter.await.unwrap();
         drop(unrelated);

@@ -326,7 +326,18 @@ impl Broker {
             .store
             .read(move |reader| reader.open_of_except(&principal, resource.as_ref(), id))
             .await?;
-        Ok(others
+        Ok(Self::covering_among(request, provisioner, key, &others))
+    }
+
+    /// The lease among `others` (the open requests that can hold the key, read with the
+    /// grant's lock held) that holds the grant `key` of `request` too, if any.
+    pub(super) fn covering_among(
+        request: &AccessRequest,
+        provisioner: &Arc<dyn Provisioner>,
+        key: &str,
+        others: &[AccessRequest],
+    ) -> Option<RequestId> {
+        others
             .iter()
             .filter(|other| other.provisioner == request.provisioner)
             .filter(|other| matches!(other.state, State::Active | State::Approved { .. }))
@@ -334,7 +345,7 @@ impl Broker {
                 let target = Self::target(other, other.expires_at.unwrap_or(other.created_at));
                 provisioner.grant_key(&target) == key
             })
-            .map(|other| other.id))
+            .map(|other| other.id)
     }
 
     /// The holder ends their lease early. Answers once the target confirmed the revoke (state

@@ -20,6 +20,7 @@ mod decide;
 mod directory;
 mod effects;
 mod error;
+mod expire;
 mod extend;
 mod gate;
 mod governance;
@@ -299,22 +300,28 @@ impl Broker {
         self.inner.trail.record(draft).await
     }
 
-    /// Drives every due id the timer hands out, a bounded number at a time, until the wheel
-    /// stops.
+    /// Drives every due id the timer hands out until the wheel stops: whatever is due together
+    /// (up to [`expire::BATCH`]) as one batch ([`Broker::drive_due`]), two batches at a time,
+    /// so that one batch's revokes run while the other's outcomes commit.
     pub fn run_timers(&self, mut due: mpsc::UnboundedReceiver<RequestId>) {
         let broker = self.clone();
         tokio::spawn(async move {
-            while let Some(id) = due.recv().await {
-                let Ok(slot) = broker.inner.effects.slots.clone().acquire_owned().await else {
+            let batches = Arc::new(Semaphore::new(2));
+            while let Some(first) = due.recv().await {
+                let mut ids = vec![first];
+                while ids.len() < expire::BATCH {
+                    match due.try_recv() {
+                        Ok(id) => ids.push(id),
+                        Err(_) => break,
+                    }
+                }
+                let Ok(turn) = batches.clone().acquire_owned().await else {
                     return;
                 };
                 let driver = broker.clone();
                 broker.inner.effects.tasks.spawn(async move {
-                    if let Err(error) = driver.drive(id).await {
-                        tracing::warn!(%id, %error, "timer action failed; it will be retried");
-                        driver.rearm_later(id);
-                    }
-                    drop(slot);
+                    driver.drive_due(ids).await;
+                    drop(turn);
                 });
             }
         });
@@ -344,21 +351,14 @@ impl Broker {
         // Answers once the wheel holds them all: "recovered" means scheduled, not queued.
         self.inner.expiry.inspect(RequestId::FIRST).await;
         let overdue = deadlines;
-        let mut running = tokio::task::JoinSet::new();
-        for &(_, id) in &overdue {
-            let slot = self.effect_slot().await?;
-            let broker = self.clone();
-            running.spawn(async move {
-                let outcome = broker.drive(id).await;
-                drop(slot);
-                (id, outcome)
-            });
+        // Batched as the timer does (those that fail are re-armed); done when all are.
+        let mut one_by_one = Vec::new();
+        for batch in overdue.chunks(expire::BATCH) {
+            let ids = batch.iter().map(|&(_, id)| id).collect();
+            one_by_one.extend(self.drive_due(ids).await);
         }
-        while let Some(joined) = running.join_next().await {
-            if let Ok((id, Err(error))) = joined {
-                tracing::warn!(%id, %error, "recovery could not act on an overdue request; retrying later");
-                self.rearm_later(id);
-            }
+        for handle in one_by_one {
+            let _ = handle.await;
         }
         Ok(Recovery {
             overdue: overdue.len(),

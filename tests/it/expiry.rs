@@ -140,3 +140,123 @@ async fn releasing_during_a_failing_revoke_changes_nothing() {
     until_state(&engineer, &active.id, "expired").await;
     daemon.stop().await;
 }
+
+/// Leases ending in the same instant are revoked on the target and committed together, in far
+/// fewer write transactions than leases; a failing revoke holds back only its own lease, which
+/// is retried until the target confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_leases_ending_together_is_revoked_and_committed_in_batches() {
+    const LEASES: u64 = 600;
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let first = request(&mut engineer, "staging-db", "45m", "", "")
+        .await
+        .unwrap();
+    let first_id: RequestId = first.id.parse().unwrap();
+    let template = daemon
+        .store
+        .read(move |reader| reader.request(first_id))
+        .await
+        .unwrap()
+        .unwrap();
+    // Leases of other holders with the same end, granted on the target as the daemon would.
+    let files = elevate::provision::FileProvisioner::new(env.layout.targets.clone());
+    let seeded = daemon
+        .store
+        .write(move |view| -> Result<_, elevate::store::StoreError> {
+            let next = view.next_request_id()?.raw();
+            let requests: Vec<_> = (0..LEASES - 1)
+                .map(|n| {
+                    let mut lease = template.clone();
+                    lease.id = RequestId::from_raw(next + n);
+                    lease.requester = format!("holder-{n}").parse().unwrap();
+                    lease.account = Some(lease.requester.to_string());
+                    lease.notices = Default::default();
+                    lease
+                })
+                .collect();
+            Ok((
+                elevate::store::Changes {
+                    requests: requests.clone(),
+                    ..Default::default()
+                },
+                requests,
+            ))
+        })
+        .await
+        .unwrap();
+    for lease in &seeded {
+        let target = elevate::provision::LeaseTarget {
+            lease: lease.id,
+            principal: lease.requester.clone(),
+            resource: lease.resource.clone(),
+            expires_at: lease.expires_at.unwrap(),
+            account: lease.requester.to_string(),
+            ssh_key: None,
+        };
+        elevate::provision::Provisioner::grant(&files, &target)
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.holders("staging-db").len() as u64, LEASES);
+    env.targets.fail_revokes.store(3, Ordering::SeqCst);
+    let revokes = env.targets.revokes.load(Ordering::SeqCst);
+    let stats = daemon.store.stats();
+    let commits = stats.commits.load(Ordering::SeqCst);
+
+    env.advance(Duration::from_secs(45 * 60));
+    let expired = || async {
+        daemon
+            .store
+            .read(|reader| reader.count_in_state(elevate::model::StateKind::Expired))
+            .await
+            .unwrap()
+    };
+    let failing = || async {
+        daemon
+            .store
+            .read(|reader| reader.count_in_state(elevate::model::StateKind::RevokeFailing))
+            .await
+            .unwrap()
+    };
+    until("all but the failing ones expired", || async {
+        (expired().await == LEASES - 3 && failing().await == 3).then_some(())
+    })
+    .await;
+    let transactions = stats.commits.load(Ordering::SeqCst) - commits;
+    assert!(
+        transactions * 10 < LEASES,
+        "{transactions} write transactions for {LEASES} leases"
+    );
+    assert_eq!(
+        env.holders("staging-db").len(),
+        3,
+        "the failing ones hold on"
+    );
+
+    // The failing three are retried and confirmed.
+    env.advance(RETRY_MAX);
+    until("the retries expired", || async {
+        (expired().await == LEASES).then_some(())
+    })
+    .await;
+    assert!(env.holders("staging-db").is_empty());
+    assert_eq!(
+        env.targets.revokes.load(Ordering::SeqCst) - revokes,
+        LEASES as u32 + 3,
+        "one revoke per lease, and one more for each failed one"
+    );
+    // Each lease has exactly one end in the audit trail, and the chain is whole.
+    let events = daemon.all_events().await;
+    let ends = events
+        .iter()
+        .filter(|event| event.action == "lease.expired")
+        .count();
+    assert_eq!(ends as u64, LEASES);
+    daemon.stop().await;
+    if env.postgres().is_none() {
+        let verified = elevate::store::offline::verify_store(&env.layout.store, None);
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+}

@@ -21,6 +21,57 @@ fn overlapping_policy(env: &Env) -> String {
         )
 }
 
+/// Two leases on one grant ending in the same instant reach the expiry batch together: one
+/// ends keeping the grant for the other, the other removes it, and nothing is left behind.
+#[tokio::test]
+async fn overlapping_leases_ending_in_the_same_instant_remove_their_grant_once() {
+    let env = Env::new();
+    let env = {
+        let policy = overlapping_policy(&env);
+        env.policy(&policy)
+    };
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let one = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    let two = request(&mut engineer, "staging-db", "1h", "", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        one.expires_at_ms, two.expires_at_ms,
+        "the clock stood still"
+    );
+    let revokes = env
+        .targets
+        .revokes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    env.advance(60 * MINUTE);
+    until_state(&engineer, &one.id, "expired").await;
+    until_state(&engineer, &two.id, "expired").await;
+    assert!(env.holders("staging-db").is_empty());
+    assert_eq!(
+        env.targets
+            .revokes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            - revokes,
+        1,
+        "one revoke for the shared grant"
+    );
+    // Exactly one of the two ends says it kept the grant for the other.
+    let mut kept = Vec::new();
+    for (id, other) in [(&one.id, &two.id), (&two.id, &one.id)] {
+        let ended = daemon.events(id).await.pop().unwrap();
+        assert_eq!(ended.action, "lease.expired");
+        if let Some(for_whom) = ended.details.get("grant_kept_for") {
+            assert_eq!(for_whom, other);
+            kept.push(id.clone());
+        }
+    }
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    daemon.stop().await;
+}
+
 #[tokio::test]
 async fn overlapping_leases_never_cut_each_other_short() {
     let env = Env::new();
