@@ -198,6 +198,25 @@ pub struct Upgraded {
     pub took: Duration,
 }
 
+impl Upgraded {
+    /// An upgrade from layout `from` to `to` that began at `started` and rewrote `requests`
+    /// request records and `entries` audit entries.
+    pub(crate) fn since(
+        started: std::time::Instant,
+        (from, to): (u64, u64),
+        requests: u64,
+        entries: u64,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            requests,
+            entries,
+            took: started.elapsed(),
+        }
+    }
+}
+
 impl std::fmt::Display for Upgraded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

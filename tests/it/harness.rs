@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -775,6 +775,27 @@ pub async fn metrics_text(daemon: &Daemon) -> String {
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// A configuration file in `at` for a daemon on the dev layout of `env` (its certificates,
+/// policy, directory, audit key and target files) with the `[store]` section `store`.
+pub fn configuration(env: &Env, store: &str, at: &Path) -> PathBuf {
+    let root = &env.layout.root;
+    let file = at.join("elevated.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [tls]\nca = \"{root}/certs/ca.crt\"\ncert = \"{root}/certs/server.crt\"\nkey = \"{root}/certs/server.key\"\n\
+             {store}\
+             [policy]\npolicy = \"{root}/policy.toml\"\ndirectory = \"{root}/directory.toml\"\n\
+             [audit]\nkey = \"{root}/audit.key\"\n\
+             [provisioners.files]\nkind = \"file\"\ndir = \"{root}/targets\"\n",
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    file
 }
 
 /// A PostgreSQL server the suite's daemons keep their stores in, reached over its Unix socket

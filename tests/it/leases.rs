@@ -21,15 +21,18 @@ fn overlapping_policy(env: &Env) -> String {
         )
 }
 
+/// An environment whose policy allows overlapping leases on staging-db.
+fn overlapping_env() -> Env {
+    let env = Env::new();
+    let policy = overlapping_policy(&env);
+    env.policy(&policy)
+}
+
 /// Two leases on one grant ending in the same instant reach the expiry batch together: one
 /// ends keeping the grant for the other, the other removes it, and nothing is left behind.
 #[tokio::test]
 async fn overlapping_leases_ending_in_the_same_instant_remove_their_grant_once() {
-    let env = Env::new();
-    let env = {
-        let policy = overlapping_policy(&env);
-        env.policy(&policy)
-    };
+    let env = overlapping_env();
     let daemon = env.start().await;
     let mut engineer = daemon.client("engineer").await;
     let one = request(&mut engineer, "staging-db", "1h", "", "")
@@ -74,11 +77,7 @@ async fn overlapping_leases_ending_in_the_same_instant_remove_their_grant_once()
 
 #[tokio::test]
 async fn overlapping_leases_never_cut_each_other_short() {
-    let env = Env::new();
-    let env = {
-        let policy = overlapping_policy(&env);
-        env.policy(&policy)
-    };
+    let env = overlapping_env();
     let daemon = env.start().await;
     let mut engineer = daemon.client("engineer").await;
     let short = request(&mut engineer, "staging-db", "1h", "", "")

@@ -9,23 +9,7 @@ use super::pg::Cluster;
 
 /// A configuration naming the dev layout of `env` and the PostgreSQL store `server`/`database`.
 fn config(env: &Env, server: &PostgresUnderTest, database: &str, at: &Path) -> std::path::PathBuf {
-    let root = &env.layout.root;
-    let file = at.join("elevated.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:0\"\n\
-             [tls]\nca = \"{root}/certs/ca.crt\"\ncert = \"{root}/certs/server.crt\"\nkey = \"{root}/certs/server.key\"\n\
-             {store}\
-             [policy]\npolicy = \"{root}/policy.toml\"\ndirectory = \"{root}/directory.toml\"\n\
-             [audit]\nkey = \"{root}/audit.key\"\n\
-             [provisioners.files]\nkind = \"file\"\ndir = \"{root}/targets\"\n",
-            root = root.display(),
-            store = server.section(database),
-        ),
-    )
-    .unwrap();
-    file
+    configuration(env, &server.section(database), at)
 }
 
 fn text(output: &std::process::Output) -> String {

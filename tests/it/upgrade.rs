@@ -58,23 +58,22 @@ fn chain(path: &Path) -> Chain {
 
 /// A configuration naming the store file of `env`.
 fn config(env: &Env, at: &Path) -> PathBuf {
-    let root = &env.layout.root;
-    let file = at.join("elevated.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:0\"\n\
-             [tls]\nca = \"{root}/certs/ca.crt\"\ncert = \"{root}/certs/server.crt\"\nkey = \"{root}/certs/server.key\"\n\
-             [store]\npath = \"{store}\"\n\
-             [policy]\npolicy = \"{root}/policy.toml\"\ndirectory = \"{root}/directory.toml\"\n\
-             [audit]\nkey = \"{root}/audit.key\"\n\
-             [provisioners.files]\nkind = \"file\"\ndir = \"{root}/targets\"\n",
-            root = root.display(),
-            store = env.layout.store.display(),
-        ),
-    )
-    .unwrap();
-    file
+    let store = format!("[store]\npath = \"{}\"\n", env.layout.store.display());
+    configuration(env, &store, at)
+}
+
+/// Runs `elevated store upgrade` on the store `config` names, which must say it moved the
+/// layout `from` → `to` rewriting the fixture's 5 requests and `count` audit entries.
+async fn upgrade(config: &Path, from: u64, to: u64, count: u64) {
+    let upgraded = elevated(&["store", "upgrade", "--config", config.to_str().unwrap()]).await;
+    assert!(upgraded.status.success(), "{}", text(&upgraded));
+    assert!(
+        text(&upgraded).contains(&format!(
+            "from layout {from} to {to}: 5 requests and {count} audit entries rewritten"
+        )),
+        "{}",
+        text(&upgraded)
+    );
 }
 
 fn text(output: &std::process::Output) -> String {
@@ -170,15 +169,7 @@ async fn store_upgrade_rewrites_a_store_of_the_previous_release_with_the_same_ch
     let dir = tempfile::tempdir().unwrap();
     let config = config(&env, dir.path());
     let config_arg = config.to_str().unwrap();
-    let upgraded = elevated(&["store", "upgrade", "--config", config_arg]).await;
-    assert!(upgraded.status.success(), "{}", text(&upgraded));
-    assert!(
-        text(&upgraded).contains(&format!(
-            "from layout 3 to 4: 5 requests and {count} audit entries rewritten"
-        )),
-        "{}",
-        text(&upgraded)
-    );
+    upgrade(&config, 3, 4, count).await;
     // Same chain, same head, still signed by the old key, every entry binary.
     let after = elevate::store::offline::verify_store(&env.layout.store, None).unwrap();
     assert_eq!(after.summary.events, count);
@@ -293,31 +284,8 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
 
     let env = environment();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("elevated.toml");
-    let root = env.layout.root.display();
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\n\
-             [tls]\nca = \"{root}/certs/ca.crt\"\ncert = \"{root}/certs/server.crt\"\nkey = \"{root}/certs/server.key\"\n\
-             {store}\
-             [policy]\npolicy = \"{root}/policy.toml\"\ndirectory = \"{root}/directory.toml\"\n\
-             [audit]\nkey = \"{root}/audit.key\"\n\
-             [provisioners.files]\nkind = \"file\"\ndir = \"{root}/targets\"\n",
-            store = server.section("legacy"),
-        ),
-    )
-    .unwrap();
-    let config_arg = config.to_str().unwrap();
-    let upgraded = elevated(&["store", "upgrade", "--config", config_arg]).await;
-    assert!(upgraded.status.success(), "{}", text(&upgraded));
-    assert!(
-        text(&upgraded).contains(&format!(
-            "from layout 1 to 2: 5 requests and {count} audit entries rewritten"
-        )),
-        "{}",
-        text(&upgraded)
-    );
+    let config = configuration(&env, &server.section("legacy"), dir.path());
+    upgrade(&config, 1, 2, count).await;
     assert_eq!(
         (json("elevate_requests").await, json("elevate_audit").await),
         (0, 0)

@@ -155,13 +155,12 @@ pub(super) fn initialize(
                     rewrite(&mut txn.open_table(REQUESTS)?, "requests", upgrade_request)?;
                 let entries = rewrite(&mut txn.open_table(AUDIT)?, "audit", upgrade_entry)?;
                 meta.insert(META_SCHEMA, SCHEMA.to_le_bytes().as_slice())?;
-                upgraded = Some(Upgraded {
-                    from: UPGRADES_FROM,
-                    to: SCHEMA,
+                upgraded = Some(Upgraded::since(
+                    started,
+                    (UPGRADES_FROM, SCHEMA),
                     requests,
                     entries,
-                    took: started.elapsed(),
-                });
+                ));
             }
             Some(found) => {
                 return Err(StoreError::Schema {

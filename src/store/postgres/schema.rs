@@ -204,13 +204,12 @@ pub(super) async fn initialize(
             )
             .await
             .map_err(|e| failed("recording the schema version", &e))?;
-            upgraded = Some(Upgraded {
-                from: UPGRADES_FROM,
-                to: SCHEMA,
+            upgraded = Some(Upgraded::since(
+                started,
+                (UPGRADES_FROM, SCHEMA),
                 requests,
                 entries,
-                took: started.elapsed(),
-            });
+            ));
         }
         Some(found) => {
             return Err(StoreError::Schema {
