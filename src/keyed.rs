@@ -64,8 +64,19 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     /// Takes the lock of `key` if nobody holds it, without waiting.
     pub fn try_lock(&self, key: K) -> Option<Held<K>> {
         let slot = self.slots().entry(key.clone()).or_default().clone();
-        // A slot someone holds was in the map before: failing leaves nothing to clean up.
-        let guard = slot.clone().try_lock_owned().ok()?;
+        let Ok(guard) = slot.clone().try_lock_owned() else {
+            // The holder may have let go meanwhile, seeing this attempt's reference: the slot
+            // is then removed here, as its holder would have.
+            drop(slot);
+            let mut slots = self.slots();
+            if slots
+                .get(&key)
+                .is_some_and(|slot| Arc::strong_count(slot) == 1)
+            {
+                slots.remove(&key);
+            }
+            return None;
+        };
         Some(Held {
             guard: Some(guard),
             slot,

@@ -23,6 +23,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::commit::recorded;
@@ -76,6 +77,12 @@ impl Broker {
     /// batch, everything else one by one on tasks of its own. Returns those tasks; the batch
     /// itself is done (committed, or re-armed for a retry) when this returns.
     pub(super) async fn drive_due(&self, ids: Vec<RequestId>) -> Vec<JoinHandle<()>> {
+        // Effect slots first, locks after, and never the other way round: whoever holds a slot
+        // may be waiting for a request's lock (a sweep, a one-by-one drive), so a batch holding
+        // locks must not wait for a slot.
+        let Ok(slots) = self.batch_slots(ids.len()).await else {
+            return Vec::new();
+        };
         let mut seen = HashSet::with_capacity(ids.len());
         let mut locked = Vec::with_capacity(ids.len());
         let mut slow = Vec::new();
@@ -95,35 +102,52 @@ impl Broker {
                 Vec::new()
             }
         };
-        // The batch first: its members hold locks that one-by-one drives (which wait for an
-        // effect slot before a lock) may be waiting for, so it must not wait for a slot itself.
+        let mut handles = self.drive_each(slow);
         if !members.is_empty() {
             // A lease whose review fell due too (a restart after both) is driven on at once.
-            slow.extend(self.expire(members).await);
+            let still_due = self.expire(members, slots).await;
+            handles.extend(self.drive_each(still_due));
         }
-        let mut handles = self.drive_each(slow).await;
         handles.retain(|handle| !handle.is_finished());
         handles
     }
 
-    /// Drives each of `ids` on a task of its own (as many at once as there are effect slots),
-    /// re-arming the timer of those that fail.
-    async fn drive_each(&self, ids: Vec<RequestId>) -> Vec<JoinHandle<()>> {
-        let mut handles = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Ok(slot) = self.effect_slot().await else {
-                break;
-            };
-            let driver = self.clone();
-            handles.push(self.inner.effects.tasks.spawn(async move {
-                if let Err(error) = driver.drive(id).await {
-                    tracing::warn!(%id, %error, "timer action failed; it will be retried");
-                    driver.rearm_later(id);
-                }
-                drop(slot);
-            }));
+    /// The effect slots a batch of `due` ids revokes with: waits for one (holding no lock),
+    /// then takes what else is free, up to half of all slots, so that a batch stuck on a slow
+    /// target leaves room for the others.
+    async fn batch_slots(&self, due: usize) -> Result<OwnedSemaphorePermit, BrokerError> {
+        let mut slots = self.effect_slot().await?;
+        let all = &self.inner.effects.slots;
+        let more = due
+            .min(self.inner.settings.max_concurrent_effects / 2)
+            .saturating_sub(1)
+            .min(all.available_permits());
+        if let Ok(taken) = all.clone().try_acquire_many_owned(more as u32)
+            && more > 0
+        {
+            slots.merge(taken);
         }
-        handles
+        Ok(slots)
+    }
+
+    /// Drives each of `ids` on a task of its own, each once it has an effect slot, re-arming
+    /// the timer of those that fail.
+    fn drive_each(&self, ids: Vec<RequestId>) -> Vec<JoinHandle<()>> {
+        ids.into_iter()
+            .map(|id| {
+                let driver = self.clone();
+                self.inner.effects.tasks.spawn(async move {
+                    let Ok(slot) = driver.effect_slot().await else {
+                        return;
+                    };
+                    if let Err(error) = driver.drive(id).await {
+                        tracing::warn!(%id, %error, "timer action failed; it will be retried");
+                        driver.rearm_later(id);
+                    }
+                    drop(slot);
+                })
+            })
+            .collect()
     }
 
     /// The leases among `locked` whose end is due now and whose grant's lock is free, with
@@ -237,15 +261,11 @@ impl Broker {
         })
     }
 
-    /// Revokes the members concurrently and commits their outcomes as they arrive; returns the
-    /// ids of those with something else due already (their locks let go). The revokes
-    /// in flight are bounded by a count of their own (`max_concurrent_effects`), not by the
-    /// shared effect slots: members hold request locks, and a slot's holder may be waiting for
-    /// one of them.
-    async fn expire(&self, members: Vec<Member>) -> Vec<RequestId> {
-        let bound = Arc::new(tokio::sync::Semaphore::new(
-            self.inner.settings.max_concurrent_effects.max(1),
-        ));
+    /// Revokes the members concurrently, as many at once as the batch holds effect `slots`,
+    /// and commits their outcomes as they arrive; returns the ids of those with something else
+    /// due already (their locks let go).
+    async fn expire(&self, members: Vec<Member>, slots: OwnedSemaphorePermit) -> Vec<RequestId> {
+        let bound = Arc::new(tokio::sync::Semaphore::new(slots.num_permits().max(1)));
         let mut running = JoinSet::new();
         let mut answered = Vec::new();
         let mut unstarted = Vec::new();
@@ -311,6 +331,7 @@ impl Broker {
         for id in unstarted.into_iter().chain(pending) {
             self.rearm_later(id);
         }
+        drop(slots);
         still_due
     }
 

@@ -301,12 +301,12 @@ impl Broker {
     }
 
     /// Drives every due id the timer hands out until the wheel stops: whatever is due together
-    /// (up to [`expire::BATCH`]) as one batch ([`Broker::drive_due`]), two batches at a time,
-    /// so that one batch's revokes run while the other's outcomes commit.
+    /// (up to [`expire::BATCH`]) as one batch ([`Broker::drive_due`]) on a task of its own, so
+    /// that a batch waiting on a slow target holds back no other; the effect slots bound the
+    /// work on targets in flight.
     pub fn run_timers(&self, mut due: mpsc::UnboundedReceiver<RequestId>) {
         let broker = self.clone();
         tokio::spawn(async move {
-            let batches = Arc::new(Semaphore::new(2));
             while let Some(first) = due.recv().await {
                 let mut ids = vec![first];
                 while ids.len() < expire::BATCH {
@@ -315,13 +315,9 @@ impl Broker {
                         Err(_) => break,
                     }
                 }
-                let Ok(turn) = batches.clone().acquire_owned().await else {
-                    return;
-                };
                 let driver = broker.clone();
                 broker.inner.effects.tasks.spawn(async move {
                     driver.drive_due(ids).await;
-                    drop(turn);
                 });
             }
         });

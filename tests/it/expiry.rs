@@ -260,3 +260,49 @@ async fn a_burst_of_leases_ending_together_is_revoked_and_committed_in_batches()
         assert!(verified.is_ok(), "{verified:?}");
     }
 }
+
+/// A target that stops answering holds back only the leases on it: leases ending later (on the
+/// daemon's clock) are revoked and committed while its revokes hang, and the hanging ones end
+/// once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_revoke_holds_back_no_other_expiry() {
+    let env = Env::new();
+    let daemon = env.start().await;
+    let mut engineer = daemon.client("engineer").await;
+    let mut oncall = daemon.client("oncall").await;
+    let first = request(&mut engineer, "staging-db", "30m", "", "")
+        .await
+        .unwrap();
+    let second = request(&mut oncall, "staging-db", "40m", "", "")
+        .await
+        .unwrap();
+    let later = request(&mut engineer, "prod-db-read", "1h", "look", "")
+        .await
+        .unwrap();
+    let mut manager = daemon.client("manager").await;
+    let later = approve(&mut manager, &later.id).await.unwrap();
+    assert_eq!(state(&later), "active");
+    // Each falls due alone, so each is a batch of its own, and both hang.
+    env.targets.hang_revokes.store(2, Ordering::SeqCst);
+    env.advance(Duration::from_secs(30 * 60));
+    until("the first revoke to hang", || async {
+        (env.targets.hang_revokes.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    env.advance(Duration::from_secs(10 * 60));
+    until("the second revoke to hang", || async {
+        (env.targets.hang_revokes.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+    env.advance(Duration::from_secs(20 * 60));
+    let ended = until_state(&engineer, &later.id, "expired").await;
+    assert_eq!(state(&ended), "expired");
+    let mut auditor = daemon.client("auditor").await;
+    for id in [&first.id, &second.id] {
+        assert_eq!(state(&status(&mut auditor, id).await), "active", "{id}");
+    }
+    env.targets.release(2);
+    until_state(&engineer, &first.id, "expired").await;
+    until_state(&oncall, &second.id, "expired").await;
+    daemon.stop().await;
+}

@@ -35,6 +35,10 @@ pub struct Recording {
     pub fail_extends: AtomicU32,
     /// Milliseconds every grant takes (real time), to catch it in flight.
     pub grant_delay_ms: AtomicU64,
+    /// The next revokes to hang (a target that stopped answering) until [`Recording::release`]
+    /// lets them go on.
+    pub hang_revokes: AtomicU32,
+    released: tokio::sync::Semaphore,
 }
 
 impl Recording {
@@ -47,7 +51,14 @@ impl Recording {
             fail_revokes: AtomicU32::new(0),
             fail_extends: AtomicU32::new(0),
             grant_delay_ms: AtomicU64::new(0),
+            hang_revokes: AtomicU32::new(0),
+            released: tokio::sync::Semaphore::new(0),
         }
+    }
+
+    /// Lets `n` hanging revokes go on.
+    pub fn release(&self, n: usize) {
+        self.released.add_permits(n);
     }
 
     fn take_failure(counter: &AtomicU32) -> bool {
@@ -78,6 +89,9 @@ impl Provisioner for Recording {
     fn revoke<'a>(&'a self, target: &'a LeaseTarget) -> BoxFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
             self.revokes.fetch_add(1, Ordering::SeqCst);
+            if Self::take_failure(&self.hang_revokes) {
+                let _ = self.released.acquire().await.map(|permit| permit.forget());
+            }
             if Self::take_failure(&self.fail_revokes) {
                 return Err(ProvisionError("target unreachable (injected)".into()));
             }
