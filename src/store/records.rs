@@ -159,50 +159,55 @@ pub struct Link {
     pub stopped: bool,
 }
 
-/// The [`Link`] of the entry stored under `key`. Content that does not state its sequence
-/// number as the canonical form does was not written by elevate: the entry is reported altered
-/// (under its key), as an edit the hashes would not cover.
-pub(crate) fn link_of(
-    table: &'static str,
-    key: u64,
-    bytes: bytes::Bytes,
-) -> Result<Link, StoreError> {
+/// The [`Link`] of the entry stored under `key`. An entry that cannot be read (not a record
+/// of either encoding, a hash that is not 32 bytes, content that does not state its sequence
+/// number as the canonical form does) was not written by elevate: it is reported altered, under
+/// its key, as an edit the hashes would not cover.
+pub(crate) fn link_of(key: u64, bytes: bytes::Bytes) -> Link {
+    let damaged = Link {
+        seq: key,
+        prev: [0; 32],
+        hash: [0; 32],
+        intact: false,
+        stopped: false,
+    };
     if is_json(&bytes) {
-        let event: Event = json_decode(table, &bytes)?;
-        let unhex = |text: &str| {
-            unhex32(text).ok_or_else(|| corrupt(table, format!("entry {}: not a hash", event.seq)))
+        let Ok(event) = json_decode::<Event>("audit", &bytes) else {
+            return damaged;
         };
-        let (prev, hash, digest) = (
-            unhex(&event.prev_hash)?,
-            unhex(&event.hash)?,
-            event.content_digest(),
-        );
-        return Ok(Link {
+        let (Some(prev), Some(hash)) = (unhex32(&event.prev_hash), unhex32(&event.hash)) else {
+            return Link {
+                seq: event.seq,
+                ..damaged
+            };
+        };
+        let digest = event.content_digest();
+        return Link {
             seq: event.seq,
             prev,
             hash,
             intact: crate::audit::link_hash(&prev, &digest) == hash,
             stopped: event.action == crate::audit::actions::STOPPED,
-        });
+        };
     }
-    let entry = pb::AuditEntry::decode(bytes).map_err(|error| corrupt(table, error))?;
-    let hash32 = |bytes: &[u8], what: &str| {
-        <[u8; 32]>::try_from(bytes).map_err(|_| corrupt(table, format!("{what} is not 32 bytes")))
+    let Ok(entry) = pb::AuditEntry::decode(bytes) else {
+        return damaged;
     };
-    let stated = stated(&entry.content);
-    let (prev, hash) = (
-        hash32(&entry.prev_hash, "the previous hash")?,
-        hash32(&entry.hash, "the hash")?,
-    );
+    let (Ok(prev), Ok(hash), Some((seq, action))) = (
+        <[u8; 32]>::try_from(entry.prev_hash.as_ref()),
+        <[u8; 32]>::try_from(entry.hash.as_ref()),
+        stated(&entry.content),
+    ) else {
+        return damaged;
+    };
     let digest = crate::audit::content_digest_of(&entry.content);
-    Ok(Link {
-        seq: stated.map_or(key, |(seq, _)| seq),
+    Link {
+        seq,
         prev,
         hash,
-        intact: stated.is_some() && crate::audit::link_hash(&prev, &digest) == hash,
-        stopped: stated
-            .is_some_and(|(_, action)| action == crate::audit::actions::STOPPED.as_bytes()),
-    })
+        intact: crate::audit::link_hash(&prev, &digest) == hash,
+        stopped: action == crate::audit::actions::STOPPED.as_bytes(),
+    }
 }
 
 /// The links of a page of stored entries (read already), each one's canonical bytes hashed,
@@ -225,7 +230,7 @@ pub(crate) fn links_of_page(mut page: Vec<(u64, Vec<u8>)>) -> Result<Vec<(u64, L
             .map(|part| {
                 scope.spawn(move || {
                     part.into_iter()
-                        .map(|(key, bytes)| Ok((key, link_of("audit", key, bytes.into())?)))
+                        .map(|(key, bytes)| Ok((key, link_of(key, bytes.into()))))
                         .collect::<Result<Vec<_>, StoreError>>()
                 })
             })
@@ -704,43 +709,47 @@ fn request_from_pb(request: pb::Request) -> Result<AccessRequest, String> {
     })
 }
 
-/// Rewrites one stored record of an earlier release in this release's encoding (`None`: it
-/// is current already).
-pub(crate) type Upgrade = fn(&'static str, &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+/// Rewrites the record stored under a key of a table in this release's encoding: `None` when
+/// it is current already, or cannot be read (then it is left as it was, with a warning: a
+/// damaged request still fails to read, a damaged audit entry still fails verification).
+pub(crate) type Upgrade = fn(&'static str, u64, &[u8]) -> Option<Vec<u8>>;
 
-/// A request record of any release, in this release's encoding (unchanged when it is already).
-pub(crate) fn upgrade_request(
-    table: &'static str,
-    bytes: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    if !is_json(bytes) {
-        return Ok(None);
-    }
-    let request: AccessRequest = json_decode(table, bytes)?;
-    Ok(Some(request.encode()))
+fn unreadable(table: &'static str, key: u64, why: impl std::fmt::Display) -> Option<Vec<u8>> {
+    tracing::warn!(table, key, %why, "a record of the previous layout cannot be read; it is left as it is");
+    None
 }
 
-/// An audit entry of any release, in this release's encoding (unchanged when it is already).
-/// The chain hashes are kept exactly as stored, never recomputed: an entry altered before the
-/// upgrade still fails verification after it.
-pub(crate) fn upgrade_entry(
-    table: &'static str,
-    bytes: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
+/// A request record of any release, in this release's encoding (see [`Upgrade`]).
+pub(crate) fn upgrade_request(table: &'static str, key: u64, bytes: &[u8]) -> Option<Vec<u8>> {
     if !is_json(bytes) {
-        return Ok(None);
+        return None;
     }
-    let event: Event = json_decode(table, bytes)?;
-    let keep = |text: &str| {
-        crate::hash::unhex(text)
-            .ok_or_else(|| corrupt(table, format!("entry {}: a hash is not hex", event.seq)))
+    match json_decode::<AccessRequest>(table, bytes) {
+        Ok(request) => Some(request.encode()),
+        Err(error) => unreadable(table, key, error),
+    }
+}
+
+/// An audit entry of any release, in this release's encoding (see [`Upgrade`]). The chain
+/// hashes are kept exactly as stored, never recomputed: an entry altered before the upgrade
+/// still fails verification after it.
+pub(crate) fn upgrade_entry(table: &'static str, key: u64, bytes: &[u8]) -> Option<Vec<u8>> {
+    if !is_json(bytes) {
+        return None;
+    }
+    let event = match json_decode::<Event>(table, bytes) {
+        Ok(event) => event,
+        Err(error) => return unreadable(table, key, error),
     };
-    Ok(Some(entry_bytes(
+    let (Some(prev), Some(hash)) = (unhex32(&event.prev_hash), unhex32(&event.hash)) else {
+        return unreadable(table, key, "a chain hash is not a SHA-256");
+    };
+    Some(entry_bytes(
         event.canonical(),
-        keep(&event.prev_hash)?,
-        keep(&event.hash)?,
+        prev.to_vec(),
+        hash.to_vec(),
         event.actor == Actor::Scim,
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -826,12 +835,14 @@ mod tests {
         let json = json_encode(&request);
         let read: AccessRequest = decode("requests", &json).unwrap();
         assert_eq!(read, request);
-        let upgraded = upgrade_request("requests", &json).unwrap().unwrap();
+        let upgraded = upgrade_request("requests", 7, &json).unwrap();
         assert_eq!(
             decode::<AccessRequest>("requests", &upgraded).unwrap(),
             request
         );
-        assert_eq!(upgrade_request("requests", &upgraded).unwrap(), None);
+        assert_eq!(upgrade_request("requests", 7, &upgraded), None);
+        // A damaged record is left as it is.
+        assert_eq!(upgrade_request("requests", 7, b"{not json"), None);
     }
 
     #[test]
@@ -879,7 +890,7 @@ mod tests {
         draft.principal = Some("bob".parse().unwrap());
         let (event, head) = Event::chain(draft, 9, &GENESIS);
         let bytes = encode(&event);
-        let link = link_of("audit", 9, bytes.clone().into()).unwrap();
+        let link = link_of(9, bytes.clone().into());
         assert_eq!(link.seq, 9);
         assert_eq!(link.prev, GENESIS);
         assert_eq!(link.hash, head);
@@ -889,9 +900,9 @@ mod tests {
         assert_eq!(back, event);
         // The same entry as an earlier release stored it gives the same link.
         let json = json_encode(&event);
-        let old = link_of("audit", 9, json.clone().into()).unwrap();
+        let old = link_of(9, json.clone().into());
         assert_eq!((old.seq, old.hash, old.intact), (9, head, true));
-        let upgraded = upgrade_entry("audit", &json).unwrap().unwrap();
+        let upgraded = upgrade_entry("audit", 9, &json).unwrap();
         assert_eq!(upgraded, bytes);
         // One byte of the canonical content changed: the link no longer holds.
         let mut entry = pb::AuditEntry::decode(bytes.as_slice()).unwrap();
@@ -899,12 +910,32 @@ mod tests {
         let at = content.len() - 3;
         content[at] ^= 1;
         entry.content = content.into();
-        let tampered = link_of("audit", 9, entry.encode_to_vec().into()).unwrap();
+        let tampered = link_of(9, entry.encode_to_vec().into());
         assert!(!tampered.intact);
         // Content not in the canonical form is altered, reported under its key.
         entry.content = bytes::Bytes::from_static(b"{\"at\":1,\"seq\":9}");
-        let rewritten = link_of("audit", 9, entry.encode_to_vec().into()).unwrap();
+        let rewritten = link_of(9, entry.encode_to_vec().into());
         assert_eq!((rewritten.seq, rewritten.intact), (9, false));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_read_is_altered_under_its_key() {
+        let at = Timestamp::from_unix_millis(1);
+        let (event, _) = Event::chain(Draft::new(at, Actor::System, "x"), 4, &GENESIS);
+        let mut short = pb::AuditEntry::decode(encode(&event).as_slice()).unwrap();
+        short.hash = short.hash.slice(..31);
+        let mut not_hex = event.clone();
+        not_hex.hash = "zz".repeat(32);
+        for bytes in [
+            b"\x0a\xff\xff".to_vec(),
+            b"{not json".to_vec(),
+            short.encode_to_vec(),
+            json_encode(&not_hex),
+        ] {
+            let link = link_of(4, bytes.into());
+            assert_eq!((link.seq, link.intact), (4, false));
+        }
+        assert_eq!(upgrade_entry("audit", 4, &json_encode(&not_hex)), None);
     }
 
     #[test]
@@ -915,7 +946,7 @@ mod tests {
         let back: Event = decode("audit", &encode(&event)).unwrap();
         assert_eq!(back.actor, event.actor);
         let (stop, _) = Event::chain(Draft::new(at, Actor::System, "daemon.stopped"), 2, &GENESIS);
-        assert!(link_of("audit", 9, encode(&stop).into()).unwrap().stopped);
+        assert!(link_of(9, encode(&stop).into()).stopped);
     }
 
     #[test]

@@ -285,6 +285,30 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
     let env = environment();
     let dir = tempfile::tempdir().unwrap();
     let config = configuration(&env, &server.section("legacy"), dir.path());
+    // Refused while a daemon (of any release) holds the store: it would not read what the
+    // upgrade writes. Nothing is changed.
+    let (holder, connection) = server
+        .config("legacy")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute("SELECT pg_advisory_lock_shared(7265747)")
+        .await
+        .unwrap();
+    let refused = elevated(&["store", "upgrade", "--config", config.to_str().unwrap()]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("in use by a running elevated"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        (json("elevate_requests").await, json("elevate_audit").await),
+        (5, count as i64)
+    );
+    drop(holder);
     upgrade(&config, 1, 2, count).await;
     assert_eq!(
         (json("elevate_requests").await, json("elevate_audit").await),

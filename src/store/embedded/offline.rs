@@ -189,7 +189,8 @@ pub(in crate::store) fn verify_reads(
         let Some(&(last_key, _)) = page.last() else {
             break;
         };
-        from = last_key.saturating_add(1);
+        // After the last key a u64 holds there is no next page.
+        let next = last_key.checked_add(1);
         for (key_seq, entry) in page {
             stored_at = key_seq;
             if entry.seq != key_seq {
@@ -228,6 +229,10 @@ pub(in crate::store) fn verify_reads(
                 chain.checkpoint(checkpoint)?;
                 checkpoints.pop_front();
             }
+        }
+        match next {
+            Some(next) => from = next,
+            None => break,
         }
     }
     let last = chain.last().unwrap_or(0);
@@ -351,6 +356,26 @@ mod tests {
         let clean = verify_store(&live, None).unwrap();
         assert!(!clean.repaired);
         assert_eq!(clean.summary.last, Some(10));
+    }
+
+    #[test]
+    fn an_entry_under_the_last_key_is_verified_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(AuditKey::ephemeral().unwrap());
+        let path = dir.path().join("store.redb");
+        let db = store(&path, &key, 10);
+        // A copy of the last entry stored again under the highest key there is.
+        let txn = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable;
+            let mut audit = txn.open_table(AUDIT).unwrap();
+            let last = audit.get(10).unwrap().unwrap().value().to_vec();
+            audit.insert(u64::MAX, last.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let error = verify_store(&path, Some(key.public())).unwrap_err();
+        assert!(error.to_string().contains(&u64::MAX.to_string()), "{error}");
     }
 
     #[test]

@@ -426,24 +426,25 @@ impl Reads for Reader {
             return Ok(Vec::new());
         };
         drop(audit);
-        let end = first.saturating_add(limit as u64);
+        // Keys `first..=last`, shared out in inclusive spans (the last key a u64 holds included).
+        let last = first.saturating_add((limit.max(1) - 1) as u64);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64;
-        let share = (end - first).div_ceil(workers).max(1);
+        let share = ((last - first) / workers).saturating_add(1);
         let txn = &self.txn;
         std::thread::scope(|scope| {
             let parts: Vec<_> = (0..workers)
-                .map(|n| first.saturating_add(n * share))
-                .take_while(|&low| low < end)
+                .map_while(|n| first.checked_add(n.checked_mul(share)?))
+                .take_while(|&low| low <= last)
                 .map(|low| {
-                    let high = low.saturating_add(share).min(end);
+                    let high = low.saturating_add(share - 1).min(last);
                     scope.spawn(move || -> Result<Vec<(u64, Link)>, StoreError> {
                         let audit = txn.open_table(AUDIT)?;
-                        let mut out = Vec::with_capacity((high - low) as usize);
-                        for entry in audit.range(low..high)? {
+                        let mut out = Vec::with_capacity((high - low) as usize + 1);
+                        for entry in audit.range(low..=high)? {
                             let (key, bytes) = entry?;
                             let key = key.value();
                             let bytes = bytes::Bytes::copy_from_slice(bytes.value());
-                            out.push((key, link_of("audit", key, bytes)?));
+                            out.push((key, link_of(key, bytes)));
                         }
                         Ok(out)
                     })

@@ -230,7 +230,7 @@ fn rewrite(
         for entry in table.range(from..)?.take(PAGE) {
             let (key, value) = entry?;
             last = Some(key.value());
-            if let Some(bytes) = upgrade(name, value.value())? {
+            if let Some(bytes) = upgrade(name, key.value(), value.value()) {
                 page.push((key.value(), bytes));
             }
         }

@@ -239,7 +239,7 @@ pub(super) struct Postgres {
 }
 
 /// The advisory lock that says which daemons use a database.
-const IN_USE: i64 = 7_265_747;
+pub(super) const IN_USE: i64 = 7_265_747;
 
 /// Claims the database for this daemon, on a session of its own held while the store is
 /// open: alone (a daemon without `[cluster]`, which fences nothing, must have the database to

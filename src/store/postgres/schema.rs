@@ -195,6 +195,21 @@ pub(super) async fn initialize(
         None => put(META_SCHEMA, SCHEMA.to_le_bytes().to_vec()).await?,
         Some(Some(SCHEMA)) => {}
         Some(Some(UPGRADES_FROM)) => {
+            // Nobody may be using the store: a daemon of the previous release would not read
+            // what the upgrade writes. Every daemon holds the in-use lock (shared or not) while
+            // it has the store open; this one takes it only after the upgrade.
+            let alone: bool = txn
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&super::IN_USE])
+                .await
+                .map_err(|e| failed("upgrading the store", &e))?
+                .get(0);
+            if !alone {
+                return Err(StoreError::Failed(format!(
+                    "{shown} has layout {UPGRADES_FROM} and is in use by a running elevated: \
+                     stop every daemon on it, then upgrade it (elevated store upgrade, or start \
+                     this release)"
+                )));
+            }
             let started = std::time::Instant::now();
             let requests = rewrite(&txn, "elevate_requests", "id", upgrade_request).await?;
             let entries = rewrite(&txn, "elevate_audit", "seq", upgrade_entry).await?;
@@ -273,8 +288,9 @@ async fn rewrite(
         let mut keys = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(bytes) = upgrade(table, row.get::<_, &[u8]>(1))? {
-                keys.push(row.get::<_, i64>(0));
+            let key: i64 = row.get(0);
+            if let Some(bytes) = upgrade(table, key as u64, row.get::<_, &[u8]>(1)) {
+                keys.push(key);
                 records.push(bytes);
             }
         }

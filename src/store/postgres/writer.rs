@@ -788,7 +788,7 @@ pub(super) fn import(
             }
             // An entry of an earlier release arrives in this release's encoding, its hashes
             // as stored.
-            let record = upgrade_entry("audit", record)?.unwrap_or_else(|| record.clone());
+            let record = upgrade_entry("audit", *seq, record).unwrap_or_else(|| record.clone());
             tables.put_event(&event, record);
             imported.entries += 1;
         }
