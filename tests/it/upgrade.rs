@@ -250,23 +250,23 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
         socket_dir: pg.socket_dir(),
         port: pg.port(),
     };
-    let (client, connection) = server
-        .config("legacy")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = session(&server).await;
     client
         .batch_execute(include_str!("../fixtures/store-layout-3/postgres.sql"))
         .await
         .unwrap();
     // The dump empties the session's search path.
     client.batch_execute("RESET search_path").await.unwrap();
-    let json = |table: &'static str| {
+    // Request records and audit entries still in JSON.
+    let json = || {
         let client = &client;
         async move {
-            let sql = format!("SELECT count(*) FROM {table} WHERE get_byte(record, 0) = 123");
-            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+            let mut counts = [0; 2];
+            for (count, table) in counts.iter_mut().zip(["elevate_requests", "elevate_audit"]) {
+                let sql = format!("SELECT count(*) FROM {table} WHERE get_byte(record, 0) = 123");
+                *count = client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0);
+            }
+            (counts[0], counts[1])
         }
     };
     let elevate::store::Location::Postgres(target) = server.location("legacy") else {
@@ -277,22 +277,14 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
         .await
         .unwrap();
     assert_eq!(before.summary.events, count);
-    assert_eq!(
-        (json("elevate_requests").await, json("elevate_audit").await),
-        (5, count as i64)
-    );
+    assert_eq!(json().await, (5, count as i64));
 
     let env = environment();
     let dir = tempfile::tempdir().unwrap();
     let config = configuration(&env, &server.section("legacy"), dir.path());
     // Refused while a daemon (of any release) holds the store: it would not read what the
     // upgrade writes. Nothing is changed.
-    let (holder, connection) = server
-        .config("legacy")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let holder = session(&server).await;
     holder
         .batch_execute("SELECT pg_advisory_lock_shared(7265747)")
         .await
@@ -304,16 +296,10 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
         "{}",
         text(&refused)
     );
-    assert_eq!(
-        (json("elevate_requests").await, json("elevate_audit").await),
-        (5, count as i64)
-    );
+    assert_eq!(json().await, (5, count as i64));
     drop(holder);
     upgrade(&config, 1, 2, count).await;
-    assert_eq!(
-        (json("elevate_requests").await, json("elevate_audit").await),
-        (0, 0)
-    );
+    assert_eq!(json().await, (0, 0));
     let after = elevate::store::postgres::verify(&target, None, [count].into())
         .await
         .unwrap();
@@ -335,10 +321,18 @@ async fn a_postgres_store_of_the_previous_release_is_upgraded_in_place() {
         .unwrap();
     assert!(served.summary.events > count);
     assert_eq!(served.hashes[&count], before.hashes[&count]);
-    assert_eq!(
-        (json("elevate_requests").await, json("elevate_audit").await),
-        (0, 0)
-    );
+    assert_eq!(json().await, (0, 0));
+}
+
+/// A session of its own on the `legacy` database of `server`.
+async fn session(server: &PostgresUnderTest) -> tokio_postgres::Client {
+    let (client, connection) = server
+        .config("legacy")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 fn hex(bytes: &[u8]) -> String {
